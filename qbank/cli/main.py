@@ -1,0 +1,27 @@
+"""Entry point of the ``qbank`` command. Each subcommand lives in its own module and is
+registered here with ``cli.add_command``; errors a user can fix become ``click`` usage
+errors naming the bad option, field or row, never a traceback."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qbank")
+def cli():
+    """qbank: computerized adaptive testing with proper Sympson-Hetter exposure control."""
+
+
+def _register():
+    # Imported lazily-by-module so one broken optional subcommand cannot hide the others.
+    from qbank.cli import simulate as _simulate
+
+    cli.add_command(_simulate.simulate)
+    cli.add_command(_simulate.demo)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()
