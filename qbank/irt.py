@@ -22,6 +22,7 @@ from scipy.special import expit
 __all__ = [
     "probability",
     "information",
+    "information_elementwise",
     "test_information",
     "log_likelihood",
     "information_peak",
@@ -51,6 +52,20 @@ def probability(theta, a, b, c=0.0, D=1.0):
     return c + (1.0 - c) * expit(_logit(theta, a, b, D))
 
 
+def _information_from_logistic(logistic, a, c, D):
+    one_minus_c = 1.0 - c
+    return (D * a) ** 2 * one_minus_c * logistic**2 * (1.0 - logistic) / (c + one_minus_c * logistic)
+
+
+def information_elementwise(theta, a, b, c=0.0, D=1.0):
+    """Information with all arguments broadcast elementwise (no examinee x item outer product).
+
+    Used where each examinee has its own short list of candidate items: ``theta`` of shape
+    ``(n_examinees, 1)`` against parameters of shape ``(n_examinees, n_candidates)``.
+    """
+    return _information_from_logistic(expit(D * a * (theta - b)), a, c, D)
+
+
 def information(theta, a, b, c=0.0, D=1.0):
     """Fisher information ``(D a)^2 (Q/P) ((P - c)/(1 - c))^2`` (Lord 1980, eq. 5-19).
 
@@ -62,15 +77,7 @@ def information(theta, a, b, c=0.0, D=1.0):
     -------
     ndarray of shape (n_examinees, n_items)
     """
-    logistic = expit(_logit(theta, a, b, D))
-    one_minus_c = 1.0 - c
-    return (
-        (D * a) ** 2
-        * one_minus_c
-        * logistic**2
-        * (1.0 - logistic)
-        / (c + one_minus_c * logistic)
-    )
+    return _information_from_logistic(expit(_logit(theta, a, b, D)), a, c, D)
 
 
 def test_information(theta, a, b, c=0.0, D=1.0):

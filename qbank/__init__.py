@@ -1,0 +1,31 @@
+"""qbank: computerized adaptive testing with proper iterative Sympson-Hetter exposure control.
+
+The public API of the psychometric core; notebooks and the CLI use only these names.
+"""
+
+from qbank.estimation import EAP, MAP, MLE, make_estimator
+from qbank.irt import information, log_likelihood, probability, test_information
+from qbank.pool import ItemPool, PoolError, generate_pool, load_pool, save_pool
+from qbank.selection import (
+    InformationIndex,
+    Selection,
+    Selector,
+    blueprint_mask,
+    exposure_draws,
+    select_next,
+    session_rng,
+)
+from qbank.simulation import SimulationResult, draw_abilities, simulate
+from qbank.stopping import FixedLength, StandardError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EAP", "MAP", "MLE", "make_estimator",
+    "probability", "information", "test_information", "log_likelihood",
+    "ItemPool", "PoolError", "load_pool", "save_pool", "generate_pool",
+    "Selector", "Selection", "InformationIndex", "select_next", "exposure_draws", "session_rng",
+    "blueprint_mask",
+    "simulate", "SimulationResult", "draw_abilities",
+    "FixedLength", "StandardError",
+]
