@@ -55,18 +55,32 @@ class _Counts:
     administrations: np.ndarray
     bins: np.ndarray  # (n_bins, 5): n, sum error, sum squared error, sum se, sum length
     pool_exhausted: int = 0
+    # (n_items, n_strata) tallies by true-theta stratum, for conditional exposure control
+    stratum_selections: np.ndarray | None = None
+    stratum_administrations: np.ndarray | None = None
+    stratum_examinees: np.ndarray | None = None
 
     def __iadd__(self, other):
         self.selections += other.selections
         self.administrations += other.administrations
+        if self.stratum_selections is not None:
+            self.stratum_selections += other.stratum_selections
+            self.stratum_administrations += other.stratum_administrations
+            self.stratum_examinees += other.stratum_examinees
         self.bins += other.bins
         self.pool_exhausted += other.pool_exhausted
         return self
 
 
-def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, theta_bins):
+def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, theta_bins, strata_cuts):
     """Run one chunk of examinees through the whole test (validation assumed)."""
     n, n_items = theta.shape[0], pool.n_items
+    by_stratum = strata_cuts is not None
+    if by_stratum:
+        n_strata = strata_cuts.size + 1
+        true_stratum = np.searchsorted(strata_cuts, theta, side="right")
+        stratum_sel = np.zeros(n_items * n_strata, dtype=np.int64)
+        stratum_adm = np.zeros(n_items * n_strata, dtype=np.int64)
     max_length = stopping.max_length
     draws = exposure_draws(rng, n, n_items) if selector.uses_exposure_draws else None
     response_draws = rng.random((n, max_length))
@@ -109,6 +123,10 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
         if selection.withdrawn_rows.size:
             available[active[selection.withdrawn_rows], selection.withdrawn_items] = False
             selections += np.bincount(selection.withdrawn_items, minlength=n_items)
+            if by_stratum:
+                stratum_sel += np.bincount(
+                    true_stratum[active[selection.withdrawn_rows]] * n_items + selection.withdrawn_items,
+                    minlength=n_items * n_strata)
         got = selection.item >= 0
         if not got.all():  # Sympson-Hetter rejected every remaining item: the test ends here.
             exhausted += int((~got).sum())
@@ -118,6 +136,10 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
         counts = np.bincount(item, minlength=n_items)
         selections += counts
         administrations += counts
+        if by_stratum:
+            cell_counts = np.bincount(true_stratum[who] * n_items + item, minlength=n_items * n_strata)
+            stratum_sel += cell_counts
+            stratum_adm += cell_counts
         p_true = pool.c[item] + (1.0 - pool.c[item]) * expit(pool.D[item] * pool.a[item] * (theta[who] - pool.b[item]))
         correct = response_draws[who, step] < p_true
         administered[who, length[who]] = item
@@ -152,7 +174,12 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
         axis=1,
     )
     per_examinee = (theta_hat, se, length, administered, responses)
-    return _Counts(selections, administrations, bins, exhausted), per_examinee
+    counts = _Counts(selections, administrations, bins, exhausted)
+    if by_stratum:
+        counts.stratum_selections = stratum_sel.reshape(n_strata, n_items).T
+        counts.stratum_administrations = stratum_adm.reshape(n_strata, n_items).T
+        counts.stratum_examinees = np.bincount(true_stratum, minlength=n_strata)
+    return counts, per_examinee
 
 
 @dataclass
@@ -189,6 +216,10 @@ class SimulationResult:
     settings: dict
     wall_seconds: float
     exposure_target: float | None = None
+    strata_cuts: np.ndarray | None = None
+    stratum_selection_count: np.ndarray | None = None
+    stratum_administration_count: np.ndarray | None = None
+    stratum_examinee_count: np.ndarray | None = None
     _summary: dict | None = field(default=None, repr=False)
 
     @property
@@ -199,6 +230,15 @@ class SimulationResult:
     def exposure_rate(self) -> np.ndarray:
         """Share of examinees administered each item, shape (n_items,)."""
         return self.administration_count / self.n_examinees
+
+    def stratum_rates(self) -> tuple[np.ndarray, np.ndarray]:
+        """P(S_i | stratum j) and P(A_i | stratum j), each (n_items, n_strata), by TRUE theta
+        stratum (``strata_cuts`` given to :func:`simulate`); NaN for an empty stratum."""
+        if self.strata_cuts is None:
+            raise ValueError("run simulate(..., strata_cuts=[...]) to tally by theta stratum")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = np.where(self.stratum_examinee_count > 0, self.stratum_examinee_count, np.nan)
+            return self.stratum_selection_count / n, self.stratum_administration_count / n
 
     @property
     def selection_rate(self) -> np.ndarray:
@@ -362,6 +402,7 @@ def simulate(
     exposure_target: float | None = None,
     theta_bins=None,
     keep_examinees: bool = True,
+    strata_cuts=None,
     progress: bool = False,
 ) -> SimulationResult:
     """Simulate computerized adaptive tests for many examinees at once.
@@ -389,6 +430,9 @@ def simulate(
         Edges of the true-theta bins for conditional bias/RMSE.
     keep_examinees : bool
         Keep per-examinee item sequences (turn off for very large runs).
+    strata_cuts : array_like, optional
+        Cut points of true-theta strata; selections and administrations are then also
+        tallied per (item, stratum) (see :meth:`SimulationResult.stratum_rates`).
     progress : bool
         Show a progress bar over chunks.
 
@@ -414,6 +458,10 @@ def simulate(
         if theta.size == 0 or not np.all(np.isfinite(theta)):
             raise ValueError("theta must be a non-empty array of finite numbers")
     theta_bins = DEFAULT_THETA_BINS if theta_bins is None else np.asarray(theta_bins, dtype=float)
+    if strata_cuts is not None:
+        strata_cuts = np.asarray(strata_cuts, dtype=float).ravel()
+        if np.any(np.diff(strata_cuts) <= 0):
+            raise ValueError(f"strata_cuts must be increasing, got {strata_cuts.tolist()}")
     n_total = theta.shape[0]
     if chunk_size is None:
         chunk_size = max(1, _CELLS_PER_CHUNK // pool.n_items)
@@ -427,8 +475,7 @@ def simulate(
     index = None
     if selector.rule != "a_stratified":
         index = InformationIndex.tiers(pool, stopping.max_length + max(selector.depth, 10), bounds=bounds)
-    totals = _Counts(np.zeros(pool.n_items, np.int64), np.zeros(pool.n_items, np.int64),
-                     np.zeros((theta_bins.size - 1, 5)))
+    totals = None
     parts = []
     chunks = range(n_chunks)
     if progress:
@@ -438,9 +485,12 @@ def simulate(
     for k in chunks:
         lo, hi = k * chunk_size, min((k + 1) * chunk_size, n_total)
         counts, per_examinee = _simulate_chunk(
-            pool, theta[lo:hi], stopping, selector, estimator, children[k], index, theta_bins
+            pool, theta[lo:hi], stopping, selector, estimator, children[k], index, theta_bins, strata_cuts
         )
-        totals += counts
+        if totals is None:
+            totals = counts
+        else:
+            totals += counts
         if not keep_examinees:
             per_examinee = per_examinee[:3] + (None, None)
         parts.append(per_examinee)
@@ -462,5 +512,6 @@ def simulate(
     return SimulationResult(
         pool, theta, theta_hat, se, length, administered, responses, totals.selections,
         totals.administrations, theta_bins, totals.bins, totals.pool_exhausted, settings, wall,
-        exposure_target,
+        exposure_target, strata_cuts, totals.stratum_selections, totals.stratum_administrations,
+        totals.stratum_examinees,
     )
