@@ -15,10 +15,11 @@ def cli():
 
 def _register():
     # Imported lazily-by-module so one broken optional subcommand cannot hide the others.
+    from qbank.cli import demo as _demo
     from qbank.cli import simulate as _simulate
 
     cli.add_command(_simulate.simulate)
-    cli.add_command(_simulate.demo)
+    cli.add_command(_demo.demo)
 
 
 _register()

@@ -1,0 +1,72 @@
+"""``qbank simulate``: a CAT simulation study written to a folder."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from qbank.cli._common import out_dir, read_k_file, read_pool
+from qbank.estimation import make_estimator
+from qbank.selection import Selector
+from qbank.simulation import simulate as run_simulation
+from qbank.stopping import FixedLength, StandardError
+
+SELECTORS = ["max_info", "randomesque", "sympson_hetter", "a_stratified"]
+
+
+@click.command()
+@click.option("--pool", "pool_path", required=True, type=click.Path(dir_okay=False), help="Item pool CSV/Parquet.")
+@click.option("--examinees", type=click.IntRange(min=1), default=10_000, show_default=True, help="Number of simulees.")
+@click.option("--length", type=click.IntRange(min=1), default=30, show_default=True, help="Test length (maximum length with --se-target).")
+@click.option("--se-target", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop when SE <= this (variable length).")
+@click.option("--min-length", type=click.IntRange(min=1), default=5, show_default=True, help="Minimum length with --se-target.")
+@click.option("--selector", type=click.Choice(SELECTORS), default="max_info", show_default=True)
+@click.option("--k", "randomesque_k", type=click.IntRange(min=1), default=5, show_default=True, help="Randomesque group size.")
+@click.option("--strata", "n_strata", type=click.IntRange(min=1), default=4, show_default=True, help="Number of a-strata.")
+@click.option("--k-file", type=click.Path(dir_okay=False), default=None, help="CSV item_id,sh_p for sympson_hetter.")
+@click.option("--estimator", type=click.Choice(["eap", "map", "mle"]), default="eap", show_default=True)
+@click.option("--theta-dist", type=click.Choice(["normal", "uniform"]), default="normal", show_default=True)
+@click.option("--theta-params", default="0,1", show_default=True, help="mean,sd (normal) or low,high (uniform).")
+@click.option("--exposure-target", type=click.FloatRange(0, 1, min_open=True), default=0.25, show_default=True, help="Rate for 'items over target'.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_path", required=True, type=click.Path(file_okay=False), help="Output folder.")
+def simulate(pool_path, examinees, length, se_target, min_length, selector, randomesque_k, n_strata, k_file,
+             estimator, theta_dist, theta_params, exposure_target, seed, out_path):
+    """Simulate adaptive tests on a pool and write summary.json, exposure.csv,
+    conditional.csv, examinees.parquet and PNG plots to --out."""
+    pool = read_pool(pool_path)
+    try:
+        params = tuple(float(x) for x in theta_params.split(","))
+        if len(params) != 2:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"expected two numbers like 0,1, got {theta_params!r}", param_hint="--theta-params") from None
+    if length > pool.n_items:
+        raise click.BadParameter(f"{length} exceeds the pool's {pool.n_items} items", param_hint="--length")
+    sh_p = None
+    if selector == "sympson_hetter":
+        if k_file is None:
+            raise click.UsageError("--selector sympson_hetter needs --k-file (or run `qbank sh` to compute one)")
+        sh_p = read_k_file(k_file, pool)
+    elif k_file is not None:
+        raise click.UsageError("--k-file only applies to --selector sympson_hetter")
+    if se_target is not None:
+        if min_length > length:
+            raise click.BadParameter(f"{min_length} exceeds --length {length}", param_hint="--min-length")
+        stopping = StandardError(se_target, min_length, length)
+    else:
+        stopping = FixedLength(length)
+    rule = Selector(selector, k=randomesque_k, n_strata=n_strata, sh_p=sh_p)
+    out = out_dir(out_path)
+    result = run_simulation(
+        pool, n_examinees=examinees, theta_distribution=theta_dist, theta_params=params, stopping=stopping,
+        selector=rule, estimator=make_estimator(estimator), rng=seed, exposure_target=exposure_target,
+        progress=True,
+    )
+    paths = result.to_dir(out)
+    summary = result.summary
+    click.echo(json.dumps({k: summary[k] for k in ("n_examinees", "bias", "rmse", "mean_se", "max_exposure",
+                                                    "items_never_used", "overlap_rate", "wall_seconds")}, indent=2))
+    for name, path in paths.items():
+        click.echo(f"{name:>17}: {path}")
