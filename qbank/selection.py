@@ -263,7 +263,8 @@ def _rank_and_pick(info, item_pos, available, eligible, depth, step_draws):
 
     info, item_pos, available, eligible : (n, m); eligible may be None.
     Returns chosen column (n,) (-1 if none), the information of the deepest item the choice
-    relied on (n,) (-inf if none) and the withdrawn mask (n, m).
+    relied on (n,) (-inf if none, or fewer than ``depth`` items to rank) and the withdrawn
+    mask (n, m).
     """
     n = info.shape[0]
     rows = np.arange(n)
@@ -280,7 +281,8 @@ def _rank_and_pick(info, item_pos, available, eligible, depth, step_draws):
         rank = np.minimum((step_draws * group).astype(np.intp), np.maximum(group - 1, 0))
         column = order[rows, rank]
         value = masked[rows, column]
-        relied_on = masked[rows, order[rows, np.maximum(group - 1, 0)]]
+        # Fewer than `depth` choices among candidates may mean more exist outside them.
+        relied_on = np.where(n_ok >= depth, masked[rows, order[rows, np.maximum(group - 1, 0)]], -np.inf)
     has_item = np.isfinite(value)
     column = np.where(has_item, column, -1)
     if eligible is None:

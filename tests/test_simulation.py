@@ -1,0 +1,151 @@
+import numpy as np
+import pytest
+
+from qbank import EAP, MLE, FixedLength, Selector, StandardError, generate_pool, irt, load_pool, simulate
+
+
+def _reference_cat(pool, theta, selector, length, seed):
+    """A plain, slow, one-examinee-at-a-time CAT with the simulator's documented random streams."""
+    child = np.random.default_rng(seed).spawn(1)[0]
+    n, n_items = theta.size, pool.n_items
+    draws = child.random((n, n_items)) if selector.uses_exposure_draws else None
+    response_draws = child.random((n, length))
+    step_draws = child.random((n, length)) if selector.rule == "randomesque" else None
+    sequences, estimates = [], []
+    estimator = EAP()
+    for e in range(n):
+        used, withdrawn, answers = [], set(), []
+        theta_hat = 0.0
+        for step in range(length):
+            info = irt.information([theta_hat], pool.a, pool.b, pool.c, pool.D)[0]
+            order = sorted(range(n_items), key=lambda i: (-info[i], i))
+            candidates = [i for i in order if i not in used and i not in withdrawn]
+            if selector.rule == "randomesque":
+                group = candidates[: selector.k]
+                chosen = group[int(step_draws[e, step] * len(group))]
+            else:
+                chosen = None
+                for i in candidates:
+                    k_i = 1.0 if selector.sh_p is None else selector.sh_p[i]
+                    if draws is None or draws[e, i] <= k_i:
+                        chosen = i
+                        break
+                    withdrawn.add(i)
+            p = irt.probability([theta[e]], pool.a[chosen], pool.b[chosen], pool.c[chosen], pool.D[chosen])[0].item()
+            answers.append(float(response_draws[e, step] < p))
+            used.append(chosen)
+            idx = np.array(used)
+            theta_hat = estimator.estimate(pool.a[idx][None], pool.b[idx][None], pool.c[idx][None],
+                                           pool.D[idx][None], np.array(answers)[None])[0][0]
+        sequences.append(used)
+        estimates.append(theta_hat)
+    return np.array(sequences), np.array(estimates)
+
+
+@pytest.mark.parametrize("rule", ["max_info", "sympson_hetter", "randomesque"])
+def test_vectorized_simulator_matches_scalar_loop(rule):
+    pool = generate_pool(60, rng=21)
+    theta = np.random.default_rng(5).normal(size=25)
+    sh_p = np.random.default_rng(6).uniform(0.2, 1.0, 60) if rule == "sympson_hetter" else None
+    selector = Selector(rule, k=4, sh_p=sh_p)
+    result = simulate(pool, theta=theta, stopping=FixedLength(8), selector=selector, rng=99)
+    sequences, estimates = _reference_cat(pool, theta, selector, 8, seed=99)
+    np.testing.assert_array_equal(result.administered, sequences)
+    np.testing.assert_allclose(result.theta_hat, estimates, atol=1e-9)
+
+
+def test_same_seed_same_result_bit_for_bit():
+    pool = generate_pool(120, rng=1)
+    selector = Selector("sympson_hetter", sh_p=np.full(120, 0.6))
+    runs = [simulate(pool, n_examinees=700, selector=selector, stopping=FixedLength(10), rng=42, chunk_size=300)
+            for _ in range(2)]
+    assert runs[0].theta.tobytes() == runs[1].theta.tobytes()
+    assert runs[0].theta_hat.tobytes() == runs[1].theta_hat.tobytes()
+    assert runs[0].administered.tobytes() == runs[1].administered.tobytes()
+    other = simulate(pool, n_examinees=700, selector=selector, stopping=FixedLength(10), rng=43, chunk_size=300)
+    assert other.theta_hat.tobytes() != runs[0].theta_hat.tobytes()
+
+
+def test_without_exposure_control_the_first_item_is_everyones():
+    pool = load_pool("data/demo_pool.csv")
+    result = simulate(pool, n_examinees=500, stopping=FixedLength(5), rng=1)
+    first = result.administered[:, 0]
+    assert np.unique(first).size == 1
+    assert result.summary["max_exposure"] == 1.0
+    assert result.items.loc[pool.item_id[first[0]], "exposure_rate"] == 1.0
+
+
+def test_theta_recovery_and_summary_figures():
+    pool = load_pool("data/demo_pool.csv")
+    result = simulate(pool, n_examinees=3000, stopping=FixedLength(30), rng=8, exposure_target=0.25)
+    s = result.summary
+    # 30 items from a 600-item pool: published CAT studies give RMSE about 0.25-0.30.
+    assert 0.2 < s["rmse"] < 0.33 and abs(s["bias"]) < 0.03
+    assert abs(s["mean_se"] - s["rmse"]) < 0.04  # the posterior SD is honest
+    assert np.corrcoef(result.theta, result.theta_hat)[0, 1] > 0.95
+    assert s["items_over_target"] == int((result.exposure_rate > 0.25).sum())
+    assert s["items_never_used"] == int((result.administration_count == 0).sum())
+    assert result.administration_count.sum() == 3000 * 30
+    # Overlap from counts equals the pairwise definition on a subsample computed directly.
+    sets = [set(row) for row in result.administered]
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, 3000, (4000, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    direct = np.mean([len(sets[i] & sets[j]) / 30 for i, j in pairs])
+    assert s["overlap_rate"] == pytest.approx(direct, abs=0.02)
+    cond = result.conditional
+    assert cond["n"].sum() == 3000 and (cond["rmse"] > 0).all()
+
+
+def test_standard_error_stopping():
+    pool = load_pool("data/demo_pool.csv")
+    stopping = StandardError(0.35, min_length=5, max_length=25)
+    result = simulate(pool, n_examinees=800, stopping=stopping, rng=3)
+    assert result.length.min() >= 5 and result.length.max() <= 25
+    early = result.length < 25
+    assert early.any() and (result.se[early] <= 0.35).all()
+
+
+def test_mle_estimator_and_uniform_thetas_run():
+    pool = generate_pool(200, rng=2)
+    result = simulate(pool, n_examinees=300, theta_distribution="uniform", theta_params=(-2, 2),
+                      estimator=MLE(), stopping=FixedLength(20), rng=4)
+    assert result.theta.min() >= -2 and result.theta.max() <= 2
+    assert result.summary["rmse"] < 0.5
+
+
+def test_sympson_hetter_counts_selections_and_administrations():
+    pool = generate_pool(150, rng=3)
+    sh_p = np.full(150, 0.5)
+    result = simulate(pool, n_examinees=1000, selector=Selector("sympson_hetter", sh_p=sh_p),
+                      stopping=FixedLength(10), rng=5, strata_cuts=[0.0])
+    assert (result.selection_count >= result.administration_count).all()
+    assert result.selection_count.sum() > result.administration_count.sum()
+    # Every selection of an item passes its draw with probability K = 0.5.
+    ratio = result.administration_count.sum() / result.selection_count.sum()
+    assert ratio == pytest.approx(0.5, abs=0.03)
+    p_select, p_admin = result.stratum_rates()
+    assert p_select.shape == (150, 2)
+    np.testing.assert_array_equal(result.stratum_administration_count.sum(axis=1), result.administration_count)
+
+
+def test_memory_is_bounded_by_chunks_and_long_format():
+    pool = generate_pool(100, rng=3)
+    result = simulate(pool, n_examinees=1000, stopping=FixedLength(5), rng=1, chunk_size=128)
+    long = result.responses_long()
+    assert len(long) == 5000 and set(long.columns) == {"person_id", "item_id", "response"}
+    assert set(long["response"].unique()) <= {0, 1}
+
+
+def test_bad_arguments_are_clear():
+    pool = generate_pool(10, rng=1)
+    with pytest.raises(ValueError, match="exceeds the pool's 10 items"):
+        simulate(pool, n_examinees=5, stopping=FixedLength(11))
+    with pytest.raises(ValueError, match="give n_examinees or theta"):
+        simulate(pool, stopping=FixedLength(5))
+    with pytest.raises(ValueError, match="finite numbers"):
+        simulate(pool, theta=[0.0, np.nan], stopping=FixedLength(5))
+    with pytest.raises(ValueError, match="theta distribution must be"):
+        simulate(pool, n_examinees=5, theta_distribution="beta", stopping=FixedLength(5))
+    with pytest.raises(TypeError, match="qbank.ItemPool"):
+        simulate("pool.csv", n_examinees=5)
