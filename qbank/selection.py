@@ -181,6 +181,11 @@ class InformationIndex:
     candidates: np.ndarray
     valid: np.ndarray
     outside_max: np.ndarray
+    # Candidate parameters laid out per cell, so a step copies contiguous rows instead of
+    # gathering scattered pool entries: D*a, b and c, each (n_cells, width).
+    scaled_a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
 
     @classmethod
     def tiers(cls, pool: ItemPool, depth: int, bounds=(-4.0, 4.0)) -> tuple:
@@ -208,7 +213,8 @@ class InformationIndex:
         valid = np.take_along_axis(is_candidate, order, axis=1)
         # A hair of slack so that rounding in the bounds can never make the check optimistic.
         outside_max = outside_max * (1.0 + 1e-9) + 1e-12
-        return cls(edges, order.astype(np.intp), valid, outside_max)
+        order = order.astype(np.intp)
+        return cls(edges, order, valid, outside_max, (pool.D * pool.a)[order], pool.b[order], pool.c[order])
 
     def cell_of(self, theta_hat) -> np.ndarray:
         """Cell index per estimate; -1 outside the indexed range."""
@@ -330,7 +336,7 @@ def _select_indexed(pool, theta_hat, available, selector, draws, step_draws, tie
         if inside.size:
             cand = index.candidates[cells]
             info = information_elementwise(
-                theta_hat[inside, None], pool.a[cand], pool.b[cand], pool.c[cand], pool.D[cand]
+                theta_hat[inside, None], index.scaled_a[cells], index.b[cells], index.c[cells], 1.0
             )
             # Gather only the candidate cells: never copy the full (n, n_items) matrices.
             avail = available[inside[:, None], cand] & index.valid[cells]
