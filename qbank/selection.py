@@ -30,6 +30,7 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from qbank.irt import information, information_elementwise, information_peak
 from qbank.pool import ItemPool
@@ -43,6 +44,7 @@ __all__ = [
     "exposure_draws",
     "session_rng",
     "blueprint_mask",
+    "sh_p_from_frame",
 ]
 
 RULES = (
@@ -261,6 +263,36 @@ def blueprint_mask(topic_codes, administered_per_topic, *, maximum=None, minimum
         forced = deficit.sum(axis=1) >= np.asarray(remaining)
         allowed &= ~forced[:, None] | (deficit > 0)
     return allowed[:, np.asarray(topic_codes)]
+
+
+def sh_p_from_frame(frame, pool: ItemPool, source: str = "k-file") -> np.ndarray:
+    """sh_p per pool item from a frame with columns ``item_id, sh_p``; every pool item must appear.
+
+    Raises
+    ------
+    ValueError
+        Naming the bad lines (1-based, header = line 1) or item ids.
+    """
+    missing = {"item_id", "sh_p"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {sorted(missing)}")
+    sh_p = pd.to_numeric(frame["sh_p"], errors="coerce")
+    bad = sh_p.isna() | (sh_p < 0) | (sh_p > 1)
+    if bad.any():
+        rows = (np.flatnonzero(bad.to_numpy()) + 2).tolist()[:10]
+        raise ValueError(f"{source}: sh_p must be a number in [0, 1]; bad line(s) {rows}")
+    ids = frame["item_id"].astype(str)
+    if ids.duplicated().any():
+        raise ValueError(f"{source}: duplicate item_id {sorted(ids[ids.duplicated()])[:10]}")
+    by_id = dict(zip(ids, sh_p))
+    unknown = sorted(set(by_id) - set(pool.item_id))
+    if unknown:
+        raise ValueError(f"{source}: item_id not in the pool: {unknown[:10]}")
+    absent = [i for i in pool.item_id if i not in by_id]
+    if absent:
+        raise ValueError(f"{source}: no sh_p for {len(absent)} pool item(s), e.g. {absent[:10]}")
+    return np.array([by_id[i] for i in pool.item_id], dtype=float)
+
 
 
 # ---------------------------------------------------------------------------- kernels

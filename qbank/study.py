@@ -1,0 +1,144 @@
+"""Simulation studies: several selection conditions on the same pool and the same simulees,
+described by a TOML file (see ``simulations/``) and written as a report folder."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from qbank import plots
+from qbank.estimation import make_estimator
+from qbank.pool import load_pool
+from qbank.selection import Selector, sh_p_from_frame
+from qbank.simulation import SimulationResult, draw_abilities, simulate
+from qbank.stopping import FixedLength, StandardError
+
+__all__ = ["StudyConfig", "load_study", "run_study"]
+
+_TOP_KEYS = {"name", "pool", "examinees", "seed", "exposure_target", "theta_distribution", "theta_params",
+             "estimator", "stopping", "condition"}
+_CONDITION_KEYS = {"name", "selector", "k", "n_strata", "k_file"}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    pool: Path
+    examinees: int
+    seed: int
+    stopping: object
+    conditions: tuple
+    exposure_target: float | None = 0.25
+    theta_distribution: str = "normal"
+    theta_params: tuple = (0.0, 1.0)
+    estimator: str = "eap"
+
+
+def _stopping_from(table: dict, source: str):
+    rule = table.get("rule", "fixed_length")
+    try:
+        if rule == "fixed_length":
+            return FixedLength(int(table["length"]))
+        if rule == "standard_error":
+            return StandardError(float(table["se_target"]), int(table.get("min_length", 1)),
+                                 int(table.get("max_length", 50)))
+    except KeyError as exc:
+        raise ValueError(f"{source}: [stopping] needs '{exc.args[0]}'") from None
+    raise ValueError(f"{source}: [stopping] rule must be 'fixed_length' or 'standard_error', got {rule!r}")
+
+
+def load_study(path) -> StudyConfig:
+    """Read and check a study TOML file; errors name the key and the condition."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read study config: {exc}") from None
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    for key in ("pool", "condition"):
+        if key not in raw:
+            raise ValueError(f"{path}: missing '{key}'")
+    conditions = []
+    for i, cond in enumerate(raw["condition"], start=1):
+        label = cond.get("name", f"condition {i}")
+        bad = set(cond) - _CONDITION_KEYS
+        if bad:
+            raise ValueError(f"{path}: [[condition]] {label!r}: unknown key(s) {sorted(bad)}")
+        if "selector" not in cond:
+            raise ValueError(f"{path}: [[condition]] {label!r}: missing 'selector'")
+        conditions.append({"name": label, **cond})
+    names = [c["name"] for c in conditions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: condition names must be unique, got {names}")
+    return StudyConfig(
+        name=raw.get("name", path.stem),
+        pool=(path.parent / raw["pool"]).resolve(),
+        examinees=int(raw.get("examinees", 10_000)),
+        seed=int(raw.get("seed", 0)),
+        stopping=_stopping_from(raw.get("stopping", {"rule": "fixed_length", "length": 30}), str(path)),
+        conditions=tuple(conditions),
+        exposure_target=raw.get("exposure_target", 0.25),
+        theta_distribution=raw.get("theta_distribution", "normal"),
+        theta_params=tuple(raw.get("theta_params", (0.0, 1.0))),
+        estimator=raw.get("estimator", "eap"),
+    )
+
+
+def run_study(config: StudyConfig, out=None, progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Run every condition on the same simulees; return a comparison table and the results.
+
+    When ``out`` is given, each condition's report goes to ``out/<name>/`` and the comparison
+    (``comparison.csv``, ``report.md``, overlaid plots) to ``out/``.
+    """
+    pool = load_pool(config.pool)
+    rng = np.random.default_rng(config.seed)
+    theta = draw_abilities(config.examinees, config.theta_distribution, config.theta_params, rng)
+    estimator = make_estimator(config.estimator)
+    results: dict[str, SimulationResult] = {}
+    for cond in config.conditions:
+        sh_p = None
+        if cond.get("k_file"):
+            k_path = config.pool.parent / cond["k_file"]
+            sh_p = sh_p_from_frame(pd.read_csv(k_path, dtype={"item_id": str}), pool, source=str(k_path))
+        selector = Selector(cond["selector"], k=int(cond.get("k", 5)), n_strata=int(cond.get("n_strata", 4)),
+                            sh_p=sh_p)
+        result = simulate(pool, theta=theta, stopping=config.stopping, selector=selector, estimator=estimator,
+                          rng=config.seed, exposure_target=config.exposure_target, progress=progress)
+        results[cond["name"]] = result
+        if out is not None:
+            result.to_dir(Path(out) / cond["name"])
+    keys = ["rmse", "bias", "mean_se", "mean_length", "max_exposure", "items_never_used", "overlap_rate",
+            "wall_seconds"]
+    if config.exposure_target is not None:
+        keys.insert(5, "items_over_target")
+    table = pd.DataFrame({name: {k: r.summary[k] for k in keys} for name, r in results.items()}).T
+    table.index.name = "condition"
+    if out is not None:
+        out = Path(out)
+        table.to_csv(out / "comparison.csv")
+        exposure_png = plots.exposure_sorted({k: r.exposure_rate for k, r in results.items()},
+                                             out / "exposure_sorted.png", target=config.exposure_target)
+        conditional_png = plots.conditional_accuracy({k: r.conditional for k, r in results.items()},
+                                                     out / "conditional.png")
+        lines = [f"# Study `{config.name}`", "",
+                 f"Pool `{config.pool.name}` ({pool.n_items} items), {config.examinees} simulees "
+                 f"({config.theta_distribution} {list(config.theta_params)}), stopping {config.stopping.to_dict()}, "
+                 f"estimator {config.estimator}, seed {config.seed}.", "",
+                 table.to_markdown(floatfmt=".4g") if _has_tabulate() else "```\n" + table.to_string() + "\n```", "",
+                 f"![exposure]({exposure_png.name})", "", f"![conditional]({conditional_png.name})", ""]
+        (out / "report.md").write_text("\n".join(lines))
+    return table, results
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
