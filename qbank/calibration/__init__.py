@@ -1,0 +1,25 @@
+"""Item calibration: marginal maximum likelihood 1PL/2PL/3PL by the Bock-Aitkin EM algorithm.
+
+Complete or sparse (CAT) responses, wide or long (the delivery service's
+``person_id, item_id, response`` log), MAP priors, standard errors, and fixed-parameter
+calibration of new or pretest items against a bank (Kim 2006). The output pool uses the
+logistic metric (``D = 1``) and is read by ``qbank simulate`` and ``qbank sh`` directly.
+
+girth (``girth.twopl_mml``, ``girth.threepl_mml``) is the independent cross-check on complete
+data, not the engine; :mod:`qbank.calibration.girth_check` wraps it.
+"""
+
+from qbank.calibration._calibrator import (
+    MODELS,
+    CalibrationReport,
+    CalibrationWarning,
+    Calibrator,
+    calibrate,
+    parse_prior,
+)
+from qbank.calibration._data import LONG_COLUMNS, CalibrationError, ResponseMatrix, read_responses
+
+__all__ = [
+    "Calibrator", "calibrate", "CalibrationReport", "CalibrationWarning", "CalibrationError",
+    "ResponseMatrix", "read_responses", "parse_prior", "MODELS", "LONG_COLUMNS",
+]

@@ -1,0 +1,502 @@
+"""Public calibration API: the :class:`Calibrator` estimator, :func:`calibrate` and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from qbank.calibration import _em
+from qbank.calibration._data import CalibrationError, ResponseMatrix, _show, read_responses
+from qbank.pool import ItemPool, PoolError, load_pool, save_pool
+
+__all__ = ["Calibrator", "calibrate", "CalibrationReport", "CalibrationWarning", "parse_prior", "MODELS"]
+
+MODELS = ("1PL", "2PL", "3PL")
+_BOUND_TOLERANCE = 1e-6
+
+
+class CalibrationWarning(UserWarning):
+    """Something in a calibration deserves a look (non-convergence, dropped or bounded items)."""
+
+
+def parse_prior(text: str | None, kind: str, option: str = "prior"):
+    """Parse ``'beta:5,17'``, ``'normal:0,0.5'`` or ``'none'`` into a tuple (or None).
+
+    Parameters
+    ----------
+    text : str or None
+    kind : {'beta', 'normal'}
+        The family the parameter takes.
+    option : str
+        Name used in error messages.
+
+    Raises
+    ------
+    CalibrationError
+        Wrong family, not two numbers, sd <= 0, alpha or beta < 1.
+    """
+    if text is None or str(text).strip().lower() in {"none", "off", ""}:
+        return None
+    family, _, values = str(text).partition(":")
+    if family.strip().lower() != kind:
+        raise CalibrationError(f"{option} must look like '{kind}:x,y' or 'none', got {text!r}")
+    try:
+        first, second = (float(v) for v in values.split(","))
+    except ValueError:
+        raise CalibrationError(f"{option} needs two numbers after '{kind}:', got {text!r}") from None
+    return _check_prior((first, second), kind, option)
+
+
+def _check_prior(prior, kind, option):
+    if prior is None:
+        return None
+    try:
+        first, second = (float(v) for v in prior)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{option} must be two numbers or None, got {prior!r}") from None
+    if not (math.isfinite(first) and math.isfinite(second)):
+        raise CalibrationError(f"{option} must be finite, got {prior!r}")
+    if kind == "normal" and second <= 0:
+        raise CalibrationError(f"{option}: the normal sd must be > 0, got {second}")
+    # alpha, beta >= 1 keep the log prior concave, so the M-step stays a maximisation.
+    if kind == "beta" and (first < 1 or second < 1):
+        raise CalibrationError(f"{option}: Beta alpha and beta must be >= 1, got {first}, {second}")
+    return (first, second)
+
+
+@dataclass
+class CalibrationReport:
+    """What a calibration produced.
+
+    Attributes
+    ----------
+    pool : ItemPool
+        Calibrated items (plus, in fixed-parameter calibration, the fixed items unchanged),
+        logistic metric ``D = 1``.
+    items : DataFrame indexed by item_id
+        ``a, b, c, D, se_a, se_b, se_c, n, p_correct, fixed, at_bound``; an SE is NaN exactly
+        where the parameter was not estimated (fixed item, ``c`` of a 2PL, ...).
+    summary : dict
+        Model, priors, counts, iterations, convergence, log-likelihood, latent mean and sd, seconds.
+    latent : DataFrame
+        ``theta, weight``: the latent distribution on the quadrature grid (N(0, 1) unless estimated).
+    log_likelihood_trace : ndarray of shape (n_iterations,)
+        Marginal log-likelihood at the start of every EM cycle.
+    """
+
+    pool: ItemPool
+    items: pd.DataFrame
+    summary: dict
+    latent: pd.DataFrame
+    log_likelihood_trace: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict:
+        items = self.items.reset_index().astype(object).where(self.items.reset_index().notna(), None)
+        return {
+            "summary": self.summary,
+            "items": items.to_dict(orient="records"),
+            "latent": self.latent.to_dict(orient="list"),
+            "log_likelihood_trace": [float(v) for v in self.log_likelihood_trace],
+        }
+
+    def to_json(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default))
+        return path
+
+    def save(self, pool_path) -> dict:
+        """Write the pool (CSV or Parquet by extension) and ``<stem>.report.json`` beside it."""
+        pool_path = Path(pool_path)
+        report_path = pool_path.with_name(pool_path.stem + ".report.json")
+        return {"pool": save_pool(self.pool, pool_path), "report": self.to_json(report_path)}
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+class Calibrator:
+    """Marginal maximum likelihood item calibration by the Bock-Aitkin EM algorithm.
+
+    Bock & Aitkin (1981) EM on a fixed quadrature grid with MAP priors (Mislevy 1986);
+    missing responses drop out of the likelihood. With ``fixed_pool`` the items of that pool
+    keep their parameters and only the other items are estimated, while the latent
+    distribution is re-estimated every cycle (Kim 2006, multiple weights updating and
+    multiple EM cycles), which puts new or pretest items on the bank's scale.
+
+    Parameters
+    ----------
+    model : {'1PL', '2PL', '3PL'}
+        1PL: one common discrimination and per-item difficulty; 2PL: ``c = 0``.
+    prior_c : (alpha, beta) or None
+        Beta prior on the 3PL lower asymptote.
+    prior_loga : (mean, sd) or None
+        Normal prior on ``log a``.
+    prior_b : (mean, sd) or None
+        Normal prior on ``b`` (off by default).
+    fixed_pool : ItemPool, path or None
+        Bank items whose parameters stay fixed (any ``D``; converted to ``D = 1``).
+    n_quad : int
+        Equally spaced quadrature points on ``theta_range``.
+    theta_range : (float, float)
+    max_iter : int
+        Maximum number of EM cycles.
+    tol : float
+        Convergence when no estimated ``a``, ``b`` or ``c`` changes by more than this in one cycle.
+    drop_invariant : bool
+        Drop items whose responses are all equal (with a warning) instead of raising.
+    progress : bool
+        Show a tqdm bar over EM cycles.
+
+    Attributes
+    ----------
+    item_params_ : DataFrame indexed by item_id
+        ``a, b, c, D`` of every item in the output pool.
+    report_ : CalibrationReport
+    n_iter_ : int
+    converged_ : bool
+    log_likelihood_ : float
+        Marginal log-likelihood at the estimates.
+
+    Examples
+    --------
+    >>> from qbank.calibration import Calibrator
+    >>> fitted = Calibrator("2PL").fit("responses.csv")      # doctest: +SKIP
+    >>> fitted.to_pool()                                     # doctest: +SKIP
+    """
+
+    def __init__(self, model="3PL", *, prior_c=(5.0, 17.0), prior_loga=(0.0, 0.5), prior_b=None,
+                 fixed_pool=None, n_quad=41, theta_range=(-5.0, 5.0), max_iter=500, tol=1e-4,
+                 drop_invariant=False, progress=False):
+        self.model = model
+        self.prior_c = prior_c
+        self.prior_loga = prior_loga
+        self.prior_b = prior_b
+        self.fixed_pool = fixed_pool
+        self.n_quad = n_quad
+        self.theta_range = theta_range
+        self.max_iter = max_iter
+        self.tol = tol
+        self.drop_invariant = drop_invariant
+        self.progress = progress
+
+    # ------------------------------------------------------------------ checks
+    def _check_settings(self):
+        model = str(self.model).upper()
+        if model not in MODELS:
+            raise CalibrationError(f"model must be one of {list(MODELS)}, got {self.model!r}")
+        priors = _em.Priors(
+            loga=_check_prior(self.prior_loga, "normal", "prior_loga"),
+            b=_check_prior(self.prior_b, "normal", "prior_b"),
+            c=_check_prior(self.prior_c, "beta", "prior_c") if model == "3PL" else None,
+        )
+        if not (isinstance(self.n_quad, (int, np.integer)) and self.n_quad >= 5):
+            raise CalibrationError(f"n_quad must be an integer >= 5, got {self.n_quad!r}")
+        low, high = (float(v) for v in self.theta_range)
+        if not low < high:
+            raise CalibrationError(f"theta_range must be (low, high) with low < high, got {self.theta_range!r}")
+        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
+            raise CalibrationError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if not self.tol > 0:
+            raise CalibrationError(f"tol must be > 0, got {self.tol!r}")
+        return model, priors, np.linspace(low, high, int(self.n_quad))
+
+    def _fixed(self, data: ResponseMatrix, model: str):
+        """Fixed items' parameters aligned with the data, and the pool's unused items."""
+        pool = self.fixed_pool
+        if pool is None:
+            return None, np.zeros(data.n_items, dtype=bool)
+        if not isinstance(pool, ItemPool):
+            try:
+                pool = load_pool(pool)
+            except PoolError as exc:
+                raise CalibrationError(f"fixed_pool: {exc}") from None
+        in_pool = np.isin(data.item_id, pool.item_id)
+        if not in_pool.any():
+            raise CalibrationError(
+                f"fixed_pool: none of its {pool.n_items} item ids occur in the responses "
+                f"(pool ids e.g. {_show(pool.item_id, 5)}, response ids e.g. {_show(data.item_id, 5)})"
+            )
+        if in_pool.all():
+            raise CalibrationError("fixed_pool: every item in the responses is fixed; there is nothing to calibrate")
+        unused = pool.item_id[~np.isin(pool.item_id, data.item_id)]
+        if unused.size:
+            warnings.warn(
+                f"fixed_pool: {unused.size} item(s) have no responses and are carried over unchanged: {_show(unused)}",
+                CalibrationWarning, stacklevel=3,
+            )
+        if model == "1PL":
+            effective_a = pool.a * pool.D
+            if not np.allclose(effective_a, effective_a[0], rtol=1e-6):
+                raise CalibrationError("fixed_pool: a 1PL calibration needs a bank with one common D*a; "
+                                       f"this bank has D*a from {effective_a.min():.3g} to {effective_a.max():.3g}")
+        return pool, in_pool
+
+    def _drop_invariant(self, data: ResponseMatrix, free: np.ndarray):
+        n_answered, n_correct = data.item_counts()
+        invariant = free & ((n_correct == 0) | (n_correct == n_answered))
+        if not invariant.any():
+            return data, free, []
+        described = [
+            f"{item} ({'no responses' if n == 0 else f'all {int(k > 0)} in {int(n)} responses'})"
+            for item, n, k in zip(data.item_id[invariant], n_answered[invariant], n_correct[invariant])
+        ]
+        if not self.drop_invariant:
+            raise CalibrationError(
+                f"{invariant.sum()} item(s) have no variance, so their parameters are not identified: "
+                f"{_show(described)}; remove them or pass drop_invariant=True (--drop-invariant)"
+            )
+        warnings.warn(f"dropped {invariant.sum()} item(s) with no variance: {_show(described)}",
+                      CalibrationWarning, stacklevel=3)
+        keep = ~invariant
+        return data.select(items=keep), free[keep], [str(i) for i in data.item_id[invariant]]
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, responses, format="auto"):
+        """Estimate item parameters from responses.
+
+        Parameters
+        ----------
+        responses : path, DataFrame, array_like of shape (n_persons, n_items) or ResponseMatrix
+            Wide or long responses; see :func:`qbank.calibration.read_responses`.
+        format : {'auto', 'wide', 'long'}
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        CalibrationError
+            Invalid settings or responses, items without variance (unless ``drop_invariant``),
+            a fixed pool that shares no item with the responses.
+        """
+        started = time.perf_counter()
+        model, priors, theta = self._check_settings()
+        data = read_responses(responses, format)
+        pool, fixed_mask = self._fixed(data, model)
+        data, fixed_mask, dropped = self._drop_invariant(data, ~fixed_mask)
+        fixed_mask = ~fixed_mask
+        n_answered_person, _ = data.person_counts()
+        n_empty_persons = int((n_answered_person == 0).sum())
+        if n_empty_persons:
+            data = data.select(persons=n_answered_person > 0)
+        if data.n_persons < 2:
+            raise CalibrationError(f"need responses from at least 2 persons, got {data.n_persons}")
+        free = data.select(items=~fixed_mask)
+
+        cols, shared_a = {"1PL": ([_em.LOGA, _em.B], True), "2PL": ([_em.LOGA, _em.B], False),
+                          "3PL": ([_em.LOGA, _em.B, _em.C], False)}[model]
+        c_start = 0.0
+        if model == "3PL":
+            alpha, beta = priors.c or (1.0, 1.0)
+            # Start at the prior mode when there is one.
+            c_start = float(np.clip((alpha - 1.0) / (alpha + beta - 2.0), 0.01, 0.5)) if alpha + beta > 2 else 0.2
+        fixed_loglik, theta_start, x_fixed = None, None, None
+        if pool is not None:
+            fixed = data.select(items=fixed_mask)
+            positions = pool.index_of(list(fixed.item_id))
+            x_fixed = np.column_stack([np.log(pool.a[positions] * pool.D[positions]),
+                                       pool.b[positions], pool.c[positions]])
+            fixed_loglik = _em.grid_log_likelihood(fixed.answered, fixed.correct, _em.item_probability(theta, x_fixed))
+            start_post, _ = _em.posterior(fixed_loglik, np.log(_em.normal_weights(theta)))
+            theta_start = start_post @ theta
+            if model == "1PL":
+                shared_a, cols = False, [_em.B]  # the common a is the bank's
+        x = _em.start_values(free.answered, free.correct, c_start, theta_start)
+        if pool is not None and model == "1PL":
+            x[:, _em.LOGA] = x_fixed[0, _em.LOGA]
+
+        x, post, log_weights, trace, converged, last_change = self._em(
+            theta, free, fixed_loglik, x, priors, cols, shared_a, estimate_latent=pool is not None
+        )
+        loglik = _em.grid_log_likelihood(free.answered, free.correct, _em.item_probability(theta, x))
+        if fixed_loglik is not None:
+            loglik += fixed_loglik
+        post, marginal = _em.posterior(loglik, log_weights)
+
+        variances, se_method = self._variances(theta, post, free, x, priors, cols, shared_a)
+        self._finish(model, priors, theta, data, free, fixed_mask, x, x_fixed, pool, variances, se_method,
+                     log_weights, trace, converged, last_change, marginal, dropped, n_empty_persons, started)
+        return self
+
+    def _em(self, theta, free, fixed_loglik, x, priors, cols, shared_a, estimate_latent):
+        log_weights = np.log(_em.normal_weights(theta))
+        trace = []
+        converged, change = False, np.inf
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_iter, desc="EM cycles", unit="cycle", leave=False)
+        try:
+            for _ in range(self.max_iter):
+                loglik = _em.grid_log_likelihood(free.answered, free.correct, _em.item_probability(theta, x))
+                if fixed_loglik is not None:
+                    loglik += fixed_loglik
+                post, marginal = _em.posterior(loglik, log_weights)
+                trace.append(marginal)
+                if estimate_latent:
+                    # Kim (2006) MWU: the latent histogram is the mean posterior of the last E-step.
+                    log_weights = np.log(np.maximum(post.mean(axis=0), 1e-300))
+                r, n = _em.expected_counts(free.answered, free.correct, post)
+                updated = _em.m_step(theta, r, n, x, priors, cols, shared_a)
+                change = float(np.abs(_natural(updated) - _natural(x)).max())
+                x = updated
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loglik=f"{marginal:.2f}", change=f"{change:.1e}")
+                if change < self.tol:
+                    converged = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        if not converged:
+            warnings.warn(
+                f"EM stopped after max_iter={self.max_iter} cycles without converging: the largest parameter "
+                f"change in the last cycle was {change:.3g} > tol={self.tol}", CalibrationWarning, stacklevel=3,
+            )
+        return x, post, log_weights, np.array(trace), converged, change
+
+    @staticmethod
+    def _variances(theta, post, free, x, priors, cols, shared_a):
+        scores = _em.score_vectors(theta, post, free.answered, free.correct, x, cols, shared_a)
+        _, curvature = priors.gradient_curvature(x)
+        if shared_a:
+            prior_curv = np.concatenate([[_em.Priors(loga=priors.loga, b=None, c=None)
+                                          .gradient_curvature(x[:1])[1][0, _em.LOGA]], curvature[:, _em.B]])
+        else:
+            prior_curv = np.concatenate([curvature[:, k] for k in cols])
+        variances, method = _em.cross_product_covariance(scores, prior_curv, x.shape[0], len(cols))
+        out = np.full((x.shape[0], 3), np.nan)
+        if shared_a:
+            out[:, _em.LOGA] = variances[0]
+            out[:, _em.B] = variances[1:]
+        else:
+            for i, k in enumerate(cols):
+                out[:, k] = variances[i * x.shape[0]:(i + 1) * x.shape[0]]
+        return out, method
+
+    def _finish(self, model, priors, theta, data, free, fixed_mask, x, x_fixed, pool, variances, se_method,
+                log_weights, trace, converged, last_change, marginal, dropped, n_empty_persons, started):
+        a, b, c = np.exp(x[:, _em.LOGA]), x[:, _em.B], x[:, _em.C]
+        with np.errstate(invalid="ignore"):
+            se = np.sqrt(np.maximum(variances, 0.0))
+        n_answered, n_correct = free.item_counts()
+        estimated = np.zeros((x.shape[0], 3), dtype=bool)
+        estimated[:, {"1PL": [0, 1], "2PL": [0, 1], "3PL": [0, 1, 2]}[model]] = True
+        lower, upper = _em.BOUNDS[:, 0], _em.BOUNDS[:, 1]
+        hit = estimated & ((x <= lower + _BOUND_TOLERANCE) | (x >= upper - _BOUND_TOLERANCE))
+        hit[:, _em.C] &= x[:, _em.C] >= upper[_em.C] - _BOUND_TOLERANCE  # c = 0 is a legitimate estimate
+        at_bound = hit.any(axis=1)
+        items = pd.DataFrame({
+            "item_id": free.item_id.astype(str), "a": a, "b": b, "c": c, "D": 1.0,
+            "se_a": a * se[:, _em.LOGA], "se_b": se[:, _em.B], "se_c": se[:, _em.C],
+            "n": n_answered.astype(np.int64), "p_correct": n_correct / n_answered,
+            "fixed": False, "at_bound": at_bound,
+        })
+        if at_bound.any():
+            warnings.warn(f"{at_bound.sum()} item(s) ended at a parameter bound {_em.BOUNDS.tolist()}: "
+                          f"{_show(free.item_id[at_bound])}", CalibrationWarning, stacklevel=3)
+        topic = None
+        if pool is not None:
+            n_fixed, n_fixed_correct = data.select(items=fixed_mask).item_counts()
+            counts = dict(zip(data.item_id[fixed_mask], zip(n_fixed, n_fixed_correct)))
+            bank = pd.DataFrame({
+                "item_id": pool.item_id.astype(str), "a": pool.a * pool.D, "b": pool.b, "c": pool.c, "D": 1.0,
+                "se_a": np.nan, "se_b": np.nan, "se_c": np.nan,
+                "n": [int(counts.get(i, (0, 0))[0]) for i in pool.item_id],
+                "p_correct": [counts[i][1] / counts[i][0] if i in counts else np.nan for i in pool.item_id],
+                "fixed": True, "at_bound": False,
+            })
+            items = pd.concat([bank, items], ignore_index=True)
+            if pool.topic is not None:
+                topic = np.concatenate([pool.topic.astype(object), np.full(free.n_items, "", dtype=object)])
+        items = items.set_index("item_id")
+        out_pool = ItemPool.from_arrays(items["a"].to_numpy(), items["b"].to_numpy(), items["c"].to_numpy(), D=1.0,
+                                        item_id=items.index.to_numpy(), topic=topic, name="calibrated")
+        weights = np.exp(log_weights)
+        weights /= weights.sum()
+        latent_mean = float(weights @ theta)
+        latent_sd = float(np.sqrt(max(weights @ theta**2 - latent_mean**2, 0.0)))
+        summary = {
+            "model": model,
+            "method": "Bock-Aitkin MML-EM" + (" with fixed items (Kim 2006 MWU-MEM)" if pool is not None else ""),
+            "priors": {"loga": priors.loga, "b": priors.b, "c": priors.c},
+            "n_persons": data.n_persons,
+            "n_persons_without_responses": n_empty_persons,
+            "n_items_estimated": int(free.n_items),
+            "n_items_fixed": 0 if pool is None else int(pool.n_items),
+            "n_responses": int(data.n_responses),
+            "dropped_items": dropped,
+            "iterations": int(len(trace)),
+            "converged": bool(converged),
+            "tol": float(self.tol),
+            "last_max_change": float(last_change),
+            "log_likelihood": float(marginal),
+            "log_posterior": float(marginal + priors.log_density(x).sum()),
+            "latent_estimated": pool is not None,
+            "latent_mean": latent_mean,
+            "latent_sd": latent_sd,
+            "n_quad": int(theta.size),
+            "theta_range": [float(theta[0]), float(theta[-1])],
+            "se_method": se_method,
+            "storage": "sparse" if data.is_sparse else "dense",
+            "seconds": time.perf_counter() - started,
+        }
+        self.report_ = CalibrationReport(out_pool, items, summary,
+                                         pd.DataFrame({"theta": theta, "weight": weights}), trace)
+        self.item_params_ = items[["a", "b", "c", "D"]].copy()
+        self.n_iter_ = summary["iterations"]
+        self.converged_ = summary["converged"]
+        self.log_likelihood_ = summary["log_likelihood"]
+
+    def to_pool(self, name: str = "calibrated") -> ItemPool:
+        """The calibrated pool (``D = 1``), readable by ``qbank simulate`` and ``qbank sh`` once saved."""
+        if not hasattr(self, "report_"):
+            raise CalibrationError("this Calibrator is not fitted yet; call fit(responses) first")
+        pool = self.report_.pool
+        return ItemPool(pool.item_id.copy(), pool.a.copy(), pool.b.copy(), pool.c.copy(), pool.D.copy(),
+                        None if pool.topic is None else pool.topic.copy(), name)
+
+
+def _natural(x):
+    """(a, b, c) from (log a, b, c), for the convergence check in the reported metric."""
+    return np.column_stack([np.exp(x[:, _em.LOGA]), x[:, _em.B], x[:, _em.C]])
+
+
+def calibrate(responses, model="3PL", *, fixed_pool=None, format="auto", **options) -> CalibrationReport:
+    """Calibrate items by Bock-Aitkin MML-EM; ``Calibrator(model, ...).fit(responses).report_``.
+
+    Parameters
+    ----------
+    responses : path, DataFrame, array_like of shape (n_persons, n_items) or ResponseMatrix
+    model : {'1PL', '2PL', '3PL'}
+    fixed_pool : ItemPool, path or None
+        Fixed-parameter calibration against these bank items (Kim 2006).
+    format : {'auto', 'wide', 'long'}
+    **options
+        Any other :class:`Calibrator` parameter (``prior_c``, ``prior_loga``, ``max_iter``, ...).
+
+    Returns
+    -------
+    CalibrationReport
+    """
+    return Calibrator(model, fixed_pool=fixed_pool, **options).fit(responses, format=format).report_
