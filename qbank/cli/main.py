@@ -15,11 +15,13 @@ def cli():
 
 def _register():
     # Imported lazily-by-module so one broken optional subcommand cannot hide the others.
+    from qbank.cli import calibrate as _calibrate
     from qbank.cli import demo as _demo
     from qbank.cli import simulate as _simulate
     from qbank.cli import study as _study
 
     cli.add_command(_simulate.simulate)
+    cli.add_command(_calibrate.calibrate)
     cli.add_command(_demo.demo)
     cli.add_command(_study.study)
 

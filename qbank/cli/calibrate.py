@@ -1,0 +1,79 @@
+"""``qbank calibrate``: item parameters from responses, written as a pool CSV plus a JSON report."""
+
+from __future__ import annotations
+
+import warnings
+
+import click
+
+from qbank.calibration import MODELS, CalibrationError, Calibrator, parse_prior, read_responses
+from qbank.cli._common import read_pool
+
+
+def _prior(text, kind, option):
+    try:
+        return parse_prior(text, kind, option)
+    except CalibrationError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+@click.command()
+@click.option("--responses", "responses_path", required=True, type=click.Path(dir_okay=False),
+              help="CSV/Parquet: long (person_id,item_id,response) or wide (one column per item).")
+@click.option("--model", type=click.Choice(MODELS, case_sensitive=False), default="3PL", show_default=True)
+@click.option("--format", "input_format", type=click.Choice(["auto", "wide", "long"]), default="auto",
+              show_default=True, help="Input layout; auto = long when the three long columns are present.")
+@click.option("--prior-c", default="beta:5,17", show_default=True, help="Beta prior on c (3PL), or 'none'.")
+@click.option("--prior-loga", default="normal:0,0.5", show_default=True, help="Normal prior (mean,sd) on log a, or 'none'.")
+@click.option("--prior-b", default="none", show_default=True, help="Normal prior (mean,sd) on b, or 'none'.")
+@click.option("--fixed-pool", "fixed_pool_path", type=click.Path(dir_okay=False), default=None,
+              help="Bank pool whose items stay fixed; only the other items are calibrated (Kim 2006).")
+@click.option("--drop-invariant", is_flag=True, help="Drop items whose responses are all equal (with a warning).")
+@click.option("--max-iter", type=click.IntRange(min=1), default=500, show_default=True, help="Maximum EM cycles.")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Stop when no a, b or c changes by more than this in one cycle.")
+@click.option("--quad-points", type=click.IntRange(min=5), default=41, show_default=True,
+              help="Quadrature points on [-5, 5].")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Output pool (CSV, or Parquet by extension); the report goes to <stem>.report.json beside it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b, fixed_pool_path, drop_invariant,
+              max_iter, tol, quad_points, out_path, quiet):
+    """Calibrate items by marginal maximum likelihood (Bock-Aitkin EM) and write a pool
+    (D = 1) that `qbank simulate` and `qbank sh` read directly."""
+    priors = {
+        "prior_c": _prior(prior_c, "beta", "--prior-c"),
+        "prior_loga": _prior(prior_loga, "normal", "--prior-loga"),
+        "prior_b": _prior(prior_b, "normal", "--prior-b"),
+    }
+    fixed_pool = read_pool(fixed_pool_path, "--fixed-pool") if fixed_pool_path else None
+    try:
+        responses = read_responses(responses_path, input_format)
+    except CalibrationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--responses") from None
+    calibrator = Calibrator(model.upper(), fixed_pool=fixed_pool, drop_invariant=drop_invariant, max_iter=max_iter,
+                            tol=tol, n_quad=quad_points, progress=not quiet, **priors)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            calibrator.fit(responses)
+        except CalibrationError as exc:
+            hint = "--fixed-pool" if str(exc).startswith("fixed_pool") else "--responses"
+            raise click.BadParameter(str(exc), param_hint=hint) from None
+    for warning in caught:
+        click.echo(f"warning: {warning.message}", err=True)
+    report = calibrator.report_
+    try:
+        paths = report.save(out_path)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {out_path}: {exc}", param_hint="--out") from None
+    summary = report.summary
+    status = "converged" if summary["converged"] else "NOT converged"
+    click.echo(
+        f"{summary['model']}: {summary['n_items_estimated']} item(s) calibrated"
+        + (f" against {summary['n_items_fixed']} fixed" if summary["n_items_fixed"] else "")
+        + f" from {summary['n_responses']} responses of {summary['n_persons']} persons; "
+        f"{summary['iterations']} EM cycles ({status}), log-likelihood {summary['log_likelihood']:.2f}, "
+        f"{summary['seconds']:.2f} s"
+    )
+    click.echo(f"wrote {paths['pool']} and {paths['report']}")
