@@ -59,6 +59,10 @@ class _Counts:
     stratum_selections: np.ndarray | None = None
     stratum_administrations: np.ndarray | None = None
     stratum_examinees: np.ndarray | None = None
+    # (n_items, n_strata, n_strata): by true stratum and by the stratum of the current estimate
+    # when the item was selected (the K a conditional selector applied)
+    cross_selections: np.ndarray | None = None
+    cross_administrations: np.ndarray | None = None
 
     def __iadd__(self, other):
         self.selections += other.selections
@@ -67,6 +71,8 @@ class _Counts:
             self.stratum_selections += other.stratum_selections
             self.stratum_administrations += other.stratum_administrations
             self.stratum_examinees += other.stratum_examinees
+            self.cross_selections += other.cross_selections
+            self.cross_administrations += other.cross_administrations
         self.bins += other.bins
         self.pool_exhausted += other.pool_exhausted
         return self
@@ -79,8 +85,8 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
     if by_stratum:
         n_strata = strata_cuts.size + 1
         true_stratum = np.searchsorted(strata_cuts, theta, side="right")
-        stratum_sel = np.zeros(n_items * n_strata, dtype=np.int64)
-        stratum_adm = np.zeros(n_items * n_strata, dtype=np.int64)
+        stratum_sel = np.zeros(n_items * n_strata * n_strata, dtype=np.int64)
+        stratum_adm = np.zeros(n_items * n_strata * n_strata, dtype=np.int64)
     max_length = stopping.max_length
     draws = exposure_draws(rng, n, n_items) if selector.uses_exposure_draws else None
     response_draws = rng.random((n, max_length))
@@ -120,13 +126,15 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
             step_draws=None if step_draws is None else step_draws[rows, step],
             index=index,
         )
+        if by_stratum:  # keyed (true stratum, stratum of the estimate this step used, item)
+            estimate_stratum = np.searchsorted(strata_cuts, theta_hat[rows], side="right")
+            cell_of = (true_stratum[active] * n_strata + estimate_stratum) * n_items
         if selection.withdrawn_rows.size:
             available[active[selection.withdrawn_rows], selection.withdrawn_items] = False
             selections += np.bincount(selection.withdrawn_items, minlength=n_items)
             if by_stratum:
-                stratum_sel += np.bincount(
-                    true_stratum[active[selection.withdrawn_rows]] * n_items + selection.withdrawn_items,
-                    minlength=n_items * n_strata)
+                stratum_sel += np.bincount(cell_of[selection.withdrawn_rows] + selection.withdrawn_items,
+                                           minlength=stratum_sel.size)
         got = selection.item >= 0
         if not got.all():  # Sympson-Hetter rejected every remaining item: the test ends here.
             exhausted += int((~got).sum())
@@ -137,7 +145,7 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
         selections += counts
         administrations += counts
         if by_stratum:
-            cell_counts = np.bincount(true_stratum[who] * n_items + item, minlength=n_items * n_strata)
+            cell_counts = np.bincount(cell_of[got] + item, minlength=stratum_sel.size)
             stratum_sel += cell_counts
             stratum_adm += cell_counts
         p_true = pool.c[item] + (1.0 - pool.c[item]) * expit(pool.D[item] * pool.a[item] * (theta[who] - pool.b[item]))
@@ -176,8 +184,10 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
     per_examinee = (theta_hat, se, length, administered, responses)
     counts = _Counts(selections, administrations, bins, exhausted)
     if by_stratum:
-        counts.stratum_selections = stratum_sel.reshape(n_strata, n_items).T
-        counts.stratum_administrations = stratum_adm.reshape(n_strata, n_items).T
+        counts.cross_selections = stratum_sel.reshape(n_strata, n_strata, n_items).transpose(2, 0, 1)
+        counts.cross_administrations = stratum_adm.reshape(n_strata, n_strata, n_items).transpose(2, 0, 1)
+        counts.stratum_selections = counts.cross_selections.sum(axis=2)
+        counts.stratum_administrations = counts.cross_administrations.sum(axis=2)
         counts.stratum_examinees = np.bincount(true_stratum, minlength=n_strata)
     return counts, per_examinee
 
@@ -220,6 +230,10 @@ class SimulationResult:
     stratum_selection_count: np.ndarray | None = None
     stratum_administration_count: np.ndarray | None = None
     stratum_examinee_count: np.ndarray | None = None
+    # (n_items, n_strata, n_strata): selections / administrations by true stratum (axis 1) and by
+    # the stratum of the current estimate when the item was selected (axis 2)
+    cross_selection_count: np.ndarray | None = None
+    cross_administration_count: np.ndarray | None = None
     _summary: dict | None = field(default=None, repr=False)
 
     @property
@@ -513,5 +527,5 @@ def simulate(
         pool, theta, theta_hat, se, length, administered, responses, totals.selections,
         totals.administrations, theta_bins, totals.bins, totals.pool_exhausted, settings, wall,
         exposure_target, strata_cuts, totals.stratum_selections, totals.stratum_administrations,
-        totals.stratum_examinees,
+        totals.stratum_examinees, totals.cross_selections, totals.cross_administrations,
     )
