@@ -208,7 +208,8 @@ class ResponseMatrix:
     def from_long(cls, frame: pd.DataFrame) -> "ResponseMatrix":
         """Validate long responses ``person_id, item_id, response`` held in a DataFrame.
 
-        Rows with a missing response are not-administered cells. See :func:`read_responses`.
+        Rows with a missing response are not-administered cells; persons and items come out in
+        sorted id order. See :func:`read_responses`.
         """
         import duckdb
 
@@ -282,8 +283,9 @@ def _from_long_relation(con, view: str, columns, source: str) -> ResponseMatrix:
     columns = con.execute("SELECT person_id, item_id, value FROM answered_responses").fetchnumpy()
     if len(columns["value"]) == 0:
         raise CalibrationError(f"{source}: no answered responses")
-    person_code, person_id = pd.factorize(np.asarray(columns["person_id"], dtype=object))
-    item_code, item_id = pd.factorize(np.asarray(columns["item_id"], dtype=object))
+    # Sorted codes make the matrix independent of the row order DuckDB's threads return.
+    person_code, person_id = pd.factorize(np.asarray(columns["person_id"], dtype=object), sort=True)
+    item_code, item_id = pd.factorize(np.asarray(columns["item_id"], dtype=object), sort=True)
     return ResponseMatrix.from_codes(person_code, item_code, np.asarray(columns["value"], dtype=float),
                                      np.asarray(person_id, dtype=object), np.asarray(item_id, dtype=object))
 
@@ -334,7 +336,7 @@ def read_responses(source, format: str = "auto") -> ResponseMatrix:
     source : str, Path, DataFrame, array_like of shape (n_persons, n_items) or ResponseMatrix
         A CSV/Parquet path or DataFrame, either *long* (columns ``person_id, item_id,
         response``; one row per answer, as the delivery service logs them; absent rows and
-        empty responses are not-administered) or *wide* (one row per person, one column per
+        empty responses are not-administered; ids come out sorted) or *wide* (one row per person, one column per
         item, an optional ``person_id`` column; empty cells are not-administered).
     format : {'auto', 'wide', 'long'}
         ``'auto'`` takes long format when the three long columns are present.
