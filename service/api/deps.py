@@ -1,0 +1,63 @@
+"""Annotated dependencies: the settings, a database session per request, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service.core.config import Settings
+from service.core.security import InvalidToken, TokenUser, decode_token
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_current_user(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TokenUser:
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return decode_token(credentials.credentials, secret=settings.secret_key)
+    except InvalidToken as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"invalid or expired token: {exc}",
+                            headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+CurrentUser = Annotated[TokenUser, Depends(get_current_user)]
+
+
+def require_roles(*roles: str):
+    """A dependency admitting callers holding any of ``roles``."""
+
+    def checker(user: CurrentUser) -> TokenUser:
+        if not user.has_any(*roles):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs one of the roles {list(roles)}")
+        return user
+
+    return checker
+
+
+StudentUser = Annotated[TokenUser, Depends(require_roles("student", "admin"))]
+AuthorUser = Annotated[TokenUser, Depends(require_roles("author", "admin"))]
+PublisherUser = Annotated[TokenUser, Depends(require_roles("publisher", "admin"))]
+ContentReader = Annotated[TokenUser, Depends(require_roles("author", "publisher", "admin"))]
+AdminUser = Annotated[TokenUser, Depends(require_roles("admin"))]

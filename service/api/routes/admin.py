@@ -1,0 +1,67 @@
+"""Admin endpoints: exposure control (the scaffold's three), calibrations, flags, cohorts, users."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from service import admin
+from service.api.deps import AdminUser, SessionDep
+from service.calibration import import_calibration, pool_from_csv_bytes
+from service.schemas import (
+    CalibrationImported,
+    CohortSet,
+    FlagSet,
+    ItemRow,
+    Reestimate,
+    ReestimateOut,
+    SetSh,
+    UserCreate,
+    UserOut,
+)
+from service.users import create_user
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.get("/exposure/items", response_model=list[ItemRow])
+def list_items(user: AdminUser, session: SessionDep, limit: int = Query(100, ge=1, le=10_000)) -> list[dict]:
+    return admin.exposure_items(session, user.tenant, limit)
+
+
+@router.post("/exposure/set")
+def set_sh(body: SetSh, user: AdminUser, session: SessionDep) -> dict:
+    admin.set_sh(session, user.tenant, user.sub, body.question_id, body.version, body.sh_p)
+    return {"ok": True}
+
+
+@router.post("/exposure/reestimate", response_model=ReestimateOut)
+def reestimate(body: Reestimate, user: AdminUser, session: SessionDep) -> dict:
+    return admin.reestimate(session, user.tenant, user.sub, tau=body.tau, days=body.days, floor=body.floor,
+                            ceil=body.ceil, min_sessions=body.min_sessions)
+
+
+@router.post("/calibrations", response_model=CalibrationImported)
+def upload_calibration(user: AdminUser, session: SessionDep, file: UploadFile = File(...)) -> CalibrationImported:
+    """Import a pool CSV (item_id = question external_ref, a, b, c, optional D)."""
+    source = file.filename or "upload.csv"
+    pool = pool_from_csv_bytes(file.file.read(), source)
+    count = import_calibration(session, user.tenant, user.sub, pool, source)
+    return CalibrationImported(imported=count, source=source, model=pool.model)
+
+
+@router.put("/flags/{key}")
+def set_flag(key: str, body: FlagSet, user: AdminUser, session: SessionDep) -> dict:
+    admin.set_flag(session, user.tenant, user.sub, key, body.enabled, body.value_json)
+    return {"ok": True}
+
+
+@router.put("/cohorts")
+def assign_cohort(body: CohortSet, user: AdminUser, session: SessionDep) -> dict:
+    admin.assign_cohort(session, user.tenant, user.sub, body.user_id, body.cohort_key, body.cohort_value)
+    return {"ok": True}
+
+
+@router.post("/users", response_model=UserOut, status_code=201)
+def add_user(body: UserCreate, user: AdminUser, session: SessionDep) -> UserOut:
+    created = create_user(session, user.tenant, body.username, body.password, list(body.roles), actor=user.sub)
+    return UserOut(id=created.id, username=created.username, roles=created.roles, tenant_id=created.tenant_id)

@@ -1,0 +1,66 @@
+"""Settings from the environment (``QBANK_*``), pydantic-settings style.
+
+``DatabaseSettings`` is all a database-only command (``qbank load-demo``, ``qbank
+create-user``) needs; ``Settings`` adds what the web service needs and refuses to run with
+the default secret outside ``QBANK_ENV=dev``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "changethis-local-development-only-secret"
+MIN_SECRET_LENGTH = 32  # HS256 wants a key of at least 256 bits (RFC 7518, 3.2)
+DEFAULT_DATABASE_URL = "sqlite:///qbank.db"
+# The scaffold's single-tenant deployments used this tenant; it is the default claim.
+DEFAULT_TENANT = "00000000-0000-0000-0000-000000000001"
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the state lives: a SQLite file by default, PostgreSQL in production."""
+
+    model_config = SettingsConfigDict(env_prefix="QBANK_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    default_tenant: str = DEFAULT_TENANT
+
+
+class Settings(DatabaseSettings):
+    """Web-service settings.
+
+    Attributes
+    ----------
+    env : {'dev', 'test', 'production'}
+        ``dev`` enables ``POST /v1/auth/mock-login`` and tolerates the default secret.
+    secret_key : str
+        HS256 key for the JWTs; must be changed outside ``dev``.
+    """
+
+    env: Literal["dev", "test", "production"] = "production"
+    secret_key: str = DEFAULT_SECRET
+    token_ttl_minutes: int = Field(120, ge=1)
+    quiz_ttl_minutes: int = Field(120, ge=1)
+    exam_code: str = "DEMO-EXAM"
+    cors_origins: list[str] = []
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self):
+        if self.secret_key == DEFAULT_SECRET:
+            message = (
+                f"QBANK_SECRET_KEY is {DEFAULT_SECRET!r}; set it to a long random value "
+                "(QBANK_ENV=dev allows the default for local demos)"
+            )
+            if self.env != "dev":
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=2)
+        elif len(self.secret_key.encode()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"QBANK_SECRET_KEY must be at least {MIN_SECRET_LENGTH} bytes long")
+        return self
+
+    @property
+    def mock_login_enabled(self) -> bool:
+        return self.env == "dev"

@@ -1,0 +1,422 @@
+"""Quiz sessions: start, serve the next item, take an answer, summarise.
+
+All state is in the database: the session row holds the running EAP estimate, the pinned
+pool snapshot and selector, and the items withdrawn by Sympson-Hetter; ``quiz_items`` holds
+what was served, ``user_responses`` what was answered. A request locks its quiz row
+(``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so one quiz's
+requests apply one at a time, whichever instance serves them.
+
+Selection is :func:`qbank.selection.select_next` and estimation :class:`qbank.estimation.EAP`,
+both called with one examinee. Random draws come from :func:`qbank.selection.session_rng`
+of the quiz id, in this order: the per-test exposure uniforms ``(1, n_items)``
+(Sympson-Hetter rules only), then one uniform per position ``(max_length,)`` (randomesque
+only; for a linear quiz, the plan's shuffle), so any served sequence replays.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import numpy as np
+from sqlalchemy import and_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from qbank.estimation import EAP
+from qbank.selection import RULES, Selector, blueprint_mask, exposure_draws, select_next, session_rng
+from qbank.stopping import FixedLength, StandardError
+from service.core.config import Settings
+from service.core.security import TokenUser
+from service.errors import Conflict, Forbidden, Gone, Invalid, NotFound
+from service.events import emit
+from service.models import CohortAssignment, FeatureFlag, QuizItem, QuizSession, UserResponse, utcnow
+from service.pools import PoolView, item_contents, pool_view, ensure_snapshot
+from service.schemas import AnswerSubmit, QuizCreate
+
+ESTIMATOR = EAP()  # 61 points on [-4, 4], N(0, 1) prior (DESIGN.md)
+SELECTOR_FLAG = "selector_strategy"
+SELECTOR_ALIASES = {"vanilla": "max_info"}
+# Conditional Sympson-Hetter needs theta strata from a validated exposure bundle (a later issue).
+COHORT_RULES = tuple(r for r in RULES if r != "conditional_sympson_hetter")
+
+
+# ---------------------------------------------------------------------------- configuration
+def selector_for_user(session: Session, tenant_id: str, user_id: str) -> dict:
+    """The selection rule for a new quiz: the user's cohort, else the tenant's flag, else max_info."""
+    cohort = session.get(CohortAssignment, (tenant_id, user_id, SELECTOR_FLAG))
+    flag = session.get(FeatureFlag, (tenant_id, SELECTOR_FLAG))
+    options = dict(flag.value_json or {}) if flag is not None and flag.enabled else {}
+    if cohort is not None:
+        value, source = cohort.cohort_value, "cohort"
+    elif options.get("value"):
+        value, source = options["value"], "flag"
+    else:
+        value, source = "max_info", "default"
+    rule = SELECTOR_ALIASES.get(value, value)
+    if rule not in COHORT_RULES:
+        rule, source = "max_info", f"fallback from unknown {value!r}"
+    config = {"rule": rule, "source": source}
+    if rule == "randomesque":
+        config["k"] = int(options.get("k", 5))
+    if rule == "a_stratified":
+        config["n_strata"] = int(options.get("n_strata", 4))
+    return config
+
+
+def _selector(config: dict, view: PoolView) -> Selector:
+    rule = config["rule"]
+    return Selector(rule, k=config.get("k", 5), n_strata=config.get("n_strata", 4),
+                    sh_p=view.sh_p if rule == "sympson_hetter" else None)
+
+
+def _stopping(config: dict):
+    if config["rule"] == "fixed_length":
+        return FixedLength(config["length"])
+    return StandardError(config["se_target"], config["min_length"], config["max_length"])
+
+
+def _eligible(view: PoolView, filters: dict) -> np.ndarray:
+    """Items passing the topic, difficulty-label and b-range filters, shape (n_items,)."""
+    mask = np.ones(view.n_items, dtype=bool)
+    if filters.get("topics"):
+        mask &= np.isin(view.topic, np.array(filters["topics"], dtype=object))
+    if filters.get("difficulty"):
+        mask &= np.isin(view.difficulty_label, np.array(filters["difficulty"], dtype=object))
+    if filters.get("b_min") is not None:
+        mask &= view.pool.b >= filters["b_min"]
+    if filters.get("b_max") is not None:
+        mask &= view.pool.b <= filters["b_max"]
+    return mask
+
+
+def _available(view: PoolView, quiz: QuizSession, served: list[int], max_length: int) -> np.ndarray:
+    """Items the quiz may still get: eligible, not served, not withdrawn, within quotas."""
+    mask = _eligible(view, quiz.filters)
+    mask[np.asarray(served, dtype=np.intp)] = False
+    mask[np.asarray(quiz.withdrawn, dtype=np.intp)] = False
+    if quiz.blueprint:
+        n_topics = len(view.topic_names)
+        maximum = np.full(n_topics, max_length)
+        minimum = np.zeros(n_topics, dtype=np.int64)
+        for name, count in quiz.blueprint["quota"].items():
+            code = view.topic_names.index(name)
+            maximum[code] = minimum[code] = count
+        counts = np.bincount(view.topic_code[np.asarray(served, dtype=np.intp)], minlength=n_topics)
+        mask &= blueprint_mask(view.topic_code, counts[None, :], maximum=maximum, minimum=minimum,
+                               remaining=np.array([max_length - len(served)]))[0]
+    return mask
+
+
+def _resolve_quota(view: PoolView, eligible: np.ndarray, quota: dict | None, max_length: int) -> dict | None:
+    """Quota keys (topic names or topic ids) as topic names, checked against the pool."""
+    if not quota:
+        return None
+    by_id = {str(tid): name for tid, name in zip(view.topic_id, view.topic) if tid is not None}
+    resolved, unknown = {}, []
+    for key, count in quota.items():
+        name = key if key in view.topic_names else by_id.get(str(key))
+        if name is None:
+            unknown.append(key)
+        else:
+            resolved[name] = resolved.get(name, 0) + int(count)
+    if unknown:
+        raise Invalid(f"blueprint_quota: unknown topic(s) {sorted(unknown)}; the exam has {view.topic_names}")
+    short = {name: int((eligible & (view.topic == name)).sum()) for name, n in resolved.items()
+             if n > int((eligible & (view.topic == name)).sum())}
+    if short:
+        raise Invalid(f"blueprint_quota: not enough eligible items for {sorted(short)} (available: {short})")
+    if sum(resolved.values()) > max_length:
+        raise Invalid(f"blueprint_quota: quotas add up to {sum(resolved.values())}, more than the "
+                      f"{max_length} questions of the quiz")
+    return {"quota": resolved}
+
+
+def _linear_plan(view: PoolView, eligible: np.ndarray, blueprint: dict | None, max_length: int,
+                 rng: np.random.Generator) -> list[int]:
+    """A fixed form: the quota items of each topic, filled at random from the rest, shuffled."""
+    chosen: list[int] = []
+    open_items = eligible.copy()
+    for name, count in sorted((blueprint or {}).get("quota", {}).items()):
+        members = np.flatnonzero(eligible & (view.topic == name))
+        chosen.extend(rng.choice(members, size=count, replace=False).tolist())
+        open_items &= view.topic != name
+    rest = np.flatnonzero(open_items)
+    n_fill = min(max_length - len(chosen), rest.size)
+    chosen.extend(rng.choice(rest, size=n_fill, replace=False).tolist())
+    return [int(i) for i in rng.permutation(np.array(chosen, dtype=np.intp))]
+
+
+# ---------------------------------------------------------------------------- sessions
+def _load(session: Session, user: TokenUser, quiz_id: str, *, lock: bool, admin_may_read: bool = False) -> QuizSession:
+    query = select(QuizSession).where(QuizSession.id == quiz_id, QuizSession.tenant_id == user.tenant)
+    if lock:
+        query = query.with_for_update()
+    quiz = session.scalar(query)
+    if quiz is None or (quiz.user_id != user.sub and not (admin_may_read and user.has_any("admin"))):
+        raise NotFound(f"quiz {quiz_id} not found")
+    return quiz
+
+
+def _check_open(session: Session, quiz: QuizSession) -> None:
+    if quiz.status == "finished":
+        raise Conflict(f"quiz {quiz.id} is finished ({quiz.finish_reason}); GET /v1/quizzes/{quiz.id} has the summary")
+    if quiz.status == "expired" or utcnow() >= quiz.expires_at:
+        if quiz.status != "expired":
+            quiz.status = "expired"
+            session.commit()
+        raise Gone(f"quiz {quiz.id} expired at {quiz.expires_at.isoformat()}")
+
+
+def _finish(session: Session, quiz: QuizSession, reason: str) -> None:
+    quiz.status = "finished"
+    quiz.finish_reason = reason
+    quiz.finished_at = utcnow()
+    emit(session, quiz.tenant_id, "quiz_finished", "quiz", quiz.id,
+         {"quiz_id": quiz.id, "user_id": quiz.user_id, "reason": reason, "answered": quiz.n_answered,
+          "correct": quiz.n_correct, "theta": quiz.theta, "se": quiz.se})
+
+
+def start_quiz(session: Session, settings: Settings, user: TokenUser, body: QuizCreate) -> tuple[QuizSession, list[int]]:
+    """Create a quiz on the exam's current pool; commits. Returns the quiz and, for a linear
+    quiz, its planned question ids (an adaptive quiz chooses as it goes)."""
+    if body.tenant_id is not None and body.tenant_id != user.tenant:
+        raise Forbidden(f"tenant_id {body.tenant_id!r} is not the tenant of your token")
+    filters = body.filters
+    exam_code = filters.exam_code or settings.exam_code
+    snapshot_id = ensure_snapshot(session, user.tenant, exam_code)
+    view = pool_view(session, snapshot_id)
+    if filters.topics:
+        unknown = sorted(set(filters.topics) - set(view.topic_names))
+        if unknown:
+            raise Invalid(f"filters.topics: unknown topic(s) {unknown}; exam {exam_code!r} has {view.topic_names}")
+    filter_dict = filters.model_dump(include={"topics", "difficulty", "b_min", "b_max"})
+    eligible = _eligible(view, filter_dict)
+    n_eligible = int(eligible.sum())
+    if n_eligible == 0:
+        raise Invalid(f"filters: no published item of exam {exam_code!r} matches {filter_dict}")
+    max_length = min(filters.num_questions, n_eligible)
+    blueprint = _resolve_quota(view, eligible, body.blueprint_quota, max_length)
+    quiz_id = str(uuid.uuid4())
+    plan = None
+    if body.adaptive:
+        selector = selector_for_user(session, user.tenant, user.sub)
+    else:
+        selector = {"rule": "linear", "source": "request"}
+        plan = _linear_plan(view, eligible, blueprint, max_length, session_rng(quiz_id))
+        max_length = len(plan)
+    if filters.se_target is None:
+        stopping = FixedLength(max_length)
+    else:
+        stopping = StandardError(filters.se_target, min(filters.min_questions, max_length), max_length)
+    theta, se = ESTIMATOR.estimate(np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0)),
+                                   np.empty((1, 0)))
+    now = utcnow()
+    quiz = QuizSession(
+        id=quiz_id, tenant_id=user.tenant, user_id=user.sub, mode=filters.mode, adaptive=body.adaptive,
+        exam_code=exam_code, status="active", filters=filter_dict, blueprint=blueprint, selector=selector,
+        stopping=stopping.to_dict(), pool_snapshot_id=snapshot_id, exposure_bundle_id=None, plan=plan,
+        withdrawn=[], n_served=0, n_answered=0, n_correct=0, theta=float(theta[0]), se=float(se[0]),
+        created_at=now, expires_at=now + timedelta(minutes=settings.quiz_ttl_minutes),
+    )
+    session.add(quiz)
+    emit(session, user.tenant, "quiz_started", "quiz", quiz_id,
+         {"quiz_id": quiz_id, "user_id": user.sub, "exam_code": exam_code, "mode": filters.mode,
+          "adaptive": body.adaptive, "selector": selector, "stopping": quiz.stopping,
+          "pool_snapshot_id": snapshot_id, "filters": filter_dict, "blueprint": blueprint})
+    session.commit()
+    planned = [int(view.question_id[i]) for i in plan] if plan is not None else []
+    return quiz, planned
+
+
+def _render(quiz: QuizSession, item: QuizItem, session: Session) -> dict:
+    content = item_contents(session, [item.question_version_id])[item.question_version_id]
+    return {
+        "quiz_id": quiz.id, "position": item.position, "question_id": item.question_id, "version": item.version,
+        "payload": {"stem_md": content.stem_md, "lead_in": content.lead_in,
+                    "options": [{"label": label, "text": text} for label, text in content.options]},
+        "max_questions": _stopping(quiz.stopping).max_length,
+    }
+
+
+def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = True) -> dict:
+    """The pending item, choosing and recording it first when none is pending; commits."""
+    quiz = _load(session, user, quiz_id, lock=True)
+    _check_open(session, quiz)
+    if quiz.n_served > quiz.n_answered:
+        item = session.scalar(select(QuizItem).where(QuizItem.quiz_id == quiz.id,
+                                                     QuizItem.position == quiz.n_answered))
+        session.commit()
+        return _render(quiz, item, session)
+    view = pool_view(session, quiz.pool_snapshot_id)
+    max_length = _stopping(quiz.stopping).max_length
+    position = quiz.n_served
+    withdrawn: list[int] = []
+    if quiz.plan is not None:
+        index = quiz.plan[position] if position < len(quiz.plan) else -1
+    else:
+        served = list(session.scalars(select(QuizItem.pool_index).where(QuizItem.quiz_id == quiz.id)))
+        available = _available(view, quiz, served, max_length)
+        selector = _selector(quiz.selector, view)
+        rng = session_rng(quiz.id)
+        draws = exposure_draws(rng, 1, view.n_items) if selector.uses_exposure_draws else None
+        step = rng.random(max_length)[position: position + 1] if selector.rule == "randomesque" else None
+        selection = select_next(view.pool, np.array([quiz.theta]), available[None, :], selector=selector,
+                                position=position, test_length=max_length, exposure_draws=draws, step_draws=step)
+        withdrawn = selection.withdrawn_items.tolist()
+        if withdrawn:
+            quiz.withdrawn = list(quiz.withdrawn) + withdrawn
+        index = int(selection.item[0])
+    if index < 0:
+        _finish(session, quiz, "pool_exhausted")
+        session.commit()
+        raise Conflict(f"quiz {quiz.id} is finished (pool_exhausted): no eligible item is left")
+    item = QuizItem(
+        quiz_id=quiz.id, position=position, pool_index=index, question_id=int(view.question_id[index]),
+        version=int(view.version[index]), question_version_id=int(view.question_version_id[index]),
+        calibration_id=view.calibration_id[index], theta_before=quiz.theta, se_before=quiz.se, served_at=utcnow(),
+    )
+    session.add(item)
+    quiz.n_served = position + 1
+    emit(session, quiz.tenant_id, "question_served", "quiz", quiz.id,
+         {"quiz_id": quiz.id, "position": position, "question_id": item.question_id, "version": item.version,
+          "question_version_id": item.question_version_id, "calibration_id": item.calibration_id,
+          "selector": quiz.selector["rule"], "theta": quiz.theta, "se": quiz.se,
+          "withdrawn_question_ids": [int(view.question_id[i]) for i in withdrawn]})
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if not _retry:
+            raise
+        return next_item(session, user, quiz_id, _retry=False)
+    return _render(quiz, item, session)
+
+
+def _result(quiz: QuizSession, item: QuizItem, response: UserResponse, view: PoolView, session: Session) -> dict:
+    revealed = quiz.mode == "tutor"
+    out = {"quiz_id": quiz.id, "position": item.position, "question_id": item.question_id,
+           "selected": response.option_label, "revealed": revealed, "correct": None, "correct_option": None,
+           "explanation": None, "difficulty": None, "quiz_finished": quiz.status == "finished"}
+    if revealed:
+        content = item_contents(session, [item.question_version_id])[item.question_version_id]
+        out.update(correct=bool(response.is_correct), correct_option=content.correct_option,
+                   explanation={"rationale_md": content.rationale_md},
+                   difficulty=float(view.pool.b[item.pool_index]))
+    return out
+
+
+def submit_answer(session: Session, user: TokenUser, quiz_id: str, body: AnswerSubmit, _retry: bool = True) -> dict:
+    """Record the answer to the pending item and re-estimate theta by EAP; commits.
+
+    A replay of a recorded answer returns the stored result; a different answer to an
+    answered position, or an answer to anything but the pending item, is a conflict.
+    """
+    quiz = _load(session, user, quiz_id, lock=True)
+    item = session.scalar(select(QuizItem).where(QuizItem.quiz_id == quiz.id,
+                                                 QuizItem.question_id == body.question_id))
+    if item is None or (body.position is not None and body.position != item.position):
+        pending = "no item is pending (call next)" if quiz.n_served == quiz.n_answered else \
+            f"the pending item is position {quiz.n_answered}"
+        raise Conflict(f"question {body.question_id}" + ("" if body.position is None else f" at position {body.position}")
+                       + f" is not an item of quiz {quiz.id} that can be answered; {pending}")
+    view = pool_view(session, quiz.pool_snapshot_id)
+    if item.position < quiz.n_answered:
+        stored = session.scalar(select(UserResponse).where(UserResponse.quiz_id == quiz.id,
+                                                           UserResponse.position == item.position))
+        session.commit()
+        if stored.option_label != body.selected:
+            raise Conflict(f"position {item.position} of quiz {quiz.id} was already answered with "
+                           f"{stored.option_label!r}; an answer cannot change")
+        return _result(quiz, item, stored, view, session)
+    _check_open(session, quiz)
+    content = item_contents(session, [item.question_version_id])[item.question_version_id]
+    if body.selected not in content.labels:
+        raise Invalid(f"selected: {body.selected!r} is not an option of question {item.question_id}; "
+                      f"the options are {list(content.labels)}")
+    is_correct = body.selected == content.correct_option
+    earlier = session.execute(
+        select(QuizItem.pool_index, UserResponse.is_correct)
+        .join(UserResponse, and_(UserResponse.quiz_id == QuizItem.quiz_id, UserResponse.position == QuizItem.position))
+        .where(QuizItem.quiz_id == quiz.id).order_by(QuizItem.position)
+    ).all()
+    answered = np.array([r[0] for r in earlier] + [item.pool_index], dtype=np.intp)
+    responses = np.array([float(r[1]) for r in earlier] + [float(is_correct)])[None, :]
+    pool = view.pool
+    theta, se = ESTIMATOR.estimate(pool.a[answered][None, :], pool.b[answered][None, :], pool.c[answered][None, :],
+                                   pool.D[answered][None, :], responses)
+    now = utcnow()
+    response = UserResponse(
+        tenant_id=quiz.tenant_id, quiz_id=quiz.id, position=item.position, user_id=quiz.user_id,
+        question_id=item.question_id, version=item.version, question_version_id=item.question_version_id,
+        calibration_id=item.calibration_id, option_label=body.selected, is_correct=is_correct,
+        time_taken_ms=body.time_taken_ms, client_latency_ms=body.client_latency_ms,
+        server_elapsed_ms=int((now - item.served_at).total_seconds() * 1000),
+        theta_before=quiz.theta, se_before=quiz.se, theta_after=float(theta[0]), se_after=float(se[0]),
+        created_at=now,
+    )
+    session.add(response)
+    quiz.theta, quiz.se = float(theta[0]), float(se[0])
+    quiz.n_answered += 1
+    quiz.n_correct += int(is_correct)
+    emit(session, quiz.tenant_id, "answer_submitted", "quiz", quiz.id,
+         {"quiz_id": quiz.id, "position": item.position, "question_id": item.question_id, "version": item.version,
+          "question_version_id": item.question_version_id, "calibration_id": item.calibration_id,
+          "selected": body.selected, "is_correct": is_correct, "time_taken_ms": body.time_taken_ms,
+          "theta_before": response.theta_before, "se_before": response.se_before,
+          "theta_after": response.theta_after, "se_after": response.se_after})
+    stopping = _stopping(quiz.stopping)
+    if bool(stopping.done(quiz.n_answered, quiz.se)):
+        _finish(session, quiz, "se_target" if quiz.n_answered < stopping.max_length else "length")
+    elif quiz.plan is None and not _available(view, quiz, answered.tolist(), stopping.max_length).any():
+        _finish(session, quiz, "pool_exhausted")
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if not _retry:
+            raise
+        return submit_answer(session, user, quiz_id, body, _retry=False)
+    return _result(quiz, item, response, view, session)
+
+
+def summary(session: Session, user: TokenUser, quiz_id: str) -> dict:
+    """Progress of a quiz; theta, SE and per-topic results once finished. Keys and
+    rationales appear only for answered items in tutor mode, and for all items once finished."""
+    quiz = _load(session, user, quiz_id, lock=False, admin_may_read=True)
+    items = session.scalars(select(QuizItem).where(QuizItem.quiz_id == quiz.id).order_by(QuizItem.position)).all()
+    responses = {r.position: r for r in session.scalars(select(UserResponse).where(UserResponse.quiz_id == quiz.id))}
+    session.commit()
+    view = pool_view(session, quiz.pool_snapshot_id)
+    status = quiz.status
+    if status == "active" and utcnow() >= quiz.expires_at:
+        status = "expired"
+    finished = status == "finished"
+    contents = item_contents(session, [i.question_version_id for i in items])
+    out_items, per_topic = [], {}
+    for item in items:
+        response = responses.get(item.position)
+        topic = str(view.topic[item.pool_index])
+        row = {"position": item.position, "question_id": item.question_id, "version": item.version, "topic": topic,
+               "selected": None if response is None else response.option_label}
+        if response is not None and (finished or quiz.mode == "tutor"):
+            content = contents[item.question_version_id]
+            row.update(correct=bool(response.is_correct), correct_option=content.correct_option,
+                       rationale_md=content.rationale_md)
+        elif finished:
+            content = contents[item.question_version_id]
+            row.update(correct_option=content.correct_option, rationale_md=content.rationale_md)
+        out_items.append(row)
+        if response is not None:
+            answered, correct = per_topic.get(topic, (0, 0))
+            per_topic[topic] = (answered + 1, correct + int(response.is_correct))
+    return {
+        "quiz_id": quiz.id, "status": status, "finish_reason": quiz.finish_reason, "mode": quiz.mode,
+        "adaptive": quiz.adaptive, "exam_code": quiz.exam_code, "selector": quiz.selector["rule"],
+        "max_questions": _stopping(quiz.stopping).max_length, "answered": quiz.n_answered,
+        "correct": quiz.n_correct if (finished or quiz.mode == "tutor") else None,
+        "theta": quiz.theta if finished else None, "se": quiz.se if finished else None,
+        "per_topic": [{"topic": t, "answered": a, "correct": c} for t, (a, c) in sorted(per_topic.items())]
+        if finished else None,
+        "items": out_items, "expires_at": quiz.expires_at, "finished_at": quiz.finished_at,
+    }

@@ -1,0 +1,314 @@
+"""Pydantic request and response schemas (the scaffold's v1 payloads, then more).
+
+Validation that names the field lives here, so a malformed body is a 422 before any route
+code runs. Nothing in a schema that goes to a student before the answer carries a key or a
+rationale: :class:`NextQuestion` has no such field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["student", "author", "publisher", "admin"]
+DifficultyLabel = Literal["easy", "medium", "hard"]
+
+
+# ------------------------------------------------------------------ auth
+class MockLogin(BaseModel):
+    user_id: str = Field(min_length=1, max_length=128)
+    roles: list[Role] = Field(min_length=1)
+    tenant_id: str | None = Field(None, min_length=1, max_length=64)
+
+
+class Login(BaseModel):
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1)
+    tenant_id: str | None = Field(None, min_length=1, max_length=64)
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    roles: list[str]
+    tenant_id: str
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=8)
+    roles: list[Role] = Field(min_length=1)
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    roles: list[str]
+    tenant_id: str
+
+
+# ------------------------------------------------------------------ authoring
+class OptionIn(BaseModel):
+    label: str = Field(min_length=1, max_length=1, pattern=r"^[A-Za-z]$")
+    text_md: str = Field(min_length=1)
+    is_correct: bool
+
+    @field_validator("label")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+
+class QuestionContent(BaseModel):
+    """A question's content; options need unique labels and exactly one correct option."""
+
+    external_ref: str | None = Field(None, max_length=128)
+    topic_name: str = Field(min_length=1, max_length=200)
+    stem_md: str = Field(min_length=1)
+    lead_in: str = ""
+    rationale_md: str = Field(min_length=1)
+    difficulty_label: DifficultyLabel | None = "medium"
+    bloom_level: int | None = Field(None, ge=1, le=6)
+    tags: dict = Field(default_factory=dict)
+    options: list[OptionIn] = Field(min_length=2, max_length=26)
+
+    @field_validator("options")
+    @classmethod
+    def _one_key_unique_labels(cls, options: list[OptionIn]) -> list[OptionIn]:
+        labels = [o.label for o in options]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"option labels must be unique; repeated: {duplicates}")
+        correct = [o.label for o in options if o.is_correct]
+        if len(correct) != 1:
+            raise ValueError(f"exactly one option must be correct; got {len(correct)} ({correct})")
+        return options
+
+
+class QuestionCreate(QuestionContent):
+    exam_code: str = Field("DEMO-EXAM", min_length=1, max_length=64)
+
+
+class QuestionSaved(BaseModel):
+    question_id: int
+    version: int
+    topic_id: int | None
+    state: str
+
+
+class PublishOut(BaseModel):
+    published: bool
+    question_id: int
+    version: int
+    exam_code: str
+
+
+class OptionOut(BaseModel):
+    label: str
+    text_md: str
+    is_correct: bool
+
+
+class VersionOut(BaseModel):
+    version: int
+    state: str
+    stem_md: str
+    lead_in: str
+    rationale_md: str
+    difficulty_label: str | None
+    topic_name: str | None
+    options: list[OptionOut]
+    calibration: dict | None
+
+
+class QuestionOut(BaseModel):
+    question_id: int
+    external_ref: str | None
+    versions: list[VersionOut]
+    publications: dict[str, int]
+
+
+# ------------------------------------------------------------------ quizzes
+class QuizFilters(BaseModel):
+    topics: list[str] | None = None
+    difficulty: list[DifficultyLabel] | None = None
+    b_min: float | None = None
+    b_max: float | None = None
+    num_questions: int = Field(40, ge=1, le=120)
+    se_target: float | None = Field(None, gt=0, le=2)
+    min_questions: int = Field(5, ge=1, le=120)
+    mode: Literal["tutor", "exam"] = "tutor"
+    exam_code: str | None = "DEMO-EXAM"
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.b_min is not None and self.b_max is not None and self.b_min > self.b_max:
+            raise ValueError(f"b_min ({self.b_min}) must be <= b_max ({self.b_max})")
+        return self
+
+
+class QuizCreate(BaseModel):
+    tenant_id: str | None = Field(None, min_length=8)
+    filters: QuizFilters = Field(default_factory=QuizFilters)
+    adaptive: bool = True
+    blueprint_quota: dict[str, int] | None = None
+
+    @field_validator("blueprint_quota")
+    @classmethod
+    def _quota_counts(cls, quota):
+        if quota is not None:
+            bad = sorted(k for k, v in quota.items() if v < 0)
+            if bad:
+                raise ValueError(f"quota counts must be >= 0; bad topics: {bad}")
+        return quota
+
+
+class QuizCreated(BaseModel):
+    quiz_id: str
+    question_ids: list[int]
+    expires_at: datetime
+    mode: Literal["tutor", "exam"]
+    adaptive: bool
+    selector: str
+    max_questions: int
+
+
+class OptionPublic(BaseModel):
+    label: str
+    text: str
+
+
+class QuestionPayload(BaseModel):
+    stem_md: str
+    lead_in: str
+    options: list[OptionPublic]
+
+
+class NextQuestion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quiz_id: str
+    position: int
+    question_id: int
+    version: int
+    payload: QuestionPayload
+    max_questions: int
+
+
+class AnswerSubmit(BaseModel):
+    question_id: int
+    selected: str = Field(min_length=1, max_length=1)
+    time_taken_ms: int | None = Field(0, ge=0)
+    client_latency_ms: int | None = Field(0, ge=0)
+    position: int | None = Field(None, ge=0)
+
+    @field_validator("selected")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+
+class AnswerResult(BaseModel):
+    """Tutor mode fills correctness, key and rationale; exam mode leaves them null."""
+
+    quiz_id: str
+    position: int
+    question_id: int
+    selected: str
+    revealed: bool
+    correct: bool | None
+    correct_option: str | None
+    explanation: dict | None
+    difficulty: float | None
+    quiz_finished: bool
+
+
+class TopicResult(BaseModel):
+    topic: str
+    answered: int
+    correct: int
+
+
+class QuizItemOut(BaseModel):
+    position: int
+    question_id: int
+    version: int
+    topic: str
+    selected: str | None
+    correct: bool | None = None
+    correct_option: str | None = None
+    rationale_md: str | None = None
+
+
+class QuizSummary(BaseModel):
+    quiz_id: str
+    status: Literal["active", "finished", "expired"]
+    finish_reason: str | None
+    mode: str
+    adaptive: bool
+    exam_code: str
+    selector: str
+    max_questions: int
+    answered: int
+    correct: int | None
+    theta: float | None
+    se: float | None
+    per_topic: list[TopicResult] | None
+    items: list[QuizItemOut]
+    expires_at: datetime
+    finished_at: datetime | None
+
+
+# ------------------------------------------------------------------ admin
+class ItemRow(BaseModel):
+    question_id: int
+    version: int
+    topic_id: int | None = None
+    sh_p: float
+    recent_attempts: int | None = 0
+
+
+class SetSh(BaseModel):
+    question_id: int
+    version: int = Field(ge=1)
+    sh_p: float = Field(ge=0.0, le=1.0)
+
+
+class Reestimate(BaseModel):
+    tau: float = Field(0.2, gt=0.0, le=1.0)
+    days: int = Field(7, ge=1, le=365)
+    floor: float = Field(0.05, ge=0.0, le=1.0)
+    ceil: float = Field(1.0, ge=0.0, le=1.0)
+    min_sessions: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.floor > self.ceil:
+            raise ValueError(f"floor ({self.floor}) must be <= ceil ({self.ceil})")
+        return self
+
+
+class ReestimateOut(BaseModel):
+    updated: int
+    sessions: int
+    items: list[dict]
+
+
+class CalibrationImported(BaseModel):
+    imported: int
+    source: str
+    model: str
+
+
+class FlagSet(BaseModel):
+    enabled: bool = True
+    value_json: dict = Field(default_factory=dict)
+
+
+class CohortSet(BaseModel):
+    user_id: str = Field(min_length=1, max_length=128)
+    cohort_key: str = Field(min_length=1, max_length=128)
+    cohort_value: str = Field(min_length=1, max_length=128)
+

@@ -1,0 +1,44 @@
+"""Users with argon2 password hashes (``qbank create-user``, ``POST /v1/admin/users``)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.core.security import ROLES, hash_password, verify_password
+from service.errors import Conflict, Invalid
+from service.events import audit
+from service.models import User
+
+
+def create_user(session: Session, tenant_id: str, username: str, password: str, roles: list[str],
+                actor: str = "cli") -> User:
+    """Create a user; commits. Raises :class:`Invalid` for bad roles or a short password,
+    :class:`Conflict` when the username is taken in the tenant."""
+    bad = sorted(set(roles) - set(ROLES))
+    if bad or not roles:
+        raise Invalid(f"roles: {bad or roles} not allowed; choose from {list(ROLES)}")
+    if len(password) < 8:
+        raise Invalid("password: must have at least 8 characters")
+    if not username.strip():
+        raise Invalid("username: must not be empty")
+    user = User(id=str(uuid.uuid4()), tenant_id=tenant_id, username=username.strip(),
+                password_hash=hash_password(password), roles=sorted(set(roles)), is_active=True)
+    session.add(user)
+    audit(session, tenant_id, actor, "user.create", "user", user.id, {"username": user.username, "roles": user.roles})
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"username {username!r} already exists in tenant {tenant_id!r}") from None
+    return user
+
+
+def authenticate(session: Session, tenant_id: str, username: str, password: str) -> User | None:
+    user = session.scalar(select(User).where(User.tenant_id == tenant_id, User.username == username))
+    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+        return None
+    return user
