@@ -16,6 +16,17 @@ from qbank.selection import (
     session_rng,
 )
 from qbank.simulation import SimulationResult, draw_abilities, simulate
+from qbank.exposure import (
+    BundleError,
+    ExposureCalibration,
+    ExposureValidation,
+    build_bundle,
+    calibrate_exposure,
+    read_bundle,
+    validate_bundle,
+    validate_exposure,
+    write_bundle,
+)
 from qbank.stopping import FixedLength, StandardError
 
 __version__ = "0.1.0"
@@ -28,4 +39,6 @@ __all__ = [
     "blueprint_mask",
     "simulate", "SimulationResult", "draw_abilities",
     "FixedLength", "StandardError",
+    "calibrate_exposure", "validate_exposure", "ExposureCalibration", "ExposureValidation",
+    "build_bundle", "validate_bundle", "read_bundle", "write_bundle", "BundleError",
 ]

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["exposure_sorted", "conditional_accuracy"]
+__all__ = ["exposure_sorted", "conditional_accuracy", "convergence_trace", "k_distribution", "exposure_by_stratum"]
 
 
 def _save(fig, path) -> Path:
@@ -52,4 +52,69 @@ def conditional_accuracy(frames: dict, path) -> Path:
     for ax in (ax_bias, ax_rmse):
         ax.grid(alpha=0.3)
         ax.legend()
+    return _save(fig, path)
+
+
+def convergence_trace(trace, path, r_max: float, labels=None) -> Path:
+    """Largest exposure rate per iteration with the target ``r`` and the Monte-Carlo noise band
+    ``[r, r + tol]``, one line per controlled stratum.
+
+    ``trace`` is :attr:`qbank.exposure.ExposureCalibration.trace` (columns ``iteration``,
+    ``stratum``, ``max_exposure``, ``tolerance``).
+    """
+    fig, (ax_all, ax_zoom) = plt.subplots(1, 2, figsize=(11, 4))
+    strata = sorted(trace["stratum"].unique())
+    for ax in (ax_all, ax_zoom):
+        for j in strata:
+            rows = trace[trace["stratum"] == j].sort_values("iteration")
+            label = labels[j] if labels is not None else ("max exposure" if len(strata) == 1 else f"stratum {j}")
+            line, = ax.plot(rows["iteration"], rows["max_exposure"], marker="o", ms=3, label=label)
+            band = np.minimum(r_max + rows["tolerance"].to_numpy(), 1.0)
+            ax.fill_between(rows["iteration"], r_max, band, color=line.get_color(), alpha=0.15, lw=0,
+                            label="noise band [r, r + tol]" if j == strata[0] else None)
+        ax.axhline(r_max, color="crimson", ls="--", lw=1, label=f"r = {r_max:g}")
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    ax_all.set_ylabel("max exposure rate P(A)")
+    ax_all.set_ylim(0, 1.05)
+    tol = float(trace["tolerance"].replace(np.inf, np.nan).max())
+    tol = tol if np.isfinite(tol) and tol > 0 else 0.05 * r_max
+    ax_zoom.set_ylim(max(0.0, r_max - 2 * tol), r_max + 4 * tol)
+    ax_zoom.set_title("near r", fontsize=9)
+    ax_zoom.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def k_distribution(sh_p: dict, path) -> Path:
+    """Histogram of exposure-control parameters ``K`` (``sh_p``), one per labelled set."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(0.0, 1.0, 21)
+    for label, values in sh_p.items():
+        ax.hist(np.asarray(values).ravel(), bins=bins, histtype="step", lw=1.5, label=label)
+    ax.set_xlabel("K = sh_p")
+    ax.set_ylabel("items")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def exposure_by_stratum(rates: dict, strata: list, path, target: float | None = None, limits=None) -> Path:
+    """Exposure rates sorted from highest to lowest within each true-theta stratum (one panel per
+    stratum), one line per labelled run; ``rates[label]`` has shape (n_items, n_strata)."""
+    n = len(strata)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), sharey=True, squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        for label, rate in rates.items():
+            ax.plot(np.sort(np.nan_to_num(np.asarray(rate)[:, j]))[::-1], lw=1.3, label=label)
+        if target is not None:
+            ax.axhline(target, color="crimson", ls="--", lw=1, label=f"r = {target:g}")
+        if limits is not None:
+            ax.axhline(limits[j], color="grey", ls=":", lw=1, label="r + tol")
+        ax.set_title(strata[j], fontsize=9)
+        ax.set_xlabel("items, sorted")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("P(A | stratum)")
+    axes[0][0].set_ylim(bottom=0)
+    axes[0][-1].legend(fontsize=7)
     return _save(fig, path)

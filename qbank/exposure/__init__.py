@@ -1,0 +1,49 @@
+"""Exposure control: iterative Sympson-Hetter (classic and conditional) and item eligibility,
+validated on fresh simulees and written as an exposure bundle for the delivery service.
+
+Typical use (what ``qbank sh`` does)::
+
+    calibration = calibrate_exposure(pool, 0.25, stopping=FixedLength(30), rng=0)
+    validation = validate_exposure(calibration, n_examinees=50_000, rng=1)
+    if validation.passed:
+        write_bundle(build_bundle(calibration, validation), "out/bundle.json")
+    write_report("out", calibration, validation)
+"""
+
+from ._bundle import (
+    BUNDLE_JSON_SCHEMA,
+    BUNDLE_SCHEMA,
+    BundleError,
+    build_bundle,
+    bundle_sha256,
+    bundle_simulation_settings,
+    check_bundle,
+    read_bundle,
+    validate_bundle,
+    write_bundle,
+)
+from ._calibrate import (
+    METHODS,
+    ExposureCalibration,
+    ExposureTargetError,
+    ExposureValidation,
+    calibrate_exposure,
+    check_exposure_target,
+    comparison_table,
+    eligibility_update,
+    monte_carlo_se,
+    noise_tolerance,
+    stratum_labels,
+    sympson_hetter_update,
+    validate_exposure,
+)
+from ._report import write_report
+
+__all__ = [
+    "METHODS", "ExposureTargetError", "ExposureCalibration", "ExposureValidation",
+    "calibrate_exposure", "validate_exposure", "comparison_table", "check_exposure_target",
+    "sympson_hetter_update", "eligibility_update", "monte_carlo_se", "noise_tolerance", "stratum_labels",
+    "BUNDLE_SCHEMA", "BUNDLE_JSON_SCHEMA", "BundleError", "build_bundle", "validate_bundle", "check_bundle",
+    "bundle_sha256", "write_bundle", "read_bundle", "bundle_simulation_settings",
+    "write_report",
+]

@@ -1,0 +1,564 @@
+"""The exposure bundle: a validated calibration as one checksummed JSON document.
+
+The workbench writes it (:func:`build_bundle`, :func:`write_bundle`); the delivery service
+accepts or refuses it with the same :func:`validate_bundle`. Structure is a JSON Schema
+(:data:`BUNDLE_JSON_SCHEMA`, draft 2020-12, checked with ``jsonschema``); what a schema cannot
+say (consistency between fields, checksums, validation within tolerance, agreement with a live
+pool) is checked in Python. Every problem names its field, e.g. ``items[3].sh_p: ...``.
+
+Schema ``qbank.exposure-bundle/1``::
+
+    schema          "qbank.exposure-bundle/1"
+    created_at      ISO 8601 date-time with time zone
+    qbank_version   version that wrote it
+    pool            {id, sha256 (ItemPool.sha256 of the items below), n_items}
+    model, D        "1PL" | "2PL" | "3PL"; common scaling constant (an item may override with "D")
+    selector        "sympson_hetter" | "conditional_sympson_hetter"
+    r_max           target maximum exposure rate, in (0, 1]
+    test_length     maximum test length; stopping {rule: fixed_length, length} or
+                    {rule: standard_error, se_target, min_length, max_length}
+    estimator       {name: eap, n_points, grid_min, grid_max, prior_mean, prior_sd} |
+                    {name: map, prior_mean, prior_sd, bounds, n_iter} | {name: mle, bounds, n_iter}
+    simulation      method, n_examinees (per iteration), iterations, max_iterations, window, seed,
+                    theta_distribution {name, params}, tolerance_source, confidence,
+                    monte_carlo_se[], tolerance[], converged, wall_seconds, trace[] (per iteration:
+                    max_exposure[], tolerance[], k_shift[], n_capped[] per controlled stratum,
+                    rmse, tests_ended_short, wall_seconds)
+    validation      n_examinees, seed (differs from the calibration's), controlled_max_exposure[]
+                    and tolerance[] (one per controlled stratum, or one overall), max_exposure,
+                    items_over_r_max, items_never_used, tests_ended_short, bias, rmse, mean_se,
+                    mean_length, overlap_rate, converged, passed, uncontrolled {same figures
+                    without exposure control}, conditional [{theta_low, theta_high, n, bias,
+                    rmse, mean_se}] (null = unbounded)
+    strata          null, or {theta_cuts: increasing} for conditional_sympson_hetter
+    items           [{item_id, a, b, c, [D], sh_p}] in pool order; sh_p a number, or one number
+                    per stratum when conditional
+    bundle_sha256   sha256 of the canonical JSON (sorted keys, no spaces) without this key
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from qbank.estimation import make_estimator
+from qbank.pool import ItemPool, PoolError
+from qbank.selection import Selector
+from qbank.stopping import FixedLength, StandardError
+
+from ._calibrate import METHODS, ExposureCalibration, ExposureValidation
+
+__all__ = [
+    "BUNDLE_SCHEMA",
+    "BUNDLE_JSON_SCHEMA",
+    "BundleError",
+    "build_bundle",
+    "validate_bundle",
+    "check_bundle",
+    "bundle_sha256",
+    "write_bundle",
+    "read_bundle",
+    "bundle_simulation_settings",
+]
+
+BUNDLE_SCHEMA = "qbank.exposure-bundle/1"
+SELECTORS = ("sympson_hetter", "conditional_sympson_hetter")
+
+_NUMBER = {"type": "number"}
+_RATE = {"type": "number", "minimum": 0, "maximum": 1}
+_NON_NEGATIVE = {"type": "number", "minimum": 0}
+_COUNT = {"type": "integer", "minimum": 0}
+_SEED = {"type": ["integer", "null"]}
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+
+def _object(properties: dict, optional=()) -> dict:
+    return {"type": "object", "additionalProperties": False, "properties": properties,
+            "required": [k for k in properties if k not in optional]}
+
+
+def _array(items: dict, min_items: int = 1) -> dict:
+    return {"type": "array", "items": items, "minItems": min_items}
+
+
+_FIGURES = {"max_exposure": _RATE, "items_never_used": _COUNT, "overlap_rate": _RATE, "bias": _NUMBER,
+            "rmse": _NON_NEGATIVE, "mean_se": _NON_NEGATIVE, "mean_length": _NON_NEGATIVE}
+_BOUNDS = {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2}
+
+BUNDLE_JSON_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "qbank exposure bundle, schema qbank.exposure-bundle/1",
+    **_object({
+        "schema": {"const": BUNDLE_SCHEMA},
+        "created_at": {"type": "string", "minLength": 1},
+        "qbank_version": {"type": "string"},
+        "pool": _object({"id": {"type": "string", "minLength": 1}, "sha256": _HEX64,
+                         "n_items": {"type": "integer", "minimum": 1}}),
+        "model": {"enum": ["1PL", "2PL", "3PL"]},
+        "D": {"type": "number", "exclusiveMinimum": 0},
+        "selector": {"enum": list(SELECTORS)},
+        "r_max": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "test_length": {"type": "integer", "minimum": 1},
+        "stopping": {"oneOf": [
+            _object({"rule": {"const": "fixed_length"}, "length": {"type": "integer", "minimum": 1}}),
+            _object({"rule": {"const": "standard_error"}, "se_target": {"type": "number", "exclusiveMinimum": 0},
+                     "min_length": {"type": "integer", "minimum": 1},
+                     "max_length": {"type": "integer", "minimum": 1}}),
+        ]},
+        "estimator": {"oneOf": [
+            _object({"name": {"const": "eap"}, "n_points": {"type": "integer", "minimum": 2},
+                     "grid_min": _NUMBER, "grid_max": _NUMBER, "prior_mean": _NUMBER,
+                     "prior_sd": {"type": "number", "exclusiveMinimum": 0}}),
+            _object({"name": {"const": "map"}, "prior_mean": _NUMBER,
+                     "prior_sd": {"type": "number", "exclusiveMinimum": 0}, "bounds": _BOUNDS,
+                     "n_iter": {"type": "integer", "minimum": 1}}),
+            _object({"name": {"const": "mle"}, "bounds": _BOUNDS, "n_iter": {"type": "integer", "minimum": 1}}),
+        ]},
+        "simulation": _object({
+            "method": {"enum": list(METHODS)},
+            "n_examinees": {"type": "integer", "minimum": 1},
+            "iterations": {"type": "integer", "minimum": 1},
+            "max_iterations": {"type": "integer", "minimum": 1},
+            "window": {"type": "integer", "minimum": 1},
+            "seed": _SEED,
+            "theta_distribution": _object({"name": {"enum": ["normal", "uniform"]},
+                                           "params": {**_BOUNDS}}),
+            "tolerance_source": {"enum": ["noise", "user"]},
+            "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "monte_carlo_se": _array(_NON_NEGATIVE),
+            "tolerance": _array(_NON_NEGATIVE),
+            "converged": {"type": "boolean"},
+            "wall_seconds": _NON_NEGATIVE,
+            "trace": _array(_object({
+                "iteration": {"type": "integer", "minimum": 1},
+                "max_exposure": _array(_RATE), "tolerance": _array(_NON_NEGATIVE),
+                "k_shift": _array(_NON_NEGATIVE), "n_capped": _array(_COUNT),
+                "rmse": _NON_NEGATIVE, "tests_ended_short": _COUNT, "wall_seconds": _NON_NEGATIVE,
+            })),
+        }),
+        "validation": _object({
+            "n_examinees": {"type": "integer", "minimum": 2},
+            "seed": _SEED,
+            "controlled_max_exposure": _array(_RATE),
+            "tolerance": _array(_NON_NEGATIVE),
+            **_FIGURES,
+            "items_over_r_max": _COUNT,
+            "tests_ended_short": _COUNT,
+            "converged": {"type": "boolean"},
+            "passed": {"type": "boolean"},
+            "uncontrolled": {"oneOf": [{"type": "null"}, _object(_FIGURES)]},
+            "conditional": _array(_object({
+                "theta_low": {"type": ["number", "null"]}, "theta_high": {"type": ["number", "null"]},
+                "n": {"type": "integer", "minimum": 1}, "bias": _NUMBER, "rmse": _NON_NEGATIVE,
+                "mean_se": _NON_NEGATIVE,
+            })),
+        }),
+        "strata": {"oneOf": [{"type": "null"}, _object({"theta_cuts": _array(_NUMBER)})]},
+        "items": _array(_object({
+            "item_id": {"type": "string", "minLength": 1},
+            "a": {"type": "number", "exclusiveMinimum": 0},
+            "b": _NUMBER,
+            "c": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+            "D": {"type": "number", "exclusiveMinimum": 0},
+            "sh_p": {"oneOf": [_RATE, _array(_RATE, min_items=2)]},
+        }, optional=("D",))),
+        "bundle_sha256": _HEX64,
+    }),
+}
+
+
+class BundleError(ValueError):
+    """A bundle that must be refused; ``problems`` lists every failed check (field: message)."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        shown = "; ".join(self.problems[:10])
+        more = f"; and {len(self.problems) - 10} more" if len(self.problems) > 10 else ""
+        super().__init__(f"exposure bundle refused ({len(self.problems)} problem(s)): {shown}{more}")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _json_path(error) -> str:
+    path = ""
+    for part in error.absolute_path:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(document)"
+
+
+def _schema_problems(bundle) -> list[str]:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    validator = Draft202012Validator(BUNDLE_JSON_SCHEMA)
+    problems = []
+    for error in sorted(validator.iter_errors(bundle), key=lambda e: list(map(str, e.absolute_path))):
+        if error.validator == "oneOf" and error.context:
+            # "is not valid under any of the given schemas" names nothing: say what the closest form lacks.
+            best = best_match(error.context)
+            problems.append(f"{_json_path(best)}: {best.message} (no allowed form of {_json_path(error)} matches)")
+        else:
+            problems.append(f"{_json_path(error)}: {error.message}")
+    return problems
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def bundle_sha256(bundle: dict) -> str:
+    """sha256 of the canonical JSON of ``bundle`` without its ``bundle_sha256`` key."""
+    body = {k: v for k, v in bundle.items() if k != "bundle_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _common_D(D: np.ndarray) -> float:
+    values, counts = np.unique(D, return_counts=True)
+    return float(values[np.argmax(counts)])
+
+
+def _pool_from_items(bundle: dict) -> ItemPool:
+    items = bundle["items"]
+    frame = pd.DataFrame({
+        "item_id": [item["item_id"] for item in items],
+        "a": [item["a"] for item in items], "b": [item["b"] for item in items], "c": [item["c"] for item in items],
+        "D": [item.get("D", bundle["D"]) for item in items],
+    })
+    return ItemPool.from_frame(frame, name=bundle["pool"]["id"], source="items")
+
+
+def _stopping_from(table: dict):
+    if table["rule"] == "fixed_length":
+        return FixedLength(int(table["length"]))
+    return StandardError(float(table["se_target"]), int(table["min_length"]), int(table["max_length"]))
+
+
+def _estimator_from(table: dict):
+    params = {k: (tuple(v) if k == "bounds" else v) for k, v in table.items() if k != "name"}
+    return make_estimator(table["name"], **params)
+
+
+def _estimator_to(estimator) -> dict:
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(estimator).items()}
+    return {"name": type(estimator).__name__.lower(), **params}
+
+
+# ---------------------------------------------------------------------------- semantic checks
+def _semantic_problems(bundle: dict, pool: ItemPool | None, min_validation_examinees: int) -> list[str]:
+    problems = []
+    conditional = bundle["selector"] == "conditional_sympson_hetter"
+    strata = bundle["strata"]
+    n_controlled = 1
+    if conditional:
+        if strata is None:
+            problems.append("strata: conditional_sympson_hetter needs strata.theta_cuts")
+        else:
+            cuts = np.asarray(strata["theta_cuts"], dtype=float)
+            if np.any(np.diff(cuts) <= 0):
+                problems.append(f"strata.theta_cuts: must be strictly increasing, got {cuts.tolist()}")
+            n_controlled = cuts.size + 1
+    elif strata is not None:
+        problems.append("strata: must be null for selector sympson_hetter")
+
+    items = bundle["items"]
+    if len(items) != bundle["pool"]["n_items"]:
+        problems.append(f"items: {len(items)} items but pool.n_items is {bundle['pool']['n_items']}")
+    seen = set()
+    for position, item in enumerate(items):
+        if item["item_id"] in seen:
+            problems.append(f"items[{position}].item_id: duplicate {item['item_id']!r}")
+        seen.add(item["item_id"])
+        sh_p = item["sh_p"]
+        if conditional and (not isinstance(sh_p, list) or len(sh_p) != n_controlled):
+            problems.append(f"items[{position}].sh_p: conditional_sympson_hetter needs a list of {n_controlled} "
+                            f"values (one per stratum), got {sh_p!r}")
+        if not conditional and isinstance(sh_p, list):
+            problems.append(f"items[{position}].sh_p: sympson_hetter needs one number, got a list")
+
+    stopping = bundle["stopping"]
+    length = stopping["length"] if stopping["rule"] == "fixed_length" else stopping["max_length"]
+    if length != bundle["test_length"]:
+        problems.append(f"test_length: {bundle['test_length']} disagrees with the stopping rule's {length}")
+    if stopping["rule"] == "standard_error" and stopping["min_length"] > stopping["max_length"]:
+        problems.append("stopping: min_length exceeds max_length")
+    if bundle["r_max"] * len(items) < (stopping.get("min_length") or stopping.get("length")) - 1e-9:
+        problems.append(f"r_max: {bundle['r_max']} cannot be met with {len(items)} items and tests of "
+                        f"{stopping.get('min_length') or stopping.get('length')} items")
+
+    try:
+        created = dt.datetime.fromisoformat(bundle["created_at"])
+        if created.tzinfo is None:
+            problems.append("created_at: needs a time zone (e.g. ...Z or +00:00)")
+    except ValueError:
+        problems.append(f"created_at: not an ISO 8601 date-time: {bundle['created_at']!r}")
+
+    simulation, validation = bundle["simulation"], bundle["validation"]
+    if simulation["iterations"] != len(simulation["trace"]):
+        problems.append(f"simulation.trace: {len(simulation['trace'])} entries for "
+                        f"{simulation['iterations']} iterations")
+    if simulation["iterations"] > simulation["max_iterations"]:
+        problems.append("simulation.iterations: exceeds max_iterations")
+    for position, entry in enumerate(simulation["trace"]):
+        if entry["iteration"] != position + 1:
+            problems.append(f"simulation.trace[{position}].iteration: expected {position + 1}")
+        for key in ("max_exposure", "tolerance", "k_shift", "n_capped"):
+            if len(entry[key]) != n_controlled:
+                problems.append(f"simulation.trace[{position}].{key}: needs {n_controlled} value(s)")
+    for key in ("monte_carlo_se", "tolerance"):
+        if len(simulation[key]) != n_controlled:
+            problems.append(f"simulation.{key}: needs {n_controlled} value(s)")
+
+    if not simulation["converged"] or not validation["converged"]:
+        problems.append("simulation.converged: the calibration did not converge; such a result is not a bundle")
+    if not validation["passed"]:
+        problems.append("validation.passed: the validation did not pass")
+    if validation["n_examinees"] < min_validation_examinees:
+        problems.append(f"validation.n_examinees: {validation['n_examinees']} simulees; at least "
+                        f"{min_validation_examinees} required")
+    if validation["seed"] is not None and validation["seed"] == simulation["seed"]:
+        problems.append(f"validation.seed: {validation['seed']} is the calibration's seed; validation needs "
+                        "fresh simulees")
+    if validation["tests_ended_short"]:
+        problems.append(f"validation.tests_ended_short: {validation['tests_ended_short']} test(s) ended "
+                        "because exposure control left no item")
+    maxima, tolerance = validation["controlled_max_exposure"], validation["tolerance"]
+    if len(maxima) != n_controlled or len(tolerance) != n_controlled:
+        problems.append(f"validation.controlled_max_exposure/tolerance: need {n_controlled} value(s) each")
+    else:
+        for j, (value, tol) in enumerate(zip(maxima, tolerance)):
+            if value > bundle["r_max"] + tol + 1e-12:
+                problems.append(f"validation.controlled_max_exposure[{j}]: {value:.4f} exceeds r_max + tolerance "
+                                f"= {bundle['r_max'] + tol:.4f}")
+
+    try:
+        items_pool = _pool_from_items(bundle)
+    except PoolError as exc:
+        problems.append(f"items: {exc}")
+        items_pool = None
+    if items_pool is not None:
+        if items_pool.sha256() != bundle["pool"]["sha256"]:
+            problems.append("pool.sha256: does not match the item parameters in items (altered parameters?)")
+        if items_pool.model != bundle["model"]:
+            problems.append(f"model: {bundle['model']} but the items are {items_pool.model}")
+    if pool is not None and items_pool is not None:
+        problems.extend(_pool_mismatch(items_pool, pool))
+
+    if bundle["bundle_sha256"] != bundle_sha256(bundle):
+        problems.append("bundle_sha256: does not match the document (edited after it was written?)")
+    return problems
+
+
+def _pool_mismatch(items_pool: ItemPool, pool: ItemPool) -> list[str]:
+    if items_pool.sha256() == pool.sha256():
+        return []
+    problems = []
+    missing = sorted(set(pool.item_id) - set(items_pool.item_id))
+    extra = sorted(set(items_pool.item_id) - set(pool.item_id))
+    if missing:
+        problems.append(f"items: no entry for pool item(s) {missing[:10]}")
+    if extra:
+        problems.append(f"items: item(s) not in the pool {extra[:10]}")
+    common = [i for i in items_pool.item_id if i in set(pool.item_id)]
+    if common:
+        ours, theirs = items_pool.index_of(common), pool.index_of(common)
+        differs = np.zeros(len(common), dtype=bool)
+        for name in ("a", "b", "c", "D"):
+            differs |= np.abs(getattr(items_pool, name)[ours] - getattr(pool, name)[theirs]) > 1e-9
+        if differs.any():
+            bad = [common[i] for i in np.flatnonzero(differs)]
+            problems.append(f"items: parameters differ from the pool's calibration for {bad[:10]}"
+                            + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
+        elif not missing and not extra:
+            problems.append("items: the items are in another order than the pool's")
+    return problems
+
+
+# ---------------------------------------------------------------------------- public functions
+def validate_bundle(bundle, pool: ItemPool | None = None, *, min_validation_examinees: int = 1) -> list[str]:
+    """Every reason to refuse ``bundle``; an empty list means it is acceptable.
+
+    Checks the JSON Schema :data:`BUNDLE_JSON_SCHEMA`, then: selector and strata agree, one
+    ``sh_p`` per stratum, unique item ids, stopping and test length agree, ``pool.sha256``
+    matches the item parameters, the calibration converged, the validation passed on fresh
+    simulees with every controlled maximum exposure within ``r_max + tolerance`` and no test
+    ended short, and ``bundle_sha256`` matches. With ``pool``, the items must be exactly the
+    pool's (ids, order and parameters; differing items are named).
+
+    Parameters
+    ----------
+    bundle : dict
+        The parsed JSON document.
+    pool : ItemPool, optional
+        Live calibration the bundle must agree with.
+    min_validation_examinees : int
+        Policy minimum of validation simulees.
+
+    Returns
+    -------
+    list of str
+        ``"field.path: message"`` per problem.
+    """
+    if not isinstance(bundle, dict):
+        return [f"(document): must be a JSON object, got {type(bundle).__name__}"]
+    problems = _schema_problems(bundle)
+    if problems:
+        return problems
+    return _semantic_problems(bundle, pool, min_validation_examinees)
+
+
+def check_bundle(bundle, pool: ItemPool | None = None, *, min_validation_examinees: int = 1) -> dict:
+    """:func:`validate_bundle`, raising :class:`BundleError` with every problem; returns ``bundle``."""
+    problems = validate_bundle(bundle, pool, min_validation_examinees=min_validation_examinees)
+    if problems:
+        raise BundleError(problems)
+    return bundle
+
+
+def build_bundle(calibration: ExposureCalibration, validation: ExposureValidation, *, created_at=None) -> dict:
+    """The bundle of a converged, validated calibration.
+
+    Raises
+    ------
+    BundleError
+        When the calibration did not converge or the validation did not pass: only a
+        validated result becomes a bundle.
+    """
+    if not validation.passed:
+        raise BundleError([f"validation: {problem}" for problem in validation.problems])
+    from qbank import __version__
+
+    pool = calibration.pool
+    common_D = _common_D(pool.D)
+    items = []
+    for i in range(pool.n_items):
+        item = {"item_id": str(pool.item_id[i]), "a": float(pool.a[i]), "b": float(pool.b[i]), "c": float(pool.c[i])}
+        if pool.D[i] != common_D:
+            item["D"] = float(pool.D[i])
+        item["sh_p"] = calibration.sh_p[i].tolist() if calibration.conditional else float(calibration.sh_p[i])
+        items.append(item)
+    stopping = calibration.stopping.to_dict()
+    trace = []
+    for iteration, rows in calibration.trace.groupby("iteration", sort=True):
+        trace.append({
+            "iteration": int(iteration),
+            "max_exposure": rows["max_exposure"].tolist(), "tolerance": rows["tolerance"].tolist(),
+            "k_shift": rows["k_shift"].tolist(), "n_capped": [int(x) for x in rows["n_capped"]],
+            "rmse": float(rows["rmse"].iloc[0]), "tests_ended_short": int(rows["tests_ended_short"].iloc[0]),
+            "wall_seconds": float(rows["wall_seconds"].iloc[0]),
+        })
+    settings = calibration.settings
+    controlled = validation.controlled
+
+    def figures(result):
+        summary = result.summary
+        return {k: float(summary[k]) if k != "items_never_used" else int(summary[k]) for k in _FIGURES}
+
+    conditional_rows = [
+        {"theta_low": _finite(row.theta_low), "theta_high": _finite(row.theta_high), "n": int(row.n),
+         "bias": float(row.bias), "rmse": float(row.rmse), "mean_se": float(row.mean_se)}
+        for row in controlled.conditional.itertuples()
+    ]
+    bundle = {
+        "schema": BUNDLE_SCHEMA,
+        "created_at": (created_at or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds"),
+        "qbank_version": __version__,
+        "pool": {"id": pool.name, "sha256": pool.sha256(), "n_items": pool.n_items},
+        "model": pool.model,
+        "D": common_D,
+        "selector": calibration.selector.rule,
+        "r_max": calibration.r_max,
+        "test_length": int(calibration.stopping.max_length),
+        "stopping": stopping,
+        "estimator": _estimator_to(calibration.estimator),
+        "simulation": {
+            "method": calibration.method,
+            "n_examinees": settings["n_examinees"],
+            "iterations": calibration.n_iterations,
+            "max_iterations": settings["max_iter"],
+            "window": settings["window"],
+            "seed": settings["seed"],
+            "theta_distribution": {"name": settings["theta_distribution"], "params": settings["theta_params"]},
+            "tolerance_source": settings["tolerance_source"],
+            "confidence": settings["confidence"],
+            "monte_carlo_se": [float(x) for x in calibration.monte_carlo_se],
+            "tolerance": [float(x) for x in calibration.tolerance],
+            "converged": calibration.converged,
+            "wall_seconds": float(calibration.wall_seconds),
+            "trace": trace,
+        },
+        "validation": {
+            "n_examinees": validation.n_examinees,
+            "seed": validation.seed,
+            "controlled_max_exposure": [float(x) for x in validation.max_exposure],
+            "tolerance": [float(x) for x in validation.tolerance],
+            **figures(controlled),
+            "items_over_r_max": int(controlled.summary["items_over_target"]),
+            "tests_ended_short": int(validation.tests_ended_short),
+            "converged": validation.converged,
+            "passed": validation.passed,
+            "uncontrolled": None if validation.uncontrolled is None else figures(validation.uncontrolled),
+            "conditional": conditional_rows,
+        },
+        "strata": {"theta_cuts": calibration.strata_cuts.tolist()} if calibration.conditional else None,
+        "items": items,
+    }
+    bundle["bundle_sha256"] = bundle_sha256(bundle)
+    return check_bundle(bundle, pool)
+
+
+def write_bundle(bundle: dict, path) -> Path:
+    """Check and write a bundle as JSON (refuses to write one that :func:`validate_bundle` rejects)."""
+    check_bundle(bundle)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(bundle, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def read_bundle(path, pool: ItemPool | None = None, *, min_validation_examinees: int = 1) -> dict:
+    """Read and check a bundle file.
+
+    Raises
+    ------
+    BundleError
+        Unreadable file, invalid JSON (with line and column) or any failed check.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BundleError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        bundle = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError([f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+    return check_bundle(bundle, pool, min_validation_examinees=min_validation_examinees)
+
+
+def bundle_simulation_settings(bundle: dict, pool: ItemPool) -> dict:
+    """Keyword arguments for :func:`qbank.simulate` that re-run a (checked) bundle on ``pool``:
+    ``selector`` (its parameters mapped to the pool's order by item id), ``stopping``,
+    ``estimator``, ``exposure_target`` (``r_max``) and, when conditional, ``strata_cuts``."""
+    bundle = copy.deepcopy(bundle)
+    positions = pool.index_of([item["item_id"] for item in bundle["items"]])
+    sh_p = np.asarray([item["sh_p"] for item in bundle["items"]], dtype=float)
+    ordered = np.empty_like(sh_p)
+    ordered[positions] = sh_p
+    settings = {"stopping": _stopping_from(bundle["stopping"]), "estimator": _estimator_from(bundle["estimator"]),
+                "exposure_target": float(bundle["r_max"])}
+    if bundle["selector"] == "conditional_sympson_hetter":
+        cuts = np.asarray(bundle["strata"]["theta_cuts"], dtype=float)
+        settings["selector"] = Selector("conditional_sympson_hetter", sh_p=ordered, theta_cuts=cuts)
+        settings["strata_cuts"] = cuts
+    else:
+        settings["selector"] = Selector("sympson_hetter", sh_p=ordered)
+    return settings
