@@ -17,10 +17,12 @@ def _register():
     # Imported lazily-by-module so one broken optional subcommand cannot hide the others.
     from qbank.cli import calibrate as _calibrate
     from qbank.cli import demo as _demo
+    from qbank.cli import sh as _sh
     from qbank.cli import simulate as _simulate
     from qbank.cli import study as _study
 
     cli.add_command(_simulate.simulate)
+    cli.add_command(_sh.sh)
     cli.add_command(_calibrate.calibrate)
     cli.add_command(_demo.demo)
     cli.add_command(_study.study)

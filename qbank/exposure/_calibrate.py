@@ -492,7 +492,8 @@ def calibrate_exposure(
             })
         passed.append(bool(within.all() and stable.all()))
         if bar is not None:
-            bar.set_postfix(max_exposure=f"{max_exposure.max():.4f}", limit=f"{(r_max + tolerance).min():.4f}")
+            worst = int(np.argmax(max_exposure - tolerance))  # the stratum farthest above its limit
+            bar.set_postfix(max_exposure=f"{max_exposure[worst]:.4f}", limit=f"{r_max + tolerance[worst]:.4f}")
         if len(passed) >= window and all(passed[-window:]):
             converged = True
             final_tallies = tallies
