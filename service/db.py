@@ -57,7 +57,10 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+    """Sessions on ``engine`` sharing one set of caches of immutable rows (see ``service.pools``)."""
+    from service.pools import Caches
+
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False, info={"caches": Caches()})
 
 
 def alembic_config(url: str):

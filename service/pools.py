@@ -3,8 +3,9 @@
 A quiz pins the snapshot taken when it starts: the exam's live versions (sorted by question
 id, a fixed order), their current calibrations and ``sh_p``. Later publications or
 calibrations change new quizzes only, so a served sequence replays. Snapshots and question
-versions never change once written, so this process caches them by id; nothing in these
-caches is state that another instance would need.
+versions never change once written, so each engine's session factory caches them by id (``session.info["caches"]``, see
+:func:`service.db.make_session_factory`); nothing in these caches is state that another
+instance would need.
 
 Uncalibrated items (e.g. just authored) are *provisional*: ``a = 1, c = 0, D = 1`` and
 ``b`` from the difficulty label (easy -1, medium 0, hard +1); their responses record no
@@ -63,8 +64,19 @@ class _LRU:
                 self._data.popitem(last=False)
 
 
-_views = _LRU(32)
-_contents = _LRU(20_000)
+class Caches:
+    """Per-database caches of immutable rows: pool views by snapshot id, contents by version id."""
+
+    def __init__(self, n_views: int = 32, n_contents: int = 20_000):
+        self.views = _LRU(n_views)
+        self.contents = _LRU(n_contents)
+
+
+def _caches(session: Session) -> Caches:
+    caches = session.info.get("caches")
+    if caches is None:  # a session from elsewhere: cache for this session only
+        caches = session.info["caches"] = Caches()
+    return caches
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,7 +176,8 @@ def ensure_snapshot(session: Session, tenant_id: str, exam_code: str) -> str:
 
 def pool_view(session: Session, snapshot_id: str) -> PoolView:
     """The (cached) arrays of a snapshot."""
-    view = _views.get(snapshot_id)
+    views = _caches(session).views
+    view = views.get(snapshot_id)
     if view is not None:
         return view
     snapshot = session.get(PoolSnapshot, snapshot_id)
@@ -187,7 +200,7 @@ def pool_view(session: Session, snapshot_id: str) -> PoolView:
         topic_names=topic_names, difficulty_label=np.array(items["difficulty_label"], dtype=object),
         sh_p=np.array(items["sh_p"], dtype=float),
     )
-    _views.put(snapshot_id, view)
+    views.put(snapshot_id, view)
     return view
 
 
@@ -209,9 +222,10 @@ class ItemContent:
 
 def item_contents(session: Session, version_ids) -> dict[int, ItemContent]:
     """Contents of the given question versions, by version id (cached)."""
+    contents = _caches(session).contents
     out, missing = {}, []
     for vid in {int(v) for v in version_ids}:
-        content = _contents.get(vid)
+        content = contents.get(vid)
         if content is None:
             missing.append(vid)
         else:
@@ -233,6 +247,6 @@ def item_contents(session: Session, version_ids) -> dict[int, ItemContent]:
             keys = [label for label, _, ok in opts if ok]
             content = ItemContent(vid, stem, lead_in, tuple((label, text) for label, text, _ in opts),
                                   keys[0] if keys else "", rationale)
-            _contents.put(vid, content)
+            contents.put(vid, content)
             out[vid] = content
     return out

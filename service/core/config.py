@@ -7,7 +7,7 @@ the default secret outside ``QBANK_ENV=dev``.
 
 from __future__ import annotations
 
-import warnings
+import logging
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -56,7 +56,7 @@ class Settings(DatabaseSettings):
             )
             if self.env != "dev":
                 raise ValueError(message)
-            warnings.warn(message, stacklevel=2)
+            logging.getLogger("qbank.service").warning(message)
         elif len(self.secret_key.encode()) < MIN_SECRET_LENGTH:
             raise ValueError(f"QBANK_SECRET_KEY must be at least {MIN_SECRET_LENGTH} bytes long")
         return self
