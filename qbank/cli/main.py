@@ -17,6 +17,7 @@ def _register():
     # Imported lazily-by-module so one broken optional subcommand cannot hide the others.
     from qbank.cli import calibrate as _calibrate
     from qbank.cli import demo as _demo
+    from qbank.cli import serve as _serve
     from qbank.cli import sh as _sh
     from qbank.cli import simulate as _simulate
     from qbank.cli import study as _study
@@ -25,6 +26,10 @@ def _register():
     cli.add_command(_sh.sh)
     cli.add_command(_calibrate.calibrate)
     cli.add_command(_demo.demo)
+    cli.add_command(_serve.serve)
+    cli.add_command(_serve.load_demo_command)
+    cli.add_command(_serve.import_calibration_command)
+    cli.add_command(_serve.create_user_command)
     cli.add_command(_study.study)
 
 
