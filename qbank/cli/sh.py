@@ -17,6 +17,7 @@ from qbank.exposure import (
     BundleError,
     ExposureTargetError,
     build_bundle,
+    bundle_simulation_settings,
     calibrate_exposure,
     comparison_table,
     read_bundle,
@@ -46,6 +47,24 @@ def load_bundle_or_fail(path: str, pool, option: str = "--bundle") -> dict:
         return read_bundle(path, pool)
     except BundleError as exc:
         raise click.BadParameter("\n  ".join([f"{path}: refused"] + exc.problems), param_hint=option) from None
+
+
+# Options of `qbank simulate` that a bundle fixes: a re-check runs the bundle's own rules.
+_BUNDLE_FIXES = ("selector", "k_file", "length", "se_target", "min_length", "estimator", "exposure_target")
+
+
+def bundle_run_settings(path: str, pool) -> tuple[dict, dict]:
+    """The checked bundle and the :func:`qbank.simulate` keywords that re-run it on ``pool``
+    (``qbank simulate --bundle``); refuses options the bundle fixes when given explicitly."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    given = [name for name in _BUNDLE_FIXES if context.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise click.UsageError(f"--bundle fixes the selector, K, stopping rule, estimator and r_max; drop {flags}")
+    bundle = load_bundle_or_fail(path, pool)
+    return bundle, bundle_simulation_settings(bundle, pool)
 
 
 def recheck_lines(result, bundle: dict) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import click
 
 from qbank.cli._common import out_dir, read_k_file, read_pool
+from qbank.cli.sh import bundle_run_settings, recheck_lines
 from qbank.estimation import make_estimator
 from qbank.selection import Selector
 from qbank.simulation import simulate as run_simulation
@@ -30,9 +31,11 @@ SELECTORS = ["max_info", "randomesque", "sympson_hetter", "a_stratified"]
 @click.option("--theta-params", default="0,1", show_default=True, help="mean,sd (normal) or low,high (uniform).")
 @click.option("--exposure-target", type=click.FloatRange(0, 1, min_open=True), default=0.25, show_default=True, help="Rate for 'items over target'.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bundle", "bundle_path", type=click.Path(dir_okay=False), default=None,
+              help="Exposure bundle (qbank sh): re-run its K, strata, stopping, estimator and r_max to re-check it.")
 @click.option("--out", "out_path", required=True, type=click.Path(file_okay=False), help="Output folder.")
 def simulate(pool_path, examinees, length, se_target, min_length, selector, randomesque_k, n_strata, k_file,
-             estimator, theta_dist, theta_params, exposure_target, seed, out_path):
+             estimator, theta_dist, theta_params, exposure_target, seed, bundle_path, out_path):
     """Simulate adaptive tests on a pool and write summary.json, exposure.csv,
     conditional.csv, examinees.parquet and PNG plots to --out."""
     pool = read_pool(pool_path)
@@ -58,11 +61,15 @@ def simulate(pool_path, examinees, length, se_target, min_length, selector, rand
     else:
         stopping = FixedLength(length)
     rule = Selector(selector, k=randomesque_k, n_strata=n_strata, sh_p=sh_p)
+    run = {"stopping": stopping, "selector": rule, "estimator": make_estimator(estimator),
+           "exposure_target": exposure_target}
+    bundle = None
+    if bundle_path is not None:
+        bundle, run = bundle_run_settings(bundle_path, pool)
     out = out_dir(out_path)
     result = run_simulation(
-        pool, n_examinees=examinees, theta_distribution=theta_dist, theta_params=params, stopping=stopping,
-        selector=rule, estimator=make_estimator(estimator), rng=seed, exposure_target=exposure_target,
-        progress=True,
+        pool, n_examinees=examinees, theta_distribution=theta_dist, theta_params=params, rng=seed, progress=True,
+        **run,
     )
     paths = result.to_dir(out)
     summary = result.summary
@@ -70,3 +77,5 @@ def simulate(pool_path, examinees, length, se_target, min_length, selector, rand
                                                     "items_never_used", "overlap_rate", "wall_seconds")}, indent=2))
     for name, path in paths.items():
         click.echo(f"{name:>17}: {path}")
+    for line in recheck_lines(result, bundle) if bundle is not None else []:
+        click.echo(line)
