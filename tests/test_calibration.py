@@ -218,18 +218,18 @@ def test_3pl_girth_runs_through_the_shim_and_roughly_agrees():
     ours = calibrate(y, "3PL").items
     assert np.all(np.isfinite(theirs.to_numpy()))
     assert np.corrcoef(ours["b"], theirs["b"])[0, 1] > 0.9
-    with pytest.raises(CalibrationError, match="complete responses"):
-        girth_twopl(np.where(np.eye(8, 8) == 1, np.nan, 1.0))
 
 
 # ---------------------------------------------------------------------------------------- fixed items
-def _pretest_design(theta_mean, seed):
-    """A 300-item bank given adaptively plus 12 pretest items, 6 random ones per examinee."""
-    rng = np.random.default_rng(seed)
+@pytest.fixture(scope="module")
+def pretest_design():
+    """A 300-item bank given adaptively to N(0.6, 1) examinees plus 12 pretest items, 6 random
+    ones per examinee."""
+    rng = np.random.default_rng(30)
     bank = generate_pool(300, "3PL", rng=rng)
     new = generate_pool(12, "3PL", rng=rng)
     new = ItemPool.from_arrays(new.a, new.b, new.c, item_id=[f"NEW{i:02d}" for i in range(12)])
-    result = simulate(bank, n_examinees=2500, theta_params=(theta_mean, 1.0), rng=seed + 1)
+    result = simulate(bank, n_examinees=2500, theta_params=(0.6, 1.0), rng=31)
     n = result.n_examinees
     taken = rng.random((n, new.n_items)).argsort(axis=1)[:, :6]
     persons = np.repeat(np.arange(n), 6)
@@ -240,13 +240,15 @@ def _pretest_design(theta_mean, seed):
     return bank, new, pd.concat([result.responses_long(), pretest], ignore_index=True)
 
 
-def test_fixed_parameter_calibration_puts_pretest_items_on_the_bank_scale():
-    bank, new, responses = _pretest_design(theta_mean=0.6, seed=30)
+@pytest.mark.parametrize("latent", ["normal", "histogram"])
+def test_fixed_parameter_calibration_puts_pretest_items_on_the_bank_scale(pretest_design, latent):
+    bank, new, responses = pretest_design
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # bank items never administered
-        report = calibrate(responses, "3PL", fixed_pool=bank)
+        report = calibrate(responses, "3PL", fixed_pool=bank, latent=latent)
     summary = report.summary
-    assert summary["latent_estimated"] and abs(summary["latent_mean"] - 0.6) < 0.1
+    assert summary["latent_estimated"] == latent and abs(summary["latent_mean"] - 0.6) < 0.1
+    assert abs(summary["latent_sd"] - 1.0) < 0.1
     estimated = report.items.loc[new.item_id]
     assert not estimated["fixed"].any() and estimated["se_b"].gt(0).all()
     assert abs(float(np.mean(estimated["b"] - new.b))) < 0.15
@@ -256,7 +258,12 @@ def test_fixed_parameter_calibration_puts_pretest_items_on_the_bank_scale():
     assert list(out.item_id[:bank.n_items]) == list(bank.item_id)
     np.testing.assert_allclose(out.b[:bank.n_items], bank.b)
     assert report.items.loc[bank.item_id, "se_b"].isna().all()
-    # Without the bank, the N(0, 1) convention shifts the pretest items by the population mean.
+
+
+def test_without_the_bank_pretest_items_shift_by_the_population_mean(pretest_design):
+    """The contrast that makes fixed-parameter calibration necessary: free calibration sets the
+    N(0.6, 1) population to N(0, 1), so difficulties come out about 0.6 too low."""
+    _, new, responses = pretest_design
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         free = calibrate(responses, "3PL", drop_invariant=True).items.loc[new.item_id]
@@ -337,6 +344,8 @@ def test_settings_are_checked():
         Calibrator("4PL").fit(y)
     with pytest.raises(CalibrationError, match="normal sd must be > 0"):
         Calibrator("2PL", prior_loga=(0, 0)).fit(y)
+    with pytest.raises(CalibrationError, match="latent must be 'normal' or 'histogram'"):
+        Calibrator("2PL", latent="kde").fit(y)
     with pytest.raises(CalibrationError, match="not fitted"):
         Calibrator().to_pool()
     assert parse_prior("beta:5,17", "beta") == (5.0, 17.0)

@@ -89,6 +89,20 @@ def normal_weights(theta: np.ndarray, mean: float = 0.0, sd: float = 1.0) -> np.
     return density / density.sum()
 
 
+def latent_log_weights(theta: np.ndarray, post: np.ndarray, kind: str) -> np.ndarray:
+    """Log quadrature weights of the latent distribution re-estimated from a posterior.
+
+    ``'histogram'``: the mean posterior (the empirical histogram of Bock & Aitkin 1981, sec. 4;
+    Kim 2006's MWU); ``'normal'``: a normal with the mean and sd of that histogram.
+    """
+    histogram = post.mean(axis=0)
+    if kind == "histogram":
+        return np.log(np.maximum(histogram, 1e-300))
+    mean = histogram @ theta
+    sd = np.sqrt(max(histogram @ theta**2 - mean**2, 1e-12))
+    return np.log(normal_weights(theta, mean, sd))
+
+
 def item_probability(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
     """3PL probability on the grid, clipped away from 0 and 1, shape (n_quad, n_items)."""
     p = x[:, C] + (1.0 - x[:, C]) * expit(np.exp(x[:, LOGA]) * (theta[:, None] - x[:, B]))

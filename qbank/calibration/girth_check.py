@@ -2,7 +2,8 @@
 
 girth is not the engine: its MML has no item priors and no fixed-parameter calibration, and it
 fits difficulties by matching proportions correct against an N(0, 1) population, which fails
-on adaptive data. On complete data it is an independent implementation to compare with.
+on adaptive data (b RMSE about 2 where our EM gets 0.2; see ``benchmarks/README.md``). On
+complete data it is an independent implementation to compare with.
 
 The shim
 --------
@@ -23,18 +24,19 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from qbank.calibration._data import CalibrationError, read_responses
+from qbank.calibration._data import read_responses
 
 __all__ = ["girth_twopl", "girth_threepl"]
 
 
 def _items_by_persons(responses):
+    import girth
+
     data = read_responses(responses)
     dense = data.to_dense()
-    if np.isnan(dense).any():
-        raise CalibrationError("the girth cross-check needs complete responses (no missing cells)")
-    # girth wants [items x participants] of 0/1 integers.
-    return data.item_id.astype(str), dense.T.astype(int)
+    # girth wants [items x participants] of integers; it skips cells coded INVALID_RESPONSE.
+    coded = np.where(np.isnan(dense), girth.INVALID_RESPONSE, dense).T.astype(int)
+    return data.item_id.astype(str), coded
 
 
 @contextmanager
@@ -59,7 +61,8 @@ def girth_twopl(responses) -> pd.DataFrame:
     Parameters
     ----------
     responses : DataFrame, array_like of shape (n_persons, n_items), path or ResponseMatrix
-        Complete responses.
+        Missing cells are passed to girth as ``girth.INVALID_RESPONSE``; girth still fits each
+        difficulty against an N(0, 1) population, which is why it fails on adaptive data.
 
     Returns
     -------
