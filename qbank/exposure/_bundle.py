@@ -195,15 +195,19 @@ def _json_path(error) -> str:
 
 def _schema_problems(bundle) -> list[str]:
     from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import best_match
 
     validator = Draft202012Validator(BUNDLE_JSON_SCHEMA)
     problems = []
     for error in sorted(validator.iter_errors(bundle), key=lambda e: list(map(str, e.absolute_path))):
         if error.validator == "oneOf" and error.context:
-            # "is not valid under any of the given schemas" names nothing: say what the closest form lacks.
-            best = best_match(error.context)
-            problems.append(f"{_json_path(best)}: {best.message} (no allowed form of {_json_path(error)} matches)")
+            # "is not valid under any of the given schemas" names nothing: report the errors of the
+            # closest form (same JSON type, fewest errors), e.g. the fixed_length stopping rule's.
+            branches = {}
+            for sub in error.context:
+                branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+            closest = min(branches.values(), key=lambda errs: (
+                any(e.validator == "type" and not e.relative_path for e in errs), len(errs)))
+            problems.extend(f"{_json_path(e)}: {e.message}" for e in closest)
         else:
             problems.append(f"{_json_path(error)}: {error.message}")
     return problems
