@@ -54,6 +54,10 @@ def ffrac(value: Fraction) -> str:
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
 
 
+def _percent(value: Fraction) -> str:
+    return f"{fmt(value)}%"
+
+
 def _digits(rng, n: int) -> int:
     return int(rng.integers(10 ** (n - 1) if n > 1 else 2, 10**n))
 
@@ -170,13 +174,13 @@ def _fractions(level, rng):
             n1, n2 = (int(v) for v in rng.integers(1, d, 2))
             (x, xs), (y, ys) = (Fraction(n1, d), f"{n1}/{d}"), (Fraction(n2, d), f"{n2}/{d}")
         elif level == 1:
-            d = int(rng.choice([2, 3, 4, 5]))
+            d = int(rng.choice([2, 3, 4]))
             m = int(rng.choice([2, 3]))
             n1, n2 = int(rng.integers(1, d)), int(rng.integers(1, d * m))
             (x, xs), (y, ys) = (Fraction(n1, d), f"{n1}/{d}"), (Fraction(n2, d * m), f"{n2}/{d * m}")
         else:
-            (x, xs), (y, ys) = _fraction(rng, [0, 0, 3, 5, 7][level], [0, 0, 12, 16, 19][level]), \
-                _fraction(rng, [0, 0, 3, 5, 7][level], [0, 0, 12, 16, 19][level])
+            low, high = [None, None, (5, 12), (8, 16), (11, 19)][level]
+            (x, xs), (y, ys) = _fraction(rng, low, high), _fraction(rng, low, high)
         if op == "-" and x < y:
             (x, xs), (y, ys) = (y, ys), (x, xs)
         if x != y or op != "-":
@@ -195,29 +199,25 @@ def _fractions(level, rng):
     return f"What is {xs} {op} {ys}? Give the answer in lowest terms.", result, wrong, ffrac, rationale
 
 
-def _percent(value: Fraction) -> str:
-    return f"{fmt(value)}%"
-
-
 def _percentages(level, rng):
     if level <= 2:
         pct = int(rng.choice([[10, 50], [20, 25, 75], [15, 35, 45, 65]][level]))
-        base = int(rng.choice(np.arange(20, 1000, 20))) if level else int(rng.integers(2, 20)) * 10
+        base = [int(rng.integers(2, 10)) * 10, int(rng.integers(5, 50)) * 20, int(rng.integers(50, 500)) * 20][level]
         answer = Fraction(pct * base, 100)
         wrong = _distractors(answer, [Fraction(base, pct), answer * 10, Fraction(base * (100 - pct), 100)],
                              rng, Fraction(5))
         rationale = f"{pct}% means {pct}/100, and {pct}/100 × {base} = {fmt(answer)}."
         return f"What is {pct}% of {base}?", answer, wrong, fmt, rationale
     if level == 3:
-        base = int(rng.choice([40, 80, 120, 160, 200, 250, 400, 500]))
+        base = int(rng.choice([1250, 1600, 2400, 3200, 4800, 6400]))
         part = Fraction(base * int(rng.choice([5, 15, 35, 45, 55, 85])), 100)
         answer = part / base * 100
-        wrong = _distractors(answer, [Fraction(base, part) if part else 1, answer / 10, 100 - answer],
-                             rng, Fraction(5))
+        wrong = _distractors(answer, [Fraction(base, part), answer / 10, 100 - answer], rng, Fraction(5),
+                             render=_percent)
         rationale = f"{fmt(part)} out of {base} is {fmt(part)}/{base} × 100% = {fmt(answer)}%."
         return f"What percentage of {base} is {fmt(part)}?", answer, wrong, _percent, rationale
-    pct = int(rng.choice([12, 15, 20, 25, 35, 40]))
-    original = Fraction(int(rng.integers(12, 90)) * 20)
+    pct = int(rng.choice([12, 15, 35, 45]))
+    original = Fraction(int(rng.integers(60, 490)) * 20)
     new = original * (100 - pct) / 100
     wrong = _distractors(original, [new * (100 + pct) / 100, new + new * pct / 100, new / (100 + pct) * 100],
                          rng, Fraction(10))

@@ -1,0 +1,86 @@
+"""``qbank serve``, ``load-demo``, ``create-user``, ``import-calibration`` end to end (SQLite)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from click.testing import CliRunner
+
+from qbank.cli.main import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_load_demo_create_user_and_import_calibration(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+    r = runner.invoke(cli, ["load-demo", "--database-url", url])
+    assert r.exit_code == 0 and "600 new question(s)" in r.output
+    r = runner.invoke(cli, ["load-demo", "--database-url", url])
+    assert r.exit_code == 0 and "0 new question(s)" in r.output
+    r = runner.invoke(cli, ["create-user", "zoe", "--role", "admin", "--role", "author", "--database-url", url],
+                      input="long-password\nlong-password\n")
+    assert r.exit_code == 0 and "created user zoe (admin, author)" in r.output
+    r = runner.invoke(cli, ["create-user", "zoe", "--role", "student", "--password", "long-password",
+                            "--database-url", url])
+    assert r.exit_code == 1 and "username 'zoe' already exists" in r.output
+    r = runner.invoke(cli, ["create-user", "yan", "--role", "student", "--password", "short", "--database-url", url])
+    assert r.exit_code == 1 and "at least 8 characters" in r.output
+    r = runner.invoke(cli, ["import-calibration", str(ROOT / "data" / "demo_pool.csv"), "--database-url", url])
+    assert r.exit_code == 0 and "imported 600 calibration(s) (3PL)" in r.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item_id,a,b,c\nDEMO-0001,0,0,0.2\n")
+    r = runner.invoke(cli, ["import-calibration", str(bad), "--database-url", url])
+    assert r.exit_code == 2 and "a must be > 0; bad items: ['DEMO-0001']" in r.output
+    r = runner.invoke(cli, ["load-demo", "--database-url", "mysql://nobody@localhost/x"])
+    assert r.exit_code == 1 and "unsupported database 'mysql'" in r.output
+
+
+def test_serve_refuses_the_default_secret_outside_dev(tmp_path, monkeypatch):
+    monkeypatch.delenv("QBANK_SECRET_KEY", raising=False)
+    monkeypatch.setenv("QBANK_ENV", "production")
+    r = CliRunner().invoke(cli, ["serve", "--database-url", f"sqlite:///{tmp_path / 's.db'}"])
+    assert r.exit_code == 1 and "QBANK_SECRET_KEY is 'changethis" in r.output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_migrates_loads_the_demo_and_answers(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QBANK_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "qbank.cli.main", "serve", "--dev", "--with-demo", "--port", str(port),
+         "--database-url", f"sqlite:///{tmp_path / 'served.db'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).json() == {"status": "ok", "database": "sqlite"}:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not answer /health within 60 s"
+            time.sleep(0.2)
+        token = httpx.post(f"{base}/v1/auth/mock-login", json={"user_id": "s", "roles": ["student"]}).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        quiz = httpx.post(f"{base}/v1/quizzes", headers=headers, json={"filters": {"num_questions": 2}}).json()
+        item = httpx.get(f"{base}/v1/quizzes/{quiz['quiz_id']}/next", headers=headers).json()
+        assert item["question_id"] >= 1 and len(item["payload"]["options"]) == 4
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "600 new question(s) loaded" in output and f"{base}/docs" in output
