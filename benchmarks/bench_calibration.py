@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import sys
@@ -186,7 +187,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     results = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.processor()}",
-               "python": platform.python_version(), "numpy": np.__version__, "seed": args.seed, "designs": {}}
+               "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+               "seed": args.seed, "load_average_at_start": os.getloadavg(), "designs": {}}
+    print(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus (timings need a quiet machine)")
 
     for design in DESIGNS:
         design_rng = rng.spawn(1)[0]
@@ -224,6 +227,8 @@ def main(argv=None) -> int:
                   f"(bias {fig['free']['bias_b']:+.3f})")
         results["designs"][design] = {"complete_3pl": complete, "cat": cat, "pretest": pretests}
 
+    results["load_average_at_end"] = os.getloadavg()
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=float))
     print(f"\nwrote {args.json}")

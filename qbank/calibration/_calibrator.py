@@ -257,6 +257,7 @@ class Calibrator:
         return pool, in_pool
 
     def _drop_invariant(self, data: ResponseMatrix, free: np.ndarray):
+        """Raise on (or drop) free items whose answers are all equal; returns data, free mask, dropped ids."""
         n_answered, n_correct = data.item_counts()
         invariant = free & ((n_correct == 0) | (n_correct == n_answered))
         if not invariant.any():
@@ -299,8 +300,8 @@ class Calibrator:
         model, priors, theta = self._check_settings()
         data = read_responses(responses, format)
         pool, fixed_mask = self._fixed(data, model)
-        data, fixed_mask, dropped = self._drop_invariant(data, ~fixed_mask)
-        fixed_mask = ~fixed_mask
+        data, free_mask, dropped = self._drop_invariant(data, ~fixed_mask)
+        fixed_mask = ~free_mask
         n_answered_person, _ = data.person_counts()
         n_empty_persons = int((n_answered_person == 0).sum())
         if n_empty_persons:
@@ -340,7 +341,7 @@ class Calibrator:
         post, marginal = _em.posterior(loglik, log_weights)
 
         variances, se_method = self._variances(theta, post, free, x, priors, cols, shared_a)
-        self._finish(model, priors, theta, data, free, fixed_mask, x, x_fixed, pool, variances, se_method,
+        self._finish(model, priors, cols, shared_a, theta, data, free, fixed_mask, x, pool, variances, se_method,
                      log_weights, trace, converged, last_change, marginal, dropped, n_empty_persons, started)
         return self
 
@@ -406,7 +407,7 @@ class Calibrator:
                 out[:, k] = variances[i * x.shape[0]:(i + 1) * x.shape[0]]
         return out, method
 
-    def _finish(self, model, priors, theta, data, free, fixed_mask, x, x_fixed, pool, variances, se_method,
+    def _finish(self, model, priors, cols, shared_a, theta, data, free, fixed_mask, x, pool, variances, se_method,
                 log_weights, trace, converged, last_change, marginal, dropped, n_empty_persons, started):
         a, b, c = np.exp(x[:, _em.LOGA]), x[:, _em.B], x[:, _em.C]
         with np.errstate(invalid="ignore"):
@@ -463,7 +464,7 @@ class Calibrator:
             "tol": float(self.tol),
             "last_max_change": float(last_change),
             "log_likelihood": float(marginal),
-            "log_posterior": float(marginal + priors.log_density(x).sum()),
+            "log_posterior": float(marginal + _log_prior(priors, x, cols, shared_a)),
             "latent_estimated": None if pool is None else self.latent,
             "latent_mean": latent_mean,
             "latent_sd": latent_sd,
@@ -487,6 +488,15 @@ class Calibrator:
         pool = self.report_.pool
         return ItemPool(pool.item_id.copy(), pool.a.copy(), pool.b.copy(), pool.c.copy(), pool.D.copy(),
                         None if pool.topic is None else pool.topic.copy(), name)
+
+
+def _log_prior(priors, x, cols, shared_a) -> float:
+    """Log prior of the estimated parameters; a common 1PL log a counts once."""
+    per_item = _em.Priors(loga=priors.loga if _em.LOGA in cols and not shared_a else None, b=priors.b, c=priors.c)
+    total = float(per_item.log_density(x).sum())
+    if shared_a:
+        total += float(_em.Priors(loga=priors.loga, b=None, c=None).log_density(x[:1])[0])
+    return total
 
 
 def _moments(theta, log_weights):
