@@ -15,6 +15,7 @@ def cli():
 
 def _register():
     # Imported lazily-by-module so one broken optional subcommand cannot hide the others.
+    from qbank.cli import analytics as _analytics
     from qbank.cli import calibrate as _calibrate
     from qbank.cli import demo as _demo
     from qbank.cli import serve as _serve
@@ -31,6 +32,7 @@ def _register():
     cli.add_command(_serve.import_calibration_command)
     cli.add_command(_serve.create_user_command)
     cli.add_command(_study.study)
+    cli.add_command(_analytics.analytics)
 
 
 _register()
