@@ -1,0 +1,180 @@
+"""Sympson-Hetter calibration to convergence: wall time, iterations, and the same target by item eligibility.
+
+Workload (issue 3): a 1000-item 3PL pool drawn as in ``bench_simulate.py`` (a ~ U(0.8, 2.0),
+b ~ N(0, 1), c ~ U(0, 0.25), D = 1), fixed length L = 40, target r = 0.2, 20,000 fresh simulees
+theta ~ N(0, 1) per iteration, EAP, the default noise-aware convergence rule (max P(A) <= r + tol
+and stable parameters for 3 consecutive iterations). Target: full calibration under 30 s.
+
+Timing: ``time.perf_counter`` around ``qbank.exposure.calibrate_exposure`` (everything: index
+builds, all iterations, updates); per-iteration times are the simulator's own ``wall_seconds``.
+Both methods get the same seed, so their first two iterations run identical parameters on the
+same draws; both are validated on the same 50,000 fresh simulees (another seed), next to plain
+maximum information on those simulees (the price of control in RMSE).
+
+Peers: no public CAT tool calibrates Sympson-Hetter parameters (catsim, catR, adaptivetesting,
+mirtCAT apply given K at most). The peer line runs catsim 0.21's plain maximum-information
+simulation (``_catsim_workload.py``, the same component set as ``bench_simulate.py``) on
+``--peer-examinees`` simulees of the same pool and length, and extrapolates its time per
+simulee to the examinees the qbank calibration simulated: a lower bound for the same iterative
+procedure on a per-examinee simulator (Sympson-Hetter draws and withdrawals only add work).
+
+Two more lines check the acceptance figures of issue 3 on the demo pool (L = 30, r = 0.25,
+20,000 simulees per iteration, validation on 100,000 fresh simulees): unconditional Sympson-Hetter
+converges with validated max exposure <= 0.26, and conditional Sympson-Hetter (strata cut at
+-1, 0, 1) keeps every true stratum's max exposure within its tolerance.
+
+Usage: ``python benchmarks/bench_sh.py [--seed 20261124] [--peer-examinees 200] [--skip-peer] [--skip-demo]
+[--skip-conditional]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+for path in (REPO_ROOT, BENCH_DIR):  # run from a checkout without `pip install -e .`
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import qbank  # noqa: E402
+from bench_simulate import make_workload, run_catsim  # noqa: E402
+from qbank.exposure import calibrate_exposure, comparison_table, validate_exposure  # noqa: E402
+from qbank.stopping import FixedLength  # noqa: E402
+
+TARGET_SECONDS = 30.0
+DEMO_POOL = REPO_ROOT / "data" / "demo_pool.csv"
+DEMO_LIMIT = 0.26
+
+
+def calibrate_timed(pool, r_max, length, n_examinees, seed, method, strata_cuts=None):
+    start = time.perf_counter()
+    calibration = calibrate_exposure(pool, r_max, stopping=FixedLength(length), n_examinees=n_examinees,
+                                     method=method, rng=seed, strata_cuts=strata_cuts)
+    return calibration, time.perf_counter() - start
+
+
+def per_iteration(calibration) -> list[float]:
+    return calibration.trace.groupby("iteration")["wall_seconds"].first().round(2).tolist()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--length", type=int, default=40)
+    parser.add_argument("--r-max", type=float, default=0.2)
+    parser.add_argument("--examinees", type=int, default=20_000, help="simulees per iteration")
+    parser.add_argument("--validation-examinees", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=20261124)
+    parser.add_argument("--peer-examinees", type=int, default=200)
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--skip-conditional", action="store_true")
+    parser.add_argument("--json", type=Path, help="write all figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    a, b, c, theta = make_workload(args.items, args.peer_examinees, args.seed)
+    pool = qbank.ItemPool.from_arrays(a, b, c, D=1.0, name="sh-workload")
+    load_before = os.getloadavg()[0]
+    print(f"Sympson-Hetter calibration benchmark  {dt.date.today()}  {platform.python_implementation()} "
+          f"{platform.python_version()}  numpy {np.__version__}  {os.cpu_count()} cpu  load {load_before:.2f}")
+    print(f"workload: {args.items}-item 3PL pool (D=1), L={args.length}, r={args.r_max}, {args.examinees} simulees "
+          f"per iteration, EAP, seed {args.seed}")
+
+    runs, figures = {}, {}
+    for method in ("sympson_hetter", "item_eligibility"):
+        calibration, seconds = calibrate_timed(pool, args.r_max, args.length, args.examinees, args.seed, method)
+        validation = validate_exposure(calibration, n_examinees=args.validation_examinees, rng=args.seed + 1)
+        runs[method] = (calibration, validation)
+        figures[method] = {"seconds": seconds, "iterations": calibration.n_iterations,
+                           "converged": calibration.converged, "per_iteration": per_iteration(calibration),
+                           "validation_max_exposure": float(validation.max_exposure.max()),
+                           "validation_tolerance": float(validation.tolerance.max()),
+                           "validation_passed": validation.passed,
+                           "rmse": validation.controlled.summary["rmse"],
+                           "rmse_uncontrolled": validation.uncontrolled.summary["rmse"]}
+        print(f"\n{method}: {calibration.message}")
+        print(f"  total {seconds:.1f} s, {calibration.n_iterations} iterations, per iteration (s) "
+              f"{figures[method]['per_iteration']}")
+        print(f"  validation ({args.validation_examinees} fresh): max exposure "
+              f"{figures[method]['validation_max_exposure']:.4f} (limit "
+              f"{args.r_max + figures[method]['validation_tolerance']:.4f}), "
+              f"{'passed' if validation.passed else 'FAILED'}; RMSE {figures[method]['rmse']:.4f} "
+              f"(without control {figures[method]['rmse_uncontrolled']:.4f})")
+    table = comparison_table(runs)
+    print("\n" + table.to_string())
+
+    sh = figures["sympson_hetter"]
+    met = sh["converged"] and sh["seconds"] < TARGET_SECONDS
+    print(f"\ntarget (Sympson-Hetter converges in < {TARGET_SECONDS:.0f} s): {'MET' if met else 'NOT MET'}  "
+          f"({sh['seconds']:.1f} s = {sh['seconds'] / TARGET_SECONDS:.2f} of the budget)")
+
+    peer = None
+    if not args.skip_peer:
+        with tempfile.TemporaryDirectory() as tmp:
+            npz = Path(tmp) / "workload.npz"
+            np.savez(npz, a=a, b=b, c=c, theta=theta)
+            catsim = run_catsim(npz, args.length, 1, args.seed)
+        per_examinee = catsim["wall_seconds"][0] / args.peer_examinees
+        simulated = sh["iterations"] * args.examinees
+        peer = {"examinees": args.peer_examinees, "seconds": catsim["wall_seconds"][0],
+                "seconds_per_examinee": per_examinee, "extrapolated_seconds": per_examinee * simulated}
+        print(f"\npeer (catsim 0.21 max-info, {args.peer_examinees} simulees, {catsim['wall_seconds'][0]:.2f} s): "
+              f"{per_examinee * 1e3:.2f} ms per simulee -> {simulated:,d} simulees of this calibration would take "
+              f"{peer['extrapolated_seconds'] / 60:.0f} min, {peer['extrapolated_seconds'] / sh['seconds']:.0f}x "
+              f"qbank's {sh['seconds']:.1f} s")
+
+    demo = None
+    if not args.skip_demo:
+        demo_pool = qbank.load_pool(DEMO_POOL)
+        calibration, seconds = calibrate_timed(demo_pool, 0.25, 30, 20_000, 0, "sympson_hetter")
+        validation = validate_exposure(calibration, n_examinees=100_000, rng=1)
+        top = float(validation.max_exposure.max())
+        demo = {"seconds": seconds, "iterations": calibration.n_iterations, "converged": calibration.converged,
+                "validation_max_exposure": top, "validation_passed": validation.passed,
+                "rmse": validation.controlled.summary["rmse"],
+                "rmse_uncontrolled": validation.uncontrolled.summary["rmse"]}
+        ok = calibration.converged and top <= DEMO_LIMIT
+        print(f"\ndemo pool (600 items), L=30, r=0.25, 20,000 per iteration, seed 0: {calibration.message} "
+              f"({seconds:.1f} s); validation on 100,000 fresh simulees (seed 1): max exposure {top:.4f} "
+              f"(<= {DEMO_LIMIT}: {'MET' if ok else 'NOT MET'}), RMSE {demo['rmse']:.4f} "
+              f"(without control {demo['rmse_uncontrolled']:.4f})")
+
+    conditional = None
+    if not args.skip_conditional:
+        demo_pool = qbank.load_pool(DEMO_POOL)
+        calibration, seconds = calibrate_timed(demo_pool, 0.25, 30, 20_000, 0, "sympson_hetter", strata_cuts=[-1, 0, 1])
+        validation = validate_exposure(calibration, n_examinees=100_000, rng=1)
+        strata = validation.stratum_frame()
+        conditional = {"seconds": seconds, "iterations": calibration.n_iterations,
+                       "converged": calibration.converged, "validation_passed": validation.passed,
+                       "strata": strata.to_dict(orient="list"), "rmse": validation.controlled.summary["rmse"],
+                       "rmse_uncontrolled": validation.uncontrolled.summary["rmse"]}
+        print(f"\ndemo pool, conditional Sympson-Hetter (strata -1, 0, 1), L=30, r=0.25: {calibration.message} "
+              f"({seconds:.1f} s); validation on 100,000 fresh simulees "
+              f"{'passed' if validation.passed else 'FAILED'}, RMSE {conditional['rmse']:.4f} "
+              f"(without control {conditional['rmse_uncontrolled']:.4f})")
+        print(strata.to_string(index=False))
+
+    print(f"\nload average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "date": str(dt.date.today()), "seed": args.seed, "methods": figures, "target_met": met,
+            "peer": peer, "demo": demo, "conditional": conditional, "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
