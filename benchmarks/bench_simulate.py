@@ -10,7 +10,9 @@ separate ``benchmarks/.venv-catsim`` created by ``setup_peers.sh``) reads.
 
 Timing covers the simulation call only (no imports, no pool generation): ``time.perf_counter``
 around ``qbank.simulation.simulate`` and around catsim's ``Simulator.simulate``. Each side runs
-``--repeats`` times; the headline is the *median* per side and the ratio is median/median.
+``--repeats`` times (catsim) and four times as often (qbank: two runs right before and two right
+after each catsim run, so both are timed under the same background load); the headline is the
+*median* per side and the ratio is median/median; best/best is printed too.
 Accuracy and exposure figures are computed by one function (``workload_metrics``) from each side's
 final estimates and per-item administration counts, so both are measured the same way; qbank's
 own ``summary`` is checked against it.
@@ -55,6 +57,8 @@ CATSIM_WORKLOAD = BENCH_DIR / "_catsim_workload.py"
 SETUP_PEERS = BENCH_DIR / "setup_peers.sh"
 
 TARGET_SPEEDUP = 200.0
+QBANK_RUNS_PER_ROUND = 2  # qbank runs before and after each catsim run
+BUSY_LOAD = 1.5  # 1-minute load average above which the figures are flagged as skewed
 # "Same range" for accuracy and exposure: RMSE within 25 % of catsim's, max exposure within 0.1,
 # unused items within 10 % of the pool. Loose on purpose: EAP and MLE legitimately differ a bit.
 RMSE_REL_TOL = 0.25
@@ -218,7 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--examinees", type=int, default=1000)
     parser.add_argument("--length", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per side; the median is reported")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="catsim runs (qbank runs 4x as many, interleaved); the median is reported")
     parser.add_argument("--seed", type=int, default=20261124)
     parser.add_argument("--scale-examinees", type=int, default=1_000_000,
                         help="examinees for the qbank-only scale line (0 skips it)")
@@ -233,16 +238,27 @@ def main(argv=None) -> int:
 
     a, b, c, theta = make_workload(args.items, args.examinees, args.seed)
     pool = qbank.ItemPool.from_arrays(a, b, c, D=1.0, name="catsim-workload")
+    # The load average is printed because other work on a small shared machine skews both sides.
+    load_before = os.getloadavg()[0]
     print(f"CAT simulation benchmark  {dt.date.today()}  {platform.python_implementation()} "
-          f"{platform.python_version()}  numpy {np.__version__}  {os.cpu_count()} cpu")
+          f"{platform.python_version()}  numpy {np.__version__}  {os.cpu_count()} cpu  "
+          f"load {load_before:.2f}")
     print(f"workload: {args.items}-item 3PL pool (D=1), {args.examinees} examinees theta~N(0,1), "
           f"fixed length {args.length}, start theta=0, max-info selection, seed {args.seed}")
 
+    # Interleaved: qbank runs right before and after every catsim run, so that on a shared machine
+    # both sides are timed in the same stretches of (possibly varying) background load.
+    q_seconds, c_seconds, catsim = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "workload.npz"
         np.savez(npz, a=a, b=b, c=c, theta=theta)
-        catsim = run_catsim(npz, args.length, args.repeats, args.seed)
-    q_seconds, q_result = run_qbank(pool, theta, args.length, args.repeats, args.seed)
+        for _ in range(args.repeats):
+            q_seconds += run_qbank(pool, theta, args.length, QBANK_RUNS_PER_ROUND, args.seed)[0]
+            catsim = run_catsim(npz, args.length, 1, args.seed)
+            c_seconds += catsim["wall_seconds"]
+            seconds, q_result = run_qbank(pool, theta, args.length, QBANK_RUNS_PER_ROUND, args.seed)
+            q_seconds += seconds
+    catsim["wall_seconds"] = c_seconds
 
     q_metrics = workload_metrics(theta, q_result.theta_hat, q_result.administration_count, q_result.length)
     check_qbank_summary(q_result, q_metrics)
@@ -289,8 +305,13 @@ def main(argv=None) -> int:
             "catsim": {"seconds": catsim["wall_seconds"], "median": c_median, **c_metrics,
                        "settings": catsim["settings"]},
             "speedup_median": speedup, "target_met": met, "scale": scale,
+            "load_average": {"before": load_before, "after": os.getloadavg()[0]},
         }, indent=2) + "\n")
 
+    load_after = os.getloadavg()[0]
+    print(f"\nload average: {load_before:.2f} before, {load_after:.2f} after"
+          + ("  -- other work was running: timings are skewed, re-run on a quiet machine"
+             if max(load_before, load_after) > BUSY_LOAD else ""))
     if args.profile:
         profile_qbank(pool, theta, args.length, args.seed)
     return 0
