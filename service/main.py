@@ -13,6 +13,7 @@ from service.api.main import api_router
 from service.core.config import Settings
 from service.db import make_engine, make_session_factory
 from service.errors import ServiceError
+from service.ui import router as ui_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,4 +44,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok", "database": app.state.engine.dialect.name}
 
     app.include_router(api_router, prefix="/v1")
+    app.include_router(ui_router)  # web UIs: students at /, admins at /admin
     return app
