@@ -370,9 +370,11 @@ def _select_indexed(pool, theta_hat, available, selector, draws, step_draws, tie
             info = information_elementwise(
                 theta_hat[inside, None], index.scaled_a[cells], index.b[cells], index.c[cells], 1.0
             )
-            # Gather only the candidate cells: never copy the full (n, n_items) matrices.
-            avail = available[inside[:, None], cand] & index.valid[cells]
-            cand_draws = None if draws is None else draws[inside[:, None], cand]
+            # Gather only the candidate cells: never copy the full (n, n_items) matrices. A take
+            # with flat indices is several times faster than the same 2-D fancy index.
+            flat = inside[:, None] * available.shape[1] + cand
+            avail = np.ravel(available).take(flat) & index.valid[cells]
+            cand_draws = None if draws is None else np.ravel(draws).take(flat)
             eligible = _eligibility(selector, cand_draws, cand, theta_hat[inside])
             sd = None if step_draws is None else step_draws[inside]
             column, relied_on, withdrawn = _rank_and_pick(info, cand, avail, eligible, selector.depth, sd)
