@@ -332,7 +332,7 @@ class Calibrator:
         if pool is not None and model == "1PL":
             x[:, _em.LOGA] = x_fixed[0, _em.LOGA]
 
-        x, post, log_weights, trace, converged, last_change = self._em(
+        x, log_weights, trace, converged, last_change = self._em(
             theta, free, fixed_loglik, x, priors, cols, shared_a, estimate_latent=pool is not None
         )
         loglik = _em.grid_log_likelihood(free.answered, free.correct, _em.item_probability(theta, x))
@@ -386,7 +386,7 @@ class Calibrator:
                 f"EM stopped after max_iter={self.max_iter} cycles without converging: the largest parameter "
                 f"change in the last cycle was {change:.3g} > tol={self.tol}", CalibrationWarning, stacklevel=3,
             )
-        return x, post, log_weights, np.array(trace), converged, change
+        return x, log_weights, np.array(trace), converged, change
 
     @staticmethod
     def _variances(theta, post, free, x, priors, cols, shared_a):
@@ -414,7 +414,7 @@ class Calibrator:
             se = np.sqrt(np.maximum(variances, 0.0))
         n_answered, n_correct = free.item_counts()
         estimated = np.zeros((x.shape[0], 3), dtype=bool)
-        estimated[:, {"1PL": [0, 1], "2PL": [0, 1], "3PL": [0, 1, 2]}[model]] = True
+        estimated[:, cols] = True
         lower, upper = _em.BOUNDS[:, 0], _em.BOUNDS[:, 1]
         hit = estimated & ((x <= lower + _BOUND_TOLERANCE) | (x >= upper - _BOUND_TOLERANCE))
         hit[:, _em.C] &= x[:, _em.C] >= upper[_em.C] - _BOUND_TOLERANCE  # c = 0 is a legitimate estimate
