@@ -35,9 +35,12 @@ COLUMNS = {"ref": "Item", "version": "Version", "topic": "Topic", "a": "a", "b":
            "exposure_rate": f"Exposure rate ({WINDOW_DAYS} d)", "recent_attempts": f"Attempts ({WINDOW_DAYS} d)"}
 
 
-def _sort_key(column: str):
-    # Missing values (an uncalibrated item's a/b/c) sort after every number, in either direction.
-    return lambda row: (row.get(column) is None, row.get(column) if row.get(column) is not None else 0)
+def _sorted(rows: list[dict], column: str, descending: bool) -> list[dict]:
+    """Rows by ``column`` (ties by item reference); rows missing it (an uncalibrated item's
+    a, b, c) come last in either direction."""
+    present = sorted((r for r in rows if r.get(column) is not None), key=lambda r: r["ref"])
+    present.sort(key=lambda r: r[column], reverse=descending)
+    return present + sorted((r for r in rows if r.get(column) is None), key=lambda r: r["ref"])
 
 
 def exposure_rows(session, tenant_id: str) -> list[dict]:
@@ -70,8 +73,7 @@ def exposure_page(request: Request, current: AdminPage, session: SessionDep, q: 
     rows = [r for r in all_rows
             if (not needle or needle in r["ref"].lower() or needle == str(r["question_id"]))
             and (not topic or r["topic"] == topic) and (not controlled or r["sh_p"] < 1.0)]
-    rows.sort(key=lambda r: r["ref"])  # stable secondary order
-    rows.sort(key=_sort_key(sort), reverse=descending)
+    rows = _sorted(rows, sort, descending)
     n_pages = max(1, math.ceil(len(rows) / per_page))
     page_number = min(max(1, page_number), n_pages)
     shown = rows[(page_number - 1) * per_page: page_number * per_page]
