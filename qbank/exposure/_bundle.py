@@ -38,7 +38,6 @@ Schema ``qbank.exposure-bundle/1``::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import hashlib
@@ -552,7 +551,6 @@ def bundle_simulation_settings(bundle: dict, pool: ItemPool) -> dict:
     """Keyword arguments for :func:`qbank.simulate` that re-run a (checked) bundle on ``pool``:
     ``selector`` (its parameters mapped to the pool's order by item id), ``stopping``,
     ``estimator``, ``exposure_target`` (``r_max``) and, when conditional, ``strata_cuts``."""
-    bundle = copy.deepcopy(bundle)
     positions = pool.index_of([item["item_id"] for item in bundle["items"]])
     sh_p = np.asarray([item["sh_p"] for item in bundle["items"]], dtype=float)
     ordered = np.empty_like(sh_p)

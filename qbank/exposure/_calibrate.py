@@ -292,6 +292,9 @@ class ExposureCalibration:
     wall_seconds : float
     message : str
         Plain statement of the outcome.
+    final_rates : dict
+        ``selection`` and ``exposure``: P(S_i | j) and P(A_i | j) of the last iteration, each
+        (n_items, n_strata) by true stratum (one column when unconditional).
     """
 
     pool: ItemPool
@@ -729,6 +732,6 @@ def comparison_table(runs: dict) -> pd.DataFrame:
                 "rmse": summary["rmse"], "bias": summary["bias"], "overlap_rate": summary["overlap_rate"],
             })
         rows[label] = row
-    frame = pd.DataFrame(rows).T
+    frame = pd.DataFrame(rows).T.infer_objects()
     frame.index.name = "run"
     return frame

@@ -73,7 +73,7 @@ def write_report(out, calibration: ExposureCalibration, validation: ExposureVali
     controlled_labels = stratum_labels(calibration.strata_cuts) if calibration.conditional else None
     paths["convergence_plot"] = plots.convergence_trace(calibration.trace, out / "convergence.png", r_max,
                                                         labels=controlled_labels)
-    k_sets = ({label: calibration.sh_p[:, k] for k, label in enumerate(controlled_labels)}
+    k_sets = ({f"estimate {label}": calibration.sh_p[:, k] for k, label in enumerate(controlled_labels)}
               if calibration.conditional else {"K": calibration.sh_p})
     paths["k_plot"] = plots.k_distribution(k_sets, out / "k_distribution.png")
 
