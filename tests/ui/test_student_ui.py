@@ -199,6 +199,20 @@ def test_reload_and_another_device_resume_the_pending_question(page, open_page, 
     assert _served_question_id(other_device) == pending
 
 
+def test_someone_elses_quiz_is_not_found(page, open_page, ui_server, sign_in, shot):
+    sign_in.dev(page, "quiz-owner")
+    _start_quiz(page, "DEMO-EXAM", "tutor", 2)
+    quiz_id = _quiz_id(page)
+    stranger = open_page()
+    sign_in.dev(stranger, "quiz-stranger")
+    for path in (f"/quiz/{quiz_id}", f"/quiz/{quiz_id}/results", f"/quiz/{quiz_id}/answered/0"):
+        response = stranger.goto(path)
+        assert response.status == 404
+        assert stranger.get_by_role("heading", level=1).inner_text() == "Quiz not found"
+        assert stranger.locator("input[name=question_id]").count() == 0
+    shot(stranger, "quiz-not-found")
+
+
 def test_script_in_item_text_renders_inert(page, ui_server, sign_in, shot):
     sign_in.dev(page, "curious-student")
     _start_quiz(page, ui_server.xss_exam, "tutor", 2)
