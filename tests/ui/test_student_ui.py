@@ -83,6 +83,11 @@ def test_sign_in_and_answer_without_javascript(open_page, ui_server, sign_in):
     """The forms work as plain HTML: sign-in posts to the same login handler, answers post and redirect."""
     page = open_page(java_script_enabled=False)
     page.goto("/signin?next=/")
+    page.get_by_label("User id").fill("no-script-dev")
+    page.get_by_role("button", name="Dev sign-in as student", exact=True).click()
+    assert "Signed in as no-script-dev (student)" in page.locator("header").inner_text()
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    page.wait_for_url("**/signin")
     sign_in.password(page, *ui_server.student)
     page.wait_for_url(f"{ui_server.base_url}/")
     _start_quiz(page, "DEMO-EXAM", "tutor", 1)
