@@ -78,6 +78,10 @@ def page(request: Request, template: str, *, current: UiUser | None = None, sess
     if current is not None:
         display_name = current.user.sub if session is None else \
             queries.display_name(session, current.user.tenant, current.user.sub)
+    if session is not None:
+        # End the page's read transaction before rendering: on SQLite every transaction holds
+        # the single writer lock (BEGIN IMMEDIATE, see service.db) until it ends.
+        session.commit()
     html = _environment.get_template(template).render(
         request_path=request.url.path, current=current, display_name=display_name,
         dev_mode=settings.mock_login_enabled, **context)
