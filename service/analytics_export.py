@@ -166,6 +166,12 @@ def export_snapshot(url: str, out, *, tenant_id: str | None = None, include_view
                 rows = _rows(name, connection.execute(query))
                 _write(out / "facts" / f"{name}.parquet", rows, FACT_SCHEMAS[name])
                 rows_written[f"facts/{name}"] = len(rows)
+            if tenant_id is not None and not any(rows_written.values()):
+                tenants = sorted(set(connection.scalars(select(Topic.tenant_id).distinct()))
+                                 | set(connection.scalars(select(QuizSession.tenant_id).distinct())))
+                raise ExportError(f"--tenant: no rows for tenant {tenant_id!r} (tenants present: {tenants})")
+            for view_name in ANALYTICS_VIEWS:  # a view file from an earlier export would be stale
+                (out / "views" / f"{view_name.removeprefix('analytics_')}.parquet").unlink(missing_ok=True)
             if include_views:
                 (out / "views").mkdir(exist_ok=True)
                 for view_name, view in ANALYTICS_VIEWS.items():
@@ -222,6 +228,11 @@ def set_blueprint_targets(session: Session, tenant_id: str, targets: pd.DataFram
     empty = frame.isna().any(axis=1) | (frame.astype(str).apply(lambda c: c.str.strip()) == "").any(axis=1)
     if empty.any():
         raise ExportError(f"blueprint targets: empty values in rows {rows[empty].tolist()}")
+    for column, limit in (("exam_code", 64), ("difficulty_label", 16)):
+        long = frame[column].astype(str).str.strip().str.len() > limit
+        if long.any():
+            raise ExportError(f"blueprint targets: {column} longer than {limit} characters in rows "
+                              f"{rows[long].tolist()}")
     counts = pd.to_numeric(frame["target_items"], errors="coerce")
     bad = counts.isna() | (counts < 0) | (counts != counts.round())
     if bad.any():

@@ -111,8 +111,8 @@ class Metabase:
         if response.status_code >= 400:
             detail = response.text.strip().replace("\n", " ")[:300] or response.reason_phrase
             if response.status_code == 401:
-                raise MetabaseError(f"Metabase refused the credentials ({step}: {method} {path} answered 401: {detail})",
-                                    status=401)
+                raise MetabaseError(f"Metabase refused the credentials ({step}: {method} {path} answered 401: "
+                                    f"{detail})", status=401)
             raise MetabaseError(f"{step}: {method} {path} answered {response.status_code}: {detail}",
                                 status=response.status_code)
         try:

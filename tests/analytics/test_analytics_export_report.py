@@ -103,6 +103,19 @@ def test_export_of_one_tenant(analytics_db, tmp_path):
                     "facts/blueprint_targets": 0, "facts/quiz_sessions": 1, "facts/quiz_items": 1,
                     "facts/responses": 1, "views/topic_mastery": 1, "views/blueprint_coverage": 1,
                     "views/item_exposure_daily": 1, "views/selector_outcomes": 1}
+    result = _invoke("export", "--db", analytics_db, "--out", tmp_path / "typo", "--tenant", "tenant-c")
+    assert result.exit_code == 1
+    assert "--tenant: no rows for tenant 'tenant-c' (tenants present: ['tenant-a', 'tenant-b'])" in result.output
+
+
+def test_export_without_views_removes_stale_view_files(analytics_db, tmp_path):
+    assert _invoke("export", "--db", analytics_db, "--out", tmp_path).exit_code == 0
+    assert (tmp_path / "views" / "topic_mastery.parquet").is_file()
+    assert _invoke("export", "--db", analytics_db, "--out", tmp_path, "--no-views").exit_code == 0
+    assert not list((tmp_path / "views").glob("*.parquet"))
+    result = _invoke("report", "--in", tmp_path, "--out", tmp_path / "report")
+    assert result.exit_code == 0
+    assert "- topic_mastery: no view snapshot" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_empty_database_gives_an_empty_report(tmp_path):
@@ -123,7 +136,8 @@ def test_export_errors_name_the_problem(tmp_path):
     result = _invoke("export", "--db", f"sqlite:///{tmp_path / 'bare.db'}", "--out", tmp_path / "b")
     assert result.exit_code == 1 and "has no analytics views" in result.output and "migrate it first" in result.output
     result = _invoke("export", "--db", "postgresql://postgres@127.0.0.1:1/none", "--out", tmp_path / "c")
-    assert result.exit_code == 1 and "cannot export postgresql://postgres@127.0.0.1:1/none: OperationalError" in result.output
+    assert result.exit_code == 1
+    assert "cannot export postgresql://postgres@127.0.0.1:1/none: OperationalError" in result.output
     result = _invoke("export", "--db", "not a url", "--out", tmp_path / "d")
     assert result.exit_code == 2 and "--db" in result.output
 
@@ -158,6 +172,13 @@ def test_targets_replace_an_exams_blueprint(tmp_path):
     bad.write_text("exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,2\nEXAM-A,Algebra,easy,1\n")
     result = _invoke("targets", bad, "--db", url, "--tenant", TENANT_A)
     assert result.exit_code == 2 and "unknown topic in rows [2]" in result.output
+    bad.write_text("exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,,2\nEXAM-A,Fractions,easy,1\n"
+                   "EXAM-A,Fractions,easy,3\n")
+    result = _invoke("targets", bad, "--db", url, "--tenant", TENANT_A)
+    assert result.exit_code == 2 and "empty values in rows [1]" in result.output
+    bad.write_text("exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,1\nEXAM-A,1,easy,3\n")
+    result = _invoke("targets", bad, "--db", url, "--tenant", TENANT_A)
+    assert result.exit_code == 2 and "the same exam, topic and difficulty in rows [1, 2]" in result.output
     good = tmp_path / "good.csv"
     good.write_text("exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,1\nEXAM-A,2,hard,4\n")
     result = _invoke("targets", good, "--db", url, "--tenant", TENANT_A)

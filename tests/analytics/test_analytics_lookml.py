@@ -97,7 +97,8 @@ def test_views_have_one_primary_key_and_resolvable_fields(project):
                 if not ref:
                     assert scope == "TABLE" or scope in fields, f"{name}.{field_name}: unknown ${{{scope}}}"
                 else:
-                    assert scope in views and ref in _fields(views[scope]["view"]), f"{name}.{field_name}: {scope}.{ref}"
+                    assert scope in views and ref in _fields(views[scope]["view"]), \
+                        f"{name}.{field_name}: {scope}.{ref}"
             for condition in field.get("filters__all", []):
                 for clause in condition:
                     assert set(clause) <= set(fields), f"{name}.{field_name}: filter on unknown field {clause}"
