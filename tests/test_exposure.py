@@ -196,6 +196,14 @@ def test_converges_within_noise_and_the_trace_shows_why(converged):
     assert figures.loc["overlap_rate", "with exposure control"] < figures.loc["overlap_rate", "without exposure control"]
 
 
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_convergence_needs_window_consecutive_passing_iterations(pool, window):
+    # r = 1 needs no control: every iteration passes, so it stops after exactly `window` of them.
+    calibration = calibrate_exposure(pool, 1.0, stopping=FixedLength(5), n_examinees=200, window=window, rng=1)
+    assert calibration.converged and calibration.n_iterations == window
+    np.testing.assert_array_equal(calibration.sh_p, 1.0)
+
+
 def test_zero_tolerance_does_not_converge_and_says_so(pool):
     calibration = calibrate_exposure(pool, 0.25, stopping=FixedLength(6), n_examinees=1000, max_iter=3, tol=0.0,
                                      rng=5)
