@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import BigInteger, Date, Float, Select, String, delete, inspect, select
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from qbank.analytics import FACT_SCHEMAS, SNAPSHOT_SCHEMA
@@ -146,8 +147,6 @@ def export_snapshot(url: str, out, *, tenant_id: str | None = None, include_view
     ExportError
         When the database cannot be reached or lacks the analytics migration.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
             and not Path(parsed.database).expanduser().is_file():
@@ -155,6 +154,8 @@ def export_snapshot(url: str, out, *, tenant_id: str | None = None, include_view
         raise ExportError(f"{_redact(url)}: no such SQLite file {parsed.database}")
     out = Path(out)
     (out / "facts").mkdir(parents=True, exist_ok=True)
+    # written last: a folder whose export failed half-way has no manifest and is refused
+    (out / "manifest.json").unlink(missing_ok=True)
     engine = make_engine(url, pool_size=1)
     rows_written: dict[str, int] = {}
     try:

@@ -103,9 +103,11 @@ def test_export_of_one_tenant(analytics_db, tmp_path):
                     "facts/blueprint_targets": 0, "facts/quiz_sessions": 1, "facts/quiz_items": 1,
                     "facts/responses": 1, "views/topic_mastery": 1, "views/blueprint_coverage": 1,
                     "views/item_exposure_daily": 1, "views/selector_outcomes": 1}
-    result = _invoke("export", "--db", analytics_db, "--out", tmp_path / "typo", "--tenant", "tenant-c")
+    result = _invoke("export", "--db", analytics_db, "--out", tmp_path, "--tenant", "tenant-c")
     assert result.exit_code == 1
     assert "--tenant: no rows for tenant 'tenant-c' (tenants present: ['tenant-a', 'tenant-b'])" in result.output
+    # the folder now holds a failed export: without its manifest, report refuses it
+    assert not (tmp_path / "manifest.json").exists()
 
 
 def test_export_without_views_removes_stale_view_files(analytics_db, tmp_path):
