@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from qbank.calibration import _em
 from qbank.calibration._data import CalibrationError, ResponseMatrix, _show, read_responses
@@ -166,6 +167,10 @@ class Calibrator:
         Convergence when no estimated ``a``, ``b`` or ``c`` changes by more than this in one cycle.
     drop_invariant : bool
         Drop items whose responses are all equal (with a warning) instead of raising.
+    blas_threads : int or None
+        BLAS threads during the fit. The EM runs many small products (persons x items x grid
+        points), which one thread does as fast as several on an idle machine and 5-15 times
+        faster on a busy one, where threads wait for cores; None keeps the BLAS default.
     progress : bool
         Show a tqdm bar over EM cycles.
 
@@ -188,7 +193,7 @@ class Calibrator:
 
     def __init__(self, model="3PL", *, prior_c=(5.0, 17.0), prior_loga=(0.0, 0.5), prior_b=None,
                  fixed_pool=None, n_quad=41, theta_range=(-5.0, 5.0), max_iter=500, tol=1e-4,
-                 latent="normal", drop_invariant=False, progress=False):
+                 latent="normal", drop_invariant=False, blas_threads=1, progress=False):
         self.model = model
         self.prior_c = prior_c
         self.prior_loga = prior_loga
@@ -200,6 +205,7 @@ class Calibrator:
         self.tol = tol
         self.latent = latent
         self.drop_invariant = drop_invariant
+        self.blas_threads = blas_threads
         self.progress = progress
 
     # ------------------------------------------------------------------ checks
@@ -221,6 +227,9 @@ class Calibrator:
             raise CalibrationError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
         if self.latent not in ("normal", "histogram"):
             raise CalibrationError(f"latent must be 'normal' or 'histogram', got {self.latent!r}")
+        if self.blas_threads is not None and not (isinstance(self.blas_threads, (int, np.integer))
+                                                  and self.blas_threads >= 1):
+            raise CalibrationError(f"blas_threads must be an integer >= 1 or None, got {self.blas_threads!r}")
         if not self.tol > 0:
             raise CalibrationError(f"tol must be > 0, got {self.tol!r}")
         return model, priors, np.linspace(low, high, int(self.n_quad))
@@ -299,6 +308,12 @@ class Calibrator:
         started = time.perf_counter()
         model, priors, theta = self._check_settings()
         data = read_responses(responses, format)
+        if self.blas_threads is None:
+            return self._fit(data, model, priors, theta, started)
+        with threadpool_limits(limits=int(self.blas_threads), user_api="blas"):
+            return self._fit(data, model, priors, theta, started)
+
+    def _fit(self, data, model, priors, theta, started):
         pool, fixed_mask = self._fixed(data, model)
         data, free_mask, dropped = self._drop_invariant(data, ~fixed_mask)
         fixed_mask = ~free_mask
