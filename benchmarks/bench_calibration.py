@@ -22,9 +22,9 @@ Workloads and the figures printed:
    for contrast; the population N(0, 1) and, to show the latent scale being estimated, N(0.5, 1).
 
 Timing is ``time.perf_counter`` around the fit call only (validation included, data generation
-excluded); medians (and the best of the replications) are printed. On a shared 2-core machine, multithreaded BLAS on small
-products slows down badly when other processes hold the cores (the same fit measured 0.04 s
-quiet and over 1 s under load); quote timings from a quiet machine.
+excluded), with one BLAS thread for both sides (qbank's default ``blas_threads=1``: on a shared
+2-core machine, multithreaded BLAS on small products slows down 5-15 times when other processes
+hold the cores); medians (and the best of the replications) are printed.
 
 Usage: ``python benchmarks/bench_calibration.py [--replications 5] [--seed 2026] [--girth-cat]
 [--workloads complete,cat,pretest]`` (each workload has its own random stream, so a subset
@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -84,9 +85,11 @@ def rmse(estimate, truth) -> float:
 
 
 def _timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - start
+    # One BLAS thread for both sides: qbank's default, and fair to girth on a shared machine.
+    with threadpool_limits(limits=1, user_api="blas"):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        return out, time.perf_counter() - start
 
 
 def complete_3pl(design: str, replications: int, rng) -> dict:

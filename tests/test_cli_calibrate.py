@@ -49,8 +49,8 @@ def test_calibrate_with_fixed_pool_and_priors(tmp_path):
     save_pool(bank, tmp_path / "bank.csv")
     out = tmp_path / "out" / "pool.csv"
     result = CliRunner().invoke(cli, ["calibrate", "--responses", str(responses), "--fixed-pool",
-                                      str(tmp_path / "bank.csv"), "--prior-c", "beta:4,16", "--out", str(out),
-                                      "--quiet"])
+                                      str(tmp_path / "bank.csv"), "--prior-c", "beta:4,16", "--latent", "histogram",
+                                      "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "2 item(s) calibrated against 12 fixed" in result.output
     calibrated = load_pool(out)
@@ -58,6 +58,7 @@ def test_calibrate_with_fixed_pool_and_priors(tmp_path):
     np.testing.assert_allclose(calibrated.b[:12], bank.b, atol=1e-6)
     report = json.loads(out.with_name("pool.report.json").read_text())
     assert report["summary"]["priors"]["c"] == [4.0, 16.0]
+    assert report["summary"]["latent_estimated"] == "histogram"
 
 
 def test_calibrate_bad_input_gets_a_clear_message(tmp_path):

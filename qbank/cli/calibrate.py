@@ -28,6 +28,8 @@ def _prior(text, kind, option):
 @click.option("--prior-b", default="none", show_default=True, help="Normal prior (mean,sd) on b, or 'none'.")
 @click.option("--fixed-pool", "fixed_pool_path", type=click.Path(dir_okay=False), default=None,
               help="Bank pool whose items stay fixed; only the other items are calibrated (Kim 2006).")
+@click.option("--latent", type=click.Choice(["normal", "histogram"]), default="normal", show_default=True,
+              help="With --fixed-pool: the latent distribution re-estimated as a normal or as a histogram.")
 @click.option("--drop-invariant", is_flag=True, help="Drop items whose responses are all equal (with a warning).")
 @click.option("--max-iter", type=click.IntRange(min=1), default=500, show_default=True, help="Maximum EM cycles.")
 @click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
@@ -37,8 +39,8 @@ def _prior(text, kind, option):
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Output pool (CSV, or Parquet by extension); the report goes to <stem>.report.json beside it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b, fixed_pool_path, drop_invariant,
-              max_iter, tol, quad_points, out_path, quiet):
+def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b, fixed_pool_path, latent,
+              drop_invariant, max_iter, tol, quad_points, out_path, quiet):
     """Calibrate items by marginal maximum likelihood (Bock-Aitkin EM) and write a pool
     (D = 1) that `qbank simulate` and `qbank sh` read directly."""
     priors = {
@@ -51,8 +53,8 @@ def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b,
         responses = read_responses(responses_path, input_format)
     except CalibrationError as exc:
         raise click.BadParameter(str(exc), param_hint="--responses") from None
-    calibrator = Calibrator(model.upper(), fixed_pool=fixed_pool, drop_invariant=drop_invariant, max_iter=max_iter,
-                            tol=tol, n_quad=quad_points, progress=not quiet, **priors)
+    calibrator = Calibrator(model.upper(), fixed_pool=fixed_pool, latent=latent, drop_invariant=drop_invariant,
+                            max_iter=max_iter, tol=tol, n_quad=quad_points, progress=not quiet, **priors)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
