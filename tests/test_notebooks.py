@@ -4,16 +4,20 @@ committed with outputs.
 Every notebook ends with a cell that asserts its own claims (validation passed, parameters
 recovered, ...), so executing it is a test of those claims, not only of "no exception". The
 kernel is the project's interpreter (``python3``: jupyter_client starts it with
-``sys.executable``, i.e. the ``.venv`` python that runs pytest).
+``sys.executable``, i.e. the ``.venv`` python that runs pytest). 03_promote starts the delivery
+service in the background: it must be gone when the notebook ends, and as soon as a cell fails.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -21,8 +25,9 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = ("01_exposure_study.ipynb", "02_calibration.ipynb")
+EXPECTED = ("01_exposure_study.ipynb", "02_calibration.ipynb", "03_promote.ipynb")
 STRIP = ROOT / "scripts" / "strip_notebooks.py"
+SERVICE_LINE = re.compile(r"qbank serve \(pid (\d+)\) on (http://[\d.:]+)")
 
 
 def _outputs(notebook, output_type=None):
@@ -30,6 +35,29 @@ def _outputs(notebook, output_type=None):
         for output in cell.get("outputs", []):
             if output_type is None or output["output_type"] == output_type:
                 yield cell, output
+
+
+def _execute(notebook, **options):
+    client = NotebookClient(notebook, kernel_name="python3", timeout=300,
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}}, **options)
+    client.execute()  # raises CellExecutionError with the cell and traceback on any error (unless allowed)
+
+
+def _started_services(notebook) -> list[tuple[int, str]]:
+    return [(int(m.group(1)), m.group(2)) for _, output in _outputs(notebook, "stream")
+            for m in SERVICE_LINE.finditer(output["text"])]
+
+
+def _assert_stopped(pid: int, url: str) -> None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        os.kill(pid, 9)  # do not leave it behind for the next test
+        pytest.fail(f"qbank serve (pid {pid}) outlived the notebook")
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2)
 
 
 def test_the_notebooks_are_all_found():
@@ -43,9 +71,11 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     # Figures, bundles and databases go to a temporary folder instead of runs/notebooks.
     monkeypatch.setenv("QBANK_NOTEBOOK_OUT", str(tmp_path))
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, kernel_name="python3", timeout=300,
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    client.execute()  # raises CellExecutionError with the cell and traceback on any error
+    try:
+        _execute(notebook)
+    finally:
+        for pid, url in _started_services(notebook):
+            _assert_stopped(pid, url)
     stderr = [output["text"] for _, output in _outputs(notebook, "stream") if output["name"] == "stderr"]
     assert not stderr, f"{path.name} wrote to stderr (a warning the reader would see):\n" + "\n".join(stderr)
     data = [output.get("data", {}) for _, output in _outputs(notebook)]
@@ -67,6 +97,26 @@ def test_committed_notebook_has_no_outputs(path):
     )
     parameters = next(cell.source for cell in notebook.cells if cell.cell_type == "code" and "FULL_SIZE" in cell.source)
     assert "FULL_SIZE = False" in parameters, f"{path.name}: commit the small defaults"
+
+
+@pytest.mark.slow
+def test_a_failing_cell_stops_the_service(tmp_path, monkeypatch):
+    monkeypatch.setenv("QBANK_NOTEBOOK_OUT", str(tmp_path))
+    notebook = nbformat.read(NOTEBOOK_DIR / "03_promote.ipynb", as_version=4)
+    start = next(i for i, cell in enumerate(notebook.cells) if "start-service" in cell.metadata.get("tags", []))
+    notebook.cells[start + 1:] = [
+        nbformat.v4.new_code_cell('raise RuntimeError("injected failure")'),
+        nbformat.v4.new_code_cell('assert not service.running, "the failed cell left the service running"\n'
+                                  'print("stopped after the failure")'),
+    ]
+    _execute(notebook, allow_errors=True)
+    started = _started_services(notebook)
+    assert len(started) == 1, "the tagged cell did not start the service"
+    failed, after = notebook.cells[-2:]
+    assert [o.get("evalue") for o in failed.outputs if o["output_type"] == "error"] == ["injected failure"]
+    assert not [o for o in after.outputs if o["output_type"] == "error"], after.outputs
+    assert "stopped after the failure" in "".join(o.get("text", "") for o in after.outputs)
+    _assert_stopped(*started[0])
 
 
 def _run_strip(*args):
