@@ -375,6 +375,20 @@ def test_non_convergence_is_reported():
     assert not fitted.converged_ and fitted.n_iter_ == 2
 
 
+def test_an_item_the_data_cannot_place_is_flagged_and_named():
+    """An item given only to the 150 lowest scorers, answered at a guessing rate: under the c
+    prior the MAP runs to the b bound, which the report flags and a warning names."""
+    pool = generate_pool(10, "3PL", rng=90)
+    y, _ = _responses(pool, 1000, seed=91)
+    low_only = np.full(1000, np.nan)
+    lowest = np.argsort(y.sum(axis=1))[:150]
+    low_only[lowest] = (np.random.default_rng(92).random(150) < 0.12).astype(float)
+    with pytest.warns(CalibrationWarning, match=r"ended at a bound .* \['LOW'\]"):
+        items = calibrate(pd.DataFrame(np.column_stack([y, low_only]), columns=[*pool.item_id, "LOW"]), "3PL").items
+    assert items.loc["LOW", "at_bound"] and items.loc["LOW", "se_b"] > 10
+    assert not items.loc[pool.item_id, "at_bound"].any()
+
+
 # ---------------------------------------------------------------------------------------- output
 def test_output_pool_and_report_round_trip(tmp_path):
     pool = generate_pool(10, "3PL", rng=80)

@@ -256,7 +256,7 @@ class Calibrator:
         if unused.size:
             warnings.warn(
                 f"fixed_pool: {unused.size} item(s) have no responses and are carried over unchanged: {_show(unused)}",
-                CalibrationWarning, stacklevel=3,
+                CalibrationWarning, stacklevel=4,
             )
         if model == "1PL":
             effective_a = pool.a * pool.D
@@ -281,7 +281,7 @@ class Calibrator:
                 f"{_show(described)}; remove them or pass drop_invariant=True (--drop-invariant)"
             )
         warnings.warn(f"dropped {invariant.sum()} item(s) with no variance: {_show(described)}",
-                      CalibrationWarning, stacklevel=3)
+                      CalibrationWarning, stacklevel=4)
         keep = ~invariant
         return data.select(items=keep), free[keep], [str(i) for i in data.item_id[invariant]]
 
@@ -399,7 +399,7 @@ class Calibrator:
         if not converged:
             warnings.warn(
                 f"EM stopped after max_iter={self.max_iter} cycles without converging: the largest parameter "
-                f"change in the last cycle was {change:.3g} > tol={self.tol}", CalibrationWarning, stacklevel=3,
+                f"change in the last cycle was {change:.3g} > tol={self.tol}", CalibrationWarning, stacklevel=4,
             )
         return x, log_weights, np.array(trace), converged, change
 
@@ -441,8 +441,11 @@ class Calibrator:
             "fixed": False, "at_bound": at_bound,
         })
         if at_bound.any():
-            warnings.warn(f"{at_bound.sum()} item(s) ended at a parameter bound {_em.BOUNDS.tolist()}: "
-                          f"{_show(free.item_id[at_bound])}", CalibrationWarning, stacklevel=3)
+            warnings.warn(
+                f"{at_bound.sum()} item(s) ended at a bound of (log a, b, c) {_em.BOUNDS.round(3).tolist()}, so the "
+                f"data do not determine them (see se_b): {_show(free.item_id[at_bound])}; typical on adaptive data "
+                "for an item given only to low-ability examinees, whose answers a c prior can explain as guessing; "
+                "try a weaker prior_c or the 2PL", CalibrationWarning, stacklevel=4)
         topic = None
         if pool is not None:
             n_fixed, n_fixed_correct = data.select(items=fixed_mask).item_counts()
