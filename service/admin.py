@@ -54,6 +54,7 @@ def exposure_items(session: Session, tenant_id: str, limit: int, days: int = 7) 
         .order_by(func.coalesce(attempts.c.n, 0).desc(), QuestionVersion.question_id)
         .limit(limit)
     ).all()
+    session.commit()  # ends the read transaction
     return [{"question_id": q, "version": v, "topic_id": t, "sh_p": 1.0 if sh is None else float(sh),
              "recent_attempts": int(n)} for q, v, t, sh, n in rows]
 
@@ -93,6 +94,7 @@ def reestimate(session: Session, tenant_id: str, actor: str, *, tau: float, days
     ).all()
     n_sessions = len(sessions)
     if n_sessions < min_sessions:
+        session.commit()
         return {"updated": 0, "sessions": n_sessions, "items": []}
     administered = session.execute(
         select(QuizItem.question_id, QuizItem.version, func.count(distinct(QuizItem.quiz_id)))

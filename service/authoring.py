@@ -176,5 +176,6 @@ def question_detail(session: Session, tenant_id: str, question_id: int) -> dict:
                 "calibration_id": cal.id, "model": cal.model, "a": cal.a, "b": cal.b, "c": cal.c, "D": cal.D,
                 "source": cal.source},
         })
+    session.commit()  # ends the read transaction
     return {"question_id": question.id, "external_ref": question.external_ref, "versions": out_versions,
             "publications": {p.exam_code: p.live_version for p in publications}}

@@ -3,8 +3,10 @@
 SQLite (the embedded default) runs in WAL mode with foreign keys on, and every transaction
 starts with ``BEGIN IMMEDIATE``: a transaction that reads and then writes (all of ours)
 takes the single writer lock up front instead of failing with ``database is locked`` when
-another writer committed in between. PostgreSQL gets a connection pool sized for the
-thread pool that serves requests.
+another writer committed in between. Since SQLite runs one writer at a time anyway, a
+process keeps one connection and its request threads queue for it in order, rather than
+polling SQLite's busy handler, which starves some of them under load. PostgreSQL gets a
+connection pool sized for the thread pool that serves requests.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60},
+                               pool_size=1, max_overflow=0, pool_timeout=120)
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):

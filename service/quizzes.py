@@ -246,8 +246,9 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     if quiz.n_served > quiz.n_answered:
         item = session.scalar(select(QuizItem).where(QuizItem.quiz_id == quiz.id,
                                                      QuizItem.position == quiz.n_answered))
+        rendered = _render(quiz, item, session)
         session.commit()
-        return _render(quiz, item, session)
+        return rendered
     view = pool_view(session, quiz.pool_snapshot_id)
     max_length = _stopping(quiz.stopping).max_length
     position = quiz.n_served
@@ -278,6 +279,7 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     )
     session.add(item)
     quiz.n_served = position + 1
+    rendered = _render(quiz, item, session)
     emit(session, quiz.tenant_id, "question_served", "quiz", quiz.id,
          {"quiz_id": quiz.id, "position": position, "question_id": item.question_id, "version": item.version,
           "question_version_id": item.question_version_id, "calibration_id": item.calibration_id,
@@ -290,7 +292,7 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
         if not _retry:
             raise
         return next_item(session, user, quiz_id, _retry=False)
-    return _render(quiz, item, session)
+    return rendered
 
 
 def _result(quiz: QuizSession, item: QuizItem, response: UserResponse, view: PoolView, session: Session) -> dict:
@@ -313,8 +315,13 @@ def submit_answer(session: Session, user: TokenUser, quiz_id: str, body: AnswerS
     answered position, or an answer to anything but the pending item, is a conflict.
     """
     quiz = _load(session, user, quiz_id, lock=True)
-    item = session.scalar(select(QuizItem).where(QuizItem.quiz_id == quiz.id,
-                                                 QuizItem.question_id == body.question_id))
+    # Every served item with its recorded correctness (None while pending), in one query.
+    served = session.execute(
+        select(QuizItem, UserResponse.is_correct)
+        .outerjoin(UserResponse, and_(UserResponse.quiz_id == QuizItem.quiz_id, UserResponse.position == QuizItem.position))
+        .where(QuizItem.quiz_id == quiz.id).order_by(QuizItem.position)
+    ).all()
+    item = next((row for row, _ in served if row.question_id == body.question_id), None)
     if item is None or (body.position is not None and body.position != item.position):
         pending = "no item is pending (call next)" if quiz.n_served == quiz.n_answered else \
             f"the pending item is position {quiz.n_answered}"
@@ -324,22 +331,19 @@ def submit_answer(session: Session, user: TokenUser, quiz_id: str, body: AnswerS
     if item.position < quiz.n_answered:
         stored = session.scalar(select(UserResponse).where(UserResponse.quiz_id == quiz.id,
                                                            UserResponse.position == item.position))
-        session.commit()
         if stored.option_label != body.selected:
             raise Conflict(f"position {item.position} of quiz {quiz.id} was already answered with "
                            f"{stored.option_label!r}; an answer cannot change")
-        return _result(quiz, item, stored, view, session)
+        result = _result(quiz, item, stored, view, session)
+        session.commit()
+        return result
     _check_open(session, quiz)
     content = item_contents(session, [item.question_version_id])[item.question_version_id]
     if body.selected not in content.labels:
         raise Invalid(f"selected: {body.selected!r} is not an option of question {item.question_id}; "
                       f"the options are {list(content.labels)}")
     is_correct = body.selected == content.correct_option
-    earlier = session.execute(
-        select(QuizItem.pool_index, UserResponse.is_correct)
-        .join(UserResponse, and_(UserResponse.quiz_id == QuizItem.quiz_id, UserResponse.position == QuizItem.position))
-        .where(QuizItem.quiz_id == quiz.id).order_by(QuizItem.position)
-    ).all()
+    earlier = [(row.pool_index, ok) for row, ok in served if row.position < item.position]
     answered = np.array([r[0] for r in earlier] + [item.pool_index], dtype=np.intp)
     responses = np.array([float(r[1]) for r in earlier] + [float(is_correct)])[None, :]
     pool = view.pool
@@ -370,6 +374,7 @@ def submit_answer(session: Session, user: TokenUser, quiz_id: str, body: AnswerS
         _finish(session, quiz, "se_target" if quiz.n_answered < stopping.max_length else "length")
     elif quiz.plan is None and not _available(view, quiz, answered.tolist(), stopping.max_length).any():
         _finish(session, quiz, "pool_exhausted")
+    result = _result(quiz, item, response, view, session)
     try:
         session.commit()
     except IntegrityError:
@@ -377,7 +382,7 @@ def submit_answer(session: Session, user: TokenUser, quiz_id: str, body: AnswerS
         if not _retry:
             raise
         return submit_answer(session, user, quiz_id, body, _retry=False)
-    return _result(quiz, item, response, view, session)
+    return result
 
 
 def summary(session: Session, user: TokenUser, quiz_id: str) -> dict:
@@ -386,7 +391,6 @@ def summary(session: Session, user: TokenUser, quiz_id: str) -> dict:
     quiz = _load(session, user, quiz_id, lock=False, admin_may_read=True)
     items = session.scalars(select(QuizItem).where(QuizItem.quiz_id == quiz.id).order_by(QuizItem.position)).all()
     responses = {r.position: r for r in session.scalars(select(UserResponse).where(UserResponse.quiz_id == quiz.id))}
-    session.commit()
     view = pool_view(session, quiz.pool_snapshot_id)
     status = quiz.status
     if status == "active" and utcnow() >= quiz.expires_at:
@@ -410,6 +414,7 @@ def summary(session: Session, user: TokenUser, quiz_id: str) -> dict:
         if response is not None:
             answered, correct = per_topic.get(topic, (0, 0))
             per_topic[topic] = (answered + 1, correct + int(response.is_correct))
+    session.commit()  # ends the read transaction: the connection goes back to the pool now
     return {
         "quiz_id": quiz.id, "status": status, "finish_reason": quiz.finish_reason, "mode": quiz.mode,
         "adaptive": quiz.adaptive, "exam_code": quiz.exam_code, "selector": quiz.selector["rule"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -13,11 +13,16 @@ from service.core.config import Settings
 from service.core.security import InvalidToken, TokenUser, decode_token
 
 
-def get_settings(request: Request) -> Settings:
+# The small dependencies are ``async``: they do not block, and a sync one costs a hop to the
+# thread pool on every request.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # An async dependency: its teardown runs on the event loop, not in the thread pool. A sync
+    # one would need a free pool thread to give its connection back, and with every thread
+    # waiting for a connection (SQLite has one) none would ever come.
     with request.app.state.session_factory() as session:
         yield session
 
@@ -28,7 +33,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_current_user(
+async def get_current_user(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenUser:
@@ -48,7 +53,7 @@ CurrentUser = Annotated[TokenUser, Depends(get_current_user)]
 def require_roles(*roles: str):
     """A dependency admitting callers holding any of ``roles``."""
 
-    def checker(user: CurrentUser) -> TokenUser:
+    async def checker(user: CurrentUser) -> TokenUser:
         if not user.has_any(*roles):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs one of the roles {list(roles)}")
         return user

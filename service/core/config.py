@@ -46,6 +46,10 @@ class Settings(DatabaseSettings):
     quiz_ttl_minutes: int = Field(120, ge=1)
     exam_code: str = "DEMO-EXAM"
     cors_origins: list[str] = []
+    # Requests run in a thread pool; more threads than the database can serve at once only queue
+    # inside it (PostgreSQL gets at most 2 x db_pool_size connections per process).
+    worker_threads: int = Field(8, ge=1, le=1000)
+    db_pool_size: int = Field(8, ge=1, le=500)
 
     @model_validator(mode="after")
     def _refuse_default_secret(self):
