@@ -10,6 +10,7 @@ import pandas as pd
 
 from qbank.pool import ItemPool, PoolError, load_pool
 from qbank.selection import sh_p_from_frame
+from qbank.stopping import FixedLength, StandardError
 
 
 def read_pool(path: str, option: str = "--pool") -> ItemPool:
@@ -26,6 +27,27 @@ def read_k_file(path: str, pool: ItemPool, option: str = "--k-file") -> np.ndarr
         return sh_p_from_frame(frame, pool, source=str(path))
     except (OSError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def parse_numbers(text: str, option: str, count: int | None = None) -> tuple:
+    """Comma-separated numbers, e.g. ``-1,0,1``; a click error naming ``option`` otherwise."""
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or (count is not None and len(values) != count) or not np.all(np.isfinite(values)):
+        what = f"{count} numbers" if count else "numbers"
+        raise click.BadParameter(f"expected {what} separated by commas, got {text!r}", param_hint=option)
+    return values
+
+
+def stopping_from_options(length: int, se_target: float | None, min_length: int):
+    """Fixed length, or SE stopping with ``--min-length`` .. ``--length`` items."""
+    if se_target is None:
+        return FixedLength(length)
+    if min_length > length:
+        raise click.BadParameter(f"{min_length} exceeds --length {length}", param_hint="--min-length")
+    return StandardError(se_target, min_length, length)
 
 
 def out_dir(path: str) -> Path:

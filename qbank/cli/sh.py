@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from qbank.cli._common import out_dir, read_pool
+from qbank.cli._common import out_dir, parse_numbers, read_pool, stopping_from_options
 from qbank.estimation import make_estimator
 from qbank.exposure import (
     METHODS,
@@ -26,19 +26,6 @@ from qbank.exposure import (
     write_bundle,
     write_report,
 )
-from qbank.stopping import FixedLength, StandardError
-
-
-def parse_numbers(text: str, option: str, count: int | None = None) -> tuple:
-    """Comma-separated numbers, e.g. ``-1,0,1``; a click error naming ``option`` otherwise."""
-    try:
-        values = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or (count is not None and len(values) != count) or not np.all(np.isfinite(values)):
-        what = f"{count} numbers" if count else "numbers"
-        raise click.BadParameter(f"expected {what} separated by commas, got {text!r}", param_hint=option)
-    return values
 
 
 def load_bundle_or_fail(path: str, pool, option: str = "--bundle") -> dict:
@@ -131,12 +118,7 @@ def sh(pool_path, r_max, length, se_target, min_length, examinees, validation_ex
         cuts = np.asarray(parse_numbers(strata_text or "-1,0,1", "--strata"))
         if np.any(np.diff(cuts) <= 0):
             raise click.BadParameter(f"cut points must increase, got {strata_text}", param_hint="--strata")
-    if se_target is not None:
-        if min_length > length:
-            raise click.BadParameter(f"{min_length} exceeds --length {length}", param_hint="--min-length")
-        stopping = StandardError(se_target, min_length, length)
-    else:
-        stopping = FixedLength(length)
+    stopping = stopping_from_options(length, se_target, min_length)
     validation_seed = seed + 1 if validation_seed is None else validation_seed
     if validation_seed == seed:
         raise click.BadParameter("must differ from --seed: validation needs fresh simulees",

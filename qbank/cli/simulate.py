@@ -6,12 +6,11 @@ import json
 
 import click
 
-from qbank.cli._common import out_dir, read_k_file, read_pool
+from qbank.cli._common import out_dir, parse_numbers, read_k_file, read_pool, stopping_from_options
 from qbank.cli.sh import bundle_run_settings, recheck_lines
 from qbank.estimation import make_estimator
 from qbank.selection import Selector
 from qbank.simulation import simulate as run_simulation
-from qbank.stopping import FixedLength, StandardError
 
 SELECTORS = ["max_info", "randomesque", "sympson_hetter", "a_stratified"]
 
@@ -39,12 +38,7 @@ def simulate(pool_path, examinees, length, se_target, min_length, selector, rand
     """Simulate adaptive tests on a pool and write summary.json, exposure.csv,
     conditional.csv, examinees.parquet and PNG plots to --out."""
     pool = read_pool(pool_path)
-    try:
-        params = tuple(float(x) for x in theta_params.split(","))
-        if len(params) != 2:
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter(f"expected two numbers like 0,1, got {theta_params!r}", param_hint="--theta-params") from None
+    params = parse_numbers(theta_params, "--theta-params", count=2)
     if length > pool.n_items:
         raise click.BadParameter(f"{length} exceeds the pool's {pool.n_items} items", param_hint="--length")
     sh_p = None
@@ -54,12 +48,7 @@ def simulate(pool_path, examinees, length, se_target, min_length, selector, rand
         sh_p = read_k_file(k_file, pool)
     elif k_file is not None:
         raise click.UsageError("--k-file only applies to --selector sympson_hetter")
-    if se_target is not None:
-        if min_length > length:
-            raise click.BadParameter(f"{min_length} exceeds --length {length}", param_hint="--min-length")
-        stopping = StandardError(se_target, min_length, length)
-    else:
-        stopping = FixedLength(length)
+    stopping = stopping_from_options(length, se_target, min_length)
     rule = Selector(selector, k=randomesque_k, n_strata=n_strata, sh_p=sh_p)
     run = {"stopping": stopping, "selector": rule, "estimator": make_estimator(estimator),
            "exposure_target": exposure_target}
