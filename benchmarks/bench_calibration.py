@@ -56,7 +56,7 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
 from qbank.calibration import CalibrationWarning, Calibrator  # noqa: E402
 from qbank.calibration.girth_check import girth_threepl, girth_twopl  # noqa: E402
 from qbank.irt import probability  # noqa: E402
-from qbank.pool import ItemPool, generate_pool  # noqa: E402
+from qbank.pool import ItemPool  # noqa: E402
 from qbank.simulation import simulate  # noqa: E402
 
 DESIGNS = ("uniform", "operational")

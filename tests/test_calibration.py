@@ -280,8 +280,8 @@ def test_fixed_pool_with_d_1_7_is_used_in_the_logistic_metric(tmp_path):
     b = calibrate(frame, "2PL", fixed_pool=d17)
     assert b.pool.D.tolist() == [1.0] * 13
     np.testing.assert_allclose(b.pool.a, a.pool.a, rtol=1e-12)
-    np.testing.assert_allclose(b.items.loc["NEW", ["a", "b"]].astype(float), a.items.loc["NEW", ["a", "b"]].astype(float),
-                               rtol=1e-9)
+    np.testing.assert_allclose(b.items.loc["NEW", ["a", "b"]].astype(float),
+                               a.items.loc["NEW", ["a", "b"]].astype(float), rtol=1e-9)
 
 
 def test_1pl_fixed_calibration_keeps_the_bank_discrimination():

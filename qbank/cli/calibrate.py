@@ -24,7 +24,8 @@ def _prior(text, kind, option):
 @click.option("--format", "input_format", type=click.Choice(["auto", "wide", "long"]), default="auto",
               show_default=True, help="Input layout; auto = long when the three long columns are present.")
 @click.option("--prior-c", default="beta:5,17", show_default=True, help="Beta prior on c (3PL), or 'none'.")
-@click.option("--prior-loga", default="normal:0,0.5", show_default=True, help="Normal prior (mean,sd) on log a, or 'none'.")
+@click.option("--prior-loga", default="normal:0,0.5", show_default=True,
+              help="Normal prior (mean,sd) on log a, or 'none'.")
 @click.option("--prior-b", default="none", show_default=True, help="Normal prior (mean,sd) on b, or 'none'.")
 @click.option("--fixed-pool", "fixed_pool_path", type=click.Path(dir_okay=False), default=None,
               help="Bank pool whose items stay fixed; only the other items are calibrated (Kim 2006).")
