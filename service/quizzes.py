@@ -10,7 +10,11 @@ Selection is :func:`qbank.selection.select_next` and estimation :class:`qbank.es
 both called with one examinee. Random draws come from :func:`qbank.selection.session_rng`
 of the quiz id, in this order: the per-test exposure uniforms ``(1, n_items)``
 (Sympson-Hetter rules only), then one uniform per position ``(max_length,)`` (randomesque
-only; for a linear quiz, the plan's shuffle), so any served sequence replays.
+only; for a linear quiz, the plan's shuffle), so any served sequence replays. An adaptive quiz
+pins the exposure bundle in force, its per-stratum K and the daily cap when it starts
+(:func:`service.exposure_admin.pin_exposure`); an item already served ``cap`` times that UTC
+day is withdrawn like one rejected by its exposure draw, and the ``question_served`` event
+names it.
 """
 
 from __future__ import annotations
@@ -24,50 +28,36 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from qbank.estimation import EAP
-from qbank.selection import RULES, Selector, blueprint_mask, exposure_draws, select_next, session_rng
+from qbank.selection import blueprint_mask, exposure_draws, select_next, session_rng
 from qbank.stopping import FixedLength, StandardError
 from service.core.config import Settings
 from service.core.security import TokenUser
 from service.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 from service.events import emit
-from service.models import CohortAssignment, FeatureFlag, QuizItem, QuizSession, UserResponse, utcnow
+from service.exposure_admin import (
+    SELECTOR_ALIASES,
+    SELECTOR_FLAG,
+    SELECTOR_RULES,
+    choose_selector,
+    claim_daily_exposure,
+    pin_exposure,
+    quiz_selector,
+)
+from service.models import QuizItem, QuizSession, UserResponse, utcnow
 from service.pools import PoolView, item_contents, pool_view, ensure_snapshot
 from service.schemas import AnswerSubmit, QuizCreate
 
 ESTIMATOR = EAP()  # 61 points on [-4, 4], N(0, 1) prior (DESIGN.md)
-SELECTOR_FLAG = "selector_strategy"
-SELECTOR_ALIASES = {"vanilla": "max_info"}
-# Conditional Sympson-Hetter needs theta strata from a validated exposure bundle (a later issue).
-COHORT_RULES = tuple(r for r in RULES if r != "conditional_sympson_hetter")
+# Rules a flag or cohort may choose; conditional Sympson-Hetter runs when a conditional bundle
+# is in force for the exam (else classic, see service.exposure_admin.pin_exposure).
+COHORT_RULES = SELECTOR_RULES
 
 
 # ---------------------------------------------------------------------------- configuration
 def selector_for_user(session: Session, tenant_id: str, user_id: str) -> dict:
-    """The selection rule for a new quiz: the user's cohort, else the tenant's flag, else max_info."""
-    cohort = session.get(CohortAssignment, (tenant_id, user_id, SELECTOR_FLAG))
-    flag = session.get(FeatureFlag, (tenant_id, SELECTOR_FLAG))
-    options = dict(flag.value_json or {}) if flag is not None and flag.enabled else {}
-    if cohort is not None:
-        value, source = cohort.cohort_value, "cohort"
-    elif options.get("value"):
-        value, source = options["value"], "flag"
-    else:
-        value, source = "max_info", "default"
-    rule = SELECTOR_ALIASES.get(value, value)
-    if rule not in COHORT_RULES:
-        rule, source = "max_info", f"fallback from unknown {value!r}"
-    config = {"rule": rule, "source": source}
-    if rule == "randomesque":
-        config["k"] = int(options.get("k", 5))
-    if rule == "a_stratified":
-        config["n_strata"] = int(options.get("n_strata", 4))
-    return config
-
-
-def _selector(config: dict, view: PoolView) -> Selector:
-    rule = config["rule"]
-    return Selector(rule, k=config.get("k", 5), n_strata=config.get("n_strata", 4),
-                    sh_p=view.sh_p if rule == "sympson_hetter" else None)
+    """The selection rule for a new quiz: the user's sticky variant of a weighted flag, else the
+    user's cohort, else the tenant's flag, else max_info (:func:`service.exposure_admin.choose_selector`)."""
+    return choose_selector(session, tenant_id, user_id)
 
 
 def _stopping(config: dict):
@@ -205,6 +195,9 @@ def start_quiz(session: Session, settings: Settings, user: TokenUser, body: Quiz
         selector = {"rule": "linear", "source": "request"}
         plan = _linear_plan(view, eligible, blueprint, max_length, session_rng(quiz_id))
         max_length = len(plan)
+    # The bundle in force (and the conditional K and daily cap) are pinned for the whole quiz.
+    bundle_id, selector = pin_exposure(session, user.tenant, exam_code, view, selector,
+                                       daily_cap=settings.max_daily_exposures if body.adaptive else None)
     if filters.se_target is None:
         stopping = FixedLength(max_length)
     else:
@@ -215,7 +208,7 @@ def start_quiz(session: Session, settings: Settings, user: TokenUser, body: Quiz
     quiz = QuizSession(
         id=quiz_id, tenant_id=user.tenant, user_id=user.sub, mode=filters.mode, adaptive=body.adaptive,
         exam_code=exam_code, status="active", filters=filter_dict, blueprint=blueprint, selector=selector,
-        stopping=stopping.to_dict(), pool_snapshot_id=snapshot_id, exposure_bundle_id=None, plan=plan,
+        stopping=stopping.to_dict(), pool_snapshot_id=snapshot_id, exposure_bundle_id=bundle_id, plan=plan,
         withdrawn=[], n_served=0, n_answered=0, n_correct=0, theta=float(theta[0]), se=float(se[0]),
         created_at=now, expires_at=now + timedelta(minutes=settings.quiz_ttl_minutes),
     )
@@ -223,7 +216,8 @@ def start_quiz(session: Session, settings: Settings, user: TokenUser, body: Quiz
     emit(session, user.tenant, "quiz_started", "quiz", quiz_id,
          {"quiz_id": quiz_id, "user_id": user.sub, "exam_code": exam_code, "mode": filters.mode,
           "adaptive": body.adaptive, "selector": selector, "stopping": quiz.stopping,
-          "pool_snapshot_id": snapshot_id, "filters": filter_dict, "blueprint": blueprint})
+          "pool_snapshot_id": snapshot_id, "exposure_bundle_id": bundle_id, "filters": filter_dict,
+          "blueprint": blueprint})
     session.commit()
     planned = [int(view.question_id[i]) for i in plan] if plan is not None else []
     return quiz, planned
@@ -253,21 +247,32 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     max_length = _stopping(quiz.stopping).max_length
     position = quiz.n_served
     withdrawn: list[int] = []
+    capped: list[int] = []
     if quiz.plan is not None:
         index = quiz.plan[position] if position < len(quiz.plan) else -1
     else:
         served = list(session.scalars(select(QuizItem.pool_index).where(QuizItem.quiz_id == quiz.id)))
         available = _available(view, quiz, served, max_length)
-        selector = _selector(quiz.selector, view)
+        selector = quiz_selector(session, quiz.selector, view)
         rng = session_rng(quiz.id)
         draws = exposure_draws(rng, 1, view.n_items) if selector.uses_exposure_draws else None
         step = rng.random(max_length)[position: position + 1] if selector.rule == "randomesque" else None
-        selection = select_next(view.pool, np.array([quiz.theta]), available[None, :], selector=selector,
-                                position=position, test_length=max_length, exposure_draws=draws, step_draws=step)
-        withdrawn = selection.withdrawn_items.tolist()
-        if withdrawn:
-            quiz.withdrawn = list(quiz.withdrawn) + withdrawn
-        index = int(selection.item[0])
+        cap = quiz.selector.get("daily_cap")
+        while True:
+            selection = select_next(view.pool, np.array([quiz.theta]), available[None, :], selector=selector,
+                                    position=position, test_length=max_length, exposure_draws=draws,
+                                    step_draws=step)
+            withdrawn += selection.withdrawn_items.tolist()
+            available[selection.withdrawn_items] = False
+            index = int(selection.item[0])
+            # An item served `cap` times today is withdrawn like a rejected one, and the next best tried.
+            if index < 0 or not cap or claim_daily_exposure(session, quiz.tenant_id, int(view.question_id[index]),
+                                                            int(view.version[index]), cap):
+                break
+            capped.append(index)
+            available[index] = False
+        if withdrawn or capped:
+            quiz.withdrawn = list(quiz.withdrawn) + withdrawn + capped
     if index < 0:
         _finish(session, quiz, "pool_exhausted")
         session.commit()
@@ -284,7 +289,8 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
          {"quiz_id": quiz.id, "position": position, "question_id": item.question_id, "version": item.version,
           "question_version_id": item.question_version_id, "calibration_id": item.calibration_id,
           "selector": quiz.selector["rule"], "theta": quiz.theta, "se": quiz.se,
-          "withdrawn_question_ids": [int(view.question_id[i]) for i in withdrawn]})
+          "withdrawn_question_ids": [int(view.question_id[i]) for i in withdrawn],
+          "capped_question_ids": [int(view.question_id[i]) for i in capped]})
     try:
         session.commit()
     except IntegrityError:

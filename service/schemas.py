@@ -268,6 +268,13 @@ class ItemRow(BaseModel):
     topic_id: int | None = None
     sh_p: float
     recent_attempts: int | None = 0
+    # Exposure administration (see service.exposure_admin.exposure_items).
+    sh_p_strata: list[float] | None = None
+    bundle_sh_p: float | list[float] | None = None
+    overridden: bool = False
+    quizzes_administered: int = 0
+    exposure_rate: float | None = None
+    window_quizzes: int = 0
 
 
 class SetSh(BaseModel):

@@ -1,4 +1,4 @@
-"""Admin: exposure items, sh_p, one Sympson-Hetter update from served sessions, users."""
+"""Admin: exposure items, sh_p, the re-estimation heuristic on served sessions, users."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def serve(api, user, topics, n):
     return quiz, served
 
 
-def test_reestimate_is_one_sympson_hetter_step_on_served_sessions(api, session_factory):
+def test_reestimate_is_the_scaffold_heuristic_on_exposure_rates(api, session_factory):
     x = publish(api, "X", "t1", "medium")  # provisional b = 0: the most informative at theta = 0
     y = publish(api, "Y", "t2", "hard")
     z = publish(api, "Z", "t3", "easy")
@@ -58,21 +58,23 @@ def test_reestimate_is_one_sympson_hetter_step_on_served_sessions(api, session_f
     r = api.post("/v1/admin/exposure/reestimate", json={"tau": 0.5, "days": 7}, **ADMIN)
     assert r.status_code == 200
     out = r.json()
-    # 5 sessions; X selected in 4 (3 administered + 1 withdrawn): K = 0.5 / 0.8; Y in 3: K = 0.5 / 0.6.
+    # 5 sessions; X and Y each administered in 3 (exposure rate 0.6 > tau): K <- K * tau / 0.6,
+    # X's K = 0 clipped to the floor 0.05.
     assert (out["updated"], out["sessions"]) == (2, 5)
     by_id = {row["question_id"]: row for row in out["items"]}
-    assert by_id[x]["selection_rate"] == pytest.approx(0.8) and by_id[x]["exposure_rate"] == pytest.approx(0.6)
-    assert by_id[x]["sh_p_old"] == 0.0 and by_id[x]["sh_p_new"] == pytest.approx(0.625)
-    assert by_id[y]["selection_rate"] == pytest.approx(0.6) and by_id[y]["sh_p_new"] == pytest.approx(0.5 / 0.6)
+    assert by_id[x]["exposure_rate"] == pytest.approx(0.6) and by_id[y]["exposure_rate"] == pytest.approx(0.6)
+    assert by_id[x]["sh_p_old"] == 0.0 and by_id[x]["sh_p_new"] == pytest.approx(0.05)
+    assert by_id[y]["sh_p_old"] == 1.0 and by_id[y]["sh_p_new"] == pytest.approx(0.5 / 0.6)
     items = {row["question_id"]: row for row in api.get("/v1/admin/exposure/items", **ADMIN).json()}
-    assert items[x]["sh_p"] == pytest.approx(0.625) and items[z]["sh_p"] == 1.0
+    assert items[x]["sh_p"] == pytest.approx(0.05) and items[z]["sh_p"] == 1.0
     assert [items[q]["recent_attempts"] for q in (x, y, z)] == [3, 3, 1]
     listed = api.get("/v1/admin/exposure/items?limit=2", **ADMIN).json()
     assert len(listed) == 2 and listed[0]["recent_attempts"] >= listed[1]["recent_attempts"]
 
-    # A generous tau resets every selected item to the ceiling.
+    # Below tau, K grows by (tau - rate) / 4: 0.6 < 0.9 gives K * 1.075.
     out = api.post("/v1/admin/exposure/reestimate", json={"tau": 0.9, "days": 7, "ceil": 0.95}, **ADMIN).json()
-    assert {row["question_id"]: row["sh_p_new"] for row in out["items"]} == {x: 0.95, y: 0.95}
+    assert {row["question_id"]: row["sh_p_new"] for row in out["items"]} == pytest.approx(
+        {x: 0.05 * 1.075, y: 0.5 / 0.6 * 1.075})
     with session_factory() as session:
         actions = session.scalars(select(AuditLog.action).where(AuditLog.action.like("exposure.%"))).all()
     assert actions == ["exposure.set", "exposure.reestimate", "exposure.reestimate"]

@@ -79,5 +79,8 @@ def test_scaffold_payload_shapes(dev_api, tenant):
     assert (result["correct"], result["correct_option"], result["explanation"]) == (False, "B", {"rationale_md": "Because B"})
     assert isinstance(result["difficulty"], float)
     items = s.get("/v1/admin/exposure/items", headers=h).json()
-    assert items == [{"question_id": qid, "version": 1, "topic_id": items[0]["topic_id"], "sh_p": 1.0,
-                      "recent_attempts": 1}]
+    # The scaffold's fields, with issue 6's exposure figures beside them.
+    scaffold_fields = ("question_id", "version", "topic_id", "sh_p", "recent_attempts")
+    assert [{k: row[k] for k in scaffold_fields} for row in items] == [
+        {"question_id": qid, "version": 1, "topic_id": items[0]["topic_id"], "sh_p": 1.0, "recent_attempts": 1}]
+    assert (items[0]["exposure_rate"], items[0]["bundle_sh_p"]) == (1.0, None)
