@@ -27,7 +27,7 @@ excluded), with one BLAS thread for both sides (qbank's default ``blas_threads=1
 hold the cores); medians (and the best of the replications) are printed.
 
 Usage: ``python benchmarks/bench_calibration.py [--replications 5] [--seed 2026] [--girth-cat]
-[--workloads complete,cat,pretest]`` (each workload has its own random stream, so a subset
+[--workloads complete,cat,pretest] [--prior-loga hierarchical] [--prior-b hierarchical]`` (each workload has its own random stream, so a subset
 reproduces the same figures).
 """
 
@@ -53,7 +53,7 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from qbank.calibration import CalibrationWarning, Calibrator  # noqa: E402
+from qbank.calibration import CalibrationWarning, Calibrator, parse_prior  # noqa: E402
 from qbank.calibration.girth_check import girth_threepl, girth_twopl  # noqa: E402
 from qbank.irt import probability  # noqa: E402
 from qbank.pool import ItemPool  # noqa: E402
@@ -65,6 +65,8 @@ TARGET_COMPLETE = {"a": 0.14, "b": 0.20, "c": 0.06}
 TARGET_SECONDS = 1.0
 TARGET_CAT_B = 0.27
 TARGET_PRETEST_B = 0.26
+# Priors of every qbank fit, set from --prior-loga / --prior-b (the Calibrator defaults otherwise).
+PRIORS: dict = {}
 
 
 def draw_bank(design: str, n_items: int, rng, prefix: str = "I") -> ItemPool:
@@ -99,7 +101,7 @@ def complete_3pl(design: str, replications: int, rng) -> dict:
         bank = draw_bank(design, 40, child)
         theta = child.normal(0.0, 1.0, 2000)
         y = (child.random((2000, 40)) < probability(theta, bank.a, bank.b, bank.c, bank.D)).astype(float)
-        ours, seconds = _timed(lambda: Calibrator("3PL").fit(y).item_params_)
+        ours, seconds = _timed(lambda: Calibrator("3PL", **PRIORS).fit(y).item_params_)
         rows["qbank"].append((rmse(ours["a"], bank.a), rmse(ours["b"], bank.b), rmse(ours["c"], bank.c), seconds))
         theirs, seconds = _timed(girth_threepl, y)
         rows["girth"].append((rmse(theirs["a"], bank.a), rmse(theirs["b"], bank.b), rmse(theirs["c"], bank.c),
@@ -127,7 +129,7 @@ def cat_recovery(design: str, replications: int, rng, girth_cat: bool) -> dict:
         truth = bank.to_frame().set_index("item_id")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CalibrationWarning)  # never-missed items are dropped, by name
-            fitted, seconds = _timed(lambda: Calibrator("3PL", drop_invariant=True).fit(log))
+            fitted, seconds = _timed(lambda: Calibrator("3PL", drop_invariant=True, **PRIORS).fit(log))
         items = fitted.report_.items
         used = items.index[items["n"] >= 100]
         inside = items.index[(items["n"] >= 100) & ~items["at_bound"]]
@@ -167,8 +169,8 @@ def pretest(design: str, per_examinee: int, theta_mean: float, replications: int
                         ignore_index=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CalibrationWarning)  # bank items nobody got, carried over by name
-            fixed, seconds = _timed(lambda: Calibrator("3PL", fixed_pool=bank).fit(log))
-            free = Calibrator("3PL", drop_invariant=True).fit(log)
+            fixed, seconds = _timed(lambda: Calibrator("3PL", fixed_pool=bank, **PRIORS).fit(log))
+            free = Calibrator("3PL", drop_invariant=True, **PRIORS).fit(log)
         ours = fixed.report_.items.loc[new.item_id]
         theirs = free.report_.items.loc[new.item_id]
         rows.append((rmse(ours["b"], new.b), float(np.mean(ours["b"] - new.b)), fixed.report_.summary["latent_mean"],
@@ -231,15 +233,22 @@ def main(argv=None) -> int:
     parser.add_argument("--girth-cat", action="store_true", help="also run girth on the CAT data (about 40 s)")
     parser.add_argument("--workloads", default="complete,cat,pretest",
                         help="comma-separated subset of complete, cat, pretest")
+    parser.add_argument("--prior-loga", default=None,
+                        help="qbank's prior on log a, e.g. 'hierarchical' or 'normal:0,0.5' (default: Calibrator's)")
+    parser.add_argument("--prior-b", default=None, help="qbank's prior on b, e.g. 'hierarchical' (default: none)")
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "bench_calibration.json")
     args = parser.parse_args(argv)
     workloads = set(args.workloads.split(","))
     if not workloads <= {"complete", "cat", "pretest"}:
         parser.error(f"unknown workload(s) {sorted(workloads - {'complete', 'cat', 'pretest'})}")
+    for name in ("prior_loga", "prior_b"):
+        if getattr(args, name) is not None:
+            PRIORS[name] = parse_prior(getattr(args, name), "normal", "--" + name.replace("_", "-"))
     rng = np.random.default_rng(args.seed)
     results = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.processor()}",
                "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-               "seed": args.seed, "load_average_at_start": os.getloadavg(), "designs": {}}
+               "seed": args.seed, "priors": {k: str(v) for k, v in PRIORS.items()},
+               "load_average_at_start": os.getloadavg(), "designs": {}}
     print(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus (timings need a quiet machine)")
 
     for design in DESIGNS:

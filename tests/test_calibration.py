@@ -15,6 +15,7 @@ from qbank.calibration import (
     CalibrationError,
     CalibrationWarning,
     Calibrator,
+    Hierarchical,
     ResponseMatrix,
     calibrate,
     parse_prior,
@@ -365,6 +366,40 @@ def test_settings_are_checked():
     assert parse_prior("none", "normal") is None
     with pytest.raises(CalibrationError, match="must look like 'beta:x,y'"):
         parse_prior("normal:0,1", "beta")
+
+
+def test_hierarchical_mean_update_against_hand_computation():
+    # Mislevy (1986) normal-normal mode: (sum v / sd^2 + m0 / t^2) / (n / sd^2 + 1 / t^2).
+    # v = (0.2, 0.4, 0.9), sd 0.5, m0 0, t 1: (1.5 / 0.25) / (3 / 0.25 + 1) = 6 / 13.
+    assert Hierarchical(0.0, 0.5, 1.0).update(np.array([0.2, 0.4, 0.9])) == pytest.approx(6.0 / 13.0, rel=1e-12)
+    # m0 1, t 0.5, one value 0: (0 + 1 / 0.25) / (1 / 0.25 + 1 / 0.25) = 0.5.
+    assert Hierarchical(1.0, 0.5, 0.5).update(np.array([0.0])) == pytest.approx(0.5, rel=1e-12)
+    assert parse_prior("hierarchical", "normal") == Hierarchical(0.0, 0.5, 1.0)
+    assert parse_prior("hierarchical:0.2,0.4", "normal") == Hierarchical(0.2, 0.4, 1.0)
+    with pytest.raises(CalibrationError, match="two numbers after 'hierarchical:'"):
+        parse_prior("hierarchical:x", "normal")
+    with pytest.raises(CalibrationError, match="normal sd must be > 0"):
+        Calibrator("2PL", prior_loga="hierarchical:0,-1").fit(np.array([[1, 0], [0, 1], [1, 1]], dtype=float))
+
+
+def test_hierarchical_log_a_prior_recovers_a_bank_far_from_a_1():
+    # A bank of steep items (mean log a 0.7, a ~ 2): the fixed N(0, 0.5) prior pulls every a
+    # towards 1; the hierarchical prior moves its mean to the bank's and must do at least as well.
+    rng = np.random.default_rng(31)
+    pool = ItemPool.from_arrays(np.exp(rng.normal(0.7, 0.2, 15)), rng.normal(0.0, 1.0, 15), np.zeros(15))
+    y, _ = _responses(pool, 600, seed=32)
+    fixed = Calibrator("2PL").fit(y)
+    hier = Calibrator("2PL", prior_loga="hierarchical").fit(y)
+    assert hier.converged_
+    est = hier.item_params_
+    # At convergence the prior mean is the hyper M-step of the final estimates (a fixed point).
+    mean, sd = hier.report_.summary["priors"]["loga"]
+    assert sd == 0.5 and hier.report_.summary["priors"]["hierarchical"] == ["loga"]
+    assert mean == pytest.approx(Hierarchical().update(np.log(est["a"].to_numpy())), abs=1e-3)
+    assert 0.4 < mean < 1.0
+    assert _rmse(est["a"], pool.a) <= _rmse(fixed.item_params_["a"], pool.a) + 0.02
+    assert _rmse(est["a"], pool.a) < 0.35
+    assert _rmse(est["b"], pool.b) < 0.25
 
 
 def test_non_convergence_is_reported():

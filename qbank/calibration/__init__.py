@@ -17,9 +17,11 @@ from qbank.calibration._calibrator import (
     calibrate,
     parse_prior,
 )
+from qbank.calibration._em import Hierarchical
 from qbank.calibration._data import LONG_COLUMNS, CalibrationError, ResponseMatrix, read_responses
 
 __all__ = [
     "Calibrator", "calibrate", "CalibrationReport", "CalibrationWarning", "CalibrationError",
     "ResponseMatrix", "read_responses", "parse_prior", "MODELS", "LONG_COLUMNS",
+    "Hierarchical",
 ]

@@ -14,6 +14,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from qbank.calibration import _em
+from qbank.calibration._em import Hierarchical
 from qbank.calibration._data import CalibrationError, ResponseMatrix, _show, read_responses
 from qbank.pool import ItemPool, PoolError, load_pool, save_pool
 
@@ -29,6 +30,9 @@ class CalibrationWarning(UserWarning):
 
 def parse_prior(text: str | None, kind: str, option: str = "prior"):
     """Parse ``'beta:5,17'``, ``'normal:0,0.5'`` or ``'none'`` into a tuple (or None).
+
+    For a normal prior, ``'hierarchical'`` or ``'hierarchical:mean,sd'`` gives a
+    :class:`Hierarchical` prior (default 0, 0.5) whose mean is re-estimated every EM cycle.
 
     Parameters
     ----------
@@ -46,8 +50,17 @@ def parse_prior(text: str | None, kind: str, option: str = "prior"):
     if text is None or str(text).strip().lower() in {"none", "off", ""}:
         return None
     family, _, values = str(text).partition(":")
+    if kind == "normal" and family.strip().lower() == "hierarchical":
+        if not values.strip():
+            return Hierarchical()
+        try:
+            mean, sd = (float(v) for v in values.split(","))
+        except ValueError:
+            raise CalibrationError(f"{option} needs two numbers after 'hierarchical:', got {text!r}") from None
+        return _check_prior(Hierarchical(mean, sd), kind, option)
     if family.strip().lower() != kind:
-        raise CalibrationError(f"{option} must look like '{kind}:x,y' or 'none', got {text!r}")
+        also = ", 'hierarchical[:mean,sd]'" if kind == "normal" else ""
+        raise CalibrationError(f"{option} must look like '{kind}:x,y'{also} or 'none', got {text!r}")
     try:
         first, second = (float(v) for v in values.split(","))
     except ValueError:
@@ -58,6 +71,12 @@ def parse_prior(text: str | None, kind: str, option: str = "prior"):
 def _check_prior(prior, kind, option):
     if prior is None:
         return None
+    if kind == "normal" and isinstance(prior, str):
+        return parse_prior(prior, kind, option)
+    if kind == "normal" and isinstance(prior, Hierarchical):
+        mean, sd = _check_prior((prior.mean, prior.sd), kind, option)
+        _check_prior((0.0, prior.hyper_sd), kind, f"{option} hyper_sd")
+        return Hierarchical(mean, sd, float(prior.hyper_sd))
     try:
         first, second = (float(v) for v in prior)
     except (TypeError, ValueError):
@@ -148,9 +167,12 @@ class Calibrator:
         1PL: one common discrimination and per-item difficulty; 2PL: ``c = 0``.
     prior_c : (alpha, beta) or None
         Beta prior on the 3PL lower asymptote.
-    prior_loga : (mean, sd) or None
-        Normal prior on ``log a``.
-    prior_b : (mean, sd) or None
+    prior_loga : (mean, sd), 'hierarchical', Hierarchical or None
+        Normal prior on ``log a``. ``'hierarchical'`` (Mislevy 1986) re-estimates the prior
+        mean from the item estimates every EM cycle (hyperprior N(0, 1), sd 0.5 fixed);
+        ``'hierarchical:mean,sd'`` or :class:`~qbank.calibration._em.Hierarchical` sets them.
+        With ``fixed_pool`` the mean is the new items' own.
+    prior_b : (mean, sd), 'hierarchical', Hierarchical or None
         Normal prior on ``b`` (off by default).
     fixed_pool : ItemPool, path or None
         Bank items whose parameters stay fixed (any ``D``; converted to ``D = 1``).
@@ -213,10 +235,15 @@ class Calibrator:
         model = str(self.model).upper()
         if model not in MODELS:
             raise CalibrationError(f"model must be one of {list(MODELS)}, got {self.model!r}")
+        loga = _check_prior(self.prior_loga, "normal", "prior_loga")
+        b = _check_prior(self.prior_b, "normal", "prior_b")
+        loga_hyper = loga if isinstance(loga, Hierarchical) else None
+        b_hyper = b if isinstance(b, Hierarchical) else None
         priors = _em.Priors(
-            loga=_check_prior(self.prior_loga, "normal", "prior_loga"),
-            b=_check_prior(self.prior_b, "normal", "prior_b"),
+            loga=(loga.mean, loga.sd) if loga_hyper else loga,
+            b=(b.mean, b.sd) if b_hyper else b,
             c=_check_prior(self.prior_c, "beta", "prior_c") if model == "3PL" else None,
+            loga_hyper=loga_hyper, b_hyper=b_hyper,
         )
         if not (isinstance(self.n_quad, (int, np.integer)) and self.n_quad >= 5):
             raise CalibrationError(f"n_quad must be an integer >= 5, got {self.n_quad!r}")
@@ -347,7 +374,7 @@ class Calibrator:
         if pool is not None and model == "1PL":
             x[:, _em.LOGA] = x_fixed[0, _em.LOGA]
 
-        x, log_weights, trace, converged, last_change = self._em(
+        x, priors, log_weights, trace, converged, last_change = self._em(
             theta, free, fixed_loglik, x, priors, cols, shared_a, estimate_latent=pool is not None
         )
         loglik = _em.grid_log_likelihood(free.answered, free.correct, _em.item_probability(theta, x))
@@ -385,7 +412,10 @@ class Calibrator:
                     latent_change = float(np.abs(np.subtract(_moments(theta, log_weights), before)).max())
                 r, n = _em.expected_counts(free.answered, free.correct, post)
                 updated = _em.m_step(theta, r, n, x, priors, cols, shared_a)
-                change = max(float(np.abs(_natural(updated) - _natural(x)).max()), latent_change)
+                # Mislevy (1986): the hierarchical prior means are an M-step of their own.
+                loga_rows = None if _em.LOGA not in cols else slice(0, 1) if shared_a else slice(None)
+                priors, hyper_change = priors.with_hyper_update(updated, loga_rows)
+                change = max(float(np.abs(_natural(updated) - _natural(x)).max()), latent_change, hyper_change)
                 x = updated
                 if bar is not None:
                     bar.update(1)
@@ -401,7 +431,7 @@ class Calibrator:
                 f"EM stopped after max_iter={self.max_iter} cycles without converging: the largest parameter "
                 f"change in the last cycle was {change:.3g} > tol={self.tol}", CalibrationWarning, stacklevel=4,
             )
-        return x, log_weights, np.array(trace), converged, change
+        return x, priors, log_weights, np.array(trace), converged, change
 
     @staticmethod
     def _variances(theta, post, free, x, priors, cols, shared_a):
@@ -470,7 +500,9 @@ class Calibrator:
         summary = {
             "model": model,
             "method": "Bock-Aitkin MML-EM" + (" with fixed items (Kim 2006 MWU-MEM)" if pool is not None else ""),
-            "priors": {"loga": priors.loga, "b": priors.b, "c": priors.c},
+            "priors": {"loga": priors.loga, "b": priors.b, "c": priors.c,
+                       "hierarchical": [name for name, hyper in (("loga", priors.loga_hyper), ("b", priors.b_hyper))
+                                        if hyper is not None]},
             "n_persons": data.n_persons,
             "n_persons_without_responses": n_empty_persons,
             "n_items_estimated": int(free.n_items),

@@ -19,7 +19,7 @@ Measurement*, 74, 58-76.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
@@ -34,6 +34,38 @@ _SPARSE_SE_CHUNK = 500_000  # answered cells per chunk when forming sparse score
 
 
 @dataclass(frozen=True)
+class Hierarchical:
+    """A normal prior whose mean is re-estimated from the item estimates every EM cycle.
+
+    Mislevy (1986, sec. 4) hierarchical Bayes modal estimation: ``v_i ~ N(mu, sd)`` with a
+    hyperprior ``mu ~ N(mean, hyper_sd)``; ``sd`` stays fixed, because a spread re-estimated
+    from shrunken modal estimates shrinks further every cycle.
+
+    Attributes
+    ----------
+    mean : float
+        Hyperprior mean of ``mu`` and its starting value.
+    sd : float
+        Fixed within-bank sd of the prior.
+    hyper_sd : float
+        Hyperprior sd of ``mu``; weak, but it keeps ``mu`` defined with very few items.
+    """
+
+    mean: float = 0.0
+    sd: float = 0.5
+    hyper_sd: float = 1.0
+
+    def update(self, values: np.ndarray) -> float:
+        """Posterior mode of ``mu`` given the current estimates ``values`` (n_items,).
+
+        Normal-normal conjugacy: ``(sum v / sd^2 + mean / hyper_sd^2) / (n / sd^2 + 1 / hyper_sd^2)``.
+        """
+        values = np.asarray(values, dtype=float)
+        precision = values.size / self.sd**2 + 1.0 / self.hyper_sd**2
+        return float((values.sum() / self.sd**2 + self.mean / self.hyper_sd**2) / precision)
+
+
+@dataclass(frozen=True)
 class Priors:
     """MAP priors (Mislevy 1986); ``None`` switches one off.
 
@@ -42,11 +74,28 @@ class Priors:
     loga : (mean, sd) of a normal prior on ``log a``, or None
     b : (mean, sd) of a normal prior on ``b``, or None
     c : (alpha, beta) of a Beta prior on ``c``, or None
+    loga_hyper, b_hyper : Hierarchical or None
+        When set, the mean of ``loga`` (``b``) is re-estimated every EM cycle
+        (:meth:`with_hyper_update`); ``loga`` (``b``) then holds the current (mean, sd).
     """
 
     loga: tuple[float, float] | None = (0.0, 0.5)
     b: tuple[float, float] | None = None
     c: tuple[float, float] | None = (5.0, 17.0)
+    loga_hyper: Hierarchical | None = None
+    b_hyper: Hierarchical | None = None
+
+    def with_hyper_update(self, x: np.ndarray, loga_rows: slice | None) -> tuple[Priors, float]:
+        """Priors with every hierarchical mean re-estimated from ``x`` (n_items, 3), and the
+        largest change of a mean; ``loga_rows`` selects the estimated log a (None: not estimated)."""
+        loga, b, change = self.loga, self.b, 0.0
+        if self.loga_hyper is not None and loga_rows is not None:
+            loga = (self.loga_hyper.update(x[loga_rows, LOGA]), self.loga_hyper.sd)
+            change = abs(loga[0] - self.loga[0])
+        if self.b_hyper is not None:
+            b = (self.b_hyper.update(x[:, B]), self.b_hyper.sd)
+            change = max(change, abs(b[0] - self.b[0]))
+        return replace(self, loga=loga, b=b), change
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
         """Log prior per item up to a constant, shape (n_items,)."""
