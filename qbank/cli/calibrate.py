@@ -25,8 +25,10 @@ def _prior(text, kind, option):
               show_default=True, help="Input layout; auto = long when the three long columns are present.")
 @click.option("--prior-c", default="beta:5,17", show_default=True, help="Beta prior on c (3PL), or 'none'.")
 @click.option("--prior-loga", default="normal:0,0.5", show_default=True,
-              help="Normal prior (mean,sd) on log a, or 'none'.")
-@click.option("--prior-b", default="none", show_default=True, help="Normal prior (mean,sd) on b, or 'none'.")
+              help="Normal prior (mean,sd) on log a, 'hierarchical[:mean,sd]' (mean re-estimated, Mislevy 1986), "
+                   "or 'none'.")
+@click.option("--prior-b", default="none", show_default=True,
+              help="Normal prior (mean,sd) on b, 'hierarchical[:mean,sd]', or 'none'.")
 @click.option("--fixed-pool", "fixed_pool_path", type=click.Path(dir_okay=False), default=None,
               help="Bank pool whose items stay fixed; only the other items are calibrated (Kim 2006).")
 @click.option("--latent", type=click.Choice(["normal", "histogram"]), default="normal", show_default=True,
