@@ -115,6 +115,8 @@ def session_factory(db):
 class Api:
     """A TestClient with helpers for tokens and requests as a given user."""
 
+    default_tenant = TENANT
+
     def __init__(self, client: TestClient, session_factory, env: str):
         self.client = client
         self.session_factory = session_factory

@@ -337,3 +337,49 @@ def test_selector_flag_applies_to_new_quizzes(api, loaded_bank, take_quiz):
     assert len(take_quiz(api, quiz["quiz_id"], lambda item: "A")) == 4
     r = api.put("/v1/admin/flags/selector_strategy", json={"value_json": {"value": "best_guess"}}, **admin)
     assert r.status_code == 422 and "best_guess" in r.json()["detail"]
+
+
+def test_concurrent_requests_serve_one_item_and_record_one_answer(api, loaded_bank, session_factory):
+    """Eight simultaneous `next` calls get the same item; eight simultaneous answers (half of them
+    different) record one response: replays of the winner get its result, the others a 409."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service import quizzes
+    from service.core.security import TokenUser
+    from service.errors import Conflict
+    from service.schemas import AnswerSubmit
+
+    quiz_id = start(api, num_questions=5)["quiz_id"]
+    user = TokenUser(sub="alice", roles=["student"], tenant=api.default_tenant)
+
+    def serve(_):
+        with session_factory() as session:
+            return quizzes.next_item(session, user, quiz_id)
+
+    with ThreadPoolExecutor(8) as pool:
+        served = list(pool.map(serve, range(8)))
+    assert all(s == served[0] for s in served)
+    qid = served[0]["question_id"]
+    labels = [loaded_bank.key[qid], loaded_bank.wrong[qid]] * 4
+
+    def answer(label):
+        with session_factory() as session:
+            try:
+                return quizzes.submit_answer(session, user, quiz_id, AnswerSubmit(question_id=qid, selected=label))
+            except Conflict as exc:
+                return exc
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(answer, labels))
+    recorded = rows(session_factory, UserResponse, quiz_id)
+    assert len(recorded) == 1 and len(rows(session_factory, QuizItem, quiz_id)) == 1
+    winner = recorded[0].option_label
+    for label, outcome in zip(labels, outcomes):
+        if label == winner:
+            assert outcome["selected"] == winner and outcome["position"] == 0
+        else:
+            assert isinstance(outcome, Conflict) and "already answered" in outcome.detail
+    with session_factory() as session:
+        served_events = session.scalar(select(func.count()).select_from(OutboxEvent).where(
+            OutboxEvent.aggregate_id == quiz_id, OutboxEvent.event_type == "question_served"))
+    assert served_events == 1
