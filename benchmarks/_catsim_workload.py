@@ -6,6 +6,7 @@ wrote to an ``.npz`` (arrays ``a, b, c`` of shape (n_items,) and ``theta`` of sh
 object on stdout:
 
 ``wall_seconds``          list of floats, ``time.perf_counter`` around ``Simulator.simulate`` per run
+``cpu_seconds``           list of floats, ``time.process_time`` (this process's CPU time) per run
 ``catsim_duration``       list of floats, catsim's own ``Simulator.duration`` per run
 ``theta_hat``             list of floats (n_examinees,), final estimates of the last run
 ``administration_count``  list of ints (n_items,), examinees administered each item, last run
@@ -39,9 +40,10 @@ from catsim.stopping import TestLengthStopper
 
 
 def run_once(bank_params: np.ndarray, theta: np.ndarray, length: int, seed: int):
-    """One catsim simulation on a fresh ItemBank and Simulator; returns (simulator, seconds)."""
+    """One catsim simulation on a fresh ItemBank and Simulator; returns (simulator, wall s, CPU s)."""
     bank = ItemBank(bank_params.copy())
     simulator = Simulator(bank, theta, seed=seed)
+    cpu_start = time.process_time()
     start = time.perf_counter()
     simulator.simulate(
         initializer=FixedPointInitializer(0.0),
@@ -50,7 +52,8 @@ def run_once(bank_params: np.ndarray, theta: np.ndarray, length: int, seed: int)
         stopper=TestLengthStopper(max_items=length),
         verbose=False,
     )
-    return simulator, time.perf_counter() - start
+    wall = time.perf_counter() - start
+    return simulator, wall, time.process_time() - cpu_start
 
 
 def main(argv=None) -> int:
@@ -66,11 +69,12 @@ def main(argv=None) -> int:
     bank_params = np.column_stack([data["a"], data["b"], data["c"]]).astype(float)
     theta = np.asarray(data["theta"], dtype=float)
 
-    wall, durations = [], []
+    wall, cpu, durations = [], [], []
     simulator = None
     for _ in range(args.repeats):
-        simulator, seconds = run_once(bank_params, theta, args.length, args.seed)
+        simulator, seconds, cpu_seconds = run_once(bank_params, theta, args.length, args.seed)
         wall.append(seconds)
+        cpu.append(cpu_seconds)
         durations.append(simulator.duration)
 
     counts = np.zeros(bank_params.shape[0], dtype=np.int64)
@@ -78,6 +82,7 @@ def main(argv=None) -> int:
         np.add.at(counts, np.asarray(items, dtype=np.intp), 1)
     result = {
         "wall_seconds": wall,
+        "cpu_seconds": cpu,
         "catsim_duration": durations,
         "theta_hat": [float(x) for x in simulator.latest_estimations],
         "administration_count": counts.tolist(),

@@ -12,7 +12,8 @@ Timing covers the simulation call only (no imports, no pool generation): ``time.
 around ``qbank.simulation.simulate`` and around catsim's ``Simulator.simulate``. Each side runs
 ``--repeats`` times (catsim) and four times as often (qbank: two runs right before and two right
 after each catsim run, so both are timed under the same background load); the headline is the
-*median* per side and the ratio is median/median; best/best is printed too.
+*median* per side and the ratio is median/median; best/best is printed too, and so is the ratio of
+median CPU times (``time.process_time``), which background load on a shared machine skews far less.
 Accuracy and exposure figures are computed by one function (``workload_metrics``) from each side's
 final estimates and per-item administration counts, so both are measured the same way; qbank's
 own ``summary`` is checked against it.
@@ -114,16 +115,25 @@ def workload_metrics(theta, theta_hat, administration_count, test_length) -> dic
 
 
 def run_qbank(pool, theta, length: int, repeats: int, seed: int):
-    """Time ``qbank.simulation.simulate`` ``repeats`` times; returns (seconds list, last result)."""
-    seconds, result = [], None
+    """Time ``qbank.simulation.simulate`` ``repeats`` times.
+
+    Returns
+    -------
+    wall, cpu : list of float
+        ``time.perf_counter`` and ``time.process_time`` (CPU time of all threads) per run.
+    result : SimulationResult of the last run
+    """
+    seconds, cpu, result = [], [], None
     for _ in range(repeats):
+        cpu_start = time.process_time()
         start = time.perf_counter()
         result = simulate(
             pool, theta=theta, stopping=FixedLength(length), selector=Selector("max_info"),
             estimator=EAP(), rng=seed,
         )
         seconds.append(time.perf_counter() - start)
-    return seconds, result
+        cpu.append(time.process_time() - cpu_start)
+    return seconds, cpu, result
 
 
 def check_qbank_summary(result, metrics: dict) -> None:
@@ -248,17 +258,21 @@ def main(argv=None) -> int:
 
     # Interleaved: qbank runs right before and after every catsim run, so that on a shared machine
     # both sides are timed in the same stretches of (possibly varying) background load.
-    q_seconds, c_seconds, catsim = [], [], None
+    q_seconds, q_cpu, c_seconds, c_cpu, catsim = [], [], [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "workload.npz"
         np.savez(npz, a=a, b=b, c=c, theta=theta)
         for _ in range(args.repeats):
-            q_seconds += run_qbank(pool, theta, args.length, QBANK_RUNS_PER_ROUND, args.seed)[0]
+            seconds, cpu, _ = run_qbank(pool, theta, args.length, QBANK_RUNS_PER_ROUND, args.seed)
+            q_seconds += seconds
+            q_cpu += cpu
             catsim = run_catsim(npz, args.length, 1, args.seed)
             c_seconds += catsim["wall_seconds"]
-            seconds, q_result = run_qbank(pool, theta, args.length, QBANK_RUNS_PER_ROUND, args.seed)
+            c_cpu += catsim["cpu_seconds"]
+            seconds, cpu, q_result = run_qbank(pool, theta, args.length, QBANK_RUNS_PER_ROUND, args.seed)
             q_seconds += seconds
-    catsim["wall_seconds"] = c_seconds
+            q_cpu += cpu
+    catsim["wall_seconds"], catsim["cpu_seconds"] = c_seconds, c_cpu
 
     q_metrics = workload_metrics(theta, q_result.theta_hat, q_result.administration_count, q_result.length)
     check_qbank_summary(q_result, q_metrics)
@@ -273,8 +287,11 @@ def main(argv=None) -> int:
     print(fmt_row("qbank", q_median, q_metrics))
     print(fmt_row("catsim", c_median, c_metrics))
     print(f"runs (s): qbank {[round(s, 4) for s in q_seconds]}  catsim {[round(s, 2) for s in catsim['wall_seconds']]}")
+    cpu_speedup = statistics.median(c_cpu) / statistics.median(q_cpu)
     print(f"speed ratio catsim/qbank (median/median): {speedup:.0f}x   "
-          f"(best/best: {min(catsim['wall_seconds']) / min(q_seconds):.0f}x)")
+          f"(best/best: {min(c_seconds) / min(q_seconds):.0f}x; "
+          f"CPU time median/median: {cpu_speedup:.0f}x, {statistics.median(c_cpu):.2f} s / "
+          f"{statistics.median(q_cpu):.4f} s)")
 
     same_range = (
         abs(q_metrics["rmse"] - c_metrics["rmse"]) <= RMSE_REL_TOL * c_metrics["rmse"]
@@ -301,10 +318,10 @@ def main(argv=None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "date": str(dt.date.today()), "seed": args.seed, "repeats": args.repeats,
-            "qbank": {"seconds": q_seconds, "median": q_median, **q_metrics},
-            "catsim": {"seconds": catsim["wall_seconds"], "median": c_median, **c_metrics,
+            "qbank": {"seconds": q_seconds, "cpu_seconds": q_cpu, "median": q_median, **q_metrics},
+            "catsim": {"seconds": c_seconds, "cpu_seconds": c_cpu, "median": c_median, **c_metrics,
                        "settings": catsim["settings"]},
-            "speedup_median": speedup, "target_met": met, "scale": scale,
+            "speedup_median": speedup, "speedup_cpu_median": cpu_speedup, "target_met": met, "scale": scale,
             "load_average": {"before": load_before, "after": os.getloadavg()[0]},
         }, indent=2) + "\n")
 
