@@ -15,6 +15,7 @@ Lord, F. M. (1980). *Applications of IRT to practical testing problems*, ch. 4-5
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.special import expit
@@ -85,15 +86,24 @@ class EAP:
         if self.prior_sd <= 0:
             raise ValueError(f"prior_sd must be > 0, got {self.prior_sd}")
 
-    @property
+    # Cached: the service estimates once per answer and should not rebuild them each time.
+    @cached_property
     def grid(self) -> np.ndarray:
-        return np.linspace(self.grid_min, self.grid_max, self.n_points)
+        grid = np.linspace(self.grid_min, self.grid_max, self.n_points)
+        grid.setflags(write=False)
+        return grid
 
-    @property
+    @cached_property
     def prior(self) -> np.ndarray:
         """Prior weights on the grid, normalised to sum 1."""
         weights = norm.pdf(self.grid, self.prior_mean, self.prior_sd)
-        return weights / weights.sum()
+        weights = weights / weights.sum()
+        weights.setflags(write=False)
+        return weights
+
+    @cached_property
+    def _log_prior(self) -> np.ndarray:
+        return np.log(self.prior)
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -107,7 +117,7 @@ class EAP:
         answered = ~np.isnan(responses)[:, None, :]
         correct = (responses == 1.0)[:, None, :]
         loglik = np.where(answered, np.log(np.where(correct, p, 1.0 - p)), 0.0).sum(axis=2)
-        log_post = loglik + np.log(self.prior)
+        log_post = loglik + self._log_prior
         post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
         return post / post.sum(axis=1, keepdims=True)
 
