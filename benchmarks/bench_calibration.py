@@ -27,8 +27,9 @@ excluded), with one BLAS thread for both sides (qbank's default ``blas_threads=1
 hold the cores); medians (and the best of the replications) are printed.
 
 Usage: ``python benchmarks/bench_calibration.py [--replications 5] [--seed 2026] [--girth-cat]
-[--workloads complete,cat,pretest] [--prior-loga hierarchical] [--prior-b hierarchical]`` (each workload has its own random stream, so a subset
-reproduces the same figures).
+[--workloads complete,cat,pretest] [--prior-loga hierarchical] [--prior-b hierarchical:0,1]`` (each
+workload has its own random stream, so a subset reproduces the same figures; the prior options apply to
+every qbank fit).
 """
 
 from __future__ import annotations
