@@ -236,7 +236,7 @@ def main(argv=None) -> int:
                         help="comma-separated subset of complete, cat, pretest")
     parser.add_argument("--prior-loga", default=None,
                         help="qbank's prior on log a, e.g. 'hierarchical' or 'normal:0,0.5' (default: Calibrator's)")
-    parser.add_argument("--prior-b", default=None, help="qbank's prior on b, e.g. 'hierarchical' (default: none)")
+    parser.add_argument("--prior-b", default=None, help="qbank's prior on b, e.g. 'hierarchical:0,1' (default: none)")
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "bench_calibration.json")
     args = parser.parse_args(argv)
     workloads = set(args.workloads.split(","))

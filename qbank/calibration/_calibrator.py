@@ -172,8 +172,9 @@ class Calibrator:
         mean from the item estimates every EM cycle (hyperprior N(0, 1), sd 0.5 fixed);
         ``'hierarchical:mean,sd'`` or :class:`~qbank.calibration._em.Hierarchical` sets them.
         With ``fixed_pool`` the mean is the new items' own.
-    prior_b : (mean, sd), 'hierarchical', Hierarchical or None
-        Normal prior on ``b`` (off by default).
+    prior_b : (mean, sd), 'hierarchical:mean,sd', Hierarchical or None
+        Normal prior on ``b`` (off by default); a bare ``'hierarchical'`` has sd 0.5, tight for
+        difficulties, so give the sd (e.g. ``'hierarchical:0,1'``).
     fixed_pool : ItemPool, path or None
         Bank items whose parameters stay fixed (any ``D``; converted to ``D = 1``).
     n_quad : int
