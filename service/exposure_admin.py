@@ -963,8 +963,8 @@ def exposure_drift(session: Session, tenant_id: str, exam_code: str, *, days: in
     An item *drifts* when a two-proportion z-test (pooled) rejects equal rates at family-wise
     level ``alpha`` over the items (Bonferroni); it is *over r_max* when its observed rate
     exceeds ``r_max`` by more than the Monte-Carlo noise of the maximum over the items at the
-    cap (:func:`qbank.exposure.noise_tolerance`, 1 - alpha confidence, with the bundle's
-    calibration simulees behind K).
+    cap (:func:`qbank.exposure.noise_tolerance` over the items with some ``K < 1``, 1 - alpha
+    confidence, with the bundle's calibration simulees behind K).
 
     Returns
     -------
@@ -1010,7 +1010,7 @@ def exposure_drift(session: Session, tenant_id: str, exam_code: str, *, days: in
         scale = np.sqrt(pooled * (1 - pooled) * (1 / max(n_quizzes, 1) + 1 / n_simulated))
         z = np.where(scale > 0, (observed - predicted) / scale, 0.0) if n_quizzes else np.full(len(refs), np.nan)
     r_max = float(doc["r_max"])
-    at_cap = int(max((predicted >= r_max - 3 * math.sqrt(r_max * (1 - r_max) / n_simulated)).sum(), 1))
+    at_cap = max(sum(np.min(item["sh_p"]) < 1 for item in doc["items"]), 1)  # items the bundle controls
     limit = r_max + (noise_tolerance(r_max, n_quizzes, at_cap, k_examinees=doc["simulation"]["n_examinees"],
                                      confidence=1 - alpha) if n_quizzes else math.inf)
     items = [{"item_id": ref, "question_id": qid,

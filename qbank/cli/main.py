@@ -18,6 +18,8 @@ def _register():
     from qbank.cli import analytics as _analytics
     from qbank.cli import calibrate as _calibrate
     from qbank.cli import demo as _demo
+    from qbank.cli import publish as _publish
+    from qbank.cli import reestimate as _reestimate
     from qbank.cli import serve as _serve
     from qbank.cli import sh as _sh
     from qbank.cli import simulate as _simulate
@@ -33,6 +35,8 @@ def _register():
     cli.add_command(_serve.create_user_command)
     cli.add_command(_study.study)
     cli.add_command(_analytics.analytics)
+    cli.add_command(_publish.publish)
+    cli.add_command(_reestimate.reestimate)
 
 
 _register()

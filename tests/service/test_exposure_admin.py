@@ -1,0 +1,428 @@
+"""Exposure administration on SQLite and PostgreSQL: bundle refusals by check, promotion and
+rollback, the parameters in force, pinned quizzes, manual overrides, the selector flag's
+weighted variants and sticky cohorts, the atomic daily cap and the reports; and, on SQLite,
+2,000 simulated quizzes through the service under the demo pool's bundle (r = 0.25)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from conftest import TENANT, make_settings
+from exposure_support import EXAM, demo_bundle, edited, run_students
+from qbank.exposure import noise_tolerance
+from qbank.pool import ItemPool, load_pool
+from qbank.selection import Selector, exposure_draws, select_next, session_rng
+from service import exposure_admin
+from service.calibration import import_calibration
+from service.core.security import TokenUser
+from service.db import make_engine, make_session_factory, migrate
+from service.demo import DEMO_POOL, load_demo
+from service.exposure_models import ExposureKSet, ItemDailyExposure
+from service.models import ItemCalibration, OutboxEvent, Question, QuizItem, QuizSession
+from service.pools import pool_view
+from service.quizzes import start_quiz
+from service.schemas import QuizCreate
+
+ADMIN = {"user": "root", "roles": ["admin"]}
+BUNDLES = "/v1/admin/exposure/bundles"
+
+
+def upload(api, bundle, **params):
+    return api.post(BUNDLES, json=bundle, params=params, **ADMIN)
+
+
+def refusal(response) -> str:
+    assert response.status_code == 422, response.text
+    return response.json()["detail"]
+
+
+def in_force(api) -> dict:
+    return {row["question_id"]: row for row in api.get("/v1/admin/exposure/items?limit=10000", **ADMIN).json()}
+
+
+def ref_of(loaded_bank) -> dict:
+    return {ref: qid for qid, ref in loaded_bank.ref.items()}
+
+
+def start(api, user, length=5):
+    r = api.post("/v1/quizzes", user=user, json={"filters": {"num_questions": length}})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def set_cohort(api, user, rule):
+    r = api.put("/v1/admin/cohorts", json={"user_id": user, "cohort_key": "selector_strategy", "cohort_value": rule},
+                **ADMIN)
+    assert r.status_code == 200, r.text
+
+
+def change_live_calibration(session_factory, ref="DEMO-0001", a=2.5):
+    pool = load_pool(DEMO_POOL)
+    one = pool.subset(pool.index_of([ref]))
+    changed = ItemPool.from_arrays([a], one.b, one.c, one.D, item_id=[ref])
+    with session_factory() as session:
+        import_calibration(session, TENANT, "test", changed, "recalibrated.csv")
+
+
+# ---------------------------------------------------------------------------- refusals
+def test_refusals_name_the_failed_check(api, loaded_bank, session_factory):
+    bundle = demo_bundle()
+    tolerance = bundle["validation"]["tolerance"][0]
+
+    detail = refusal(api.post(BUNDLES, content=b'{"schema": "qbank.exposure-bundle/1",', **ADMIN))
+    assert "failed check(s) malformed" in detail and "not valid JSON" in detail and "line 1 column 38" in detail
+    detail = refusal(upload(api, {k: v for k, v in bundle.items() if k != "validation"}))
+    assert "failed check(s) malformed" in detail and "'validation' is a required property" in detail
+    detail = refusal(upload(api, edited(bundle, lambda b: b["simulation"].update(converged=False))))
+    assert "failed check(s) converged:" in detail and "simulation.converged: the calibration did not converge" in detail
+    over = bundle["r_max"] + tolerance + 0.01
+    detail = refusal(upload(api, edited(bundle, lambda b: b["validation"].update(controlled_max_exposure=[over]))))
+    assert "failed check(s) validation:" in detail and f"{over:.4f} exceeds r_max + tolerance" in detail
+    tampered = edited(bundle, lambda b: None)
+    tampered["items"][0]["sh_p"] = 0.5
+    detail = refusal(upload(api, tampered))
+    assert "failed check(s) checksum:" in detail and "bundle_sha256: does not match the document" in detail
+    detail = refusal(upload(api, bundle, exam_code="NO-SUCH-EXAM"))
+    assert "failed check(s) live_calibration:" in detail and "'NO-SUCH-EXAM' has no published items" in detail
+    assert api.post(BUNDLES, json=bundle, user="ann", roles=["author", "publisher"]).status_code == 403
+
+    change_live_calibration(session_factory)
+    detail = refusal(upload(api, bundle))
+    assert "failed check(s) live_calibration:" in detail
+    assert "items: parameters differ from the pool's calibration for ['DEMO-0001']" in detail
+    assert api.get(BUNDLES, **ADMIN).json() == []  # nothing refused was stored
+
+    # A bundle that carries its calibration is checked on ids and order only.
+    r = upload(api, bundle, with_calibration="true")
+    assert r.status_code == 201 and r.json()["carries_calibration"] is True and r.json()["status"] == "staged"
+
+
+# ---------------------------------------------------------------------------- promotion
+def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_factory):
+    classic, conditional = demo_bundle(), demo_bundle(0.3, 5, (0.0,))
+    refs = ref_of(loaded_bank)
+    first = upload(api, classic)
+    assert first.status_code == 201 and first.json()["created"] is True
+    again = upload(api, classic)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"] and again.json()["created"] is False
+    a_id, b_id = first.json()["id"], upload(api, conditional).json()["id"]
+    assert [b["id"] for b in api.get(BUNDLES, **ADMIN).json()] == [b_id, a_id]
+
+    set_cohort(api, "sh", "sympson_hetter")
+    set_cohort(api, "csh", "conditional_sympson_hetter")
+    before = start(api, "sh")
+    r = api.post(f"{BUNDLES}/{a_id}/promote", **ADMIN)
+    assert r.status_code == 200 and (r.json()["status"], r.json()["promoted_by"]) == ("active", "root")
+    rows = in_force(api)
+    for item in classic["items"]:
+        row = rows[refs[item["item_id"]]]
+        assert row["sh_p"] == item["sh_p"] == row["bundle_sh_p"] and row["sh_p_strata"] is None
+        assert row["overridden"] is False
+    assert sum(row["sh_p"] < 1 for row in rows.values()) == sum(i["sh_p"] < 1 for i in classic["items"]) > 0
+    pinned_a = start(api, "sh")
+    assert api.get(f"/v1/quizzes/{pinned_a['quiz_id']}/next", user="sh").status_code == 200
+    assert api.post(f"{BUNDLES}/{a_id}/promote", **ADMIN).status_code == 409
+
+    r = api.post(f"{BUNDLES}/{b_id}/promote", **ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "active"
+    assert {b["id"]: b["status"] for b in api.get(BUNDLES, **ADMIN).json()} == {a_id: "superseded", b_id: "active"}
+    rows = in_force(api)
+    for item in conditional["items"]:
+        row = rows[refs[item["item_id"]]]
+        assert row["sh_p_strata"] == item["sh_p"] == row["bundle_sh_p"] and row["overridden"] is False
+    csh = start(api, "csh")
+    assert csh["selector"] == "conditional_sympson_hetter"
+    for _ in range(5):
+        item = api.get(f"/v1/quizzes/{csh['quiz_id']}/next", user="csh").json()
+        api.post(f"/v1/quizzes/{csh['quiz_id']}/answers", user="csh",
+                 json={"question_id": item["question_id"], "selected": loaded_bank.key[item["question_id"]]})
+
+    with session_factory() as session:
+        quizzes = {q: session.get(QuizSession, q) for q in (before["quiz_id"], pinned_a["quiz_id"], csh["quiz_id"])}
+        k_set = session.get(ExposureKSet, quizzes[csh["quiz_id"]].selector["k_set"])
+        view = pool_view(session, quizzes[csh["quiz_id"]].pool_snapshot_id)
+        served = session.scalars(select(QuizItem).where(QuizItem.quiz_id == csh["quiz_id"])
+                                 .order_by(QuizItem.position)).all()
+    assert quizzes[before["quiz_id"]].exposure_bundle_id is None
+    assert quizzes[pinned_a["quiz_id"]].exposure_bundle_id == a_id  # pinned: B's promotion changes nothing
+    assert quizzes[csh["quiz_id"]].exposure_bundle_id == b_id
+    by_ref = {item["item_id"]: item["sh_p"] for item in conditional["items"]}
+    expected = [by_ref[loaded_bank.ref[int(q)]] for q in view.question_id]
+    assert k_set.sh_p == expected and k_set.theta_cuts == [0.0]
+    # The conditional quiz replays from its id and the pinned K set alone.
+    selector = Selector("conditional_sympson_hetter", sh_p=np.array(k_set.sh_p), theta_cuts=np.array([0.0]))
+    draws = exposure_draws(session_rng(csh["quiz_id"]), 1, view.n_items)
+    available = np.ones((1, view.n_items), dtype=bool)
+    for item in served:
+        selection = select_next(view.pool, [item.theta_before], available, selector=selector, exposure_draws=draws)
+        available[0, selection.withdrawn_items] = False
+        assert selection.item[0] == item.pool_index
+        available[0, item.pool_index] = False
+
+    r = api.post("/v1/admin/exposure/rollback", **ADMIN)
+    assert r.status_code == 200 and (r.json()["id"], r.json()["status"]) == (a_id, "active")
+    rows = in_force(api)
+    assert all(rows[refs[i["item_id"]]]["sh_p"] == i["sh_p"] and rows[refs[i["item_id"]]]["sh_p_strata"] is None
+               for i in classic["items"])
+    fallback = start(api, "csh")  # no conditional bundle in force: classic Sympson-Hetter, said so
+    with session_factory() as session:
+        config = session.get(QuizSession, fallback["quiz_id"]).selector
+        events = session.scalar(select(func.count()).select_from(OutboxEvent)
+                                .where(OutboxEvent.event_type == "bundle_promoted"))
+    assert config["rule"] == "sympson_hetter" and "needs an active conditional bundle" in config["fallback"]
+    assert events == 3
+    detail = api.get(f"{BUNDLES}/{a_id}", **ADMIN).json()
+    assert [h["action"] for h in detail["history"]] == ["bundle.upload", "bundle.promote", "bundle.rollback"]
+    assert detail["history"][-1]["details"]["previous_bundle_ids"] == [b_id]
+    assert detail["document"]["bundle_sha256"] == classic["bundle_sha256"]
+    trail = api.get("/v1/admin/exposure/audit", **ADMIN).json()
+    assert [e["action"] for e in trail if e["action"].startswith("bundle.")][:3] == [
+        "bundle.rollback", "bundle.promote", "bundle.promote"]
+    assert api.get(f"{BUNDLES}/nope", **ADMIN).status_code == 404
+    assert api.post(f"{BUNDLES}/nope/promote", **ADMIN).status_code == 404
+
+
+def test_promotion_rechecks_the_live_calibration_and_can_import_one(api, loaded_bank, session_factory):
+    classic, other = demo_bundle(), demo_bundle(0.3)
+    refs = ref_of(loaded_bank)
+    a_id, b_id = upload(api, classic).json()["id"], upload(api, other).json()["id"]
+    assert api.post(f"{BUNDLES}/{a_id}/promote", **ADMIN).status_code == 200
+    change_live_calibration(session_factory)
+    detail = refusal(api.post(f"{BUNDLES}/{b_id}/promote", **ADMIN))
+    assert "failed check(s) live_calibration:" in detail and "['DEMO-0001']" in detail
+    # Nothing of the refused promotion happened.
+    assert {b["id"]: b["status"] for b in api.get(BUNDLES, **ADMIN).json()} == {a_id: "active", b_id: "staged"}
+    rows = in_force(api)
+    assert all(rows[refs[i["item_id"]]]["sh_p"] == i["sh_p"] for i in classic["items"])
+
+    # A bundle with its own calibration: promotion imports it with the parameters.
+    carried = edited(other, lambda b: b["items"][1].update(a=1.2345))
+    c_id = upload(api, carried, with_calibration="true").json()["id"]
+    r = api.post(f"{BUNDLES}/{c_id}/promote", **ADMIN)
+    assert r.status_code == 200, r.text
+    with session_factory() as session:
+        current = {session.get(Question, cal.question_id).external_ref: cal for cal in session.scalars(
+            select(ItemCalibration).where(ItemCalibration.is_current))}
+    assert len(current) == 600 and current[carried["items"][1]["item_id"]].a == 1.2345
+    assert current["DEMO-0001"].a == carried["items"][0]["a"] and current["DEMO-0001"].source == f"bundle:{c_id}"
+    assert upload(api, carried).status_code == 200  # the same document again: the stored bundle
+
+
+def test_manual_override_is_audited_and_shown(api, loaded_bank):
+    conditional = demo_bundle(0.3, 5, (0.0,))
+    refs = ref_of(loaded_bank)
+    b_id = upload(api, conditional).json()["id"]
+    assert api.post(f"{BUNDLES}/{b_id}/promote", **ADMIN).status_code == 200
+    item = conditional["items"][0]
+    qid = refs[item["item_id"]]
+    r = api.post("/v1/admin/exposure/override", json={"question_id": qid, "version": 1, "sh_p": 0.125, "stratum": 1},
+                 **ADMIN)
+    assert r.status_code == 200 and r.json() == {"question_id": qid, "version": 1, "stratum": 1, "sh_p": 0.125,
+                                                 "previous": item["sh_p"][1]}
+    row = in_force(api)[qid]
+    assert row["sh_p_strata"] == [item["sh_p"][0], 0.125] and row["overridden"] is True
+    # The scaffold's endpoint sets the classic value and every stratum.
+    assert api.post("/v1/admin/exposure/set", json={"question_id": qid, "version": 1, "sh_p": 0.5},
+                    **ADMIN).status_code == 200
+    row = in_force(api)[qid]
+    assert (row["sh_p"], row["sh_p_strata"]) == (0.5, [0.5, 0.5])
+    r = api.post("/v1/admin/exposure/override", json={"question_id": qid, "version": 1, "sh_p": 0.5, "stratum": 2},
+                 **ADMIN)
+    assert r.status_code == 422 and "has no per-stratum sh_p in stratum 2" in r.json()["detail"]
+    r = api.post("/v1/admin/exposure/override", json={"question_id": qid, "version": 1, "sh_p": 1.5}, **ADMIN)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "sh_p"
+    trail = [e for e in api.get("/v1/admin/exposure/audit", **ADMIN).json() if e["action"] == "exposure.set"]
+    assert [(e["details"]["stratum"], e["details"]["sh_p"]) for e in trail] == [(None, 0.5), (1, 0.125)]
+
+
+# ---------------------------------------------------------------------------- flags and cohorts
+def test_assign_variant_is_deterministic_and_follows_the_weights():
+    users = [f"user-{i}" for i in range(20_000)]
+    weights = {"vanilla": 1, "sympson_hetter": 3}
+    variants = np.array([exposure_admin.assign_variant("exp", u, weights) for u in users])
+    share = np.mean(variants == "sympson_hetter")
+    assert abs(share - 0.75) < 4 * np.sqrt(0.75 * 0.25 / len(users))
+    assert [exposure_admin.assign_variant("exp", u, weights) for u in users[:50]] == variants[:50].tolist()
+    # Another experiment key reshuffles users independently: agreement of two 50/50 splits ~ 1/2.
+    half = {"vanilla": 1, "sympson_hetter": 1}
+    first = np.array([exposure_admin.assign_variant("exp-1", u, half) for u in users])
+    second = np.array([exposure_admin.assign_variant("exp-2", u, half) for u in users])
+    assert abs(np.mean(first == second) - 0.5) < 4 * np.sqrt(0.25 / len(users))
+    assert {exposure_admin.assign_variant("exp", u, {"vanilla": 0, "randomesque": 2}) for u in users[:200]} == {
+        "randomesque"}
+
+
+def test_weighted_selector_flag_assigns_sticky_cohorts(api, loaded_bank):
+    flag = {"variants": {"vanilla": 1, "sympson_hetter": 1}, "experiment": "sh-rollout"}
+    assert api.put("/v1/admin/flags/selector_strategy", json={"value_json": flag}, **ADMIN).status_code == 200
+    users = [f"student-{i}" for i in range(24)]
+    started = {u: start(api, u, length=1)["selector"] for u in users}
+    expected = {u: exposure_admin.SELECTOR_ALIASES.get(v, v) for u in users
+                for v in [exposure_admin.assign_variant("sh-rollout", u, flag["variants"])]}
+    assert started == expected and set(started.values()) == {"max_info", "sympson_hetter"}
+    sizes = api.get("/v1/admin/cohorts?cohort_key=sh-rollout", **ADMIN).json()
+    vanilla = sum(rule == "max_info" for rule in started.values())
+    assert sizes == {"cohort_key": "sh-rollout", "total": 24, "sizes": {"sympson_hetter": 24 - vanilla,
+                                                                         "vanilla": vanilla},
+                     "shares": {"sympson_hetter": (24 - vanilla) / 24, "vanilla": vanilla / 24},
+                     "weights": {"sympson_hetter": 0.5, "vanilla": 0.5}}
+
+    # New weights: users assigned once keep their cohort; new users follow the new weights.
+    flag["variants"] = {"vanilla": 0, "sympson_hetter": 1}
+    assert api.put("/v1/admin/flags/selector_strategy", json={"value_json": flag}, **ADMIN).status_code == 200
+    was_vanilla = next(u for u, rule in started.items() if rule == "max_info")
+    assert start(api, was_vanilla, length=1)["selector"] == "max_info"
+    assert start(api, "newcomer", length=1)["selector"] == "sympson_hetter"
+    assert api.get("/v1/admin/cohorts?cohort_key=sh-rollout", **ADMIN).json()["total"] == 25
+    report = api.get("/v1/admin/exposure/ab-report?experiment=sh-rollout", **ADMIN).json()
+    assert {c["cohort"]: c["quizzes"] for c in report["cohorts"]} == {"sympson_hetter": 25 - vanilla,
+                                                                     "vanilla": vanilla + 1}
+    flags = api.get("/v1/admin/flags", **ADMIN).json()
+    assert [(f["key"], f["value_json"]) for f in flags] == [("selector_strategy", flag)]
+
+    for value_json, message in [
+        ({"variants": {"vanilla": 1, "coin": 1}}, "value_json.variants.coin: 'coin' is not a selection rule"),
+        ({"variants": {"vanilla": -1}}, "value_json.variants.vanilla: weight must be a number >= 0"),
+        ({"variants": {"vanilla": 0, "sympson_hetter": 0}}, "the weights must not all be 0"),
+        ({"variants": ["vanilla"]}, "value_json.variants: must be an object"),
+        ({"variants": {"vanilla": 1}, "experiment": "x" * 129}, "value_json.experiment: must be a text"),
+    ]:
+        r = api.put("/v1/admin/flags/selector_strategy", json={"value_json": value_json}, **ADMIN)
+        assert r.status_code == 422 and message in r.json()["detail"], (value_json, r.text)
+
+
+# ---------------------------------------------------------------------------- daily cap
+def test_daily_cap_holds_under_concurrent_claims(db, loaded_bank):
+    engine = make_engine(db, pool_size=8)
+    factory = make_session_factory(engine)
+    question_id = min(loaded_bank.ref)
+    cap, n_threads, claims_each = 15, 8, 4
+    barrier = threading.Barrier(n_threads)
+
+    def claim(_):
+        won = 0
+        barrier.wait()
+        for _ in range(claims_each):
+            with factory() as session:
+                won += exposure_admin.claim_daily_exposure(session, TENANT, question_id, 1, cap)
+                session.commit()
+        return won
+
+    try:
+        with ThreadPoolExecutor(n_threads) as pool:
+            wins = sum(pool.map(claim, range(n_threads)))
+        with factory() as session:
+            stored = session.scalar(select(ItemDailyExposure.administrations)
+                                    .where(ItemDailyExposure.question_id == question_id))
+    finally:
+        engine.dispose()
+    assert wins == cap and stored == cap
+
+
+def test_daily_cap_withdraws_an_item_served_cap_times_today(db, loaded_bank, session_factory, api):
+    settings = make_settings(db, max_daily_exposures=1)
+    body = QuizCreate(filters={"num_questions": 1})
+    served = []
+    from service import quizzes
+
+    with session_factory() as session:
+        for name in ("u1", "u2"):
+            user = TokenUser(sub=name, roles=["student"], tenant=TENANT)
+            quiz, _ = start_quiz(session, settings, user, body)
+            served.append(quizzes.next_item(session, user, quiz.id)["question_id"])
+        second = session.get(QuizSession, quiz.id)
+        view = pool_view(session, second.pool_snapshot_id)
+        event = session.scalars(select(OutboxEvent).where(OutboxEvent.aggregate_id == quiz.id,
+                                                          OutboxEvent.event_type == "question_served")).one()
+    # Both maximum-information quizzes start at theta = 0: the second gets the runner-up.
+    assert served[0] != served[1] and second.selector["daily_cap"] == 1
+    assert event.payload["capped_question_ids"] == [served[0]]
+    assert [int(view.question_id[i]) for i in second.withdrawn] == [served[0]]
+    daily = api.get("/v1/admin/exposure/daily", **ADMIN).json()
+    assert [(row["question_id"], row["administrations"]) for row in daily["items"]] == sorted(
+        [(served[0], 1), (served[1], 1)])
+
+
+# ---------------------------------------------------------------------------- reports
+def test_reports_without_and_with_an_active_bundle(api, loaded_bank, session_factory):
+    r = api.get("/v1/admin/exposure/drift", **ADMIN)
+    assert r.status_code == 404 and "has no active exposure bundle" in r.json()["detail"]
+    bundle = demo_bundle()
+    b_id = upload(api, bundle).json()["id"]
+    api.post(f"{BUNDLES}/{b_id}/promote", **ADMIN)
+    set_cohort(api, "sh", "sympson_hetter")
+    for user in ("sh", "plain"):
+        for _ in range(2):
+            quiz = start(api, user)
+            for _ in range(5):
+                item = api.get(f"/v1/quizzes/{quiz['quiz_id']}/next", user=user).json()
+                api.post(f"/v1/quizzes/{quiz['quiz_id']}/answers", user=user,
+                         json={"question_id": item["question_id"], "selected": loaded_bank.key[item["question_id"]]})
+    drift = api.get("/v1/admin/exposure/drift", **ADMIN).json()
+    # Only the quizzes that ran the bundle's rule count, not the max_info ones pinned to it.
+    assert (drift["bundle_id"], drift["quizzes"], drift["r_max"]) == (b_id, 2, 0.25)
+    assert len(drift["items"]) == 600 and drift["predicted_examinees"] == 8000
+    assert sum(row["quizzes_administered"] for row in drift["items"]) == 10
+    first = next(row for row in drift["items"] if row["quizzes_administered"])
+    assert first["observed_rate"] == first["quizzes_administered"] / 2
+    report = api.get("/v1/admin/exposure/ab-report", **ADMIN).json()
+    by_cohort = {c["cohort"]: c for c in report["cohorts"]}
+    assert set(by_cohort) == {"sympson_hetter", "vanilla"}
+    vanilla = by_cohort["vanilla"]
+    # Both max_info quizzes of a student who always answers right get the same items.
+    assert (vanilla["quizzes"], vanilla["finished"], vanilla["mean_score"], vanilla["max_exposure_rate"],
+            vanilla["test_overlap"], vanilla["mean_length"]) == (2, 2, 1.0, 1.0, 1.0, 5.0)
+    assert vanilla["mean_final_se"] > 0 and by_cohort["sympson_hetter"]["rules"] == ["sympson_hetter"]
+
+
+# ---------------------------------------------------------------------------- at scale
+@pytest.fixture(scope="module")
+def demo_service(tmp_path_factory):
+    """A SQLite service database with the demo bank and the promoted r = 0.25 bundle (L = 5)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('at-scale') / 'qbank.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    bundle = demo_bundle(0.25, 5, None, 20_000, 20_000)
+    with factory() as session:
+        load_demo(session, TENANT)
+        summary, _ = exposure_admin.upload_bundle(session, TENANT, "root", bundle, EXAM)
+        exposure_admin.promote_bundle(session, TENANT, "root", summary["id"])
+    yield url, factory, bundle
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_two_thousand_quizzes_stay_within_r_max(demo_service):
+    url, factory, bundle = demo_service
+    settings = make_settings(url, max_daily_exposures=None)
+    with factory() as session:
+        exposure_admin.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "sympson_hetter"})
+    controlled = run_students(factory, settings, [f"sh-{i}" for i in range(2000)], 20261124, length=5, tenant=TENANT)
+    with factory() as session:
+        exposure_admin.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "vanilla"})
+    run_students(factory, settings, [f"plain-{i}" for i in range(100)], 20261125, length=5, tenant=TENANT)
+
+    with factory() as session:
+        counts = session.execute(select(QuizItem.question_id, func.count(func.distinct(QuizItem.quiz_id)))
+                                 .where(QuizItem.quiz_id.in_(controlled)).group_by(QuizItem.question_id)).all()
+        drift = exposure_admin.exposure_drift(session, TENANT, EXAM, alpha=0.001)
+        report = {c["cohort"]: c for c in exposure_admin.ab_report(session, TENANT)["cohorts"]}
+    observed = np.array([n for _, n in counts]) / 2000
+    # Sampling error of the largest rate: the maximum of the items at the cap over 2,000 quizzes,
+    # with K itself estimated from the bundle's calibration simulees (qbank.exposure.noise_tolerance).
+    n_capped = sum(item["sh_p"] < 1 for item in bundle["items"])
+    limit = 0.25 + noise_tolerance(0.25, 2000, n_capped, k_examinees=bundle["simulation"]["n_examinees"],
+                                   confidence=0.999)
+    assert observed.max() <= limit, (observed.max(), limit)
+    assert (drift["quizzes"], drift["n_over_r_max"], drift["n_drifting"]) == (2000, 0, 0)
+    assert drift["max_observed"] == observed.max() and drift["limit"] == pytest.approx(limit)
+    # The same service without exposure control: every quiz starts with the same item.
+    assert report["sympson_hetter"]["quizzes"] == 2000 and report["sympson_hetter"]["max_exposure_rate"] <= limit
+    assert report["vanilla"]["quizzes"] == 100 and report["vanilla"]["max_exposure_rate"] == 1.0
+    assert report["vanilla"]["test_overlap"] > 2 * report["sympson_hetter"]["test_overlap"]
