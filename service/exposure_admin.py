@@ -284,10 +284,12 @@ def upload_bundle(session: Session, tenant_id: str, actor: str, document, exam_c
     return _summary(bundle, info), True
 
 
-def list_bundles(session: Session, tenant_id: str, exam_code: str | None = None, status: str | None = None) -> list[dict]:
+def list_bundles(session: Session, tenant_id: str, exam_code: str | None = None,
+                 status: str | None = None) -> list[dict]:
     """Bundle summaries, newest first (see :func:`bundle_detail` for the fields)."""
-    query = select(ExposureBundle, ExposureBundleInfo).outerjoin(
-        ExposureBundleInfo, ExposureBundleInfo.bundle_id == ExposureBundle.id).where(ExposureBundle.tenant_id == tenant_id)
+    query = (select(ExposureBundle, ExposureBundleInfo)
+             .outerjoin(ExposureBundleInfo, ExposureBundleInfo.bundle_id == ExposureBundle.id)
+             .where(ExposureBundle.tenant_id == tenant_id))
     if exam_code:
         query = query.where(ExposureBundle.exam_code == exam_code)
     if status:
@@ -297,9 +299,9 @@ def list_bundles(session: Session, tenant_id: str, exam_code: str | None = None,
     return [_summary(bundle, info) for bundle, info in rows]
 
 
-def _bundle(session: Session, tenant_id: str, bundle_id: str, *, lock: bool = False) -> ExposureBundle:
-    query = select(ExposureBundle).where(ExposureBundle.id == bundle_id, ExposureBundle.tenant_id == tenant_id)
-    bundle = session.scalar(query.with_for_update() if lock else query)
+def _bundle(session: Session, tenant_id: str, bundle_id: str) -> ExposureBundle:
+    bundle = session.scalar(select(ExposureBundle).where(ExposureBundle.id == bundle_id,
+                                                         ExposureBundle.tenant_id == tenant_id))
     if bundle is None:
         raise NotFound(f"exposure bundle {bundle_id} not found")
     return bundle
@@ -381,7 +383,8 @@ def _import_bundle_calibration(session: Session, tenant_id: str, bundle: Exposur
     ])
 
 
-def promote_bundle(session: Session, tenant_id: str, actor: str, bundle_id: str, *, action: str = "bundle.promote") -> dict:
+def promote_bundle(session: Session, tenant_id: str, actor: str, bundle_id: str, *,
+                   action: str = "bundle.promote") -> dict:
     """Make a bundle the one in force for its exam, atomically; commits.
 
     Re-checks it against the live calibration (which may have changed since the upload), then
@@ -394,11 +397,18 @@ def promote_bundle(session: Session, tenant_id: str, actor: str, bundle_id: str,
     ------
     NotFound, Conflict (already active), BundleRefused
     """
-    bundle = _bundle(session, tenant_id, bundle_id, lock=True)
-    # Lock the exam's bundles so two promotions of one exam apply one after the other.
+    exam_code = _bundle(session, tenant_id, bundle_id).exam_code
+    # Lock every bundle of the exam (in id order, no deadlock) before reading any status: two
+    # promotions of one exam then apply one after the other, and the second sees the first's
+    # result (a fresh statement after the wait; populate_existing refreshes loaded rows).
+    session.execute(select(ExposureBundle.id).where(ExposureBundle.tenant_id == tenant_id,
+                                                    ExposureBundle.exam_code == exam_code)
+                    .order_by(ExposureBundle.id).with_for_update()).all()
+    fresh = {"populate_existing": True}
+    bundle = session.scalar(select(ExposureBundle).where(ExposureBundle.id == bundle_id).execution_options(**fresh))
     current = session.scalars(select(ExposureBundle).where(
-        ExposureBundle.tenant_id == tenant_id, ExposureBundle.exam_code == bundle.exam_code,
-        ExposureBundle.status == "active").with_for_update()).all()
+        ExposureBundle.tenant_id == tenant_id, ExposureBundle.exam_code == exam_code,
+        ExposureBundle.status == "active").execution_options(**fresh)).all()
     if bundle.status == "active":
         session.rollback()
         raise Conflict(f"exposure bundle {bundle_id} is already active for exam {bundle.exam_code!r}")
@@ -492,8 +502,8 @@ def set_override(session: Session, tenant_id: str, actor: str, question_id: int,
     else:
         cell = next((c for c in strata if c.stratum == stratum), None)
         if cell is None:
-            raise Invalid(f"stratum: question {question_id} version {version} has no per-stratum sh_p "
-                          f"{'in stratum ' + str(stratum) if strata else '(no conditional bundle was promoted for it)'}")
+            where = f"in stratum {stratum}" if strata else "(no conditional bundle was promoted for it)"
+            raise Invalid(f"stratum: question {question_id} version {version} has no per-stratum sh_p {where}")
         previous, cell.sh_p = cell.sh_p, sh_p
     audit(session, tenant_id, actor, "exposure.set", "question_version", f"{question_id}:{version}",
           {"sh_p": sh_p, "stratum": stratum, "previous": previous})
@@ -752,7 +762,8 @@ def set_flag(session: Session, tenant_id: str, actor: str, key: str, enabled: bo
 
 def list_flags(session: Session, tenant_id: str) -> list[dict]:
     """``[{key, enabled, value_json, updated_at}]`` of the tenant, by key."""
-    flags = session.scalars(select(FeatureFlag).where(FeatureFlag.tenant_id == tenant_id).order_by(FeatureFlag.key)).all()
+    flags = session.scalars(select(FeatureFlag).where(FeatureFlag.tenant_id == tenant_id)
+                            .order_by(FeatureFlag.key)).all()
     session.commit()
     return [{"key": f.key, "enabled": f.enabled, "value_json": f.value_json, "updated_at": f.updated_at} for f in flags]
 
@@ -1249,5 +1260,6 @@ def stage_reestimated_bundle(session: Session, tenant_id: str, actor: str, exam_
            "recalibrated": len(re_estimated), "iterations": calibration.n_iterations})
     session.commit()
     return {"bundle": summary, "recalibrated": re_estimated, "population": population,
-            "iterations": calibration.n_iterations, "validation_max_exposure": [float(m) for m in validation.max_exposure],
+            "iterations": calibration.n_iterations,
+            "validation_max_exposure": [float(m) for m in validation.max_exposure],
             "notes": notes}

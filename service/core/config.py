@@ -50,8 +50,9 @@ class Settings(DatabaseSettings):
     # inside it (PostgreSQL gets at most 2 x db_pool_size connections per process).
     worker_threads: int = Field(8, ge=1, le=1000)
     db_pool_size: int = Field(8, ge=1, le=500)
-    # The scaffold's MAX_DAILY_EXPOSURES: an item is served at most this often per UTC day (None: no cap).
-    max_daily_exposures: int | None = Field(500, ge=1)
+    # The scaffold's MAX_DAILY_EXPOSURES: an adaptive quiz serves an item at most this often per UTC
+    # day, counted atomically in the database (0 or None: no cap).
+    max_daily_exposures: int | None = Field(500, ge=0)
 
     @model_validator(mode="after")
     def _refuse_default_secret(self):

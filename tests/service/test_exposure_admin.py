@@ -187,6 +187,33 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
     assert api.post(f"{BUNDLES}/nope/promote", **ADMIN).status_code == 404
 
 
+def test_concurrent_promotions_leave_one_bundle_active(db, loaded_bank):
+    engine = make_engine(db, pool_size=4)
+    factory = make_session_factory(engine)
+    bundles = [demo_bundle(), demo_bundle(0.3), demo_bundle(0.35)]
+    try:
+        with factory() as session:
+            ids = [exposure_admin.upload_bundle(session, TENANT, "root", b, EXAM)[0]["id"] for b in bundles]
+        barrier = threading.Barrier(len(ids))
+
+        def promote(bundle_id):
+            barrier.wait()
+            with factory() as session:
+                return exposure_admin.promote_bundle(session, TENANT, "root", bundle_id)["promoted_at"]
+
+        with ThreadPoolExecutor(len(ids)) as pool:
+            promoted_at = list(pool.map(promote, ids))
+        with factory() as session:
+            statuses = {b["id"]: b["status"] for b in exposure_admin.list_bundles(session, TENANT)}
+            rows = {r["question_id"]: r["sh_p"] for r in exposure_admin.exposure_items(session, TENANT, 1000)}
+            refs = dict(session.execute(select(Question.external_ref, Question.id)).all())
+    finally:
+        engine.dispose()
+    last = int(np.argmax(promoted_at))  # promotions applied one after the other: the last one is in force
+    assert statuses == {i: ("active" if k == last else "superseded") for k, i in enumerate(ids)}
+    assert all(rows[refs[item["item_id"]]] == item["sh_p"] for item in bundles[last]["items"])
+
+
 def test_promotion_rechecks_the_live_calibration_and_can_import_one(api, loaded_bank, session_factory):
     classic, other = demo_bundle(), demo_bundle(0.3)
     refs = ref_of(loaded_bank)

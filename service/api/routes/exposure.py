@@ -71,7 +71,8 @@ async def upload_bundle(request: Request, response: Response, user: AdminUser, s
 
 @router.get("/exposure/bundles")
 def list_bundles(user: AdminUser, session: SessionDep, exam_code: str | None = None,
-                 status_: str | None = Query(None, alias="status", pattern="^(staged|draft|active|superseded)$")) -> list:
+                 status_: str | None = Query(None, alias="status",
+                                             pattern="^(staged|draft|active|superseded)$")) -> list:
     """Bundle summaries, newest first."""
     return exposure_admin.list_bundles(session, user.tenant, exam_code, status_)
 
