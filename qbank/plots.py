@@ -1,30 +1,35 @@
-"""Matplotlib figures for reports (Agg backend; PNG or SVG by file extension)."""
+"""Matplotlib figures for reports, built without pyplot (PNG or SVG by file extension)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-__all__ = ["exposure_sorted", "conditional_accuracy", "convergence_trace", "k_distribution", "exposure_by_stratum"]
+__all__ = ["new_figure", "save_figure", "exposure_sorted", "conditional_accuracy", "convergence_trace", "k_distribution", "exposure_by_stratum"]
 
 
-def _save(fig, path) -> Path:
+def new_figure(*args, **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots``; show it in a notebook by evaluating ``figure``."""
+    # Figures built without pyplot: no global backend switch and no figure registry, so
+    # importing qbank.plots leaves a notebook's inline plotting alone and leaks nothing.
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` as PNG or SVG (by extension), creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def exposure_sorted(rates: dict, path, target: float | None = None) -> Path:
     """Exposure rates sorted from highest to lowest, one line per labelled run."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure(figsize=(7, 4))
     for label, rate in rates.items():
         ax.plot(np.sort(np.asarray(rate))[::-1], label=label, lw=1.5)
     if target is not None:
@@ -34,12 +39,12 @@ def exposure_sorted(rates: dict, path, target: float | None = None) -> Path:
     ax.set_ylim(bottom=0)
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def conditional_accuracy(frames: dict, path) -> Path:
     """Conditional bias and RMSE against true theta, one line per labelled run."""
-    fig, (ax_bias, ax_rmse) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_bias, ax_rmse) = new_figure(1, 2, figsize=(10, 4))
     for label, frame in frames.items():
         low = frame["theta_low"].replace(-np.inf, np.nan)
         high = frame["theta_high"].replace(np.inf, np.nan)
@@ -52,7 +57,7 @@ def conditional_accuracy(frames: dict, path) -> Path:
     for ax in (ax_bias, ax_rmse):
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def convergence_trace(trace, path, r_max: float, labels=None) -> Path:
@@ -62,7 +67,7 @@ def convergence_trace(trace, path, r_max: float, labels=None) -> Path:
     ``trace`` is :attr:`qbank.exposure.ExposureCalibration.trace` (columns ``iteration``,
     ``stratum``, ``max_exposure``, ``tolerance``).
     """
-    fig, (ax_all, ax_zoom) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_all, ax_zoom) = new_figure(1, 2, figsize=(11, 4))
     strata = sorted(trace["stratum"].unique())
     for ax in (ax_all, ax_zoom):
         for j in strata:
@@ -82,12 +87,12 @@ def convergence_trace(trace, path, r_max: float, labels=None) -> Path:
     ax_zoom.set_ylim(max(0.0, r_max - 2 * tol), r_max + 4 * tol)
     ax_zoom.set_title("near r", fontsize=9)
     ax_zoom.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def k_distribution(sh_p: dict, path) -> Path:
     """Histogram of exposure-control parameters ``K`` (``sh_p``), one per labelled set."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure(figsize=(7, 4))
     bins = np.linspace(0.0, 1.0, 21)
     for label, values in sh_p.items():
         ax.hist(np.asarray(values).ravel(), bins=bins, histtype="step", lw=1.5, label=label)
@@ -96,14 +101,14 @@ def k_distribution(sh_p: dict, path) -> Path:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def exposure_by_stratum(rates: dict, strata: list, path, target: float | None = None, limits=None) -> Path:
     """Exposure rates sorted from highest to lowest within each true-theta stratum (one panel per
     stratum), one line per labelled run; ``rates[label]`` has shape (n_items, n_strata)."""
     n = len(strata)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), sharey=True, squeeze=False)
+    fig, axes = new_figure(1, n, figsize=(3.2 * n, 3.6), sharey=True, squeeze=False)
     for j, ax in enumerate(axes[0]):
         for label, rate in rates.items():
             ax.plot(np.sort(np.nan_to_num(np.asarray(rate)[:, j]))[::-1], lw=1.3, label=label)
@@ -117,4 +122,4 @@ def exposure_by_stratum(rates: dict, strata: list, path, target: float | None = 
     axes[0][0].set_ylabel("P(A | stratum)")
     axes[0][0].set_ylim(bottom=0)
     axes[0][-1].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -5,17 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 
-matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+from qbank.plots import new_figure, save_figure
 
-from ._analyses import ANALYSES, compare_with_views, run_analyses  # noqa: E402
-from ._snapshot import open_snapshot, read_manifest  # noqa: E402
+from ._analyses import ANALYSES, compare_with_views, run_analyses
+from ._snapshot import open_snapshot, read_manifest
 
 __all__ = ["AnalyticsReport", "write_report"]
 
@@ -31,19 +29,12 @@ class AnalyticsReport:
     view_check: dict[str, str] = field(default_factory=dict)
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def _empty_plot(path: Path, title: str, message: str) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 2.5))
+    fig, ax = new_figure(figsize=(6, 2.5))
     ax.set_title(title)
     ax.text(0.5, 0.5, message, ha="center", va="center")
     ax.set_axis_off()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _scoped(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -63,14 +54,14 @@ def mastery_heatmap(mastery: pd.DataFrame, path: Path) -> Path:
     accuracy = (totals["correct"] / totals["attempts"]).unstack("topic")
     busiest = frame.groupby("user")["attempts"].sum().sort_values(ascending=False, kind="stable")
     accuracy = accuracy.loc[busiest.index[:MAX_HEATMAP_USERS]]
-    fig, ax = plt.subplots(figsize=(max(6.0, 2.5 + 0.9 * accuracy.shape[1]), 2.0 + 0.32 * accuracy.shape[0]))
+    fig, ax = new_figure(figsize=(max(6.0, 2.5 + 0.9 * accuracy.shape[1]), 2.0 + 0.32 * accuracy.shape[0]))
     image = ax.imshow(accuracy.to_numpy(dtype=float), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(accuracy.shape[1]), accuracy.columns, rotation=45, ha="right")
     ax.set_yticks(range(accuracy.shape[0]), accuracy.index)
     shown = "" if len(busiest) <= MAX_HEATMAP_USERS else f" ({MAX_HEATMAP_USERS} of {len(busiest)} users)"
     ax.set_title(title + shown)
     fig.colorbar(image, ax=ax, label="accuracy")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def coverage_bars(coverage: pd.DataFrame, path: Path) -> Path:
@@ -83,7 +74,7 @@ def coverage_bars(coverage: pd.DataFrame, path: Path) -> Path:
               + frame["difficulty_label"]).tolist()
     colours = frame["status"].map({"short": "#d62728", "met": "#2ca02c", "untargeted": "#7f7f7f"}).tolist()
     y = np.arange(len(frame))
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.3 * len(frame)))
+    fig, ax = new_figure(figsize=(8, 1.2 + 0.3 * len(frame)))
     ax.barh(y, frame["published_items"], color=colours)
     targeted = frame["target_items"].notna().to_numpy()
     ax.scatter(frame["target_items"].to_numpy(dtype=float)[targeted], y[targeted], marker="|", s=300,
@@ -94,7 +85,7 @@ def coverage_bars(coverage: pd.DataFrame, path: Path) -> Path:
     ax.set_title(title)
     ax.legend(loc="lower right")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def exposure_over_time(exposure: pd.DataFrame, path: Path) -> Path:
@@ -104,7 +95,7 @@ def exposure_over_time(exposure: pd.DataFrame, path: Path) -> Path:
         return _empty_plot(path, title, "no items served in this snapshot")
     frame = exposure.assign(exam=_scoped(exposure, "exam_code"))
     daily = frame.groupby(["exam", "day"])["exposure_rate"].agg(["max", "mean"]).reset_index()
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = new_figure(figsize=(8, 4))
     for exam, rows in daily.groupby("exam"):
         days = pd.to_datetime(rows["day"])
         line, = ax.plot(days, rows["max"], marker="o", label=f"{exam}: largest item")
@@ -118,7 +109,7 @@ def exposure_over_time(exposure: pd.DataFrame, path: Path) -> Path:
     ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, n_days // 10)))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
     fig.autofmt_xdate()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _cell(value) -> str:
