@@ -19,7 +19,7 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 demo: install
-	$(BIN)/qbank demo
+	$(BIN)/qbank demo --serve
 
 test: install
 	bash scripts/ensure-services.sh
