@@ -18,6 +18,7 @@ from qbank.stopping import FixedLength
 from sqlalchemy import select
 
 from service import quizzes
+from service.core.config import DEFAULT_TENANT, Settings
 from service.core.security import TokenUser
 from service.models import QuestionOption, QuestionPublication
 from service.pools import pool_view
@@ -26,6 +27,13 @@ from service.schemas import AnswerSubmit, QuizCreate
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_POOL = ROOT / "data" / "demo_pool.csv"
 EXAM = "DEMO-EXAM"
+TENANT = DEFAULT_TENANT  # the tenant the `loaded_bank` fixture loads
+SECRET = "exposure-tests-" + "s" * 40
+
+
+def service_settings(url: str, **overrides) -> Settings:
+    """Settings of a test service on ``url`` (its own secret)."""
+    return Settings(database_url=url, env="test", secret_key=SECRET, **overrides)
 
 
 @lru_cache(maxsize=None)

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from conftest import TENANT, make_settings
-from exposure_support import EXAM, demo_bundle, edited, run_students
+from exposure_support import EXAM, TENANT, demo_bundle, edited, run_students, service_settings
 from qbank.exposure import noise_tolerance
 from qbank.pool import ItemPool, load_pool
 from qbank.selection import Selector, exposure_draws, select_next, session_rng
@@ -352,7 +351,7 @@ def test_daily_cap_holds_under_concurrent_claims(db, loaded_bank):
 
 
 def test_daily_cap_withdraws_an_item_served_cap_times_today(db, loaded_bank, session_factory, api):
-    settings = make_settings(db, max_daily_exposures=1)
+    settings = service_settings(db, max_daily_exposures=1)
     body = QuizCreate(filters={"num_questions": 1})
     served = []
     from service import quizzes
@@ -427,7 +426,7 @@ def demo_service(tmp_path_factory):
 @pytest.mark.slow
 def test_two_thousand_quizzes_stay_within_r_max(demo_service):
     url, factory, bundle = demo_service
-    settings = make_settings(url, max_daily_exposures=None)
+    settings = service_settings(url, max_daily_exposures=None)
     with factory() as session:
         exposure_admin.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "sympson_hetter"})
     controlled = run_students(factory, settings, [f"sh-{i}" for i in range(2000)], 20261124, length=5, tenant=TENANT)

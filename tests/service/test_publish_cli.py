@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from click.testing import CliRunner
 
-from conftest import SECRET, TENANT, make_settings
+from exposure_support import SECRET, TENANT, service_settings
 from qbank.cli.main import cli
 from service.core.security import create_token
 from service.db import make_engine, make_session_factory, migrate
@@ -37,7 +37,7 @@ def service_url(tmp_path_factory):
         load_demo(session, TENANT)
     engine.dispose()
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(make_settings(url)), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(service_settings(url)), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

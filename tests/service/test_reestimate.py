@@ -9,8 +9,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from conftest import TENANT, make_settings
-from exposure_support import run_students
+from exposure_support import TENANT, run_students, service_settings
 from qbank.cli.main import cli
 from qbank.exposure import validate_bundle
 from service import exposure_admin
@@ -27,7 +26,7 @@ def reestimate(url, *args):
 
 
 def test_heuristic_uses_exposure_rates(db, loaded_bank, session_factory):
-    settings = make_settings(db)
+    settings = service_settings(db)
     run_students(session_factory, settings, [f"u{i}" for i in range(8)], 3, length=3, tenant=TENANT)
     with session_factory() as session:
         served = pd.DataFrame(session.execute(select(QuizItem.quiz_id, QuizItem.question_id)).all(),
@@ -57,7 +56,7 @@ def served_exam(tmp_path_factory):
     with factory() as session:
         load_demo(session, TENANT, limit=40)
         exposure_admin.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "randomesque", "k": 12})
-    run_students(factory, make_settings(url), [f"s{i}" for i in range(240)], 11, length=6, tenant=TENANT)
+    run_students(factory, service_settings(url), [f"s{i}" for i in range(240)], 11, length=6, tenant=TENANT)
     yield url, factory
     engine.dispose()
 
