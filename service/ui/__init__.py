@@ -9,11 +9,12 @@ Register with ``app.include_router(service.ui.router)``.
 
 from fastapi import APIRouter
 
-from service.ui import admin_pages, auth_pages, student_pages
+from service.ui import admin_pages, auth_pages, exposure_pages, student_pages
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth_pages.router)
 router.include_router(student_pages.router)
 router.include_router(admin_pages.router)
+router.include_router(exposure_pages.router)
 
 __all__ = ["router"]

@@ -32,14 +32,16 @@ MAX_ROWS = 10_000  # the API's own ceiling for one listing
 PAGE_SIZES = (25, 50, 100)
 # column key -> header; sortable by that key
 COLUMNS = {"ref": "Item", "version": "Version", "topic": "Topic", "a": "a", "b": "b", "c": "c", "sh_p": "sh_p",
-           "exposure_rate": f"Exposure rate ({WINDOW_DAYS} d)", "recent_attempts": f"Attempts ({WINDOW_DAYS} d)"}
+           "bundle_sh_p": "Bundle sh_p", "exposure_rate": f"Exposure rate ({WINDOW_DAYS} d)",
+           "recent_attempts": f"Attempts ({WINDOW_DAYS} d)"}
 
 
 def _sorted(rows: list[dict], column: str, descending: bool) -> list[dict]:
     """Rows by ``column`` (ties by item reference); rows missing it (an uncalibrated item's
     a, b, c) come last in either direction."""
     present = sorted((r for r in rows if r.get(column) is not None), key=lambda r: r["ref"])
-    present.sort(key=lambda r: r[column], reverse=descending)
+    # A conditional bundle's sh_p is a list per stratum: sorted by its smallest stratum value.
+    present.sort(key=lambda r: min(r[column]) if isinstance(r[column], list) else r[column], reverse=descending)
     return present + sorted((r for r in rows if r.get(column) is None), key=lambda r: r["ref"])
 
 
@@ -64,7 +66,7 @@ def exposure_page(request: Request, current: AdminPage, session: SessionDep, q: 
                   controlled: bool = False, sort: str = "recent_attempts", dir: str = "desc", page_number: int = 1,
                   per_page: int = 50):
     all_rows = exposure_rows(session, current.user.tenant)
-    columns = [key for key in COLUMNS if key != "exposure_rate" or any("exposure_rate" in r for r in all_rows)]
+    columns = list(COLUMNS)
     sort = sort if sort in columns else "recent_attempts"
     descending = dir != "asc"
     per_page = per_page if per_page in PAGE_SIZES else 50
