@@ -505,8 +505,9 @@ def set_override(session: Session, tenant_id: str, actor: str, question_id: int,
             where = f"in stratum {stratum}" if strata else "(no conditional bundle was promoted for it)"
             raise Invalid(f"stratum: question {question_id} version {version} has no per-stratum sh_p {where}")
         previous, cell.sh_p = cell.sh_p, sh_p
-    audit(session, tenant_id, actor, "exposure.set", "question_version", f"{question_id}:{version}",
-          {"sh_p": sh_p, "stratum": stratum, "previous": previous})
+    # The scaffold's audit entry ({"sh_p"}) for the classic value; a stratum's says which and what it was.
+    details = {"sh_p": sh_p} if stratum is None else {"sh_p": sh_p, "stratum": stratum, "previous": previous}
+    audit(session, tenant_id, actor, "exposure.set", "question_version", f"{question_id}:{version}", details)
     session.commit()
     return {"question_id": question_id, "version": version, "stratum": stratum, "sh_p": sh_p, "previous": previous}
 

@@ -263,7 +263,7 @@ def test_manual_override_is_audited_and_shown(api, loaded_bank):
     r = api.post("/v1/admin/exposure/override", json={"question_id": qid, "version": 1, "sh_p": 1.5}, **ADMIN)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "sh_p"
     trail = [e for e in api.get("/v1/admin/exposure/audit", **ADMIN).json() if e["action"] == "exposure.set"]
-    assert [(e["details"]["stratum"], e["details"]["sh_p"]) for e in trail] == [(None, 0.5), (1, 0.125)]
+    assert [e["details"] for e in trail] == [{"sh_p": 0.5}, {"sh_p": 0.125, "stratum": 1, "previous": item["sh_p"][1]}]
 
 
 # ---------------------------------------------------------------------------- flags and cohorts
