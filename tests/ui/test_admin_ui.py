@@ -92,7 +92,7 @@ def test_inline_sh_p_edit_validates_saves_and_audits(page, ui_server, sign_in, s
                         headers=ui_server.api_headers("auditor")).json()
     assert next(r["sh_p"] for r in listing if r["question_id"] == question_id) == 0.35
 
-    page.goto("/admin/exposure?controlled=true")  # a reload shows the stored value
+    page.goto("/admin/exposure?controlled=true&q=DEMO-0042")  # a reload shows the stored value
     assert _column(page, "Item") == ["DEMO-0042"] and _column(page, "sh_p")[0].startswith("0.350")
     shot(page, "admin-sh-edited")
 
@@ -100,6 +100,9 @@ def test_inline_sh_p_edit_validates_saves_and_audits(page, ui_server, sign_in, s
 def test_sh_p_edit_needs_the_pages_csrf_token_and_admin_role(page, ui_server, sign_in):
     sign_in.dev(page, "admin-csrf", role="admin", next_path="/admin/exposure")
     body = {"question_id": 1, "version": 1, "sh_p": 0.5}
+    with ui_server.session_factory() as session:
+        before = session.get(ItemExposureControl, (1, 1))  # None, or what a promoted bundle set
+        before = None if before is None else before.sh_p
     assert page.request.post("/admin/exposure/set", data=body).status == 403
     assert page.request.post("/admin/exposure/set", data=body, headers={"X-CSRF-Token": "forged"}).status == 403
     student = page.context.browser.new_context(base_url=ui_server.base_url)
@@ -111,4 +114,5 @@ def test_sh_p_edit_needs_the_pages_csrf_token_and_admin_role(page, ui_server, si
     finally:
         student.close()
     with ui_server.session_factory() as session:
-        assert session.get(ItemExposureControl, (1, 1)) is None
+        after = session.get(ItemExposureControl, (1, 1))
+        assert (None if after is None else after.sh_p) == before != 0.5
