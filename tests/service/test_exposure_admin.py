@@ -130,6 +130,8 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
     r = api.post(f"{BUNDLES}/{b_id}/promote", **ADMIN)
     assert r.status_code == 200 and r.json()["status"] == "active"
     assert {b["id"]: b["status"] for b in api.get(BUNDLES, **ADMIN).json()} == {a_id: "superseded", b_id: "active"}
+    assert [b["id"] for b in api.get(f"{BUNDLES}?status=active", **ADMIN).json()] == [b_id]
+    assert api.get(f"{BUNDLES}?status=gone", **ADMIN).status_code == 422
     rows = in_force(api)
     for item in conditional["items"]:
         row = rows[refs[item["item_id"]]]
@@ -370,6 +372,7 @@ def test_daily_cap_withdraws_an_item_served_cap_times_today(db, loaded_bank, ses
     assert event.payload["capped_question_ids"] == [served[0]]
     assert [int(view.question_id[i]) for i in second.withdrawn] == [served[0]]
     daily = api.get("/v1/admin/exposure/daily", **ADMIN).json()
+    assert daily["cap"] == 500  # the app's own setting (the scaffold's MAX_DAILY_EXPOSURES)
     assert [(row["question_id"], row["administrations"]) for row in daily["items"]] == sorted(
         [(served[0], 1), (served[1], 1)])
 

@@ -128,7 +128,7 @@ def daily(user: AdminUser, session: SessionDep, settings: SettingsDep, day: date
     """Administrations counted per item on a UTC day (today by default) against the daily cap:
     ``{day, cap, items: [{question_id, version, administrations}]}``."""
     counts = exposure_admin.daily_exposures(session, user.tenant, day)
-    return {"day": day or exposure_admin.utcnow().date(), "cap": getattr(settings, "max_daily_exposures", None),
+    return {"day": day or exposure_admin.utcnow().date(), "cap": settings.max_daily_exposures or None,
             "items": [{"question_id": q, "version": v, "administrations": n} for (q, v), n in sorted(counts.items())]}
 
 
