@@ -180,17 +180,19 @@ async def promote(request: Request, bundle_id: str, current: AdminPage, session:
 
 # ---------------------------------------------------------------------------- flags and cohorts
 def _flags_page(request: Request, current, session, *, message: str = "", error: str = "", status_code: int = 200,
-                entered: dict | None = None):
+                entered: dict | None = None, entered_experiment: str | None = None):
     tenant = current.user.tenant
     flag = next((f for f in exposure_admin.list_flags(session, tenant) if f["key"] == exposure_admin.SELECTOR_FLAG),
                 None)
     options = dict(flag["value_json"] or {}) if flag else {}
     experiment = options.get("experiment") or exposure_admin.SELECTOR_FLAG
+    # After a refusal the form shows what the admin entered, for correction.
     weights = entered or {name: options.get("variants", {}).get(name, "") for name in SELECTOR_VARIANTS}
+    experiment_field = options.get("experiment", "") if entered_experiment is None else entered_experiment
     cohorts = exposure_admin.cohort_sizes(session, tenant, experiment)
     report = exposure_admin.ab_report(session, tenant, days=7, experiment=experiment)
     return page(request, "admin_flags.html", current=current, session=session, flag=flag, options=options,
-                experiment=experiment, weights=weights, variants=SELECTOR_VARIANTS, cohorts=cohorts, report=report,
+                experiment=experiment, experiment_field=experiment_field, weights=weights, variants=SELECTOR_VARIANTS, cohorts=cohorts, report=report,
                 message=message, error=error, status_code=status_code)
 
 
@@ -204,6 +206,7 @@ async def set_selector_flag(request: Request, current: AdminPage, session: Sessi
     """Form fields ``weight_<variant>`` (blank: not offered), ``experiment``, ``enabled``."""
     form = await _form(request, current)
     entered = {name: (form.get(f"weight_{name}") or "").strip() for name in SELECTOR_VARIANTS}
+    experiment = (form.get("experiment") or "").strip()
     variants = {}
     for name, text in entered.items():
         if text == "":
@@ -212,9 +215,9 @@ async def set_selector_flag(request: Request, current: AdminPage, session: Sessi
             variants[name] = float(text)
         except ValueError:
             return _flags_page(request, current, session, status_code=422, entered=entered,
+                               entered_experiment=experiment,
                                error=f"Not saved: weight of {name}: {text!r} is not a number.")
     value_json: dict = {"variants": variants} if variants else {}
-    experiment = (form.get("experiment") or "").strip()
     if experiment:
         value_json["experiment"] = experiment
     try:
@@ -223,7 +226,7 @@ async def set_selector_flag(request: Request, current: AdminPage, session: Sessi
     except ServiceError as exc:
         session.rollback()
         return _flags_page(request, current, session, status_code=exc.status_code, entered=entered,
-                           error=f"Not saved: {exc.detail}")
+                           entered_experiment=experiment, error=f"Not saved: {exc.detail}")
     return _see("/admin/flags?done=saved")
 
 

@@ -129,3 +129,115 @@ def test_upload_refusal_promote_rollback_and_audit(page, ui_server, sign_in, sho
     assert [row.split("\t")[2] for row in audit[:5]] == ["bundle.rollback", "bundle.promote", "bundle.upload",
                                                          "bundle.promote", "bundle.upload"]
     shot(page, "admin-bundles-rolled-back")
+
+
+@pytest.fixture(scope="module")
+def active_bundle(ui_server, bundle_files) -> dict:
+    """The r_max 0.25 bundle of the demo pool, uploaded (or found) and promoted through the API
+    unless it is active already; returns its summary."""
+    headers = ui_server.api_headers("bundle-fixture")
+    uploaded = httpx.post(f"{ui_server.base_url}/v1/admin/exposure/bundles", content=bundle_files[0.25].read_bytes(),
+                          headers={**headers, "Content-Type": "application/json"}, timeout=60)
+    assert uploaded.status_code in (200, 201), uploaded.text
+    summary = uploaded.json()
+    if summary["status"] != "active":
+        promoted = httpx.post(f"{ui_server.base_url}/v1/admin/exposure/bundles/{summary['id']}/promote",
+                              headers=headers, timeout=60)
+        assert promoted.status_code == 200, promoted.text
+        summary = promoted.json()
+    return summary
+
+
+def _take_quizzes(ui_server, users: list[str], length: int = 3) -> None:
+    """Each user starts an adaptive exam-mode quiz of DEMO-EXAM through the API and is served
+    ``length`` items (answers are not needed for exposure)."""
+    with httpx.Client(base_url=ui_server.base_url, timeout=30) as client:
+        for user in users:
+            headers = ui_server.api_headers(user, roles=("student",))
+            started = client.post("/v1/quizzes", headers=headers, json={
+                "filters": {"num_questions": length, "exam_code": EXAM, "mode": "exam"}})
+            assert started.status_code == 201, started.text
+            quiz_id = started.json()["quiz_id"]
+            for _ in range(length):
+                item = client.get(f"/v1/quizzes/{quiz_id}/next", headers=headers)
+                assert item.status_code == 200, item.text
+                answer = client.post(f"/v1/quizzes/{quiz_id}/answers", headers=headers, json={
+                    "question_id": item.json()["question_id"], "selected": "A"})
+                assert answer.status_code == 200, answer.text
+
+
+def test_selector_flag_weights_cohorts_and_ab_report(page, ui_server, sign_in, shot, active_bundle):
+    sign_in.dev(page, "flag-admin", role="admin", next_path="/admin/flags")
+    form = page.locator("#flag-form")
+    try:
+        form.get_by_label("Weight of vanilla").fill("3")
+        form.get_by_label("Weight of sympson_hetter").fill("-1")
+        form.get_by_label("Weight of conditional_sympson_hetter").fill("")
+        form.get_by_label("Experiment key").fill("ui-selector-test")
+        form.get_by_role("button", name="Save flag", exact=True).click()
+        assert page.locator("#flags-error").inner_text() == (
+            "Not saved: value_json.variants.sympson_hetter: weight must be a number >= 0, got -1.0")
+        assert form.get_by_label("Weight of sympson_hetter").input_value() == "-1"  # kept for correction
+        form.get_by_label("Weight of sympson_hetter").fill("1")
+        form.get_by_role("button", name="Save flag", exact=True).click()
+        page.wait_for_url("**/admin/flags?done=saved")
+        assert page.locator("#flag-state").inner_text() == (
+            "Flag is on; variants sympson_hetter = 1.0, vanilla = 3.0; experiment ui-selector-test.")
+        assert form.get_by_label("Weight of vanilla").input_value() == "3.0"
+        with ui_server.session_factory() as session:
+            flag = session.get(FeatureFlag, (ui_server.tenant, "selector_strategy"))
+            assert (flag.enabled, flag.value_json) == (
+                True, {"variants": {"vanilla": 3.0, "sympson_hetter": 1.0}, "experiment": "ui-selector-test"})
+
+        users = [f"ab-student-{i}" for i in range(8)]
+        _take_quizzes(ui_server, users)
+        expected = {}
+        for user in users:
+            variant = exposure_admin.assign_variant("ui-selector-test", user, {"vanilla": 3.0, "sympson_hetter": 1.0})
+            expected[variant] = expected.get(variant, 0) + 1
+        page.reload()
+        cohorts = {row.split("\t")[0]: row.split("\t")[1:] for row in
+                   page.locator("#cohorts-table tbody tr").all_inner_texts()}
+        assert {name: int(cells[0]) for name, cells in cohorts.items()} == {
+            "sympson_hetter": expected.get("sympson_hetter", 0), "vanilla": expected.get("vanilla", 0)}
+        assert cohorts["vanilla"][2] == "0.750" and cohorts["sympson_hetter"][2] == "0.250"
+        report = {row.split("\t")[0]: row.split("\t")[1:] for row in
+                  page.locator("#ab-table tbody tr").all_inner_texts()}
+        assert {name: int(cells[1]) for name, cells in report.items()} == expected  # quizzes per cohort
+        assert report.get("vanilla", ["max_info"])[0] == "max_info"
+        shot(page, "admin-flags")
+    finally:  # later tests' students keep the default selector
+        with ui_server.session_factory() as session:
+            exposure_admin.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
+
+
+def test_drift_table_and_plot(page, ui_server, sign_in, shot, active_bundle):
+    _take_quizzes(ui_server, [f"drift-student-{i}" for i in range(3)])
+    with ui_server.session_factory() as session:
+        exposure_admin.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", True,
+                                {"value": "sympson_hetter"})
+    try:
+        _take_quizzes(ui_server, [f"drift-sh-student-{i}" for i in range(4)])
+    finally:
+        with ui_server.session_factory() as session:
+            exposure_admin.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
+    sign_in.dev(page, "drift-admin", role="admin", next_path="/admin/drift")
+    summary = page.locator("#drift-summary").inner_text()
+    report = httpx.get(f"{ui_server.base_url}/v1/admin/exposure/drift", headers=ui_server.api_headers("auditor"),
+                       timeout=60).json()
+    assert report["bundle_id"] == active_bundle["id"] and report["quizzes"] >= 4
+    assert summary.startswith(f"Bundle {active_bundle['id'][:8]} (sympson_hetter, r_max 0.25): "
+                              f"{report['quizzes']} quizzes in 7 days")
+    rows = page.locator("#drift-table tbody tr").all_inner_texts()
+    assert len(rows) == len(report["items"]) == 600
+    first = report["items"][0]  # largest |z| first, as in the API
+    cells = rows[0].split("\t")
+    assert cells[:4] == [first["item_id"], f"{first['predicted_rate']:.3f}", f"{first['observed_rate']:.3f}",
+                         str(first["quizzes_administered"])]
+    flagged = [row for row in report["items"] if row["drift"] or row["over_r_max"]]
+    assert page.locator("#drift-table tbody tr.flagged").count() == len(flagged)
+    assert _image_loaded(page, "#drift-plot") > 300
+    shot(page, "admin-drift")
+    page.get_by_label("Only flagged items").check()
+    page.get_by_role("button", name="Show", exact=True).click()
+    assert page.locator("#drift-table tbody tr").count() == max(len(flagged), 1)
