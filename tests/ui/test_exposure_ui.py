@@ -241,3 +241,13 @@ def test_drift_table_and_plot(page, ui_server, sign_in, shot, active_bundle):
     page.get_by_label("Only flagged items").check()
     page.get_by_role("button", name="Show", exact=True).click()
     assert page.locator("#drift-table tbody tr").count() == max(len(flagged), 1)
+
+
+def test_changes_need_the_pages_csrf_token(page, ui_server, sign_in, active_bundle):
+    sign_in.dev(page, "csrf-admin", role="admin", next_path="/admin/bundles")
+    for path in ("/admin/bundles", f"/admin/bundles/{active_bundle['id']}/promote", "/admin/bundles/rollback",
+                 "/admin/flags"):
+        assert page.request.post(path, form={"csrf_token": "forged"}).status == 403, path
+    active = httpx.get(f"{ui_server.base_url}/v1/admin/exposure/bundles", params={"status": "active"},
+                       headers=ui_server.api_headers("auditor")).json()
+    assert [b["id"] for b in active] == [active_bundle["id"]]  # the forged rollback changed nothing
