@@ -192,8 +192,9 @@ def _flags_page(request: Request, current, session, *, message: str = "", error:
     cohorts = exposure_admin.cohort_sizes(session, tenant, experiment)
     report = exposure_admin.ab_report(session, tenant, days=7, experiment=experiment)
     return page(request, "admin_flags.html", current=current, session=session, flag=flag, options=options,
-                experiment=experiment, experiment_field=experiment_field, weights=weights, variants=SELECTOR_VARIANTS, cohorts=cohorts, report=report,
-                message=message, error=error, status_code=status_code)
+                experiment=experiment, experiment_field=experiment_field, weights=weights,
+                variants=SELECTOR_VARIANTS, cohorts=cohorts, report=report, message=message, error=error,
+                status_code=status_code)
 
 
 @router.get("/admin/flags")
