@@ -32,7 +32,7 @@ from qbank.stopping import FixedLength
 __all__ = ["simulate", "SimulationResult", "draw_abilities", "DEFAULT_THETA_BINS"]
 
 DEFAULT_THETA_BINS = np.array([-np.inf, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, np.inf])
-_CELLS_PER_CHUNK = 4_000_000  # examinee x item cells per chunk: ~32 MB per float matrix
+_CELLS_PER_CHUNK = 300_000  # examinee x item cells per chunk: small enough to stay in cache (measured fastest)
 
 
 def draw_abilities(n_examinees: int, distribution: str = "normal", params=(0.0, 1.0), rng=None) -> np.ndarray:
@@ -437,7 +437,8 @@ def simulate(
     rng : int or numpy.random.Generator
         Seed; the same seed gives the same result bit for bit.
     chunk_size : int, optional
-        Examinees per chunk (default: about 4 million examinee x item cells per chunk).
+        Examinees per chunk (default: about 300,000 examinee x item cells, which keeps
+        the per-step working set in cache: measured fastest on pools of 500-1000 items).
     exposure_target : float, optional
         Rate against which ``items_over_target`` is counted.
     theta_bins : array_like, optional

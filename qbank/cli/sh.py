@@ -20,6 +20,7 @@ from qbank.exposure import (
     bundle_simulation_settings,
     calibrate_exposure,
     comparison_table,
+    noise_tolerance,
     read_bundle,
     stratum_labels,
     validate_exposure,
@@ -55,20 +56,27 @@ def bundle_run_settings(path: str, pool) -> tuple[dict, dict]:
 
 
 def recheck_lines(result, bundle: dict) -> list[str]:
-    """Lines comparing a re-run of ``bundle`` (a SimulationResult) with its validation limits."""
+    """Lines comparing a re-run of ``bundle`` (a SimulationResult) with r_max plus the noise
+    tolerance of the re-run's own size (and of the bundle's calibration size, behind K)."""
     r_max = bundle["r_max"]
-    tolerance = bundle["validation"]["tolerance"]
+    sh_p = np.array([item["sh_p"] for item in bundle["items"]], dtype=float)
     if bundle["strata"] is not None:
         _, exposure = result.stratum_rates()
         maxima = np.nan_to_num(exposure).max(axis=0)
         labels = stratum_labels(bundle["strata"]["theta_cuts"])
+        n_examinees = result.stratum_examinee_count
+        n_capped = (sh_p < 1).sum(axis=0)
     else:
         maxima, labels = [result.summary["max_exposure"]], ["overall"]
+        n_examinees, n_capped = [result.n_examinees], [int((sh_p < 1).sum())]
+    tolerance = np.atleast_1d(noise_tolerance(
+        r_max, np.asarray(n_examinees), np.asarray(n_capped), k_examinees=bundle["simulation"]["n_examinees"],
+        confidence=bundle["simulation"].get("confidence", 0.95)))
     lines = []
-    for label, value, tol in zip(labels, maxima, tolerance):
+    for label, value, tol, n in zip(labels, maxima, tolerance, np.atleast_1d(n_examinees)):
         verdict = "within" if value <= r_max + tol else "ABOVE"
         lines.append(f"bundle re-check, {label}: max exposure {value:.4f} {verdict} r_max + tolerance "
-                     f"{r_max + tol:.4f} (tolerance from the bundle's validation N; a smaller re-run is noisier)")
+                     f"{r_max + tol:.4f} (noise tolerance for {int(n)} simulees)")
     return lines
 
 
