@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from qbank._messages import shown
+
 __all__ = ["ItemPool", "PoolError", "load_pool", "save_pool", "generate_pool"]
 
 REQUIRED_COLUMNS = ("item_id", "a", "b", "c")
@@ -18,13 +20,6 @@ PARAMETER_COLUMNS = ("a", "b", "c", "D")
 
 class PoolError(ValueError):
     """An item pool failed validation; the message names the field and the rows."""
-
-
-def _name_rows(item_ids, mask, limit=10):
-    bad = [str(x) for x in np.asarray(item_ids)[mask]]
-    shown = bad[:limit]
-    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
-    return f"{shown}{more}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +92,7 @@ class ItemPool:
             if bad.any():
                 raise PoolError(
                     f"{source}: column '{col}' must be a finite number; bad items: "
-                    f"{_name_rows(item_id, bad)}"
+                    f"{shown(item_id[bad])}"
                 )
             values[col] = numeric.to_numpy(dtype=float)
 
@@ -108,7 +103,7 @@ class ItemPool:
         ]
         for _, bad, message in checks:
             if bad.any():
-                raise PoolError(f"{source}: {message}; bad items: {_name_rows(item_id, bad)}")
+                raise PoolError(f"{source}: {message}; bad items: {shown(item_id[bad])}")
 
         topic = None
         if "topic" in frame.columns:

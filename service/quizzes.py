@@ -35,8 +35,6 @@ from service.core.security import TokenUser
 from service.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 from service.events import emit
 from service.exposure_admin import (
-    SELECTOR_ALIASES,
-    SELECTOR_FLAG,
     SELECTOR_RULES,
     choose_selector,
     claim_daily_exposure,

@@ -15,7 +15,8 @@ from threadpoolctl import threadpool_limits
 
 from qbank.calibration import _em
 from qbank.calibration._em import Hierarchical
-from qbank.calibration._data import CalibrationError, ResponseMatrix, _show, read_responses
+from qbank._messages import shown
+from qbank.calibration._data import CalibrationError, ResponseMatrix, read_responses
 from qbank.pool import ItemPool, PoolError, load_pool, save_pool
 
 __all__ = ["Calibrator", "calibrate", "CalibrationReport", "CalibrationWarning", "parse_prior", "MODELS"]
@@ -276,14 +277,14 @@ class Calibrator:
         if not in_pool.any():
             raise CalibrationError(
                 f"fixed_pool: none of its {pool.n_items} item ids occur in the responses "
-                f"(pool ids e.g. {_show(pool.item_id, 5)}, response ids e.g. {_show(data.item_id, 5)})"
+                f"(pool ids e.g. {shown(pool.item_id, 5)}, response ids e.g. {shown(data.item_id, 5)})"
             )
         if in_pool.all():
             raise CalibrationError("fixed_pool: every item in the responses is fixed; there is nothing to calibrate")
         unused = pool.item_id[~np.isin(pool.item_id, data.item_id)]
         if unused.size:
             warnings.warn(
-                f"fixed_pool: {unused.size} item(s) have no responses and are carried over unchanged: {_show(unused)}",
+                f"fixed_pool: {unused.size} item(s) have no responses and are carried over unchanged: {shown(unused)}",
                 CalibrationWarning, stacklevel=4,
             )
         if model == "1PL":
@@ -306,9 +307,9 @@ class Calibrator:
         if not self.drop_invariant:
             raise CalibrationError(
                 f"{invariant.sum()} item(s) have no variance, so their parameters are not identified: "
-                f"{_show(described)}; remove them or pass drop_invariant=True (--drop-invariant)"
+                f"{shown(described)}; remove them or pass drop_invariant=True (--drop-invariant)"
             )
-        warnings.warn(f"dropped {invariant.sum()} item(s) with no variance: {_show(described)}",
+        warnings.warn(f"dropped {invariant.sum()} item(s) with no variance: {shown(described)}",
                       CalibrationWarning, stacklevel=4)
         keep = ~invariant
         return data.select(items=keep), free[keep], [str(i) for i in data.item_id[invariant]]
@@ -474,7 +475,7 @@ class Calibrator:
         if at_bound.any():
             warnings.warn(
                 f"{at_bound.sum()} item(s) ended at a bound of (log a, b, c) {_em.BOUNDS.round(3).tolist()}, so the "
-                f"data do not determine them (see se_b): {_show(free.item_id[at_bound])}; typical on adaptive data "
+                f"data do not determine them (see se_b): {shown(free.item_id[at_bound])}; typical on adaptive data "
                 "for an item given only to low-ability examinees, whose answers a c prior can explain as guessing; "
                 "try a weaker prior_c or the 2PL", CalibrationWarning, stacklevel=4)
         topic = None

@@ -20,23 +20,18 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from qbank._messages import SHOWN, shown
+
 __all__ = ["CalibrationError", "ResponseMatrix", "read_responses", "LONG_COLUMNS"]
 
 LONG_COLUMNS = ("person_id", "item_id", "response")
 _DENSE_MAX_CELLS = 4_000_000  # below this many person x item cells dense BLAS beats sparse products
 _DENSE_MIN_DENSITY = 0.3
-_SHOWN = 10
 _MISSING_MARKERS = ("", "nan", "na", "null", "none")
 
 
 class CalibrationError(ValueError):
     """Calibration input or settings are invalid; the message names the field, items or rows."""
-
-
-def _show(values, limit=_SHOWN) -> str:
-    values = list(values)
-    more = f" and {len(values) - limit} more" if len(values) > limit else ""
-    return f"{values[:limit]}{more}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,14 +184,14 @@ class ResponseMatrix:
         for name, ids in (("item_id", items), ("person_id", persons)):
             dup = pd.Series(ids).duplicated(keep=False).to_numpy()
             if dup.any():
-                raise CalibrationError(f"duplicate {name} in the responses: {_show(sorted(set(ids[dup])))}")
+                raise CalibrationError(f"duplicate {name} in the responses: {shown(sorted(set(ids[dup])))}")
 
         values = _numeric_cells(raw)
         missing = np.isnan(values)
         bad = (~missing & (values != 0.0) & (values != 1.0)) | _unparsable(raw, values)
         if bad.any():
             rows, cols = np.nonzero(bad)
-            cells = [(persons[r], items[c], raw[r, c]) for r, c in zip(rows[:_SHOWN], cols[:_SHOWN])]
+            cells = [(persons[r], items[c], raw[r, c]) for r, c in zip(rows[:SHOWN], cols[:SHOWN])]
             raise CalibrationError(
                 f"responses must be 1, 0 or missing; {bad.sum()} bad cell(s) as (person_id, item_id, value): "
                 f"{cells}"
