@@ -170,11 +170,16 @@ class ItemPool:
 
     def sha256(self) -> str:
         """Checksum of ids and parameters (rounded to 1e-9), independent of file format."""
+        cached = self.__dict__.get("_sha256")  # the pool is immutable: compute once
+        if cached is not None:
+            return cached
         payload = [
             [str(i), round(float(a), 9), round(float(b), 9), round(float(c), 9), round(float(d), 9)]
             for i, a, b, c, d in zip(self.item_id, self.a, self.b, self.c, self.D)
         ]
-        return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+        object.__setattr__(self, "_sha256", digest)
+        return digest
 
 
 def load_pool(path, name: str | None = None) -> ItemPool:

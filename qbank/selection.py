@@ -26,6 +26,7 @@ a fresh draw at each consideration, and makes any served sequence replayable fro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -192,9 +193,11 @@ class InformationIndex:
     @classmethod
     def tiers(cls, pool: ItemPool, depth: int, bounds=(-4.0, 4.0)) -> tuple:
         """Indexes of depth ``depth`` and ``4 * depth`` (while shallower than half the pool):
-        the deeper tier serves examinees who have used or been denied many top items."""
-        depths = [d for d in (depth, 4 * depth) if d < pool.n_items // 2] or [depth]
-        return tuple(cls.build(pool, d, bounds) for d in depths)
+        the deeper tier serves examinees who have used or been denied many top items.
+
+        Cached per (pool, depth, bounds): pools are immutable, and iterative exposure control
+        simulates the same pool many times."""
+        return _cached_tiers(pool, int(depth), tuple(float(x) for x in bounds))
 
     @classmethod
     def build(cls, pool: ItemPool, depth: int, bounds=(-4.0, 4.0), n_cells: int = 400):
@@ -223,6 +226,12 @@ class InformationIndex:
         cell = np.searchsorted(self.edges, theta_hat, side="right") - 1
         inside = (theta_hat >= self.edges[0]) & (theta_hat <= self.edges[-1])
         return np.where(inside, np.minimum(cell, self.edges.size - 2), -1)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_tiers(pool: ItemPool, depth: int, bounds: tuple) -> tuple:
+    depths = [d for d in (depth, 4 * depth) if d < pool.n_items // 2] or [depth]
+    return tuple(InformationIndex.build(pool, d, bounds) for d in depths)
 
 
 def session_rng(session_id: str) -> np.random.Generator:
