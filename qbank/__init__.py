@@ -3,6 +3,7 @@
 The public API of the psychometric core; notebooks and the CLI use only these names.
 """
 
+from qbank.calibration import Calibrator, calibrate
 from qbank.estimation import EAP, MAP, MLE, make_estimator
 from qbank.irt import information, log_likelihood, probability, test_information
 from qbank.pool import ItemPool, PoolError, generate_pool, load_pool, save_pool
@@ -14,6 +15,7 @@ from qbank.selection import (
     exposure_draws,
     select_next,
     session_rng,
+    sh_p_from_frame,
 )
 from qbank.simulation import SimulationResult, draw_abilities, simulate
 from qbank.exposure import (
@@ -36,7 +38,8 @@ __all__ = [
     "probability", "information", "test_information", "log_likelihood",
     "ItemPool", "PoolError", "load_pool", "save_pool", "generate_pool",
     "Selector", "Selection", "InformationIndex", "select_next", "exposure_draws", "session_rng",
-    "blueprint_mask",
+    "blueprint_mask", "sh_p_from_frame",
+    "Calibrator", "calibrate",
     "simulate", "SimulationResult", "draw_abilities",
     "FixedLength", "StandardError",
     "calibrate_exposure", "validate_exposure", "ExposureCalibration", "ExposureValidation",
