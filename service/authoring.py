@@ -9,9 +9,9 @@ running quiz, and caches keyed by version id are always valid.
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.db import commit_or_conflict
 from service.errors import Conflict, NotFound
 from service.events import audit
 from service.models import (
@@ -77,11 +77,7 @@ def create_question(session: Session, tenant_id: str, actor: str, content: Quest
     session.flush()
     row = _write_version(session, question, 1, content, topic, actor)
     audit(session, tenant_id, actor, "question.create", "question", question.id, {"version": 1})
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict(f"external_ref {content.external_ref!r} was just taken by another question") from None
+    commit_or_conflict(session, f"external_ref {content.external_ref!r} was just taken by another question")
     return row
 
 
@@ -95,11 +91,7 @@ def edit_question(session: Session, tenant_id: str, actor: str, question_id: int
     topic = topic_for(session, tenant_id, content.topic_name)
     row = _write_version(session, question, int(latest or 0) + 1, content, topic, actor)
     audit(session, tenant_id, actor, "question.edit", "question", question_id, {"version": row.version})
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict(f"question {question_id} was edited concurrently; retry") from None
+    commit_or_conflict(session, f"question {question_id} was edited concurrently; retry")
     return row
 
 

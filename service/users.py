@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.core.security import ROLES, hash_password, verify_password
-from service.errors import Conflict, Invalid
+from service.db import commit_or_conflict
+from service.errors import Invalid
 from service.events import audit
 from service.models import User
 
@@ -29,11 +29,7 @@ def create_user(session: Session, tenant_id: str, username: str, password: str, 
                 password_hash=hash_password(password), roles=sorted(set(roles)), is_active=True)
     session.add(user)
     audit(session, tenant_id, actor, "user.create", "user", user.id, {"username": user.username, "roles": user.roles})
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict(f"username {username!r} already exists in tenant {tenant_id!r}") from None
+    commit_or_conflict(session, f"username {username!r} already exists in tenant {tenant_id!r}")
     return user
 
 
