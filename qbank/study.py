@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from qbank import plots
+from qbank._tables import markdown_table
 from qbank.estimation import make_estimator
 from qbank.pool import load_pool
 from qbank.selection import Selector, sh_p_from_frame
@@ -130,15 +131,7 @@ def run_study(config: StudyConfig, out=None, progress: bool = False) -> tuple[pd
                  f"Pool `{config.pool.name}` ({pool.n_items} items), {config.examinees} simulees "
                  f"({config.theta_distribution} {list(config.theta_params)}), stopping {config.stopping.to_dict()}, "
                  f"estimator {config.estimator}, seed {config.seed}.", "",
-                 table.to_markdown(floatfmt=".4g") if _has_tabulate() else "```\n" + table.to_string() + "\n```", "",
+                 markdown_table(table.reset_index()), "",
                  f"![exposure]({exposure_png.name})", "", f"![conditional]({conditional_png.name})", ""]
         (out / "report.md").write_text("\n".join(lines))
     return table, results
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from qbank._tables import markdown_table
 from qbank.plots import new_figure, save_figure
 
 from ._analyses import ANALYSES, compare_with_views, run_analyses
@@ -112,18 +113,8 @@ def exposure_over_time(exposure: pd.DataFrame, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-        return ""
-    if isinstance(value, (float, np.floating)):
-        return format(float(value), ".4g")
-    return str(value)
-
-
 def _markdown(frame: pd.DataFrame, max_rows: int = 30) -> str:
-    shown = frame.head(max_rows)
-    lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    lines = [markdown_table(frame.head(max_rows))]
     if len(frame) > max_rows:
         lines.append(f"\n({len(frame) - max_rows} more rows in the CSV)")
     return "\n".join(lines)

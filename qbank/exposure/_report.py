@@ -4,29 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from qbank._tables import markdown_table
 
 from ._calibrate import ExposureCalibration, ExposureValidation, stratum_labels
 
 __all__ = ["write_report"]
-
-
-def _cell(value, floatfmt: str) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        return "" if np.isnan(value) else format(float(value), floatfmt)
-    return str(value)
-
-
-def _markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A pipe table (GitHub markdown) of ``frame`` with its index as the first column."""
-    frame = frame.reset_index()
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_cell(v, floatfmt) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
 
 
 def _trace_table(calibration: ExposureCalibration) -> pd.DataFrame:
@@ -113,7 +97,7 @@ def write_report(out, calibration: ExposureCalibration, validation: ExposureVali
         f"SE of a rate near r in the last iteration: {', '.join(f'{x:.5f}' for x in se)} "
         f"(sqrt(r(1-r)/N), N = {', '.join(str(int(n)) for n in calibration.examinees)} per controlled stratum). "
         f"Tolerance {', '.join(f'{t:.5f}' for t in calibration.tolerance)}: {tol_text}.", "",
-        "## Convergence", "", _markdown_table(_trace_table(calibration)), "",
+        "## Convergence", "", markdown_table(_trace_table(calibration).reset_index()), "",
         f"![convergence]({paths['convergence_plot'].name})", "",
         f"![K distribution]({paths['k_plot'].name})", "",
     ]
@@ -127,12 +111,12 @@ def write_report(out, calibration: ExposureCalibration, validation: ExposureVali
             f"**Validation {verdict}.** Largest controlled exposure "
             + ", ".join(f"{m:.4f} (limit {r_max + t:.4f})" for m, t in zip(validation.max_exposure,
                                                                           validation.tolerance)) + ".", "",
-            _markdown_table(figures), "",
+            markdown_table(figures.reset_index()), "",
         ]
         if validation.uncontrolled is not None:
             price = validation.controlled.summary["rmse"] - validation.uncontrolled.summary["rmse"]
             lines += [f"Price of exposure control in RMSE: {price:+.4f}.", ""]
-        lines += ["### By true theta stratum", "", _markdown_table(validation.stratum_frame().set_index("stratum")), "",
+        lines += ["### By true theta stratum", "", markdown_table(validation.stratum_frame()), "",
                   f"![exposure sorted]({paths['exposure_plot'].name})", "",
                   f"![exposure by stratum]({paths['stratum_plot'].name})", "",
                   f"![conditional accuracy]({paths['conditional_plot'].name})", ""]
@@ -142,7 +126,7 @@ def write_report(out, calibration: ExposureCalibration, validation: ExposureVali
         comparison.to_csv(paths["comparison"])
         lines += ["## Sympson-Hetter against item eligibility", "",
                   "Same pool, rules, seed, simulees per iteration and convergence rule; validated on the same "
-                  "fresh simulees.", "", _markdown_table(comparison), ""]
+                  "fresh simulees.", "", markdown_table(comparison.reset_index()), ""]
     paths["report"] = out / "report.md"
     paths["report"].write_text("\n".join(lines))
     return paths
