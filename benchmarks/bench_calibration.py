@@ -5,7 +5,10 @@ Item designs (every replication draws a new bank and new examinees, theta ~ N(0,
 - ``uniform``: ``qbank.generate_pool`` defaults, a ~ U(0.8, 2.0), b ~ N(0, 1), c ~ U(0, 0.25)
   (the CAT-simulation benchmark's workload);
 - ``operational``: the demo pool's design (``scripts/make_demo_pool.py``), log a ~ N(0.1, 0.3),
-  b ~ N(0, 1) clipped to [-3, 3], c ~ Beta(5, 17).
+  b ~ N(0, 1) clipped to [-3, 3], c ~ Beta(5, 17);
+- ``lognormal``: log a ~ N(0, 0.25), b ~ N(0, 1), c ~ U(0.1, 0.3): of the designs tried, the one
+  whose figures match the single fit quoted in issue 4 (a 0.13, b 0.19, c 0.06); the issue does not
+  name its design.
 
 Workloads and the figures printed:
 
@@ -27,9 +30,9 @@ excluded), with one BLAS thread for both sides (qbank's default ``blas_threads=1
 hold the cores); medians (and the best of the replications) are printed.
 
 Usage: ``python benchmarks/bench_calibration.py [--replications 5] [--seed 2026] [--girth-cat]
-[--workloads complete,cat,pretest] [--prior-loga hierarchical] [--prior-b hierarchical:0,1]`` (each
-workload has its own random stream, so a subset reproduces the same figures; the prior options apply to
-every qbank fit).
+[--workloads complete,cat,pretest] [--designs uniform,operational,lognormal] [--prior-loga hierarchical]
+[--prior-b hierarchical:0,1]`` (each design and workload has its own random stream, so a subset reproduces
+the same figures; the prior options apply to every qbank fit).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from qbank.irt import probability  # noqa: E402
 from qbank.pool import ItemPool  # noqa: E402
 from qbank.simulation import simulate  # noqa: E402
 
-DESIGNS = ("uniform", "operational")
+DESIGNS = ("uniform", "operational", "lognormal")
 # Acceptance of issue 4.
 TARGET_COMPLETE = {"a": 0.14, "b": 0.20, "c": 0.06}
 TARGET_SECONDS = 1.0
@@ -78,6 +81,8 @@ def draw_bank(design: str, n_items: int, rng, prefix: str = "I") -> ItemPool:
         a = np.exp(rng.normal(0.1, 0.3, n_items)).clip(0.4, 2.5)
         b = rng.normal(0.0, 1.0, n_items).clip(-3.0, 3.0)
         c = rng.beta(5, 17, n_items).clip(0.0, 0.35)
+    elif design == "lognormal":
+        a, b, c = np.exp(rng.normal(0.0, 0.25, n_items)), rng.normal(0.0, 1.0, n_items), rng.uniform(0.1, 0.3, n_items)
     else:
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
     return ItemPool.from_arrays(a, b, c, item_id=[f"{prefix}{i + 1:04d}" for i in range(n_items)])
@@ -95,13 +100,26 @@ def _timed(fn, *args, **kwargs):
         return out, time.perf_counter() - start
 
 
-def complete_3pl(design: str, replications: int, rng) -> dict:
-    """Workload 1; returns mean RMSEs and median seconds per side."""
-    rows = {"qbank": [], "girth": []}
+def complete_datasets(design: str, replications: int, rng):
+    """Workload 1's data: ``(bank, y)`` per replication, y of shape (2000, 40), one child stream each."""
     for child in rng.spawn(replications):
         bank = draw_bank(design, 40, child)
         theta = child.normal(0.0, 1.0, 2000)
-        y = (child.random((2000, 40)) < probability(theta, bank.a, bank.b, bank.c, bank.D)).astype(float)
+        yield bank, (child.random((2000, 40)) < probability(theta, bank.a, bank.b, bank.c, bank.D)).astype(float)
+
+
+def workload_streams(seed: int, designs=DESIGNS):
+    """``{design: (complete_rng, cat_rng, pretest_rng)}``: each design and workload its own stream,
+    so a subset of them reproduces the same figures (and other scripts can draw the same data)."""
+    rng = np.random.default_rng(seed)
+    streams = {name: tuple(rng.spawn(1)[0].spawn(3)) for name in DESIGNS}
+    return {name: streams[name] for name in designs}
+
+
+def complete_3pl(design: str, replications: int, rng) -> dict:
+    """Workload 1; returns mean RMSEs and median seconds per side."""
+    rows = {"qbank": [], "girth": []}
+    for bank, y in complete_datasets(design, replications, rng):
         ours, seconds = _timed(lambda: Calibrator("3PL", **PRIORS).fit(y).item_params_)
         rows["qbank"].append((rmse(ours["a"], bank.a), rmse(ours["b"], bank.b), rmse(ours["c"], bank.c), seconds))
         theirs, seconds = _timed(girth_threepl, y)
@@ -234,6 +252,7 @@ def main(argv=None) -> int:
     parser.add_argument("--girth-cat", action="store_true", help="also run girth on the CAT data (about 40 s)")
     parser.add_argument("--workloads", default="complete,cat,pretest",
                         help="comma-separated subset of complete, cat, pretest")
+    parser.add_argument("--designs", default=",".join(DESIGNS), help=f"comma-separated subset of {', '.join(DESIGNS)}")
     parser.add_argument("--prior-loga", default=None,
                         help="qbank's prior on log a, e.g. 'hierarchical' or 'normal:0,0.5' (default: Calibrator's)")
     parser.add_argument("--prior-b", default=None, help="qbank's prior on b, e.g. 'hierarchical:0,1' (default: none)")
@@ -242,22 +261,21 @@ def main(argv=None) -> int:
     workloads = set(args.workloads.split(","))
     if not workloads <= {"complete", "cat", "pretest"}:
         parser.error(f"unknown workload(s) {sorted(workloads - {'complete', 'cat', 'pretest'})}")
+    designs = args.designs.split(",")
+    if not set(designs) <= set(DESIGNS):
+        parser.error(f"unknown design(s) {sorted(set(designs) - set(DESIGNS))}; choose from {', '.join(DESIGNS)}")
     for name in ("prior_loga", "prior_b"):
         if getattr(args, name) is not None:
             PRIORS[name] = parse_prior(getattr(args, name), "normal", "--" + name.replace("_", "-"))
-    rng = np.random.default_rng(args.seed)
     results = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.processor()}",
                "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
                "seed": args.seed, "priors": {k: str(v) for k, v in PRIORS.items()},
                "load_average_at_start": os.getloadavg(), "designs": {}}
     print(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus (timings need a quiet machine)")
 
-    for design in DESIGNS:
-        design_rng = rng.spawn(1)[0]
+    for design, (complete_rng, cat_rng, pretest_rng) in workload_streams(args.seed, designs).items():
         print(f"\n== design: {design}")
         results["designs"][design] = figures = {}
-        # Each workload draws from its own stream, so running a subset reproduces the same figures.
-        complete_rng, cat_rng, pretest_rng = design_rng.spawn(3)
         if "complete" in workloads:
             figures["complete_3pl"] = _report_complete(complete_3pl(design, args.replications, complete_rng),
                                                        args.replications)
