@@ -169,10 +169,12 @@ def spread(design, replications, rng) -> dict:
         ours = Calibrator("3PL").fit(y).item_params_
         errors.append([rmse(ours[k], getattr(bank, k)) for k in "abc"])
     errors = np.array(errors)
-    groups = errors[: replications // 5 * 5, 0].reshape(-1, 5).mean(axis=1)
+    # Consecutive groups of 5, as the acceptance reads: "mean over 5 replications".
+    groups = errors[: replications // 5 * 5].reshape(-1, 5, 3).mean(axis=1)
+    meets = groups <= np.array([TARGET_COMPLETE[k] for k in "abc"])
     return {"replications": replications, "mean": dict(zip("abc", errors.mean(axis=0))),
-            "sd": dict(zip("abc", errors.std(axis=0, ddof=1))), "five_replication_means_a": groups.tolist(),
-            "share_meeting_a": float(np.mean(groups <= TARGET_COMPLETE["a"]))}
+            "sd": dict(zip("abc", errors.std(axis=0, ddof=1))), "five_replication_means_a": groups[:, 0].tolist(),
+            "share_meeting": dict(zip("abc", meets.mean(axis=0))), "share_meeting_all": float(meets.all(axis=1).mean())}
 
 
 def main(argv=None) -> int:
@@ -206,8 +208,10 @@ def main(argv=None) -> int:
                 fig["spread"] = s = spread(design, args.spread, workload_streams(args.seed, [design])[design][0])
                 print(f"  qbank over {s['replications']} replications: RMSE a / b / c "
                       + " / ".join(f"{s['mean'][k]:.3f} (sd {s['sd'][k]:.3f})" for k in "abc")
-                      + f"; means of 5 with a <= {TARGET_COMPLETE['a']}: {s['share_meeting_a']:.0%} "
-                      f"(range {min(s['five_replication_means_a']):.3f}-{max(s['five_replication_means_a']):.3f})")
+                      + f"; means of 5 meeting the target: a {s['share_meeting']['a']:.0%} (range "
+                      f"{min(s['five_replication_means_a']):.3f}-{max(s['five_replication_means_a']):.3f}), "
+                      f"b {s['share_meeting']['b']:.0%}, c {s['share_meeting']['c']:.0%}, "
+                      f"all three {s['share_meeting_all']:.0%}")
     results["load_average_at_end"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=float))
