@@ -424,6 +424,46 @@ def test_an_item_the_data_cannot_place_is_flagged_and_named():
     assert not items.loc[pool.item_id, "at_bound"].any()
 
 
+def _with_far_item(n_persons=1000, seed=0):
+    """10 items answered by everyone plus FAR (a 1.2, b -0.7, c 0.01), given only to the 150
+    lowest true abilities, far below it: its difficulty is barely identified. Seed 0 leaves the
+    MAP inside the bounds (b about 1.2, se_b about 0.85), the case an at-bound check misses."""
+    pool = generate_pool(10, "3PL", rng=90)
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(size=n_persons)
+    y = (rng.random((n_persons, 10)) < probability(theta, pool.a, pool.b, pool.c, pool.D)).astype(float)
+    far = np.full(n_persons, np.nan)
+    lowest = np.argsort(theta)[:150]
+    p_far = probability(theta[lowest], np.array([1.2]), np.array([-0.7]), np.array([0.01]), 1.0)[:, 0]
+    far[lowest] = (rng.random(150) < p_far).astype(float)
+    return pool, pd.DataFrame(np.column_stack([y, far]), columns=[*pool.item_id, "FAR"])
+
+
+def test_an_item_far_from_its_takers_is_flagged_poorly_determined():
+    pool, responses = _with_far_item()
+    with pytest.warns(CalibrationWarning, match=r"se_b > se_b_limit=0.5.*FAR \(b [0-9.]+, se_b [0-9.]+\)"):
+        report = calibrate(responses, "3PL")
+    items = report.items
+    far = items.loc["FAR"]
+    # Off by far more than a logit, yet inside the bounds: only its standard error gives it away.
+    assert abs(far["b"] - (-0.7)) > 1.0 and not far["at_bound"]
+    assert 0.5 < far["se_b"] and far["poorly_determined"]
+    assert not items.loc[pool.item_id, "poorly_determined"].any()
+    assert report.summary["n_items_poorly_determined"] == 1 and report.summary["se_b_limit"] == 0.5
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)  # no flag, so no warning
+        relaxed = calibrate(responses, "3PL", se_b_limit=None).items
+    assert not relaxed["poorly_determined"].any()
+    np.testing.assert_allclose(relaxed[["a", "b", "c"]], items[["a", "b", "c"]])
+
+
+@pytest.mark.parametrize("limit", [0, -1.0, float("nan"), float("inf"), "1"])
+def test_se_b_limit_must_be_a_positive_number(limit):
+    with pytest.raises(CalibrationError, match="se_b_limit must be a finite number > 0 or None"):
+        Calibrator("2PL", se_b_limit=limit).fit(np.array([[0, 1], [1, 0], [1, 1], [0, 0]], dtype=float))
+
+
 # ---------------------------------------------------------------------------------------- output
 def test_output_pool_and_report_round_trip(tmp_path):
     pool = generate_pool(10, "3PL", rng=80)

@@ -90,3 +90,23 @@ def test_calibrate_bad_input_gets_a_clear_message(tmp_path):
     result = runner.invoke(cli, ["calibrate", "--responses", str(flat), "--fixed-pool", str(other),
                                  "--out", str(tmp_path / "o.csv"), "--quiet"])
     assert result.exit_code == 2 and "--fixed-pool" in result.output and "none of its 1 item ids" in result.output
+
+
+def test_calibrate_names_poorly_determined_items(tmp_path):
+    pool = generate_pool(6, "2PL", rng=5)
+    responses = tmp_path / "responses.csv"
+    _long_responses(pool, 400, seed=6).to_csv(responses, index=False)
+    out = tmp_path / "calibrated.csv"
+    runner = CliRunner()
+    # A limit below every standard error flags every item; the summary line and the report say so.
+    result = runner.invoke(cli, ["calibrate", "--responses", str(responses), "--model", "2PL", "--se-b-limit", "0.001",
+                                 "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "6 poorly determined (se_b > 0.001" in result.output
+    assert "warning: 6 item(s) have se_b > se_b_limit=0.001" in result.output
+    report = json.loads((tmp_path / "calibrated.report.json").read_text())
+    assert all(item["poorly_determined"] for item in report["items"])
+    assert report["summary"]["n_items_poorly_determined"] == 6
+
+    bad = runner.invoke(cli, ["calibrate", "--responses", str(responses), "--se-b-limit", "0", "--out", str(out)])
+    assert bad.exit_code == 2 and "--se-b-limit" in bad.output

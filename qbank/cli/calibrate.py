@@ -39,11 +39,13 @@ def _prior(text, kind, option):
               help="Stop when no a, b or c changes by more than this in one cycle.")
 @click.option("--quad-points", type=click.IntRange(min=5), default=41, show_default=True,
               help="Quadrature points on [-5, 5].")
+@click.option("--se-b-limit", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="Flag items whose difficulty SE exceeds this (logits) as poorly determined, and name them.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Output pool (CSV, or Parquet by extension); the report goes to <stem>.report.json beside it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b, fixed_pool_path, latent,
-              drop_invariant, max_iter, tol, quad_points, out_path, quiet):
+              drop_invariant, max_iter, tol, quad_points, se_b_limit, out_path, quiet):
     """Calibrate items by marginal maximum likelihood (Bock-Aitkin EM) and write a pool
     (D = 1) that `qbank simulate` and `qbank sh` read directly."""
     priors = {
@@ -57,7 +59,8 @@ def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b,
     except CalibrationError as exc:
         raise click.BadParameter(str(exc), param_hint="--responses") from None
     calibrator = Calibrator(model.upper(), fixed_pool=fixed_pool, latent=latent, drop_invariant=drop_invariant,
-                            max_iter=max_iter, tol=tol, n_quad=quad_points, progress=not quiet, **priors)
+                            max_iter=max_iter, tol=tol, n_quad=quad_points, se_b_limit=se_b_limit, progress=not quiet,
+                            **priors)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -80,5 +83,7 @@ def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b,
         + f" from {summary['n_responses']} responses of {summary['n_persons']} persons; "
         f"{summary['iterations']} EM cycles ({status}), log-likelihood {summary['log_likelihood']:.2f}, "
         f"{summary['seconds']:.2f} s"
+        + (f"; {summary['n_items_poorly_determined']} poorly determined (se_b > {se_b_limit:g} or at a bound, "
+           "column poorly_determined in the report)" if summary["n_items_poorly_determined"] else "")
     )
     click.echo(f"wrote {paths['pool']} and {paths['report']}")
