@@ -8,6 +8,7 @@ earlier calibrations of that version stay in the table, no longer current.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 
 import pandas as pd
 from sqlalchemy import select, update
@@ -31,8 +32,12 @@ def pool_from_csv_bytes(content: bytes, source: str) -> ItemPool:
         raise Invalid(str(exc)) from None
 
 
-def import_calibration(session: Session, tenant_id: str, actor: str, pool: ItemPool, source: str) -> int:
+def import_calibration(session: Session, tenant_id: str, actor: str, pool: ItemPool, source: str, *,
+                       n_respondents: Mapping[str, int] | None = None, details: Mapping | None = None) -> int:
     """Store ``pool``'s parameters as the current calibration of the matching questions; commits.
+
+    ``n_respondents`` (item_id -> responses the calibration used, from its report) fills that
+    column where known; ``details`` are added to the audit record (e.g. items left out).
 
     Raises
     ------
@@ -66,11 +71,12 @@ def import_calibration(session: Session, tenant_id: str, actor: str, pool: ItemP
         ItemCalibration(
             tenant_id=tenant_id, question_id=questions[item_id], question_version_id=target[questions[item_id]][1],
             version=target[questions[item_id]][2], model=model, a=float(a), b=float(b), c=float(c), D=float(d),
-            n_respondents=None, source=source[:256], is_current=True,
+            n_respondents=None if n_respondents is None or item_id not in n_respondents else int(n_respondents[item_id]),
+            source=source[:256], is_current=True,
         )
         for item_id, a, b, c, d in zip(item_ids, pool.a, pool.b, pool.c, pool.D)
     )
     audit(session, tenant_id, actor, "calibration.import", "pool", pool.sha256()[:16],
-          {"source": source, "n_items": len(item_ids), "model": model})
+          {"source": source, "n_items": len(item_ids), "model": model, **(details or {})})
     session.commit()
     return len(item_ids)

@@ -13,6 +13,7 @@ from scipy.stats import norm
 
 from qbank.calibration import (
     CalibrationError,
+    CalibrationReport,
     CalibrationWarning,
     Calibrator,
     Hierarchical,
@@ -481,3 +482,21 @@ def test_output_pool_and_report_round_trip(tmp_path):
     first = report["items"][0]
     assert first["n"] == 800 and first["se_b"] > 0 and first["fixed"] is False
     assert fitted.to_pool().n_items == 10
+    items = CalibrationReport.read_items(paths["report"])
+    pd.testing.assert_frame_equal(items[["a", "b", "n", "poorly_determined"]],
+                                  fitted.report_.items[["a", "b", "n", "poorly_determined"]], check_dtype=False)
+
+
+def test_reading_a_report_names_what_is_wrong(tmp_path):
+    with pytest.raises(CalibrationError, match="no such calibration report"):
+        CalibrationReport.read_items(tmp_path / "absent.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(CalibrationError, match="not a readable calibration report"):
+        CalibrationReport.read_items(broken)
+    broken.write_text(json.dumps({"items": []}))
+    with pytest.raises(CalibrationError, match="non-empty 'items' list"):
+        CalibrationReport.read_items(broken)
+    broken.write_text(json.dumps({"items": [{"item_id": "I1", "a": 1.0, "b": 0.0, "c": 0.2, "n": 10}]}))
+    with pytest.raises(CalibrationError, match=r"lack column\(s\) \['poorly_determined'\]"):
+        CalibrationReport.read_items(broken)

@@ -135,6 +135,34 @@ class CalibrationReport:
         path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default))
         return path
 
+    @staticmethod
+    def read_items(path) -> pd.DataFrame:
+        """The ``items`` table of a report written by :meth:`to_json` (or :meth:`save`), indexed by item_id.
+
+        Raises
+        ------
+        CalibrationError
+            The file is missing, not JSON, or has no items with ``item_id, a, b, c, n`` and
+            ``poorly_determined`` (a report from before that flag names the missing column).
+        """
+        path = Path(path)
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CalibrationError(f"{path}: no such calibration report") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CalibrationError(f"{path}: not a readable calibration report ({exc})") from None
+        rows = document.get("items") if isinstance(document, dict) else None
+        if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
+            raise CalibrationError(f"{path}: a calibration report needs a non-empty 'items' list of records")
+        items = pd.DataFrame(rows)
+        missing = [c for c in ("item_id", "a", "b", "c", "n", "poorly_determined") if c not in items.columns]
+        if missing:
+            raise CalibrationError(f"{path}: the report's items lack column(s) {missing}; re-run qbank calibrate")
+        items["item_id"] = items["item_id"].astype(str)
+        items["poorly_determined"] = items["poorly_determined"].fillna(False).astype(bool)
+        return items.set_index("item_id")
+
     def save(self, pool_path) -> dict:
         """Write the pool (CSV or Parquet by extension) and ``<stem>.report.json`` beside it."""
         pool_path = Path(pool_path)

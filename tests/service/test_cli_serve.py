@@ -10,9 +10,15 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
 from click.testing import CliRunner
 
+from qbank.calibration import calibrate
 from qbank.cli.main import cli
+from qbank.irt import probability
+from qbank.pool import load_pool, save_pool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +46,54 @@ def test_load_demo_create_user_and_import_calibration(tmp_path):
     assert r.exit_code == 2 and "a must be > 0; bad items: ['DEMO-0001']" in r.output
     r = runner.invoke(cli, ["load-demo", "--database-url", "mysql://nobody@localhost/x"])
     assert r.exit_code == 1 and "unsupported database 'mysql'" in r.output
+
+
+def test_import_calibration_checks_the_pools_report(tmp_path):
+    """The report beside a calibrated pool records respondents and stops poorly determined items."""
+    url = f"sqlite:///{tmp_path / 'cal.db'}"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["load-demo", "--database-url", url]).exit_code == 0
+    demo = load_pool(ROOT / "data" / "demo_pool.csv").subset(np.arange(12))
+    rng = np.random.default_rng(5)
+    theta = rng.normal(size=800)
+    y = (rng.random((800, 12)) < probability(theta, demo.a, demo.b, demo.c, demo.D)).astype(float)
+    responses = pd.DataFrame(y, columns=demo.item_id)
+    # A limit between the two largest standard errors flags exactly one item.
+    se_b = calibrate(responses, "3PL").items["se_b"].sort_values()
+    worst = se_b.index[-1]
+    report = calibrate(responses, "3PL", se_b_limit=float(se_b.iloc[-2:].mean()))
+    assert report.items["poorly_determined"].sum() == 1 and report.items.loc[worst, "poorly_determined"]
+    pool_path = report.save(tmp_path / "cal.csv")["pool"]
+
+    def imported(*extra):
+        return runner.invoke(cli, ["import-calibration", str(pool_path), "--database-url", url, *extra])
+
+    r = imported()
+    assert r.exit_code == 2 and f"1 item(s) are poorly determined in cal.report.json" in r.output
+    assert worst in r.output and "--poorly-determined skip" in r.output
+    r = imported("--poorly-determined", "skip")
+    assert r.exit_code == 0 and "imported 11 calibration(s)" in r.output
+    assert f"skipped 1 poorly determined item(s): ['{worst}']" in r.output
+    with sa.create_engine(url).connect() as db:
+        rows = db.execute(sa.text("SELECT q.external_ref, c.n_respondents FROM item_calibration c JOIN questions q "
+                                  "ON q.id = c.question_id WHERE c.source = 'cal.csv' AND c.is_current")).all()
+    assert len(rows) == 11 and worst not in {ref for ref, _ in rows} and {n for _, n in rows} == {800}
+    r = imported("--poorly-determined", "keep")
+    assert r.exit_code == 0 and "imported 12 calibration(s)" in r.output and "warning: importing 1" in r.output
+
+    other = demo.to_frame()
+    other.loc[0, "b"] += 0.5
+    other_path = tmp_path / "other.csv"
+    other.to_csv(other_path, index=False)
+    r = runner.invoke(cli, ["import-calibration", str(other_path), "--report", str(tmp_path / "cal.report.json"),
+                            "--database-url", url])
+    assert r.exit_code == 2 and "has other parameters than other.csv for 12 item(s)" in r.output
+    r = runner.invoke(cli, ["import-calibration", str(other_path), "--report", str(tmp_path / "none.json"),
+                            "--database-url", url])
+    assert r.exit_code == 2 and "no such calibration report" in r.output
+    save_pool(demo, tmp_path / "plain.csv")
+    r = runner.invoke(cli, ["import-calibration", str(tmp_path / "plain.csv"), "--database-url", url])
+    assert r.exit_code == 0 and "note: no plain.report.json beside plain.csv" in r.output
 
 
 def test_serve_refuses_the_default_secret_outside_dev(tmp_path, monkeypatch):
