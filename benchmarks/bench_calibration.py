@@ -292,12 +292,17 @@ def main(argv=None) -> int:
                                                           pretest_rng), args.replications)
                                   for per_examinee, theta_mean in ((5, 0.0), (10, 0.0), (10, 0.5))]
 
+    write_results(results, args.json)
+    return 0
+
+
+def write_results(results: dict, path: Path) -> None:
+    """Stamp the end load average, write ``results`` as JSON to ``path`` and say where."""
     results["load_average_at_end"] = os.getloadavg()
     print(f"load average at end {os.getloadavg()[0]:.2f}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=float))
-    print(f"\nwrote {args.json}")
-    return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=float))
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

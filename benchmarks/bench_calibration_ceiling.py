@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -41,7 +40,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from bench_calibration import (DESIGNS, TARGET_COMPLETE, complete_datasets, rmse,  # noqa: E402
-                               workload_streams)
+                               workload_streams, write_results)
 
 from qbank.calibration import Calibrator  # noqa: E402
 from qbank.calibration import _em  # noqa: E402  (the oracle reuses the EM's own kernels)
@@ -212,10 +211,7 @@ def main(argv=None) -> int:
                       f"{min(s['five_replication_means_a']):.3f}-{max(s['five_replication_means_a']):.3f}), "
                       f"b {s['share_meeting']['b']:.0%}, c {s['share_meeting']['c']:.0%}, "
                       f"all three {s['share_meeting_all']:.0%}")
-    results["load_average_at_end"] = os.getloadavg()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=float))
-    print(f"\nwrote {args.json}")
+    write_results(results, args.json)
     return 0
 
 
