@@ -54,6 +54,7 @@ from sqlalchemy import delete, distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from qbank._messages import shown
 from qbank.exposure import (
     BUNDLE_JSON_SCHEMA,
     bundle_simulation_settings,
@@ -101,8 +102,8 @@ class BundleRefused(Invalid):
 
     def __init__(self, checks: list[str], problems: list[str]):
         self.checks, self.problems = checks, problems
-        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        super().__init__(f"exposure bundle refused, failed check(s) {', '.join(checks)}: {shown}")
+        listed = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        super().__init__(f"exposure bundle refused, failed check(s) {', '.join(checks)}: {listed}")
 
 
 # ---------------------------------------------------------------------------- live items
@@ -1138,8 +1139,8 @@ def recent_responses(session: Session, tenant_id: str, exam_code: str, days: int
 
 def _recalibrate(live: pd.DataFrame, responses: pd.DataFrame, min_responses: int, notes: list) -> tuple[ItemPool, list]:
     """The live pool, re-estimated from ``responses`` for items with at least ``min_responses``
-    answers (the others fixed, anchoring the scale: Kim 2006); returns the pool and the
-    re-estimated item ids."""
+    answers (the others fixed, anchoring the scale: Kim 2006) unless the calibration flags them
+    poorly determined; returns the pool and the re-estimated item ids."""
     from qbank.calibration import CalibrationError, calibrate
 
     frame = live[["ref", "a", "b", "c", "D"]].rename(columns={"ref": "item_id"})
@@ -1168,7 +1169,11 @@ def _recalibrate(live: pd.DataFrame, responses: pd.DataFrame, min_responses: int
         return live_pool, []
     estimated = report.pool
     by_id = {str(i): k for k, i in enumerate(estimated.item_id)}
-    re_estimated = [ref for ref in free if ref in by_id]
+    # An estimate the data hardly determine (se_b above the limit, or at a bound) would go live
+    # with the bundle; such items keep their live parameters until more responses come in.
+    flagged = set(report.items.index[report.items["poorly_determined"]].astype(str))
+    re_estimated = [ref for ref in free if ref in by_id and ref not in flagged]
+    kept = [ref for ref in free if ref in flagged]
     new = frame.copy()
     for ref in re_estimated:
         k = by_id[ref]
@@ -1176,6 +1181,9 @@ def _recalibrate(live: pd.DataFrame, responses: pd.DataFrame, min_responses: int
                                                                  estimated.D[k]]
     notes.append(f"recalibrated {len(re_estimated)} item(s) with at least {min_responses} responses ({model}"
                  + (f", {fixed.n_items} fixed as anchors" if fixed is not None else ", latent N(0, 1)") + ")")
+    if kept:
+        notes.append(f"kept {len(kept)} poorly determined item(s) at their live parameters (se_b > "
+                     f"{report.summary['se_b_limit']} or at a bound): {shown(kept)}")
     return ItemPool.from_frame(new, name="recalibrated", source="recalibration"), re_estimated
 
 
@@ -1189,7 +1197,8 @@ def stage_reestimated_bundle(session: Session, tenant_id: str, actor: str, exam_
     The selector, strata, stopping rule and estimator are the active bundle's (classic
     Sympson-Hetter, EAP and the window's most common fixed test length without one). Items
     with at least ``min_responses`` answers in the window are recalibrated
-    (:func:`qbank.calibration.calibrate`); the theta distribution is normal with the
+    (:func:`qbank.calibration.calibrate`), except those it flags ``poorly_determined``, which
+    keep their live parameters (a note names them); the theta distribution is normal with the
     observed population's mean and SD (:func:`observed_population`).
 
     Returns
