@@ -1,6 +1,8 @@
 """Item calibrations imported from a pool file (``qbank import-calibration`` or the admin API).
 
-A pool row's ``item_id`` is a question's ``external_ref``. The parameters are tied to the
+A pool row's ``item_id`` is a question's ``external_ref``. With the calibration report that
+``qbank calibrate`` writes beside the pool, :func:`check_against_report` records each item's
+respondents and stops the items the calibration flags ``poorly_determined``. The parameters are tied to the
 question's newest published version (or its newest version when none is published yet);
 earlier calibrations of that version stay in the table, no longer current.
 """
@@ -8,12 +10,17 @@ earlier calibrations of that version stay in the table, no longer current.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from qbank._messages import shown
+from qbank.calibration import CalibrationError, CalibrationReport
 from qbank.pool import ItemPool, PoolError
 from service.errors import Invalid
 from service.events import audit
@@ -30,6 +37,81 @@ def pool_from_csv_bytes(content: bytes, source: str) -> ItemPool:
         return ItemPool.from_frame(frame, name=source, source=source)
     except PoolError as exc:
         raise Invalid(str(exc)) from None
+
+
+POLICIES = ("refuse", "skip", "keep")
+
+
+@dataclass
+class CheckedPool:
+    """A pool checked against its calibration report: what to import and what to record."""
+
+    pool: ItemPool
+    n_respondents: dict[str, int] = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def report_items_from_bytes(content: bytes, source: str) -> pd.DataFrame:
+    """The items of an uploaded calibration report; :class:`Invalid` says what is wrong."""
+    try:
+        document = json.loads(content)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Invalid(f"{source}: not a readable calibration report ({exc})") from None
+    try:
+        return CalibrationReport.items_from_document(document, source)
+    except CalibrationError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def check_against_report(pool: ItemPool, items: pd.DataFrame, pool_name: str, report_name: str,
+                         policy: str = "refuse", option: str = "poorly_determined={}") -> CheckedPool:
+    """Check ``pool`` against its report's ``items`` (:meth:`CalibrationReport.read_items`).
+
+    The report must cover every item with the same parameters (to the pool CSV's six
+    decimals). Items it flags ``poorly_determined`` are refused (``policy='refuse'``), left
+    out (``'skip'``) or imported anyway (``'keep'``); the choice goes into ``details`` for the
+    audit record. ``option`` spells the policy setting for the caller's interface in messages.
+
+    Raises
+    ------
+    Invalid
+        A report of another pool, flagged items under ``'refuse'``, nothing left under ``'skip'``.
+    ValueError
+        An unknown ``policy`` (the CLI and the API accept only :data:`POLICIES`).
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {list(POLICIES)}, got {policy!r}")  # the interfaces validate it
+    ids = [str(i) for i in pool.item_id]
+    absent = [i for i in ids if i not in items.index]
+    if absent:
+        raise Invalid(f"{report_name} does not cover {len(absent)} item(s) of {pool_name}: {shown(absent)}; "
+                      "is it this pool's report?")
+    reported = items.loc[ids]
+    # The report holds D * a (D = 1); a report of another calibration disagrees here.
+    close = [np.isclose(reported[k].astype(float), v, rtol=0, atol=2e-6)
+             for k, v in (("a", pool.a * pool.D), ("b", pool.b), ("c", pool.c))]
+    differs = ~(close[0] & close[1] & close[2])
+    if differs.any():
+        raise Invalid(f"{report_name} has other parameters than {pool_name} for {int(differs.sum())} item(s): "
+                      f"{shown(reported.index[differs])}; is it this pool's report?")
+    flagged = [str(i) for i in reported.index[reported["poorly_determined"]]]
+    checked = CheckedPool(pool, {str(i): int(n) for i, n in reported["n"].dropna().items()}, {"report": report_name})
+    if not flagged:
+        return checked
+    if policy == "refuse":
+        raise Invalid(f"{len(flagged)} item(s) are poorly determined in {report_name} (se_b above the limit or at "
+                      f"a bound): {shown(flagged)}; pass {option.format('skip')} to import the others, or "
+                      f"{option.format('keep')} to import them too")
+    if policy == "skip":
+        if len(flagged) == len(ids):
+            raise Invalid(f"every item of {pool_name} is poorly determined in {report_name}; nothing to import")
+        checked.pool = pool.subset(np.flatnonzero(~reported["poorly_determined"].to_numpy()))
+        checked.skipped = checked.details["skipped_poorly_determined"] = flagged
+    else:
+        checked.kept = checked.details["kept_poorly_determined"] = flagged
+    return checked
 
 
 def import_calibration(session: Session, tenant_id: str, actor: str, pool: ItemPool, source: str, *,

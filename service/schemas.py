@@ -307,6 +307,8 @@ class CalibrationImported(BaseModel):
     imported: int
     source: str
     model: str
+    skipped: list[str] = Field(default_factory=list, description="poorly determined items left out")
+    kept_poorly_determined: list[str] = Field(default_factory=list, description="poorly determined items imported")
 
 
 class FlagSet(BaseModel):

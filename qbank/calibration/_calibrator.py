@@ -142,8 +142,7 @@ class CalibrationReport:
         Raises
         ------
         CalibrationError
-            The file is missing, not JSON, or has no items with ``item_id, a, b, c, n`` and
-            ``poorly_determined`` (a report from before that flag names the missing column).
+            The file is missing or not JSON, or see :meth:`items_from_document`.
         """
         path = Path(path)
         try:
@@ -152,13 +151,25 @@ class CalibrationReport:
             raise CalibrationError(f"{path}: no such calibration report") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CalibrationError(f"{path}: not a readable calibration report ({exc})") from None
+        return CalibrationReport.items_from_document(document, str(path))
+
+    @staticmethod
+    def items_from_document(document, source: str = "report") -> pd.DataFrame:
+        """The ``items`` table of a parsed report (:meth:`to_dict`), indexed by item_id.
+
+        Raises
+        ------
+        CalibrationError
+            No non-empty ``items`` list of records, or items without ``item_id, a, b, c, n`` and
+            ``poorly_determined`` (a report from before that flag names the missing column).
+        """
         rows = document.get("items") if isinstance(document, dict) else None
         if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
-            raise CalibrationError(f"{path}: a calibration report needs a non-empty 'items' list of records")
+            raise CalibrationError(f"{source}: a calibration report needs a non-empty 'items' list of records")
         items = pd.DataFrame(rows)
         missing = [c for c in ("item_id", "a", "b", "c", "n", "poorly_determined") if c not in items.columns]
         if missing:
-            raise CalibrationError(f"{path}: the report's items lack column(s) {missing}; re-run qbank calibrate")
+            raise CalibrationError(f"{source}: the report's items lack column(s) {missing}; re-run qbank calibrate")
         items["item_id"] = items["item_id"].astype(str)
         items["poorly_determined"] = items["poorly_determined"].fillna(False).astype(bool)
         return items.set_index("item_id")

@@ -99,67 +99,35 @@ def load_demo_command(database_url, tenant):
 @click.option("--tenant", help=_TENANT_HELP)
 def import_calibration_command(pool_file, report_file, policy, database_url, tenant):
     """Import item parameters from a pool CSV/Parquet (item_id = question external_ref)."""
-    from qbank.cli._common import read_pool
-    from service.calibration import import_calibration
-
-    pool = read_pool(pool_file, option="POOL_FILE")
-    pool, n_respondents, details = _checked_against_report(pool, Path(pool_file), report_file, policy)
-    url, tenant = _database_url(database_url), _tenant(tenant)
-    with _session(url) as session:
-        count = import_calibration(session, tenant, "cli", pool, Path(pool_file).name, n_respondents=n_respondents,
-                                   details=details)
-    click.echo(f"imported {count} calibration(s) ({pool.model}) from {pool_file} into tenant {tenant}")
-
-
-def _checked_against_report(pool, pool_path, report_file, policy):
-    """The pool to import, item_id -> n from the report, and audit details; applies ``policy``."""
-    import numpy as np
-
     from qbank._messages import shown
     from qbank.calibration import CalibrationError, CalibrationReport
+    from qbank.cli._common import read_pool
+    from service.calibration import CheckedPool, check_against_report, import_calibration
+    from service.errors import Invalid
 
+    pool_path = Path(pool_file)
+    pool = read_pool(pool_file, option="POOL_FILE")
     report_path = Path(report_file) if report_file else pool_path.with_name(pool_path.stem + ".report.json")
     if report_file is None and not report_path.exists():
         click.echo(f"note: no {report_path.name} beside {pool_path.name}: respondents not recorded, "
                    "items not checked for poor determination", err=True)
-        return pool, None, {}
-    try:
-        items = CalibrationReport.read_items(report_path)
-    except CalibrationError as exc:
-        raise click.BadParameter(str(exc), param_hint="--report") from None
-    ids = [str(i) for i in pool.item_id]
-    absent = [i for i in ids if i not in items.index]
-    if absent:
-        raise click.BadParameter(f"{report_path.name} does not cover {len(absent)} item(s) of {pool_path.name}: "
-                                 f"{shown(absent)}; is it this pool's report?", param_hint="--report")
-    reported = items.loc[ids]
-    # D * a is what the report holds (D = 1); a report of another calibration disagrees here. The
-    # tolerance is the pool CSV's six decimals.
-    close = [np.isclose(reported[k], v, rtol=0, atol=2e-6) for k, v in (("a", pool.a * pool.D), ("b", pool.b),
-                                                                        ("c", pool.c))]
-    differs = ~(close[0] & close[1] & close[2])
-    if differs.any():
-        raise click.BadParameter(f"{report_path.name} has other parameters than {pool_path.name} for "
-                                 f"{int(differs.sum())} item(s): {shown(reported.index[differs])}; is it this pool's "
-                                 "report?", param_hint="--report")
-    flagged = [str(i) for i in reported.index[reported["poorly_determined"]]]
-    details = {"report": report_path.name}
-    if flagged and policy == "refuse":
-        raise click.BadParameter(
-            f"{len(flagged)} item(s) are poorly determined in {report_path.name} (se_b above the limit or at a "
-            f"bound): {shown(flagged)}; pass --poorly-determined skip to import the others, or keep to import them "
-            "anyway", param_hint="--poorly-determined")
-    if flagged and policy == "skip":
-        if len(flagged) == len(ids):
-            raise click.BadParameter(f"every item of {pool_path.name} is poorly determined; nothing to import",
-                                     param_hint="--poorly-determined")
-        pool = pool.subset(np.flatnonzero(~reported["poorly_determined"].to_numpy()))
-        click.echo(f"skipped {len(flagged)} poorly determined item(s): {shown(flagged)}", err=True)
-        details["skipped_poorly_determined"] = flagged
-    elif flagged:
-        click.echo(f"warning: importing {len(flagged)} poorly determined item(s): {shown(flagged)}", err=True)
-        details["kept_poorly_determined"] = flagged
-    return pool, {str(i): int(n) for i, n in reported["n"].dropna().items()}, details
+        checked = CheckedPool(pool)
+    else:
+        try:
+            checked = check_against_report(pool, CalibrationReport.read_items(report_path), pool_path.name,
+                                           report_path.name, policy, option="--poorly-determined {}")
+        except (CalibrationError, Invalid) as exc:
+            hint = "--poorly-determined" if "poorly determined" in str(exc) else "--report"
+            raise click.BadParameter(str(exc), param_hint=hint) from None
+    if checked.skipped:
+        click.echo(f"skipped {len(checked.skipped)} poorly determined item(s): {shown(checked.skipped)}", err=True)
+    if checked.kept:
+        click.echo(f"warning: importing {len(checked.kept)} poorly determined item(s): {shown(checked.kept)}", err=True)
+    url, tenant = _database_url(database_url), _tenant(tenant)
+    with _session(url) as session:
+        count = import_calibration(session, tenant, "cli", checked.pool, pool_path.name,
+                                   n_respondents=checked.n_respondents, details=checked.details)
+    click.echo(f"imported {count} calibration(s) ({checked.pool.model}) from {pool_file} into tenant {tenant}")
 
 
 @click.command("create-user")

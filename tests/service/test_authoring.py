@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -87,7 +89,8 @@ def test_calibration_upload_ties_parameters_to_the_live_version(api, session_fac
     api.put(f"/v1/author/questions/{ids['CAL-1']}", json=question(external_ref="CAL-1", stem_md="v2"), **AUTHOR)
     csv = b"item_id,a,b,c,D\nCAL-1,1.2,-0.5,0.2,1.0\nCAL-2,0.8,1.5,0.1,1.7\n"
     r = api.post("/v1/admin/calibrations", files={"file": ("round1.csv", csv, "text/csv")}, **admin)
-    assert r.status_code == 200 and r.json() == {"imported": 2, "source": "round1.csv", "model": "3PL"}
+    assert r.status_code == 200 and r.json() == {"imported": 2, "source": "round1.csv", "model": "3PL", "skipped": [],
+                                                 "kept_poorly_determined": []}
     r = api.post("/v1/admin/calibrations", files={"file": ("round2.csv", b"item_id,a,b,c\nCAL-1,1.3,-0.4,0.2\n",
                                                             "text/csv")}, **admin)
     assert r.status_code == 200
@@ -109,3 +112,40 @@ def test_calibration_upload_ties_parameters_to_the_live_version(api, session_fac
     for content, message in bad:
         r = api.post("/v1/admin/calibrations", files={"file": ("bad.csv", content, "text/csv")}, **admin)
         assert r.status_code == 422 and message in r.json()["detail"], r.text
+
+    # With the calibration report: respondents recorded, a poorly determined item refused, skipped or kept.
+    csv = b"item_id,a,b,c,D\nCAL-1,1.100000,0.300000,0.150000,1.0\nCAL-2,0.900000,2.900000,0.200000,1.0\n"
+    report = {"items": [{"item_id": "CAL-1", "a": 1.1, "b": 0.3, "c": 0.15, "n": 812, "poorly_determined": False},
+                        {"item_id": "CAL-2", "a": 0.9, "b": 2.9, "c": 0.2, "n": 97, "poorly_determined": True}]}
+
+    def upload(report_doc, **params):
+        files = {"file": ("round3.csv", csv, "text/csv"),
+                 "report": ("round3.report.json", json.dumps(report_doc).encode(), "application/json")}
+        return api.post("/v1/admin/calibrations", files=files, params=params, **admin)
+
+    r = upload(report)
+    assert r.status_code == 422 and "1 item(s) are poorly determined in round3.report.json" in r.json()["detail"]
+    assert "['CAL-2']; pass poorly_determined=skip to import the others" in r.json()["detail"]
+    r = upload(report, poorly_determined="skip")
+    assert r.status_code == 200 and (r.json()["imported"], r.json()["skipped"]) == (1, ["CAL-2"]), r.text
+    with session_factory() as session:
+        n_respondents = session.execute(select(ItemCalibration.question_id, ItemCalibration.n_respondents)
+                                        .where(ItemCalibration.source == "round3.csv")).all()
+    assert n_respondents == [(ids["CAL-1"], 812)]
+    r = upload(report, poorly_determined="keep")
+    assert r.status_code == 200 and r.json()["kept_poorly_determined"] == ["CAL-2"]
+    with session_factory() as session:
+        audited = [row.details for row in session.scalars(select(AuditLog).where(
+            AuditLog.action == "calibration.import").order_by(AuditLog.id))][-2:]
+    assert [a.get("skipped_poorly_determined") for a in audited] == [["CAL-2"], None]
+    assert [a.get("kept_poorly_determined") for a in audited] == [None, ["CAL-2"]]
+    assert audited[0]["report"] == "round3.report.json"
+    assert upload(report, poorly_determined="maybe").status_code == 422
+    other = {"items": [dict(report["items"][0], b=0.5), report["items"][1]]}
+    r = upload(other, poorly_determined="keep")
+    assert r.status_code == 422 and "has other parameters than round3.csv for 1 item(s): ['CAL-1']" in r.text
+    r = upload({"items": [{"item_id": "CAL-1", "a": 1.1}]})
+    assert r.status_code == 422 and "lack column(s)" in r.json()["detail"]
+    r = api.post("/v1/admin/calibrations", files={"file": ("round3.csv", csv, "text/csv"),
+                                                  "report": ("r.json", b"{oops", "application/json")}, **admin)
+    assert r.status_code == 422 and "not a readable calibration report" in r.json()["detail"]

@@ -70,7 +70,7 @@ def test_import_calibration_checks_the_pools_report(tmp_path):
 
     r = imported()
     assert r.exit_code == 2 and f"1 item(s) are poorly determined in cal.report.json" in r.output
-    assert worst in r.output and "--poorly-determined skip" in r.output
+    assert worst in r.output and "pass --poorly-determined skip to import the others" in r.output
     r = imported("--poorly-determined", "skip")
     assert r.exit_code == 0 and "imported 11 calibration(s)" in r.output
     assert f"skipped 1 poorly determined item(s): ['{worst}']" in r.output

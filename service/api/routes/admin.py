@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, File, Query, UploadFile
 
 from service import admin
 from service.api.deps import AdminUser, SessionDep
-from service.calibration import import_calibration, pool_from_csv_bytes
+from service.calibration import (
+    CheckedPool,
+    check_against_report,
+    import_calibration,
+    pool_from_csv_bytes,
+    report_items_from_bytes,
+)
 from service.schemas import (
     CalibrationImported,
     CohortSet,
@@ -41,12 +49,26 @@ def reestimate(body: Reestimate, user: AdminUser, session: SessionDep) -> dict:
 
 
 @router.post("/calibrations", response_model=CalibrationImported)
-def upload_calibration(user: AdminUser, session: SessionDep, file: UploadFile = File(...)) -> CalibrationImported:
-    """Import a pool CSV (item_id = question external_ref, a, b, c, optional D)."""
+def upload_calibration(
+    user: AdminUser, session: SessionDep, file: UploadFile = File(...), report: UploadFile | None = File(None),
+    poorly_determined: Literal["refuse", "skip", "keep"] = Query("refuse"),
+) -> CalibrationImported:
+    """Import a pool CSV (item_id = question external_ref, a, b, c, optional D).
+
+    With ``report`` (the ``.report.json`` that ``qbank calibrate`` writes beside the pool) each
+    item's respondents are recorded and items it flags poorly determined are refused (422),
+    left out (``poorly_determined=skip``) or imported anyway (``keep``), as in the CLI.
+    """
     source = file.filename or "upload.csv"
-    pool = pool_from_csv_bytes(file.file.read(), source)
-    count = import_calibration(session, user.tenant, user.sub, pool, source)
-    return CalibrationImported(imported=count, source=source, model=pool.model)
+    checked = CheckedPool(pool_from_csv_bytes(file.file.read(), source))
+    if report is not None:
+        report_name = report.filename or "report.json"
+        items = report_items_from_bytes(report.file.read(), report_name)
+        checked = check_against_report(checked.pool, items, source, report_name, poorly_determined)
+    count = import_calibration(session, user.tenant, user.sub, checked.pool, source,
+                               n_respondents=checked.n_respondents, details=checked.details)
+    return CalibrationImported(imported=count, source=source, model=checked.pool.model, skipped=checked.skipped,
+                               kept_poorly_determined=checked.kept)
 
 
 @router.put("/flags/{key}")
