@@ -14,7 +14,9 @@ complete workload (same seed, same streams, so the qbank column repeats that ben
   an oracle no calibration has, showing how much of the a error the lower asymptote costs.
 
 Then ``--spread`` replications of qbank alone per design (the first 5 are the ones above): the mean
-single-replication RMSEs, their sd, and how often a mean of 5 replications meets the issue's target.
+single-replication RMSEs, their sd, and how often a mean of 5 replications meets the issue's target;
+once with the default priors and once with priors matched to the design's own moments (normal on
+log a, Beta on c), another oracle: the best a prior of these families could do.
 
 Usage: ``python benchmarks/bench_calibration_ceiling.py [--replications 5] [--spread 60]
 [--mcmc-iter 3000] [--designs uniform,operational,lognormal] [--seed 2026] [--json PATH]``
@@ -39,7 +41,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_calibration import (DESIGNS, TARGET_COMPLETE, complete_datasets, rmse,  # noqa: E402
+from bench_calibration import (DESIGNS, TARGET_COMPLETE, complete_datasets, draw_bank, rmse,  # noqa: E402
                                workload_streams, write_results)
 
 from qbank.calibration import Calibrator  # noqa: E402
@@ -162,18 +164,39 @@ def ceiling(design, replications, rng, mcmc_iter, seed) -> dict:
             "c_known": dict(zip("ab", rows[6:8])), "mcmc_seconds": rows[8], "replications": replications}
 
 
-def spread(design, replications, rng) -> dict:
+def matched_priors(design) -> dict:
+    """Priors with the design's own moments (an oracle no calibration has): normal on log a,
+    Beta on c, from 200,000 items drawn from the design."""
+    bank = draw_bank(design, 200_000, np.random.default_rng(0))
+    log_a = np.log(bank.a)
+    mean, var = bank.c.mean(), bank.c.var()
+    strength = mean * (1.0 - mean) / var - 1.0  # Beta moments: var = m (1 - m) / (alpha + beta + 1)
+    return {"prior_loga": (float(log_a.mean()), float(log_a.std())),
+            "prior_c": (float(mean * strength), float((1.0 - mean) * strength))}
+
+
+def spread(design, replications, rng, **priors) -> dict:
+    """qbank alone on ``replications`` data sets (``priors`` passed to the Calibrator)."""
     errors = []
     for bank, y in complete_datasets(design, replications, rng):
-        ours = Calibrator("3PL").fit(y).item_params_
+        ours = Calibrator("3PL", **priors).fit(y).item_params_
         errors.append([rmse(ours[k], getattr(bank, k)) for k in "abc"])
     errors = np.array(errors)
     # Consecutive groups of 5, as the acceptance reads: "mean over 5 replications".
     groups = errors[: replications // 5 * 5].reshape(-1, 5, 3).mean(axis=1)
     meets = groups <= np.array([TARGET_COMPLETE[k] for k in "abc"])
-    return {"replications": replications, "mean": dict(zip("abc", errors.mean(axis=0))),
+    return {"replications": replications, "priors": {k: list(v) for k, v in priors.items()},
+            "mean": dict(zip("abc", errors.mean(axis=0))),
             "sd": dict(zip("abc", errors.std(axis=0, ddof=1))), "five_replication_means_a": groups[:, 0].tolist(),
             "share_meeting": dict(zip("abc", meets.mean(axis=0))), "share_meeting_all": float(meets.all(axis=1).mean())}
+
+
+def _print_spread(label: str, s: dict) -> None:
+    print(f"  {label} over {s['replications']} replications: RMSE a / b / c "
+          + " / ".join(f"{s['mean'][k]:.3f} (sd {s['sd'][k]:.3f})" for k in "abc")
+          + f"; means of 5 meeting the target: a {s['share_meeting']['a']:.0%} (range "
+          f"{min(s['five_replication_means_a']):.3f}-{max(s['five_replication_means_a']):.3f}), "
+          f"b {s['share_meeting']['b']:.0%}, c {s['share_meeting']['c']:.0%}, all three {s['share_meeting_all']:.0%}")
 
 
 def main(argv=None) -> int:
@@ -203,14 +226,15 @@ def main(argv=None) -> int:
                       + "   posterior mean (MCMC) " + " / ".join(f"{c['posterior_mean'][k]:.3f}" for k in "abc")
                       + "   c known a / b " + " / ".join(f"{c['c_known'][k]:.3f}" for k in "ab"))
             if args.spread:
-                # A fresh stream per workload keeps the first replications equal to the ones above.
-                fig["spread"] = s = spread(design, args.spread, workload_streams(args.seed, [design])[design][0])
-                print(f"  qbank over {s['replications']} replications: RMSE a / b / c "
-                      + " / ".join(f"{s['mean'][k]:.3f} (sd {s['sd'][k]:.3f})" for k in "abc")
-                      + f"; means of 5 meeting the target: a {s['share_meeting']['a']:.0%} (range "
-                      f"{min(s['five_replication_means_a']):.3f}-{max(s['five_replication_means_a']):.3f}), "
-                      f"b {s['share_meeting']['b']:.0%}, c {s['share_meeting']['c']:.0%}, "
-                      f"all three {s['share_meeting_all']:.0%}")
+                # A fresh stream per run keeps the first replications equal to the ones above.
+                fig["spread"] = spread(design, args.spread, workload_streams(args.seed, [design])[design][0])
+                _print_spread("qbank", fig["spread"])
+                priors = matched_priors(design)
+                fig["spread_matched_priors"] = spread(design, args.spread,
+                                                      workload_streams(args.seed, [design])[design][0], **priors)
+                _print_spread("qbank, priors matched to the design (log a ~ N({:.2f}, {:.2f}), c ~ Beta({:.1f}, "
+                              "{:.1f}))".format(*priors["prior_loga"], *priors["prior_c"]),
+                              fig["spread_matched_priors"])
     write_results(results, args.json)
     return 0
 
