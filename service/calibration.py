@@ -10,7 +10,6 @@ earlier calibrations of that version stay in the table, no longer current.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -53,14 +52,14 @@ class CheckedPool:
     kept: list[str] = field(default_factory=list)
 
 
+class PoorlyDetermined(Invalid):
+    """The report flags items poorly determined and the policy does not let them (all) through."""
+
+
 def report_items_from_bytes(content: bytes, source: str) -> pd.DataFrame:
     """The items of an uploaded calibration report; :class:`Invalid` says what is wrong."""
     try:
-        document = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Invalid(f"{source}: not a readable calibration report ({exc})") from None
-    try:
-        return CalibrationReport.items_from_document(document, source)
+        return CalibrationReport.items_from_json(content, source)
     except CalibrationError as exc:
         raise Invalid(str(exc)) from None
 
@@ -76,8 +75,10 @@ def check_against_report(pool: ItemPool, items: pd.DataFrame, pool_name: str, re
 
     Raises
     ------
+    PoorlyDetermined
+        Flagged items under ``'refuse'``, nothing left under ``'skip'``.
     Invalid
-        A report of another pool, flagged items under ``'refuse'``, nothing left under ``'skip'``.
+        A report of another pool.
     ValueError
         An unknown ``policy`` (the CLI and the API accept only :data:`POLICIES`).
     """
@@ -90,9 +91,8 @@ def check_against_report(pool: ItemPool, items: pd.DataFrame, pool_name: str, re
                       "is it this pool's report?")
     reported = items.loc[ids]
     # The report holds D * a (D = 1); a report of another calibration disagrees here.
-    close = [np.isclose(reported[k].astype(float), v, rtol=0, atol=2e-6)
-             for k, v in (("a", pool.a * pool.D), ("b", pool.b), ("c", pool.c))]
-    differs = ~(close[0] & close[1] & close[2])
+    differs = ~np.all([np.isclose(reported[k].astype(float), v, rtol=0, atol=2e-6)
+                       for k, v in (("a", pool.a * pool.D), ("b", pool.b), ("c", pool.c))], axis=0)
     if differs.any():
         raise Invalid(f"{report_name} has other parameters than {pool_name} for {int(differs.sum())} item(s): "
                       f"{shown(reported.index[differs])}; is it this pool's report?")
@@ -101,12 +101,13 @@ def check_against_report(pool: ItemPool, items: pd.DataFrame, pool_name: str, re
     if not flagged:
         return checked
     if policy == "refuse":
-        raise Invalid(f"{len(flagged)} item(s) are poorly determined in {report_name} (se_b above the limit or at "
+        raise PoorlyDetermined(f"{len(flagged)} item(s) are poorly determined in {report_name} (se_b above the limit or at "
                       f"a bound): {shown(flagged)}; pass {option.format('skip')} to import the others, or "
                       f"{option.format('keep')} to import them too")
     if policy == "skip":
         if len(flagged) == len(ids):
-            raise Invalid(f"every item of {pool_name} is poorly determined in {report_name}; nothing to import")
+            raise PoorlyDetermined(f"every item of {pool_name} is poorly determined in {report_name}; "
+                                   "nothing to import")
         checked.pool = pool.subset(np.flatnonzero(~reported["poorly_determined"].to_numpy()))
         checked.skipped = checked.details["skipped_poorly_determined"] = flagged
     else:
@@ -153,8 +154,7 @@ def import_calibration(session: Session, tenant_id: str, actor: str, pool: ItemP
         ItemCalibration(
             tenant_id=tenant_id, question_id=questions[item_id], question_version_id=target[questions[item_id]][1],
             version=target[questions[item_id]][2], model=model, a=float(a), b=float(b), c=float(c), D=float(d),
-            n_respondents=None if n_respondents is None or item_id not in n_respondents else int(n_respondents[item_id]),
-            source=source[:256], is_current=True,
+            n_respondents=(n_respondents or {}).get(item_id), source=source[:256], is_current=True,
         )
         for item_id, a, b, c, d in zip(item_ids, pool.a, pool.b, pool.c, pool.D)
     )

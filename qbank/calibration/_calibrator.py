@@ -142,27 +142,31 @@ class CalibrationReport:
         Raises
         ------
         CalibrationError
-            The file is missing or not JSON, or see :meth:`items_from_document`.
+            The file is missing or unreadable, or see :meth:`items_from_json`.
         """
         path = Path(path)
         try:
-            document = json.loads(path.read_text())
+            content = path.read_bytes()
         except FileNotFoundError:
             raise CalibrationError(f"{path}: no such calibration report") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:
             raise CalibrationError(f"{path}: not a readable calibration report ({exc})") from None
-        return CalibrationReport.items_from_document(document, str(path))
+        return CalibrationReport.items_from_json(content, str(path))
 
     @staticmethod
-    def items_from_document(document, source: str = "report") -> pd.DataFrame:
-        """The ``items`` table of a parsed report (:meth:`to_dict`), indexed by item_id.
+    def items_from_json(content: str | bytes, source: str = "report") -> pd.DataFrame:
+        """The ``items`` table of a report's JSON text (:meth:`to_json`), indexed by item_id.
 
         Raises
         ------
         CalibrationError
-            No non-empty ``items`` list of records, or items without ``item_id, a, b, c, n`` and
-            ``poorly_determined`` (a report from before that flag names the missing column).
+            Not JSON, no non-empty ``items`` list of records, or items without ``item_id, a, b, c,
+            n`` and ``poorly_determined`` (a report from before that flag names the missing column).
         """
+        try:
+            document = json.loads(content)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CalibrationError(f"{source}: not a readable calibration report ({exc})") from None
         rows = document.get("items") if isinstance(document, dict) else None
         if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
             raise CalibrationError(f"{source}: a calibration report needs a non-empty 'items' list of records")

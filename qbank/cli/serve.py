@@ -102,7 +102,7 @@ def import_calibration_command(pool_file, report_file, policy, database_url, ten
     from qbank._messages import shown
     from qbank.calibration import CalibrationError, CalibrationReport
     from qbank.cli._common import read_pool
-    from service.calibration import CheckedPool, check_against_report, import_calibration
+    from service.calibration import CheckedPool, PoorlyDetermined, check_against_report, import_calibration
     from service.errors import Invalid
 
     pool_path = Path(pool_file)
@@ -116,9 +116,10 @@ def import_calibration_command(pool_file, report_file, policy, database_url, ten
         try:
             checked = check_against_report(pool, CalibrationReport.read_items(report_path), pool_path.name,
                                            report_path.name, policy, option="--poorly-determined {}")
+        except PoorlyDetermined as exc:
+            raise click.BadParameter(str(exc), param_hint="--poorly-determined") from None
         except (CalibrationError, Invalid) as exc:
-            hint = "--poorly-determined" if "poorly determined" in str(exc) else "--report"
-            raise click.BadParameter(str(exc), param_hint=hint) from None
+            raise click.BadParameter(str(exc), param_hint="--report") from None
     if checked.skipped:
         click.echo(f"skipped {len(checked.skipped)} poorly determined item(s): {shown(checked.skipped)}", err=True)
     if checked.kept:
