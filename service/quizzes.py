@@ -19,11 +19,12 @@ names it.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import timedelta
 
 import numpy as np
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -165,6 +166,17 @@ def _finish(session: Session, quiz: QuizSession, reason: str) -> None:
           "correct": quiz.n_correct, "theta": quiz.theta, "se": quiz.se})
 
 
+def _new_quiz_id(session: Session, settings: Settings, user: TokenUser) -> str:
+    """A random uuid4, or with ``settings.quiz_seed`` one derived from the seed, the tenant, the
+    user and how many quizzes the user already has: the quiz's draws then repeat between runs."""
+    if settings.quiz_seed is None:
+        return str(uuid.uuid4())
+    taken = session.scalar(select(func.count()).select_from(QuizSession).where(
+        QuizSession.tenant_id == user.tenant, QuizSession.user_id == user.sub))
+    digest = hashlib.sha256(f"{settings.quiz_seed}:{user.tenant}:{user.sub}:{taken}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
 def start_quiz(session: Session, settings: Settings, user: TokenUser, body: QuizCreate) -> tuple[QuizSession, list[int]]:
     """Create a quiz on the exam's current pool; commits. Returns the quiz and, for a linear
     quiz, its planned question ids (an adaptive quiz chooses as it goes)."""
@@ -185,7 +197,7 @@ def start_quiz(session: Session, settings: Settings, user: TokenUser, body: Quiz
         raise Invalid(f"filters: no published item of exam {exam_code!r} matches {filter_dict}")
     max_length = min(filters.num_questions, n_eligible)
     blueprint = _resolve_quota(view, eligible, body.blueprint_quota, max_length)
-    quiz_id = str(uuid.uuid4())
+    quiz_id = _new_quiz_id(session, settings, user)
     plan = None
     if body.adaptive:
         selector = selector_for_user(session, user.tenant, user.sub)

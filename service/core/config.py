@@ -53,6 +53,10 @@ class Settings(DatabaseSettings):
     # The scaffold's MAX_DAILY_EXPOSURES: an adaptive quiz serves an item at most this often per UTC
     # day, counted atomically in the database (0 or None: no cap).
     max_daily_exposures: int | None = Field(500, ge=0)
+    # Studies (QBANK_ENV dev or test only): quiz ids, and so every quiz's random draws
+    # (qbank.selection.session_rng), derived from this seed, the tenant, the user and the user's
+    # quiz count, so a simulated cohort repeats bit for bit. None: random ids (uuid4).
+    quiz_seed: int | None = None
 
     @model_validator(mode="after")
     def _refuse_default_secret(self):
@@ -66,6 +70,8 @@ class Settings(DatabaseSettings):
             logging.getLogger("qbank.service").warning(message)
         elif len(self.secret_key.encode()) < MIN_SECRET_LENGTH:
             raise ValueError(f"QBANK_SECRET_KEY must be at least {MIN_SECRET_LENGTH} bytes long")
+        if self.quiz_seed is not None and self.env == "production":
+            raise ValueError("QBANK_QUIZ_SEED makes quiz ids predictable; it is for studies with QBANK_ENV=dev or test")
         return self
 
     @property
