@@ -57,11 +57,11 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from qbank.calibration import CalibrationWarning, Calibrator, parse_prior  # noqa: E402
-from qbank.calibration.girth_check import girth_threepl, girth_twopl  # noqa: E402
-from qbank.irt import probability  # noqa: E402
-from qbank.pool import ItemPool  # noqa: E402
-from qbank.simulation import simulate  # noqa: E402
+from qbank.calibration import CalibrationWarning, Calibrator, parse_prior
+from qbank.calibration.girth_check import girth_threepl, girth_twopl
+from qbank.irt import probability
+from qbank.pool import ItemPool
+from qbank.simulation import simulate
 
 DESIGNS = ("uniform", "operational", "lognormal")
 # Acceptance of issue 4.
@@ -76,13 +76,21 @@ PRIORS: dict = {}
 def draw_bank(design: str, n_items: int, rng, prefix: str = "I") -> ItemPool:
     """A 3PL bank of the named design (see the module docstring), D = 1."""
     if design == "uniform":
-        a, b, c = rng.uniform(0.8, 2.0, n_items), rng.normal(0.0, 1.0, n_items), rng.uniform(0.0, 0.25, n_items)
+        a, b, c = (
+            rng.uniform(0.8, 2.0, n_items),
+            rng.normal(0.0, 1.0, n_items),
+            rng.uniform(0.0, 0.25, n_items),
+        )
     elif design == "operational":
         a = np.exp(rng.normal(0.1, 0.3, n_items)).clip(0.4, 2.5)
         b = rng.normal(0.0, 1.0, n_items).clip(-3.0, 3.0)
         c = rng.beta(5, 17, n_items).clip(0.0, 0.35)
     elif design == "lognormal":
-        a, b, c = np.exp(rng.normal(0.0, 0.25, n_items)), rng.normal(0.0, 1.0, n_items), rng.uniform(0.1, 0.3, n_items)
+        a, b, c = (
+            np.exp(rng.normal(0.0, 0.25, n_items)),
+            rng.normal(0.0, 1.0, n_items),
+            rng.uniform(0.1, 0.3, n_items),
+        )
     else:
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
     return ItemPool.from_arrays(a, b, c, item_id=[f"{prefix}{i + 1:04d}" for i in range(n_items)])
@@ -105,7 +113,10 @@ def complete_datasets(design: str, replications: int, rng):
     for child in rng.spawn(replications):
         bank = draw_bank(design, 40, child)
         theta = child.normal(0.0, 1.0, 2000)
-        yield bank, (child.random((2000, 40)) < probability(theta, bank.a, bank.b, bank.c, bank.D)).astype(float)
+        yield (
+            bank,
+            (child.random((2000, 40)) < probability(theta, bank.a, bank.b, bank.c, bank.D)).astype(float),
+        )
 
 
 def workload_streams(seed: int, designs=DESIGNS):
@@ -121,16 +132,24 @@ def complete_3pl(design: str, replications: int, rng) -> dict:
     rows = {"qbank": [], "girth": []}
     for bank, y in complete_datasets(design, replications, rng):
         ours, seconds = _timed(lambda: Calibrator("3PL", **PRIORS).fit(y).item_params_)
-        rows["qbank"].append((rmse(ours["a"], bank.a), rmse(ours["b"], bank.b), rmse(ours["c"], bank.c), seconds))
+        rows["qbank"].append(
+            (rmse(ours["a"], bank.a), rmse(ours["b"], bank.b), rmse(ours["c"], bank.c), seconds)
+        )
         theirs, seconds = _timed(girth_threepl, y)
-        rows["girth"].append((rmse(theirs["a"], bank.a), rmse(theirs["b"], bank.b), rmse(theirs["c"], bank.c),
-                              seconds))
+        rows["girth"].append(
+            (rmse(theirs["a"], bank.a), rmse(theirs["b"], bank.b), rmse(theirs["c"], bank.c), seconds)
+        )
     out = {}
     for side, values in rows.items():
         values = np.array(values)
-        out[side] = {"rmse_a": values[:, 0].mean(), "rmse_b": values[:, 1].mean(), "rmse_c": values[:, 2].mean(),
-                     "seconds_per_fit": statistics.median(values[:, 3]), "seconds_best": values[:, 3].min(),
-                     "replications": replications}
+        out[side] = {
+            "rmse_a": values[:, 0].mean(),
+            "rmse_b": values[:, 1].mean(),
+            "rmse_c": values[:, 2].mean(),
+            "seconds_per_fit": statistics.median(values[:, 3]),
+            "seconds_best": values[:, 3].min(),
+            "replications": replications,
+        }
     return out
 
 
@@ -153,24 +172,44 @@ def cat_recovery(design: str, replications: int, rng, girth_cat: bool) -> dict:
         used = items.index[items["n"] >= 100]
         determined = items.index[(items["n"] >= 100) & ~items["poorly_determined"]]
         far_off = (items["b"] - truth.loc[items.index, "b"]).abs() > 1.0
-        rows.append((rmse(items.loc[used, "b"], truth.loc[used, "b"]), seconds, fitted.n_iter_,
-                     rmse(items.loc[determined, "b"], truth.loc[determined, "b"]), used.size - determined.size,
-                     far_off.sum(), (far_off & ~items["poorly_determined"]).sum()))
+        rows.append(
+            (
+                rmse(items.loc[used, "b"], truth.loc[used, "b"]),
+                seconds,
+                fitted.n_iter_,
+                rmse(items.loc[determined, "b"], truth.loc[determined, "b"]),
+                used.size - determined.size,
+                far_off.sum(),
+                (far_off & ~items["poorly_determined"]).sum(),
+            )
+        )
         used_counts.append(used.size)
         administered.append(items.shape[0])
         if girth_cat and rep == 0:
             for name, fn in (("girth_2pl", girth_twopl), ("girth_3pl", girth_threepl)):
                 theirs, seconds = _timed(fn, log)
-                peers[name] = {"rmse_b": rmse(theirs.loc[used, "b"], truth.loc[used, "b"]), "seconds": seconds,
-                               "replications": 1}
+                peers[name] = {
+                    "rmse_b": rmse(theirs.loc[used, "b"], truth.loc[used, "b"]),
+                    "seconds": seconds,
+                    "replications": 1,
+                }
     rows = np.array(rows)
-    return {"qbank": {"rmse_b": rows[:, 0].mean(), "rmse_b_max": rows[:, 0].max(),
-                      "rmse_b_determined": rows[:, 3].mean(), "items_poorly_determined": int(rows[:, 4].sum()),
-                      "items_off_by_1": int(rows[:, 5].sum()), "items_off_by_1_not_flagged": int(rows[:, 6].sum()),
-                      "seconds": statistics.median(rows[:, 1]), "iterations": statistics.median(rows[:, 2]),
-                      "replications": replications},
-            "items_with_100_responses": float(np.mean(used_counts)), "items_administered": float(np.mean(administered)),
-            **peers}
+    return {
+        "qbank": {
+            "rmse_b": rows[:, 0].mean(),
+            "rmse_b_max": rows[:, 0].max(),
+            "rmse_b_determined": rows[:, 3].mean(),
+            "items_poorly_determined": int(rows[:, 4].sum()),
+            "items_off_by_1": int(rows[:, 5].sum()),
+            "items_off_by_1_not_flagged": int(rows[:, 6].sum()),
+            "seconds": statistics.median(rows[:, 1]),
+            "iterations": statistics.median(rows[:, 2]),
+            "replications": replications,
+        },
+        "items_with_100_responses": float(np.mean(used_counts)),
+        "items_administered": float(np.mean(administered)),
+        **peers,
+    }
 
 
 def pretest(design: str, per_examinee: int, theta_mean: float, replications: int, rng) -> dict:
@@ -186,25 +225,53 @@ def pretest(design: str, per_examinee: int, theta_mean: float, replications: int
         persons = np.repeat(np.arange(n), per_examinee)
         items = taken.ravel()
         p = probability(result.theta, new.a, new.b, new.c, new.D)[persons, items]
-        log = pd.concat([log, pd.DataFrame({"person_id": persons, "item_id": new.item_id[items],
-                                            "response": (child.random(persons.size) < p).astype(np.int8)})],
-                        ignore_index=True)
+        log = pd.concat(
+            [
+                log,
+                pd.DataFrame(
+                    {
+                        "person_id": persons,
+                        "item_id": new.item_id[items],
+                        "response": (child.random(persons.size) < p).astype(np.int8),
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CalibrationWarning)  # bank items nobody got, carried over by name
             fixed, seconds = _timed(lambda: Calibrator("3PL", fixed_pool=bank, **PRIORS).fit(log))
             free = Calibrator("3PL", drop_invariant=True, **PRIORS).fit(log)
         ours = fixed.report_.items.loc[new.item_id]
         theirs = free.report_.items.loc[new.item_id]
-        rows.append((rmse(ours["b"], new.b), float(np.mean(ours["b"] - new.b)), fixed.report_.summary["latent_mean"],
-                     seconds, fixed.n_iter_, rmse(theirs["b"], new.b), float(np.mean(theirs["b"] - new.b)),
-                     float(ours["n"].mean())))
+        rows.append(
+            (
+                rmse(ours["b"], new.b),
+                float(np.mean(ours["b"] - new.b)),
+                fixed.report_.summary["latent_mean"],
+                seconds,
+                fixed.n_iter_,
+                rmse(theirs["b"], new.b),
+                float(np.mean(theirs["b"] - new.b)),
+                float(ours["n"].mean()),
+            )
+        )
     rows = np.array(rows)
-    return {"per_examinee": per_examinee, "theta_mean": theta_mean, "replications": replications,
-            "mean_responses_per_item": rows[:, 7].mean(),
-            "fixed": {"rmse_b": rows[:, 0].mean(), "rmse_b_by_replication": rows[:, 0].tolist(),
-                      "bias_b": rows[:, 1].mean(), "latent_mean": rows[:, 2].mean(),
-                      "seconds": statistics.median(rows[:, 3]), "iterations": statistics.median(rows[:, 4])},
-            "free": {"rmse_b": rows[:, 5].mean(), "bias_b": rows[:, 6].mean()}}
+    return {
+        "per_examinee": per_examinee,
+        "theta_mean": theta_mean,
+        "replications": replications,
+        "mean_responses_per_item": rows[:, 7].mean(),
+        "fixed": {
+            "rmse_b": rows[:, 0].mean(),
+            "rmse_b_by_replication": rows[:, 0].tolist(),
+            "bias_b": rows[:, 1].mean(),
+            "latent_mean": rows[:, 2].mean(),
+            "seconds": statistics.median(rows[:, 3]),
+            "iterations": statistics.median(rows[:, 4]),
+        },
+        "free": {"rmse_b": rows[:, 5].mean(), "bias_b": rows[:, 6].mean()},
+    }
 
 
 def _mark(value, target):
@@ -214,39 +281,53 @@ def _mark(value, target):
 def _report_complete(complete: dict, replications: int) -> dict:
     print(f"complete 3PL 2000x40, mean of {replications}:   RMSE a      b      c      s/fit (median, best)")
     for side, fig in complete.items():
-        line = (f"  {side:7s}                                {fig['rmse_a']:.3f}  {fig['rmse_b']:.3f}  "
-                f"{fig['rmse_c']:.3f}  {fig['seconds_per_fit']:.3f}, {fig['seconds_best']:.3f}")
+        line = (
+            f"  {side:7s}                                {fig['rmse_a']:.3f}  {fig['rmse_b']:.3f}  "
+            f"{fig['rmse_c']:.3f}  {fig['seconds_per_fit']:.3f}, {fig['seconds_best']:.3f}"
+        )
         if side == "qbank":
             line += "   " + " ".join(f"{k}:{_mark(fig['rmse_' + k], t)}" for k, t in TARGET_COMPLETE.items())
             line += f" time:{_mark(fig['seconds_per_fit'], TARGET_SECONDS)}"
         print(line)
-    print(f"  girth/qbank seconds: {complete['girth']['seconds_per_fit'] / complete['qbank']['seconds_per_fit']:.0f}x")
+    print(
+        f"  girth/qbank seconds: {complete['girth']['seconds_per_fit'] / complete['qbank']['seconds_per_fit']:.0f}x"
+    )
     return complete
 
 
 def _report_cat(cat: dict, replications: int) -> dict:
-    print(f"CAT 300 items, 3000 x 30, mean of {replications}; items with >= 100 responses "
-          f"(~{cat['items_with_100_responses']:.0f} of ~{cat['items_administered']:.0f} administered):")
-    print(f"  qbank 3PL   b RMSE {cat['qbank']['rmse_b']:.3f} (worst replication {cat['qbank']['rmse_b_max']:.3f}; "
-          f"{cat['qbank']['seconds']:.2f} s, {cat['qbank']['iterations']:.0f} cycles)  "
-          f"{_mark(cat['qbank']['rmse_b'], TARGET_CAT_B)}")
-    print(f"              without the {cat['qbank']['items_poorly_determined']} item(s) flagged poorly_determined: "
-          f"b RMSE {cat['qbank']['rmse_b_determined']:.3f}; of all administered items "
-          f"{cat['qbank']['items_off_by_1']} are > 1 logit off, {cat['qbank']['items_off_by_1_not_flagged']} of them "
-          "not flagged")
+    print(
+        f"CAT 300 items, 3000 x 30, mean of {replications}; items with >= 100 responses "
+        f"(~{cat['items_with_100_responses']:.0f} of ~{cat['items_administered']:.0f} administered):"
+    )
+    print(
+        f"  qbank 3PL   b RMSE {cat['qbank']['rmse_b']:.3f} (worst replication {cat['qbank']['rmse_b_max']:.3f}; "
+        f"{cat['qbank']['seconds']:.2f} s, {cat['qbank']['iterations']:.0f} cycles)  "
+        f"{_mark(cat['qbank']['rmse_b'], TARGET_CAT_B)}"
+    )
+    print(
+        f"              without the {cat['qbank']['items_poorly_determined']} item(s) flagged poorly_determined: "
+        f"b RMSE {cat['qbank']['rmse_b_determined']:.3f}; of all administered items "
+        f"{cat['qbank']['items_off_by_1']} are > 1 logit off, {cat['qbank']['items_off_by_1_not_flagged']} of them "
+        "not flagged"
+    )
     for name in ("girth_2pl", "girth_3pl"):
         if name in cat:
-            print(f"  {name:9s}   b RMSE {cat[name]['rmse_b']:.3f}  ({cat[name]['seconds']:.1f} s, first replication)")
+            print(
+                f"  {name:9s}   b RMSE {cat[name]['rmse_b']:.3f}  ({cat[name]['seconds']:.1f} s, first replication)"
+            )
     return cat
 
 
 def _report_pretest(fig: dict, replications: int) -> dict:
-    print(f"pretest 20 items, {fig['per_examinee']:2d} per examinee (~{fig['mean_responses_per_item']:.0f} per item), "
-          f"theta ~ N({fig['theta_mean']}, 1), mean of {replications}: fixed-bank b RMSE "
-          f"{fig['fixed']['rmse_b']:.3f} {_mark(fig['fixed']['rmse_b'], TARGET_PRETEST_B)} (bias "
-          f"{fig['fixed']['bias_b']:+.3f}, latent mean {fig['fixed']['latent_mean']:+.2f}, "
-          f"{fig['fixed']['seconds']:.2f} s); free calibration b RMSE {fig['free']['rmse_b']:.3f} "
-          f"(bias {fig['free']['bias_b']:+.3f})")
+    print(
+        f"pretest 20 items, {fig['per_examinee']:2d} per examinee (~{fig['mean_responses_per_item']:.0f} per item), "
+        f"theta ~ N({fig['theta_mean']}, 1), mean of {replications}: fixed-bank b RMSE "
+        f"{fig['fixed']['rmse_b']:.3f} {_mark(fig['fixed']['rmse_b'], TARGET_PRETEST_B)} (bias "
+        f"{fig['fixed']['bias_b']:+.3f}, latent mean {fig['fixed']['latent_mean']:+.2f}, "
+        f"{fig['fixed']['seconds']:.2f} s); free calibration b RMSE {fig['free']['rmse_b']:.3f} "
+        f"(bias {fig['free']['bias_b']:+.3f})"
+    )
     return fig
 
 
@@ -254,13 +335,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replications", type=int, default=5)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--girth-cat", action="store_true", help="also run girth on the CAT data (about 40 s)")
-    parser.add_argument("--workloads", default="complete,cat,pretest",
-                        help="comma-separated subset of complete, cat, pretest")
-    parser.add_argument("--designs", default=",".join(DESIGNS), help=f"comma-separated subset of {', '.join(DESIGNS)}")
-    parser.add_argument("--prior-loga", default=None,
-                        help="qbank's prior on log a, e.g. 'hierarchical' or 'normal:0,0.5' (default: Calibrator's)")
-    parser.add_argument("--prior-b", default=None, help="qbank's prior on b, e.g. 'hierarchical:0,1' (default: none)")
+    parser.add_argument(
+        "--girth-cat", action="store_true", help="also run girth on the CAT data (about 40 s)"
+    )
+    parser.add_argument(
+        "--workloads", default="complete,cat,pretest", help="comma-separated subset of complete, cat, pretest"
+    )
+    parser.add_argument(
+        "--designs", default=",".join(DESIGNS), help=f"comma-separated subset of {', '.join(DESIGNS)}"
+    )
+    parser.add_argument(
+        "--prior-loga",
+        default=None,
+        help="qbank's prior on log a, e.g. 'hierarchical' or 'normal:0,0.5' (default: Calibrator's)",
+    )
+    parser.add_argument(
+        "--prior-b", default=None, help="qbank's prior on b, e.g. 'hierarchical:0,1' (default: none)"
+    )
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "bench_calibration.json")
     args = parser.parse_args(argv)
     workloads = set(args.workloads.split(","))
@@ -268,29 +359,46 @@ def main(argv=None) -> int:
         parser.error(f"unknown workload(s) {sorted(workloads - {'complete', 'cat', 'pretest'})}")
     designs = args.designs.split(",")
     if not set(designs) <= set(DESIGNS):
-        parser.error(f"unknown design(s) {sorted(set(designs) - set(DESIGNS))}; choose from {', '.join(DESIGNS)}")
+        parser.error(
+            f"unknown design(s) {sorted(set(designs) - set(DESIGNS))}; choose from {', '.join(DESIGNS)}"
+        )
     for name in ("prior_loga", "prior_b"):
         if getattr(args, name) is not None:
             PRIORS[name] = parse_prior(getattr(args, name), "normal", "--" + name.replace("_", "-"))
-    results = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()} {platform.processor()}",
-               "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-               "seed": args.seed, "priors": {k: str(v) for k, v in PRIORS.items()},
-               "load_average_at_start": os.getloadavg(), "designs": {}}
-    print(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus (timings need a quiet machine)")
+    results = {
+        "date": dt.date.today().isoformat(),
+        "machine": f"{platform.machine()} {platform.processor()}",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "seed": args.seed,
+        "priors": {k: str(v) for k, v in PRIORS.items()},
+        "load_average_at_start": os.getloadavg(),
+        "designs": {},
+    }
+    print(
+        f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus (timings need a quiet machine)"
+    )
 
     for design, (complete_rng, cat_rng, pretest_rng) in workload_streams(args.seed, designs).items():
         print(f"\n== design: {design}")
         results["designs"][design] = figures = {}
         if "complete" in workloads:
-            figures["complete_3pl"] = _report_complete(complete_3pl(design, args.replications, complete_rng),
-                                                       args.replications)
+            figures["complete_3pl"] = _report_complete(
+                complete_3pl(design, args.replications, complete_rng), args.replications
+            )
         if "cat" in workloads:
-            figures["cat"] = _report_cat(cat_recovery(design, args.replications, cat_rng, args.girth_cat),
-                                         args.replications)
+            figures["cat"] = _report_cat(
+                cat_recovery(design, args.replications, cat_rng, args.girth_cat), args.replications
+            )
         if "pretest" in workloads:
-            figures["pretest"] = [_report_pretest(pretest(design, per_examinee, theta_mean, args.replications,
-                                                          pretest_rng), args.replications)
-                                  for per_examinee, theta_mean in ((5, 0.0), (10, 0.0), (10, 0.5))]
+            figures["pretest"] = [
+                _report_pretest(
+                    pretest(design, per_examinee, theta_mean, args.replications, pretest_rng),
+                    args.replications,
+                )
+                for per_examinee, theta_mean in ((5, 0.0), (10, 0.0), (10, 0.5))
+            ]
 
     write_results(results, args.json)
     return 0

@@ -41,11 +41,20 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_calibration import (DESIGNS, TARGET_COMPLETE, complete_datasets, draw_bank, rmse,  # noqa: E402
-                               workload_streams, write_results)
+from bench_calibration import (
+    DESIGNS,
+    TARGET_COMPLETE,
+    complete_datasets,
+    draw_bank,
+    rmse,
+    workload_streams,
+    write_results,
+)
 
-from qbank.calibration import Calibrator  # noqa: E402
-from qbank.calibration import _em  # noqa: E402  (the oracle reuses the EM's own kernels)
+from qbank.calibration import (
+    Calibrator,
+    _em,
+)
 
 PRIOR_LOGA = (0.0, 0.5)  # the Calibrator defaults, and the issue's
 PRIOR_C = (5.0, 17.0)
@@ -63,7 +72,11 @@ def _log_prior(loga, c):
     alpha, beta = PRIOR_C
     inside = (c > 0.0) & (c < C_MAX)
     cc = np.clip(c, 1e-12, 1.0 - 1e-12)
-    value = -0.5 * ((loga - PRIOR_LOGA[0]) / PRIOR_LOGA[1]) ** 2 + (alpha - 1) * np.log(cc) + (beta - 1) * np.log1p(-cc)
+    value = (
+        -0.5 * ((loga - PRIOR_LOGA[0]) / PRIOR_LOGA[1]) ** 2
+        + (alpha - 1) * np.log(cc)
+        + (beta - 1) * np.log1p(-cc)
+    )
     return np.where(inside, value, -np.inf)
 
 
@@ -106,8 +119,12 @@ def posterior_mean_mcmc(y, start, rng, n_iter=3000, burn=1000):
             trial[k] = params[k] + steps[k] * rng.standard_normal(n_items)
             new_cells = _cell_loglik(y, theta, *trial)
             with np.errstate(invalid="ignore"):
-                log_ratio = (new_cells.sum(axis=0) + _log_prior(trial[0], trial[2])
-                             - cells.sum(axis=0) - _log_prior(params[0], params[2]))
+                log_ratio = (
+                    new_cells.sum(axis=0)
+                    + _log_prior(trial[0], trial[2])
+                    - cells.sum(axis=0)
+                    - _log_prior(params[0], params[2])
+                )
             ok = np.log(rng.random(n_items)) < np.nan_to_num(log_ratio, nan=-np.inf)
             params[k] = np.where(ok, trial[k], params[k])
             cells = np.where(ok[None, :], new_cells, cells)
@@ -119,8 +136,10 @@ def posterior_mean_mcmc(y, start, rng, n_iter=3000, burn=1000):
             total += np.column_stack([np.exp(params[0]), params[1], params[2]])
     kept = n_iter - burn
     rates = accepted / kept
-    acceptance = {name: (float(rates[k, :n_items].min()), float(rates[k, :n_items].max()))
-                  for k, name in enumerate(("log_a", "b", "c"))}
+    acceptance = {
+        name: (float(rates[k, :n_items].min()), float(rates[k, :n_items].max()))
+        for k, name in enumerate(("log_a", "b", "c"))
+    }
     acceptance["theta"] = (float(rates[3, :n_persons].min()), float(rates[3, :n_persons].max()))
     return total / kept, acceptance
 
@@ -134,7 +153,9 @@ def c_known_fit(y, c, tol=1e-5, max_iter=1000):
     x = _em.start_values(answered, y, 0.0)
     x[:, _em.C] = c
     for _ in range(max_iter):
-        post, _ = _em.posterior(_em.grid_log_likelihood(answered, y, _em.item_probability(theta, x)), log_weights)
+        post, _ = _em.posterior(
+            _em.grid_log_likelihood(answered, y, _em.item_probability(theta, x)), log_weights
+        )
         r, n = _em.expected_counts(answered, y, post)
         updated = _em.m_step(theta, r, n, x, priors, [_em.LOGA, _em.B], shared_a=False)
         change = np.abs(updated - x).max()
@@ -150,18 +171,30 @@ def ceiling(design, replications, rng, mcmc_iter, seed) -> dict:
         truth = np.column_stack([bank.a, bank.b, bank.c])
         ours = Calibrator("3PL").fit(y).item_params_[["a", "b", "c"]].to_numpy()
         start = time.perf_counter()
-        mean, acceptance = posterior_mean_mcmc(y, ours, np.random.default_rng([seed, rep]), n_iter=mcmc_iter,
-                                               burn=min(1000, mcmc_iter // 3))
+        mean, acceptance = posterior_mean_mcmc(
+            y, ours, np.random.default_rng([seed, rep]), n_iter=mcmc_iter, burn=min(1000, mcmc_iter // 3)
+        )
         seconds = time.perf_counter() - start
         oracle = c_known_fit(y, bank.c)
-        rows.append([rmse(ours[:, k], truth[:, k]) for k in range(3)]
-                    + [rmse(mean[:, k], truth[:, k]) for k in range(3)]
-                    + [rmse(oracle[:, k], truth[:, k]) for k in range(2)] + [seconds])
-        print(f"  replication {rep + 1}: MCMC {seconds:.0f} s, acceptance "
-              + ", ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in acceptance.items()), flush=True)
+        rows.append(
+            [rmse(ours[:, k], truth[:, k]) for k in range(3)]
+            + [rmse(mean[:, k], truth[:, k]) for k in range(3)]
+            + [rmse(oracle[:, k], truth[:, k]) for k in range(2)]
+            + [seconds]
+        )
+        print(
+            f"  replication {rep + 1}: MCMC {seconds:.0f} s, acceptance "
+            + ", ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in acceptance.items()),
+            flush=True,
+        )
     rows = np.array(rows).mean(axis=0)
-    return {"map": dict(zip("abc", rows[0:3])), "posterior_mean": dict(zip("abc", rows[3:6])),
-            "c_known": dict(zip("ab", rows[6:8])), "mcmc_seconds": rows[8], "replications": replications}
+    return {
+        "map": dict(zip("abc", rows[0:3])),
+        "posterior_mean": dict(zip("abc", rows[3:6])),
+        "c_known": dict(zip("ab", rows[6:8])),
+        "mcmc_seconds": rows[8],
+        "replications": replications,
+    }
 
 
 def matched_priors(design) -> dict:
@@ -171,8 +204,10 @@ def matched_priors(design) -> dict:
     log_a = np.log(bank.a)
     mean, var = bank.c.mean(), bank.c.var()
     strength = mean * (1.0 - mean) / var - 1.0  # Beta moments: var = m (1 - m) / (alpha + beta + 1)
-    return {"prior_loga": (float(log_a.mean()), float(log_a.std())),
-            "prior_c": (float(mean * strength), float((1.0 - mean) * strength))}
+    return {
+        "prior_loga": (float(log_a.mean()), float(log_a.std())),
+        "prior_c": (float(mean * strength), float((1.0 - mean) * strength)),
+    }
 
 
 def spread(design, replications, rng, **priors) -> dict:
@@ -185,56 +220,86 @@ def spread(design, replications, rng, **priors) -> dict:
     # Consecutive groups of 5, as the acceptance reads: "mean over 5 replications".
     groups = errors[: replications // 5 * 5].reshape(-1, 5, 3).mean(axis=1)
     meets = groups <= np.array([TARGET_COMPLETE[k] for k in "abc"])
-    return {"replications": replications, "priors": {k: list(v) for k, v in priors.items()},
-            "mean": dict(zip("abc", errors.mean(axis=0))),
-            "sd": dict(zip("abc", errors.std(axis=0, ddof=1))), "five_replication_means_a": groups[:, 0].tolist(),
-            "share_meeting": dict(zip("abc", meets.mean(axis=0))), "share_meeting_all": float(meets.all(axis=1).mean())}
+    return {
+        "replications": replications,
+        "priors": {k: list(v) for k, v in priors.items()},
+        "mean": dict(zip("abc", errors.mean(axis=0))),
+        "sd": dict(zip("abc", errors.std(axis=0, ddof=1))),
+        "five_replication_means_a": groups[:, 0].tolist(),
+        "share_meeting": dict(zip("abc", meets.mean(axis=0))),
+        "share_meeting_all": float(meets.all(axis=1).mean()),
+    }
 
 
 def _print_spread(label: str, s: dict) -> None:
-    print(f"  {label} over {s['replications']} replications: RMSE a / b / c "
-          + " / ".join(f"{s['mean'][k]:.3f} (sd {s['sd'][k]:.3f})" for k in "abc")
-          + f"; means of 5 meeting the target: a {s['share_meeting']['a']:.0%} (range "
-          f"{min(s['five_replication_means_a']):.3f}-{max(s['five_replication_means_a']):.3f}), "
-          f"b {s['share_meeting']['b']:.0%}, c {s['share_meeting']['c']:.0%}, all three {s['share_meeting_all']:.0%}")
+    print(
+        f"  {label} over {s['replications']} replications: RMSE a / b / c "
+        + " / ".join(f"{s['mean'][k]:.3f} (sd {s['sd'][k]:.3f})" for k in "abc")
+        + f"; means of 5 meeting the target: a {s['share_meeting']['a']:.0%} (range "
+        f"{min(s['five_replication_means_a']):.3f}-{max(s['five_replication_means_a']):.3f}), "
+        f"b {s['share_meeting']['b']:.0%}, c {s['share_meeting']['c']:.0%}, all three {s['share_meeting_all']:.0%}"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replications", type=int, default=5)
-    parser.add_argument("--spread", type=int, default=60, help="replications of qbank alone per design (0: skip)")
-    parser.add_argument("--mcmc-iter", type=int, default=3000, help="MCMC sweeps per fit, a third (at most 1000) burn-in")
+    parser.add_argument(
+        "--spread", type=int, default=60, help="replications of qbank alone per design (0: skip)"
+    )
+    parser.add_argument(
+        "--mcmc-iter", type=int, default=3000, help="MCMC sweeps per fit, a third (at most 1000) burn-in"
+    )
     parser.add_argument("--designs", default=",".join(DESIGNS))
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "bench_calibration_ceiling.json")
     args, _ = parser.parse_known_args(argv)  # run_all passes every benchmark the same extra arguments
     designs = args.designs.split(",")
     if not set(designs) <= set(DESIGNS):
-        parser.error(f"unknown design(s) {sorted(set(designs) - set(DESIGNS))}; choose from {', '.join(DESIGNS)}")
-    results = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "numpy": np.__version__,
-               "seed": args.seed, "mcmc_iter": args.mcmc_iter, "load_average_at_start": os.getloadavg(),
-               "designs": {}}
+        parser.error(
+            f"unknown design(s) {sorted(set(designs) - set(DESIGNS))}; choose from {', '.join(DESIGNS)}"
+        )
+    results = {
+        "date": dt.date.today().isoformat(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "seed": args.seed,
+        "mcmc_iter": args.mcmc_iter,
+        "load_average_at_start": os.getloadavg(),
+        "designs": {},
+    }
     target = " / ".join(f"{TARGET_COMPLETE[k]:.2f}" for k in "abc")
     with threadpool_limits(limits=1, user_api="blas"):
         for design, (complete_rng, _, _) in workload_streams(args.seed, designs).items():
-            print(f"\n== design: {design} (complete 3PL 2000 x 40; target RMSE a / b / c {target})", flush=True)
+            print(
+                f"\n== design: {design} (complete 3PL 2000 x 40; target RMSE a / b / c {target})", flush=True
+            )
             fig = results["designs"][design] = {}
             if args.replications:
-                fig["ceiling"] = c = ceiling(design, args.replications, complete_rng, args.mcmc_iter, args.seed)
-                print(f"  mean of {args.replications}:  qbank MAP a / b / c "
-                      + " / ".join(f"{c['map'][k]:.3f}" for k in "abc")
-                      + "   posterior mean (MCMC) " + " / ".join(f"{c['posterior_mean'][k]:.3f}" for k in "abc")
-                      + "   c known a / b " + " / ".join(f"{c['c_known'][k]:.3f}" for k in "ab"))
+                fig["ceiling"] = c = ceiling(
+                    design, args.replications, complete_rng, args.mcmc_iter, args.seed
+                )
+                print(
+                    f"  mean of {args.replications}:  qbank MAP a / b / c "
+                    + " / ".join(f"{c['map'][k]:.3f}" for k in "abc")
+                    + "   posterior mean (MCMC) "
+                    + " / ".join(f"{c['posterior_mean'][k]:.3f}" for k in "abc")
+                    + "   c known a / b "
+                    + " / ".join(f"{c['c_known'][k]:.3f}" for k in "ab")
+                )
             if args.spread:
                 # A fresh stream per run keeps the first replications equal to the ones above.
                 fig["spread"] = spread(design, args.spread, workload_streams(args.seed, [design])[design][0])
                 _print_spread("qbank", fig["spread"])
                 priors = matched_priors(design)
-                fig["spread_matched_priors"] = spread(design, args.spread,
-                                                      workload_streams(args.seed, [design])[design][0], **priors)
-                _print_spread("qbank, priors matched to the design (log a ~ N({:.2f}, {:.2f}), c ~ Beta({:.1f}, "
-                              "{:.1f}))".format(*priors["prior_loga"], *priors["prior_c"]),
-                              fig["spread_matched_priors"])
+                fig["spread_matched_priors"] = spread(
+                    design, args.spread, workload_streams(args.seed, [design])[design][0], **priors
+                )
+                _print_spread(
+                    "qbank, priors matched to the design (log a ~ N({:.2f}, {:.2f}), c ~ Beta({:.1f}, "
+                    "{:.1f}))".format(*priors["prior_loga"], *priors["prior_c"]),
+                    fig["spread_matched_priors"],
+                )
     write_results(results, args.json)
     return 0
 

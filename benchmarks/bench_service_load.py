@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.core.security import create_token  # noqa: E402
+from service.core.security import create_token
 
 SECRET = "bench-" + secrets.token_hex(24)
 TENANT = "00000000-0000-0000-0000-000000000001"
@@ -70,6 +70,7 @@ def _prepare_database(backend: str, workdir: Path) -> tuple[str, callable]:
         def cleanup():
             with psycopg.connect(PG_SERVER, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     migrate(url)
     engine = make_engine(url, pool_size=1)
     with make_session_factory(engine)() as session:
@@ -95,9 +96,11 @@ def _bank_knowledge(url: str) -> dict:
     out = {}
     for qid, ref in refs.items():
         options = bank[ref]["options"]
-        out[qid] = (next(o["label"] for o in options if o["is_correct"]),
-                    next(o["label"] for o in options if not o["is_correct"]),
-                    *(float(pool.loc[ref, k]) for k in ("a", "b", "c", "D")))
+        out[qid] = (
+            next(o["label"] for o in options if o["is_correct"]),
+            next(o["label"] for o in options if not o["is_correct"]),
+            *(float(pool.loc[ref, k]) for k in ("a", "b", "c", "D")),
+        )
     return out
 
 
@@ -117,9 +120,23 @@ def _count_answers(url: str) -> int:
 def _start_server(url: str, port: int, workers: int, workdir: Path) -> subprocess.Popen:
     env = {**os.environ, "QBANK_ENV": "production", "QBANK_SECRET_KEY": SECRET, "QBANK_DATABASE_URL": url}
     server = subprocess.Popen(
-        [sys.executable, "-m", "qbank.cli.main", "serve", "--port", str(port), "--workers", str(workers),
-         "--database-url", url],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "qbank.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--database-url",
+            url,
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -135,21 +152,33 @@ def _start_server(url: str, port: int, workers: int, workdir: Path) -> subproces
     raise RuntimeError("the server did not answer /health within 90 s")
 
 
-async def _student(port: int, user: str, theta: float, length: int, knowledge: dict,
-                   rng: np.random.Generator, think_s: float, timings: dict) -> None:
+async def _student(
+    port: int,
+    user: str,
+    theta: float,
+    length: int,
+    knowledge: dict,
+    rng: np.random.Generator,
+    think_s: float,
+    timings: dict,
+) -> None:
     # One keep-alive connection per student, as a browser would hold: a connection shared through
     # a pool can sit idle past the server's keep-alive timeout and be closed under the client.
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120,
-                                 limits=httpx.Limits(max_connections=1)) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=120, limits=httpx.Limits(max_connections=1)
+    ) as client:
         await _take_quiz(client, user, theta, length, knowledge, rng, think_s, timings)
 
 
 async def _take_quiz(client, user, theta, length, knowledge, rng, think_s, timings) -> None:
     if think_s:  # paced students arrive spread over two think times, not all in the same millisecond
         await asyncio.sleep(rng.uniform(0.0, 2.0 * think_s))
-    headers = {"Authorization": f"Bearer {create_token(user, ['student'], TENANT, secret=SECRET, ttl_minutes=60)}"}
-    r = await client.post("/v1/quizzes", headers=headers,
-                          json={"filters": {"num_questions": length, "mode": "exam"}})
+    headers = {
+        "Authorization": f"Bearer {create_token(user, ['student'], TENANT, secret=SECRET, ttl_minutes=60)}"
+    }
+    r = await client.post(
+        "/v1/quizzes", headers=headers, json={"filters": {"num_questions": length, "mode": "exam"}}
+    )
     r.raise_for_status()
     quiz = r.json()["quiz_id"]
     t0 = time.perf_counter()
@@ -164,8 +193,11 @@ async def _take_quiz(client, user, theta, length, knowledge, rng, think_s, timin
         p = c + (1 - c) / (1 + np.exp(-d * a * (theta - b)))
         selected = key if rng.random() < p else wrong
         t0 = time.perf_counter()
-        r = await client.post(f"/v1/quizzes/{quiz}/answers", headers=headers,
-                              json={"question_id": item["question_id"], "selected": selected, "time_taken_ms": 0})
+        r = await client.post(
+            f"/v1/quizzes/{quiz}/answers",
+            headers=headers,
+            json={"question_id": item["question_id"], "selected": selected, "time_taken_ms": 0},
+        )
         r.raise_for_status()
         t1 = time.perf_counter()
         timings["answer"].append(t1 - t0)
@@ -186,8 +218,12 @@ async def _run_students(port: int, n_students: int, length: int, knowledge: dict
     children = rng.spawn(n_students)
     timings = {"answer": [], "next": [], "pair": []}
     start = time.perf_counter()
-    await asyncio.gather(*(_student(port, f"student-{i}", thetas[i], length, knowledge, children[i], think_s,
-                                    timings) for i in range(n_students)))
+    await asyncio.gather(
+        *(
+            _student(port, f"student-{i}", thetas[i], length, knowledge, children[i], think_s, timings)
+            for i in range(n_students)
+        )
+    )
     wall = time.perf_counter() - start
     return wall, {k: np.array(v) * 1000 for k, v in timings.items()}
 
@@ -201,8 +237,9 @@ def run_backend(backend: str, think_ms: float, args) -> dict:
             port = _free_port()
             server = _start_server(url, port, args.workers, workdir)
             try:
-                wall, ms = asyncio.run(_run_students(port, args.students, args.length, knowledge, args.seed,
-                                                     think_ms / 1000))
+                wall, ms = asyncio.run(
+                    _run_students(port, args.students, args.length, knowledge, args.seed, think_ms / 1000)
+                )
             except Exception:
                 server.terminate()
                 print(server.communicate(timeout=30)[0][-5000:], file=sys.stderr)
@@ -214,9 +251,15 @@ def run_backend(backend: str, think_ms: float, args) -> dict:
             cleanup()
     n_answers = args.students * args.length
     return {
-        "backend": backend, "students": args.students, "length": args.length, "workers": args.workers,
-        "think_ms": think_ms, "wall_s": wall, "answers_per_s": n_answers / wall,
-        "answers_stored": stored, "answers_expected": n_answers,
+        "backend": backend,
+        "students": args.students,
+        "length": args.length,
+        "workers": args.workers,
+        "think_ms": think_ms,
+        "wall_s": wall,
+        "answers_per_s": n_answers / wall,
+        "answers_stored": stored,
+        "answers_expected": n_answers,
         **{f"{k}_p50_ms": float(np.percentile(v, 50)) for k, v in ms.items()},
         **{f"{k}_p99_ms": float(np.percentile(v, 99)) for k, v in ms.items()},
     }
@@ -224,42 +267,63 @@ def run_backend(backend: str, think_ms: float, args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", nargs="+", default=["postgresql", "sqlite"], choices=["postgresql", "sqlite"])
+    parser.add_argument(
+        "--backends", nargs="+", default=["postgresql", "sqlite"], choices=["postgresql", "sqlite"]
+    )
     parser.add_argument("--students", type=int, default=50)
     parser.add_argument("--length", type=int, default=30)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--think-ms", type=float, default=1000.0,
-                        help="mean pause before each answer in the paced runs (uniform 0.5x-1.5x)")
-    parser.add_argument("--pacings", nargs="+", default=["saturated", "paced"], choices=["saturated", "paced"])
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=1000.0,
+        help="mean pause before each answer in the paced runs (uniform 0.5x-1.5x)",
+    )
+    parser.add_argument(
+        "--pacings", nargs="+", default=["saturated", "paced"], choices=["saturated", "paced"]
+    )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args, _unknown = parser.parse_known_args(argv)
 
     load = os.getloadavg()[0]
-    results = [run_backend(backend, 0.0 if pacing == "saturated" else args.think_ms, args)
-               for pacing in args.pacings for backend in args.backends]
-    print(f"\nService load: {args.students} students x {args.length}-item adaptive quizzes, demo bank (600 items), "
-          f"{args.workers} worker(s); client, server and database on this machine ({os.cpu_count()} cores, "
-          f"load average {load:.1f} -> {os.getloadavg()[0]:.1f})")
-    print(f"{'database':<11}{'think':>7}{'answers/s':>10}{'pair p50':>10}{'pair p99':>10}{'answer p99':>11}"
-          f"{'next p99':>9}{'stored':>12}")
+    results = [
+        run_backend(backend, 0.0 if pacing == "saturated" else args.think_ms, args)
+        for pacing in args.pacings
+        for backend in args.backends
+    ]
+    print(
+        f"\nService load: {args.students} students x {args.length}-item adaptive quizzes, demo bank (600 items), "
+        f"{args.workers} worker(s); client, server and database on this machine ({os.cpu_count()} cores, "
+        f"load average {load:.1f} -> {os.getloadavg()[0]:.1f})"
+    )
+    print(
+        f"{'database':<11}{'think':>7}{'answers/s':>10}{'pair p50':>10}{'pair p99':>10}{'answer p99':>11}"
+        f"{'next p99':>9}{'stored':>12}"
+    )
     failed = False
     for r in results:
         ok = r["answers_stored"] == r["answers_expected"]
         failed |= not ok
-        print(f"{r['backend']:<11}{r['think_ms']:>5.0f}ms{r['answers_per_s']:>10.0f}{r['pair_p50_ms']:>8.1f}ms"
-              f"{r['pair_p99_ms']:>8.1f}ms{r['answer_p99_ms']:>9.1f}ms{r['next_p99_ms']:>7.1f}ms"
-              f"{r['answers_stored']:>6}/{r['answers_expected']}{'' if ok else '  MISSING ANSWERS'}")
+        print(
+            f"{r['backend']:<11}{r['think_ms']:>5.0f}ms{r['answers_per_s']:>10.0f}{r['pair_p50_ms']:>8.1f}ms"
+            f"{r['pair_p99_ms']:>8.1f}ms{r['answer_p99_ms']:>9.1f}ms{r['next_p99_ms']:>7.1f}ms"
+            f"{r['answers_stored']:>6}/{r['answers_expected']}{'' if ok else '  MISSING ANSWERS'}"
+        )
     for think in sorted({r["think_ms"] for r in results}):
         by = {r["backend"]: r for r in results if r["think_ms"] == think}
         if {"postgresql", "sqlite"} <= set(by):
             pg, lite = by["postgresql"], by["sqlite"]
-            print(f"think {think:.0f} ms, PostgreSQL / SQLite: throughput x{pg['answers_per_s'] / lite['answers_per_s']:.2f}, "
-                  f"pair p99 x{pg['pair_p99_ms'] / lite['pair_p99_ms']:.2f}")
+            print(
+                f"think {think:.0f} ms, PostgreSQL / SQLite: throughput x{pg['answers_per_s'] / lite['answers_per_s']:.2f}, "
+                f"pair p99 x{pg['pair_p99_ms'] / lite['pair_p99_ms']:.2f}"
+            )
         if "postgresql" in by:
             p99 = by["postgresql"]["pair_p99_ms"]
-            print(f"think {think:.0f} ms: target p99(answer + next) < 50 ms on PostgreSQL "
-                  f"{'met' if p99 < 50 else 'NOT met'} ({p99:.1f} ms)")
+            print(
+                f"think {think:.0f} ms: target p99(answer + next) < 50 ms on PostgreSQL "
+                f"{'met' if p99 < 50 else 'NOT met'} ({p99:.1f} ms)"
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

@@ -50,10 +50,11 @@ for path in (REPO_ROOT, BENCH_DIR):  # run from a checkout without `pip install 
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-import qbank  # noqa: E402
-from bench_simulate import make_workload, run_catsim  # noqa: E402
-from qbank.exposure import calibrate_exposure, comparison_table, validate_exposure  # noqa: E402
-from qbank.stopping import FixedLength  # noqa: E402
+from bench_simulate import make_workload, run_catsim
+
+import qbank
+from qbank.exposure import calibrate_exposure, comparison_table, validate_exposure
+from qbank.stopping import FixedLength
 
 TARGET_SECONDS = 30.0
 DEMO_POOL = REPO_ROOT / "data" / "demo_pool.csv"
@@ -62,8 +63,15 @@ DEMO_LIMIT = 0.26
 
 def calibrate_timed(pool, r_max, length, n_examinees, seed, method, strata_cuts=None):
     start, cpu = time.perf_counter(), time.process_time()
-    calibration = calibrate_exposure(pool, r_max, stopping=FixedLength(length), n_examinees=n_examinees,
-                                     method=method, rng=seed, strata_cuts=strata_cuts)
+    calibration = calibrate_exposure(
+        pool,
+        r_max,
+        stopping=FixedLength(length),
+        n_examinees=n_examinees,
+        method=method,
+        rng=seed,
+        strata_cuts=strata_cuts,
+    )
     calibration.settings["cpu_seconds"] = time.process_time() - cpu
     return calibration, time.perf_counter() - start
 
@@ -90,40 +98,56 @@ def main(argv=None) -> int:
     a, b, c, theta = make_workload(args.items, args.peer_examinees, args.seed)
     pool = qbank.ItemPool.from_arrays(a, b, c, D=1.0, name="sh-workload")
     load_before = os.getloadavg()[0]
-    print(f"Sympson-Hetter calibration benchmark  {dt.date.today()}  {platform.python_implementation()} "
-          f"{platform.python_version()}  numpy {np.__version__}  {os.cpu_count()} cpu  load {load_before:.2f}")
-    print(f"workload: {args.items}-item 3PL pool (D=1), L={args.length}, r={args.r_max}, {args.examinees} simulees "
-          f"per iteration, EAP, seed {args.seed}")
+    print(
+        f"Sympson-Hetter calibration benchmark  {dt.date.today()}  {platform.python_implementation()} "
+        f"{platform.python_version()}  numpy {np.__version__}  {os.cpu_count()} cpu  load {load_before:.2f}"
+    )
+    print(
+        f"workload: {args.items}-item 3PL pool (D=1), L={args.length}, r={args.r_max}, {args.examinees} simulees "
+        f"per iteration, EAP, seed {args.seed}"
+    )
 
     runs, figures = {}, {}
     for method in ("sympson_hetter", "item_eligibility"):
-        calibration, seconds = calibrate_timed(pool, args.r_max, args.length, args.examinees, args.seed, method)
+        calibration, seconds = calibrate_timed(
+            pool, args.r_max, args.length, args.examinees, args.seed, method
+        )
         validation = validate_exposure(calibration, n_examinees=args.validation_examinees, rng=args.seed + 1)
         runs[method] = (calibration, validation)
-        figures[method] = {"seconds": seconds, "cpu_seconds": calibration.settings["cpu_seconds"],
-                           "iterations": calibration.n_iterations,
-                           "converged": calibration.converged, "per_iteration": per_iteration(calibration),
-                           "validation_max_exposure": float(validation.max_exposure.max()),
-                           "validation_tolerance": float(validation.tolerance.max()),
-                           "validation_passed": validation.passed,
-                           "rmse": validation.controlled.summary["rmse"],
-                           "rmse_uncontrolled": validation.uncontrolled.summary["rmse"]}
+        figures[method] = {
+            "seconds": seconds,
+            "cpu_seconds": calibration.settings["cpu_seconds"],
+            "iterations": calibration.n_iterations,
+            "converged": calibration.converged,
+            "per_iteration": per_iteration(calibration),
+            "validation_max_exposure": float(validation.max_exposure.max()),
+            "validation_tolerance": float(validation.tolerance.max()),
+            "validation_passed": validation.passed,
+            "rmse": validation.controlled.summary["rmse"],
+            "rmse_uncontrolled": validation.uncontrolled.summary["rmse"],
+        }
         print(f"\n{method}: {calibration.message}")
-        print(f"  total {seconds:.1f} s (CPU {figures[method]['cpu_seconds']:.1f} s), {calibration.n_iterations} "
-              f"iterations, per iteration (s) {figures[method]['per_iteration']}")
-        print(f"  validation ({args.validation_examinees} fresh): max exposure "
-              f"{figures[method]['validation_max_exposure']:.4f} (limit "
-              f"{args.r_max + figures[method]['validation_tolerance']:.4f}), "
-              f"{'passed' if validation.passed else 'FAILED'}; RMSE {figures[method]['rmse']:.4f} "
-              f"(without control {figures[method]['rmse_uncontrolled']:.4f})")
+        print(
+            f"  total {seconds:.1f} s (CPU {figures[method]['cpu_seconds']:.1f} s), {calibration.n_iterations} "
+            f"iterations, per iteration (s) {figures[method]['per_iteration']}"
+        )
+        print(
+            f"  validation ({args.validation_examinees} fresh): max exposure "
+            f"{figures[method]['validation_max_exposure']:.4f} (limit "
+            f"{args.r_max + figures[method]['validation_tolerance']:.4f}), "
+            f"{'passed' if validation.passed else 'FAILED'}; RMSE {figures[method]['rmse']:.4f} "
+            f"(without control {figures[method]['rmse_uncontrolled']:.4f})"
+        )
     table = comparison_table(runs)
     print("\n" + table.to_string())
 
     sh = figures["sympson_hetter"]
     met = sh["converged"] and sh["seconds"] < TARGET_SECONDS
-    print(f"\ntarget (Sympson-Hetter converges in < {TARGET_SECONDS:.0f} s): {'MET' if met else 'NOT MET'}  "
-          f"({sh['seconds']:.1f} s wall = {sh['seconds'] / TARGET_SECONDS:.2f} of the budget; CPU "
-          f"{sh['cpu_seconds']:.1f} s = {sh['cpu_seconds'] / TARGET_SECONDS:.2f})")
+    print(
+        f"\ntarget (Sympson-Hetter converges in < {TARGET_SECONDS:.0f} s): {'MET' if met else 'NOT MET'}  "
+        f"({sh['seconds']:.1f} s wall = {sh['seconds'] / TARGET_SECONDS:.2f} of the budget; CPU "
+        f"{sh['cpu_seconds']:.1f} s = {sh['cpu_seconds'] / TARGET_SECONDS:.2f})"
+    )
 
     peer = None
     if not args.skip_peer:
@@ -133,12 +157,18 @@ def main(argv=None) -> int:
             catsim = run_catsim(npz, args.length, 1, args.seed)
         per_examinee = catsim["wall_seconds"][0] / args.peer_examinees
         simulated = sh["iterations"] * args.examinees
-        peer = {"examinees": args.peer_examinees, "seconds": catsim["wall_seconds"][0],
-                "seconds_per_examinee": per_examinee, "extrapolated_seconds": per_examinee * simulated}
-        print(f"\npeer (catsim 0.21 max-info, {args.peer_examinees} simulees, {catsim['wall_seconds'][0]:.2f} s): "
-              f"{per_examinee * 1e3:.2f} ms per simulee -> {simulated:,d} simulees of this calibration would take "
-              f"{peer['extrapolated_seconds'] / 60:.0f} min, {peer['extrapolated_seconds'] / sh['seconds']:.0f}x "
-              f"qbank's {sh['seconds']:.1f} s")
+        peer = {
+            "examinees": args.peer_examinees,
+            "seconds": catsim["wall_seconds"][0],
+            "seconds_per_examinee": per_examinee,
+            "extrapolated_seconds": per_examinee * simulated,
+        }
+        print(
+            f"\npeer (catsim 0.21 max-info, {args.peer_examinees} simulees, {catsim['wall_seconds'][0]:.2f} s): "
+            f"{per_examinee * 1e3:.2f} ms per simulee -> {simulated:,d} simulees of this calibration would take "
+            f"{peer['extrapolated_seconds'] / 60:.0f} min, {peer['extrapolated_seconds'] / sh['seconds']:.0f}x "
+            f"qbank's {sh['seconds']:.1f} s"
+        )
 
     demo = None
     if not args.skip_demo:
@@ -146,39 +176,67 @@ def main(argv=None) -> int:
         calibration, seconds = calibrate_timed(demo_pool, 0.25, 30, 20_000, 0, "sympson_hetter")
         validation = validate_exposure(calibration, n_examinees=100_000, rng=1)
         top = float(validation.max_exposure.max())
-        demo = {"seconds": seconds, "iterations": calibration.n_iterations, "converged": calibration.converged,
-                "validation_max_exposure": top, "validation_passed": validation.passed,
-                "rmse": validation.controlled.summary["rmse"],
-                "rmse_uncontrolled": validation.uncontrolled.summary["rmse"]}
+        demo = {
+            "seconds": seconds,
+            "iterations": calibration.n_iterations,
+            "converged": calibration.converged,
+            "validation_max_exposure": top,
+            "validation_passed": validation.passed,
+            "rmse": validation.controlled.summary["rmse"],
+            "rmse_uncontrolled": validation.uncontrolled.summary["rmse"],
+        }
         ok = calibration.converged and top <= DEMO_LIMIT
-        print(f"\ndemo pool (600 items), L=30, r=0.25, 20,000 per iteration, seed 0: {calibration.message} "
-              f"({seconds:.1f} s); validation on 100,000 fresh simulees (seed 1): max exposure {top:.4f} "
-              f"(<= {DEMO_LIMIT}: {'MET' if ok else 'NOT MET'}), RMSE {demo['rmse']:.4f} "
-              f"(without control {demo['rmse_uncontrolled']:.4f})")
+        print(
+            f"\ndemo pool (600 items), L=30, r=0.25, 20,000 per iteration, seed 0: {calibration.message} "
+            f"({seconds:.1f} s); validation on 100,000 fresh simulees (seed 1): max exposure {top:.4f} "
+            f"(<= {DEMO_LIMIT}: {'MET' if ok else 'NOT MET'}), RMSE {demo['rmse']:.4f} "
+            f"(without control {demo['rmse_uncontrolled']:.4f})"
+        )
 
     conditional = None
     if not args.skip_conditional:
         demo_pool = qbank.load_pool(DEMO_POOL)
-        calibration, seconds = calibrate_timed(demo_pool, 0.25, 30, 20_000, 0, "sympson_hetter", strata_cuts=[-1, 0, 1])
+        calibration, seconds = calibrate_timed(
+            demo_pool, 0.25, 30, 20_000, 0, "sympson_hetter", strata_cuts=[-1, 0, 1]
+        )
         validation = validate_exposure(calibration, n_examinees=100_000, rng=1)
         strata = validation.stratum_frame()
-        conditional = {"seconds": seconds, "iterations": calibration.n_iterations,
-                       "converged": calibration.converged, "validation_passed": validation.passed,
-                       "strata": strata.to_dict(orient="list"), "rmse": validation.controlled.summary["rmse"],
-                       "rmse_uncontrolled": validation.uncontrolled.summary["rmse"]}
-        print(f"\ndemo pool, conditional Sympson-Hetter (strata -1, 0, 1), L=30, r=0.25: {calibration.message} "
-              f"({seconds:.1f} s); validation on 100,000 fresh simulees "
-              f"{'passed' if validation.passed else 'FAILED'}, RMSE {conditional['rmse']:.4f} "
-              f"(without control {conditional['rmse_uncontrolled']:.4f})")
+        conditional = {
+            "seconds": seconds,
+            "iterations": calibration.n_iterations,
+            "converged": calibration.converged,
+            "validation_passed": validation.passed,
+            "strata": strata.to_dict(orient="list"),
+            "rmse": validation.controlled.summary["rmse"],
+            "rmse_uncontrolled": validation.uncontrolled.summary["rmse"],
+        }
+        print(
+            f"\ndemo pool, conditional Sympson-Hetter (strata -1, 0, 1), L=30, r=0.25: {calibration.message} "
+            f"({seconds:.1f} s); validation on 100,000 fresh simulees "
+            f"{'passed' if validation.passed else 'FAILED'}, RMSE {conditional['rmse']:.4f} "
+            f"(without control {conditional['rmse_uncontrolled']:.4f})"
+        )
         print(strata.to_string(index=False))
 
     print(f"\nload average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "date": str(dt.date.today()), "seed": args.seed, "methods": figures, "target_met": met,
-            "peer": peer, "demo": demo, "conditional": conditional, "load_average": {"before": load_before, "after": os.getloadavg()[0]},
-        }, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": str(dt.date.today()),
+                    "seed": args.seed,
+                    "methods": figures,
+                    "target_met": met,
+                    "peer": peer,
+                    "demo": demo,
+                    "conditional": conditional,
+                    "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -47,11 +47,11 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-import qbank  # noqa: E402
-from qbank.estimation import EAP  # noqa: E402
-from qbank.selection import Selector  # noqa: E402
-from qbank.simulation import simulate  # noqa: E402
-from qbank.stopping import FixedLength  # noqa: E402
+import qbank
+from qbank.estimation import EAP
+from qbank.selection import Selector
+from qbank.simulation import simulate
+from qbank.stopping import FixedLength
 
 CATSIM_PYTHON = BENCH_DIR / ".venv-catsim" / "bin" / "python"
 CATSIM_WORKLOAD = BENCH_DIR / "_catsim_workload.py"
@@ -128,8 +128,12 @@ def run_qbank(pool, theta, length: int, repeats: int, seed: int):
         cpu_start = time.process_time()
         start = time.perf_counter()
         result = simulate(
-            pool, theta=theta, stopping=FixedLength(length), selector=Selector("max_info"),
-            estimator=EAP(), rng=seed,
+            pool,
+            theta=theta,
+            stopping=FixedLength(length),
+            selector=Selector("max_info"),
+            estimator=EAP(),
+            rng=seed,
         )
         seconds.append(time.perf_counter() - start)
         cpu.append(time.process_time() - cpu_start)
@@ -141,7 +145,9 @@ def check_qbank_summary(result, metrics: dict) -> None:
     summary = result.summary
     for key in ("rmse", "bias", "max_exposure", "items_never_used"):
         if not np.isclose(summary[key], metrics[key], rtol=1e-9, atol=1e-12):
-            raise RuntimeError(f"qbank summary[{key!r}] = {summary[key]} but the benchmark computes {metrics[key]}")
+            raise RuntimeError(
+                f"qbank summary[{key!r}] = {summary[key]} but the benchmark computes {metrics[key]}"
+            )
     examinees, items = result.examinees, result.items
     if not np.allclose(examinees["theta_hat"].to_numpy(), result.theta_hat):
         raise RuntimeError("qbank examinees['theta_hat'] disagrees with the result arrays")
@@ -158,8 +164,17 @@ def ensure_catsim() -> None:
 def run_catsim(npz: Path, length: int, repeats: int, seed: int) -> dict:
     """Run the catsim side in its own venv; returns its JSON (see ``_catsim_workload.py``)."""
     ensure_catsim()
-    cmd = [str(CATSIM_PYTHON), str(CATSIM_WORKLOAD), str(npz), "--length", str(length),
-           "--repeats", str(repeats), "--seed", str(seed)]
+    cmd = [
+        str(CATSIM_PYTHON),
+        str(CATSIM_WORKLOAD),
+        str(npz),
+        "--length",
+        str(length),
+        "--repeats",
+        str(repeats),
+        "--seed",
+        str(seed),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"catsim workload failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
@@ -179,8 +194,13 @@ def scale_child(n_examinees: int, n_items: int, length: int, seed: int) -> dict:
     cpu_start = time.process_time()
     start = time.perf_counter()
     result = simulate(
-        pool, n_examinees=n_examinees, stopping=FixedLength(length), selector=Selector("max_info"),
-        estimator=EAP(), rng=seed, keep_examinees=False,
+        pool,
+        n_examinees=n_examinees,
+        stopping=FixedLength(length),
+        selector=Selector("max_info"),
+        estimator=EAP(),
+        rng=seed,
+        keep_examinees=False,
     )
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
@@ -201,8 +221,18 @@ def scale_child(n_examinees: int, n_items: int, length: int, seed: int) -> dict:
 
 
 def run_scale(n_examinees: int, n_items: int, length: int, seed: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--scale-child", str(n_examinees),
-           "--items", str(n_items), "--length", str(length), "--seed", str(seed)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--scale-child",
+        str(n_examinees),
+        "--items",
+        str(n_items),
+        "--length",
+        str(length),
+        "--seed",
+        str(seed),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"scale run ({n_examinees} examinees) failed:\n{done.stderr[-4000:]}")
@@ -226,8 +256,10 @@ def profile_qbank(pool, theta, length: int, seed: int, top: int = 25) -> None:
 
 
 def fmt_row(name: str, seconds: float, m: dict) -> str:
-    return (f"{name:<8} {seconds:>10.4f} {m['rmse']:>8.4f} {m['bias']:>+9.4f} {m['max_exposure']:>8.3f} "
-            f"{m['items_never_used']:>7d} {m['overlap_rate']:>8.3f}")
+    return (
+        f"{name:<8} {seconds:>10.4f} {m['rmse']:>8.4f} {m['bias']:>+9.4f} {m['max_exposure']:>8.3f} "
+        f"{m['items_never_used']:>7d} {m['overlap_rate']:>8.3f}"
+    )
 
 
 def main(argv=None) -> int:
@@ -235,11 +267,19 @@ def main(argv=None) -> int:
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--examinees", type=int, default=1000)
     parser.add_argument("--length", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="catsim runs (qbank runs 4x as many, interleaved); the median is reported")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="catsim runs (qbank runs 4x as many, interleaved); the median is reported",
+    )
     parser.add_argument("--seed", type=int, default=20261124)
-    parser.add_argument("--scale-examinees", type=int, default=1_000_000,
-                        help="examinees for the qbank-only scale line (0 skips it)")
+    parser.add_argument(
+        "--scale-examinees",
+        type=int,
+        default=1_000_000,
+        help="examinees for the qbank-only scale line (0 skips it)",
+    )
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the qbank side")
     parser.add_argument("--json", type=Path, help="write all figures to this JSON file")
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
@@ -253,11 +293,15 @@ def main(argv=None) -> int:
     pool = qbank.ItemPool.from_arrays(a, b, c, D=1.0, name="catsim-workload")
     # The load average is printed because other work on a small shared machine skews both sides.
     load_before = os.getloadavg()[0]
-    print(f"CAT simulation benchmark  {dt.date.today()}  {platform.python_implementation()} "
-          f"{platform.python_version()}  numpy {np.__version__}  {os.cpu_count()} cpu  "
-          f"load {load_before:.2f}")
-    print(f"workload: {args.items}-item 3PL pool (D=1), {args.examinees} examinees theta~N(0,1), "
-          f"fixed length {args.length}, start theta=0, max-info selection, seed {args.seed}")
+    print(
+        f"CAT simulation benchmark  {dt.date.today()}  {platform.python_implementation()} "
+        f"{platform.python_version()}  numpy {np.__version__}  {os.cpu_count()} cpu  "
+        f"load {load_before:.2f}"
+    )
+    print(
+        f"workload: {args.items}-item 3PL pool (D=1), {args.examinees} examinees theta~N(0,1), "
+        f"fixed length {args.length}, start theta=0, max-info selection, seed {args.seed}"
+    )
 
     # Interleaved: qbank runs right before and after every catsim run, so that on a shared machine
     # both sides are timed in the same stretches of (possibly varying) background load.
@@ -279,60 +323,98 @@ def main(argv=None) -> int:
 
     q_metrics = workload_metrics(theta, q_result.theta_hat, q_result.administration_count, q_result.length)
     check_qbank_summary(q_result, q_metrics)
-    c_metrics = workload_metrics(theta, catsim["theta_hat"], catsim["administration_count"], catsim["test_length"])
+    c_metrics = workload_metrics(
+        theta, catsim["theta_hat"], catsim["administration_count"], catsim["test_length"]
+    )
     q_median, c_median = statistics.median(q_seconds), statistics.median(catsim["wall_seconds"])
     speedup = c_median / q_median
 
     print(f"\nqbank:  EAP (default grid), Selector('max_info'), FixedLength({args.length})")
-    print(f"catsim: {catsim['settings']['estimator']}, {catsim['settings']['selector']}, "
-          f"{catsim['settings']['initializer']}, {catsim['settings']['stopper']}")
-    print(f"\n{'tool':<8} {'median s':>10} {'RMSE':>8} {'bias':>9} {'max exp':>8} {'unused':>7} {'overlap':>8}")
+    print(
+        f"catsim: {catsim['settings']['estimator']}, {catsim['settings']['selector']}, "
+        f"{catsim['settings']['initializer']}, {catsim['settings']['stopper']}"
+    )
+    print(
+        f"\n{'tool':<8} {'median s':>10} {'RMSE':>8} {'bias':>9} {'max exp':>8} {'unused':>7} {'overlap':>8}"
+    )
     print(fmt_row("qbank", q_median, q_metrics))
     print(fmt_row("catsim", c_median, c_metrics))
-    print(f"runs (s): qbank {[round(s, 4) for s in q_seconds]}  catsim {[round(s, 2) for s in catsim['wall_seconds']]}")
+    print(
+        f"runs (s): qbank {[round(s, 4) for s in q_seconds]}  catsim {[round(s, 2) for s in catsim['wall_seconds']]}"
+    )
     cpu_speedup = statistics.median(c_cpu) / statistics.median(q_cpu)
-    print(f"speed ratio catsim/qbank (median/median): {speedup:.0f}x   "
-          f"(best/best: {min(c_seconds) / min(q_seconds):.0f}x; "
-          f"CPU time median/median: {cpu_speedup:.0f}x, {statistics.median(c_cpu):.2f} s / "
-          f"{statistics.median(q_cpu):.4f} s)")
+    print(
+        f"speed ratio catsim/qbank (median/median): {speedup:.0f}x   "
+        f"(best/best: {min(c_seconds) / min(q_seconds):.0f}x; "
+        f"CPU time median/median: {cpu_speedup:.0f}x, {statistics.median(c_cpu):.2f} s / "
+        f"{statistics.median(q_cpu):.4f} s)"
+    )
 
     same_range = (
         abs(q_metrics["rmse"] - c_metrics["rmse"]) <= RMSE_REL_TOL * c_metrics["rmse"]
         and abs(q_metrics["max_exposure"] - c_metrics["max_exposure"]) <= MAX_EXPOSURE_TOL
-        and abs(q_metrics["items_never_used"] - c_metrics["items_never_used"]) <= UNUSED_SHARE_TOL * args.items
+        and abs(q_metrics["items_never_used"] - c_metrics["items_never_used"])
+        <= UNUSED_SHARE_TOL * args.items
     )
     met = speedup >= TARGET_SPEEDUP and same_range
-    print(f"target (>= {TARGET_SPEEDUP:.0f}x, RMSE and exposure in the same range): "
-          f"{'MET' if met else 'NOT MET'}  (speed {'ok' if speedup >= TARGET_SPEEDUP else 'short'}, "
-          f"accuracy/exposure {'same range' if same_range else 'DIFFERENT'})")
+    print(
+        f"target (>= {TARGET_SPEEDUP:.0f}x, RMSE and exposure in the same range): "
+        f"{'MET' if met else 'NOT MET'}  (speed {'ok' if speedup >= TARGET_SPEEDUP else 'short'}, "
+        f"accuracy/exposure {'same range' if same_range else 'DIFFERENT'})"
+    )
 
     scale = []
     if args.scale_examinees:
-        print(f"\nqbank scale line (fresh process each, chunked, keep_examinees=False):")
-        print(f"{'examinees':>10} {'wall s':>8} {'CPU s':>8} {'examinees/s':>12} {'peak RSS MiB':>13} "
-              f"{'(before sim)':>13} {'RMSE':>7}")
+        print("\nqbank scale line (fresh process each, chunked, keep_examinees=False):")
+        print(
+            f"{'examinees':>10} {'wall s':>8} {'CPU s':>8} {'examinees/s':>12} {'peak RSS MiB':>13} "
+            f"{'(before sim)':>13} {'RMSE':>7}"
+        )
         sizes = sorted({min(100_000, args.scale_examinees), args.scale_examinees})
         for n in sizes:
             row = run_scale(n, args.items, args.length, args.seed)
             scale.append(row)
-            print(f"{n:>10,d} {row['wall_seconds']:>8.2f} {row['cpu_seconds']:>8.2f} {n / row['wall_seconds']:>12,.0f} "
-                  f"{row['peak_rss_mib']:>13.0f} {row['peak_rss_mib_before']:>13.0f} {row['rmse']:>7.4f}")
+            print(
+                f"{n:>10,d} {row['wall_seconds']:>8.2f} {row['cpu_seconds']:>8.2f} {n / row['wall_seconds']:>12,.0f} "
+                f"{row['peak_rss_mib']:>13.0f} {row['peak_rss_mib_before']:>13.0f} {row['rmse']:>7.4f}"
+            )
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "date": str(dt.date.today()), "seed": args.seed, "repeats": args.repeats,
-            "qbank": {"seconds": q_seconds, "cpu_seconds": q_cpu, "median": q_median, **q_metrics},
-            "catsim": {"seconds": c_seconds, "cpu_seconds": c_cpu, "median": c_median, **c_metrics,
-                       "settings": catsim["settings"]},
-            "speedup_median": speedup, "speedup_cpu_median": cpu_speedup, "target_met": met, "scale": scale,
-            "load_average": {"before": load_before, "after": os.getloadavg()[0]},
-        }, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": str(dt.date.today()),
+                    "seed": args.seed,
+                    "repeats": args.repeats,
+                    "qbank": {"seconds": q_seconds, "cpu_seconds": q_cpu, "median": q_median, **q_metrics},
+                    "catsim": {
+                        "seconds": c_seconds,
+                        "cpu_seconds": c_cpu,
+                        "median": c_median,
+                        **c_metrics,
+                        "settings": catsim["settings"],
+                    },
+                    "speedup_median": speedup,
+                    "speedup_cpu_median": cpu_speedup,
+                    "target_met": met,
+                    "scale": scale,
+                    "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
     load_after = os.getloadavg()[0]
-    print(f"\nload average: {load_before:.2f} before, {load_after:.2f} after"
-          + ("  -- other work was running: timings are skewed, re-run on a quiet machine"
-             if max(load_before, load_after) > BUSY_LOAD else ""))
+    print(
+        f"\nload average: {load_before:.2f} before, {load_after:.2f} after"
+        + (
+            "  -- other work was running: timings are skewed, re-run on a quiet machine"
+            if max(load_before, load_after) > BUSY_LOAD
+            else ""
+        )
+    )
     if args.profile:
         profile_qbank(pool, theta, args.length, args.seed)
     return 0

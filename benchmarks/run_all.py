@@ -33,8 +33,10 @@ def main(argv=None) -> int:
 
     scripts = discover(args.only)
     if not scripts:
-        print(f"no benchmarks found in {BENCH_DIR}" + (f" matching {args.only!r}" if args.only else ""),
-              file=sys.stderr)
+        print(
+            f"no benchmarks found in {BENCH_DIR}" + (f" matching {args.only!r}" if args.only else ""),
+            file=sys.stderr,
+        )
         return 1
     failures = []
     for script in scripts:
@@ -47,7 +49,9 @@ def main(argv=None) -> int:
         if code != 0:
             failures.append(f"{script.name} (exit {code})")
     if failures:
-        print(f"\n{len(failures)} of {len(scripts)} benchmark(s) failed: {', '.join(failures)}", file=sys.stderr)
+        print(
+            f"\n{len(failures)} of {len(scripts)} benchmark(s) failed: {', '.join(failures)}", file=sys.stderr
+        )
         return 1
     print(f"\nall {len(scripts)} benchmark(s) ran")
     return 0

@@ -20,5 +20,7 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
     """A GitHub pipe table of ``frame``'s columns (reset the index first to show it)."""
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_cell(v, floatfmt) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(_cell(v, floatfmt) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body])

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import expit
 from scipy.stats import norm
 
-__all__ = ["EAP", "MAP", "MLE", "make_estimator", "eap_from_posterior"]
+__all__ = ["EAP", "MAP", "MLE", "eap_from_posterior", "make_estimator"]
 
 
 def _check_shapes(a, b, c, D, responses):
@@ -143,9 +143,9 @@ def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, 
         logistic = expit(D * a * (theta[:, None] - b))
         p = c + (1.0 - c) * logistic
         score = np.where(answered, D * a * (u - p) * (p - c) / (p * (1.0 - c)), 0.0).sum(axis=1)
-        info = np.where(
-            answered, (D * a) ** 2 * (1.0 - c) * logistic**2 * (1.0 - logistic) / p, 0.0
-        ).sum(axis=1)
+        info = np.where(answered, (D * a) ** 2 * (1.0 - c) * logistic**2 * (1.0 - logistic) / p, 0.0).sum(
+            axis=1
+        )
         score = score - prior_precision * (theta - prior_mean)
         info = info + prior_precision
         step = np.where(info > 0, score / np.maximum(info, 1e-12), 0.0)
@@ -174,10 +174,15 @@ class MAP:
 
     def estimate(self, a, b, c, D, responses):
         a, b, c, D, responses = _check_shapes(a, b, c, D, responses)
-        start, _ = EAP(grid_min=self.bounds[0], grid_max=self.bounds[1], prior_mean=self.prior_mean,
-                       prior_sd=self.prior_sd).estimate(a, b, c, D, responses)
-        return _scoring(start, a, b, c, D, responses, self.prior_mean, 1.0 / self.prior_sd**2,
-                        self.bounds, self.n_iter)
+        start, _ = EAP(
+            grid_min=self.bounds[0],
+            grid_max=self.bounds[1],
+            prior_mean=self.prior_mean,
+            prior_sd=self.prior_sd,
+        ).estimate(a, b, c, D, responses)
+        return _scoring(
+            start, a, b, c, D, responses, self.prior_mean, 1.0 / self.prior_sd**2, self.bounds, self.n_iter
+        )
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ import numpy as np
 from scipy.special import expit
 
 __all__ = [
-    "probability",
     "information",
     "information_elementwise",
-    "test_information",
-    "log_likelihood",
     "information_peak",
+    "log_likelihood",
+    "probability",
+    "test_information",
 ]
 
 

@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["new_figure", "save_figure", "exposure_sorted", "conditional_accuracy", "convergence_trace", "k_distribution", "exposure_by_stratum"]
+__all__ = [
+    "conditional_accuracy",
+    "convergence_trace",
+    "exposure_by_stratum",
+    "exposure_sorted",
+    "k_distribution",
+    "new_figure",
+    "save_figure",
+]
 
 
 def new_figure(*args, **kwargs):
@@ -72,11 +80,20 @@ def convergence_trace(trace, path, r_max: float, labels=None) -> Path:
     for ax in (ax_all, ax_zoom):
         for j in strata:
             rows = trace[trace["stratum"] == j].sort_values("iteration")
-            label = labels[j] if labels is not None else ("max exposure" if len(strata) == 1 else f"stratum {j}")
-            line, = ax.plot(rows["iteration"], rows["max_exposure"], marker="o", ms=3, label=label)
+            label = (
+                labels[j] if labels is not None else ("max exposure" if len(strata) == 1 else f"stratum {j}")
+            )
+            (line,) = ax.plot(rows["iteration"], rows["max_exposure"], marker="o", ms=3, label=label)
             band = np.minimum(r_max + rows["tolerance"].to_numpy(), 1.0)
-            ax.fill_between(rows["iteration"], r_max, band, color=line.get_color(), alpha=0.15, lw=0,
-                            label="noise band [r, r + tol]" if j == strata[0] else None)
+            ax.fill_between(
+                rows["iteration"],
+                r_max,
+                band,
+                color=line.get_color(),
+                alpha=0.15,
+                lw=0,
+                label="noise band [r, r + tol]" if j == strata[0] else None,
+            )
         ax.axhline(r_max, color="crimson", ls="--", lw=1, label=f"r = {r_max:g}")
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)

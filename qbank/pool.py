@@ -12,7 +12,7 @@ import pandas as pd
 
 from qbank._messages import shown
 
-__all__ = ["ItemPool", "PoolError", "load_pool", "save_pool", "generate_pool"]
+__all__ = ["ItemPool", "PoolError", "generate_pool", "load_pool", "save_pool"]
 
 REQUIRED_COLUMNS = ("item_id", "a", "b", "c")
 PARAMETER_COLUMNS = ("a", "b", "c", "D")
@@ -53,7 +53,7 @@ class ItemPool:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, name: str = "pool", source: str = "pool") -> "ItemPool":
+    def from_frame(cls, frame: pd.DataFrame, name: str = "pool", source: str = "pool") -> ItemPool:
         """Validate a DataFrame with columns ``item_id, a, b, c`` (+ optional ``D``, ``topic``).
 
         Raises
@@ -91,8 +91,7 @@ class ItemPool:
             bad = numeric.isna().to_numpy() | ~np.isfinite(numeric.to_numpy(dtype=float, na_value=np.nan))
             if bad.any():
                 raise PoolError(
-                    f"{source}: column '{col}' must be a finite number; bad items: "
-                    f"{shown(item_id[bad])}"
+                    f"{source}: column '{col}' must be a finite number; bad items: {shown(item_id[bad])}"
                 )
             values[col] = numeric.to_numpy(dtype=float)
 
@@ -111,7 +110,7 @@ class ItemPool:
         return cls(item_id, values["a"], values["b"], values["c"], values["D"], topic, name)
 
     @classmethod
-    def from_arrays(cls, a, b, c=None, D=1.0, item_id=None, topic=None, name="pool") -> "ItemPool":
+    def from_arrays(cls, a, b, c=None, D=1.0, item_id=None, topic=None, name="pool") -> ItemPool:
         """Build a pool from parameter arrays (validated like a file)."""
         a = np.asarray(a, dtype=float)
         n_items = a.shape[0]
@@ -152,18 +151,21 @@ class ItemPool:
             raise KeyError(f"unknown item_id(s) {unknown[:10]}")
         return np.array([self._index[i] for i in item_ids], dtype=np.intp)
 
-    def subset(self, positions) -> "ItemPool":
+    def subset(self, positions) -> ItemPool:
         positions = np.asarray(positions, dtype=np.intp)
         topic = None if self.topic is None else self.topic[positions].copy()
         return ItemPool(
-            self.item_id[positions].copy(), self.a[positions].copy(), self.b[positions].copy(),
-            self.c[positions].copy(), self.D[positions].copy(), topic, self.name,
+            self.item_id[positions].copy(),
+            self.a[positions].copy(),
+            self.b[positions].copy(),
+            self.c[positions].copy(),
+            self.D[positions].copy(),
+            topic,
+            self.name,
         )
 
     def to_frame(self) -> pd.DataFrame:
-        frame = pd.DataFrame(
-            {"item_id": self.item_id, "a": self.a, "b": self.b, "c": self.c, "D": self.D}
-        )
+        frame = pd.DataFrame({"item_id": self.item_id, "a": self.a, "b": self.b, "c": self.c, "D": self.D})
         if self.topic is not None:
             frame["topic"] = self.topic
         return frame

@@ -38,13 +38,13 @@ from qbank.pool import ItemPool
 
 __all__ = [
     "RULES",
-    "Selector",
-    "Selection",
     "InformationIndex",
-    "select_next",
-    "exposure_draws",
-    "session_rng",
+    "Selection",
+    "Selector",
     "blueprint_mask",
+    "exposure_draws",
+    "select_next",
+    "session_rng",
     "sh_p_from_frame",
 ]
 
@@ -301,7 +301,6 @@ def sh_p_from_frame(frame, pool: ItemPool, source: str = "k-file") -> np.ndarray
     if absent:
         raise ValueError(f"{source}: no sh_p for {len(absent)} pool item(s), e.g. {absent[:10]}")
     return np.array([by_id[i] for i in pool.item_id], dtype=float)
-
 
 
 # ---------------------------------------------------------------------------- kernels

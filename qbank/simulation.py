@@ -29,10 +29,12 @@ from qbank.pool import ItemPool
 from qbank.selection import InformationIndex, Selector, exposure_draws, select_next
 from qbank.stopping import FixedLength
 
-__all__ = ["simulate", "SimulationResult", "draw_abilities", "DEFAULT_THETA_BINS"]
+__all__ = ["DEFAULT_THETA_BINS", "SimulationResult", "draw_abilities", "simulate"]
 
 DEFAULT_THETA_BINS = np.array([-np.inf, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, np.inf])
-_CELLS_PER_CHUNK = 300_000  # examinee x item cells per chunk: small enough to stay in cache (measured fastest)
+_CELLS_PER_CHUNK = (
+    300_000  # examinee x item cells per chunk: small enough to stay in cache (measured fastest)
+)
 
 
 def draw_abilities(n_examinees: int, distribution: str = "normal", params=(0.0, 1.0), rng=None) -> np.ndarray:
@@ -120,7 +122,11 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
         everyone = active.size == n
         rows = slice(None) if everyone else active
         selection = select_next(
-            pool, theta_hat[rows], available[rows], selector=selector, position=step,
+            pool,
+            theta_hat[rows],
+            available[rows],
+            selector=selector,
+            position=step,
             test_length=max_length,
             exposure_draws=None if draws is None else draws[rows],
             step_draws=None if step_draws is None else step_draws[rows, step],
@@ -133,8 +139,9 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
             available[active[selection.withdrawn_rows], selection.withdrawn_items] = False
             selections += np.bincount(selection.withdrawn_items, minlength=n_items)
             if by_stratum:
-                stratum_sel += np.bincount(cell_of[selection.withdrawn_rows] + selection.withdrawn_items,
-                                           minlength=stratum_sel.size)
+                stratum_sel += np.bincount(
+                    cell_of[selection.withdrawn_rows] + selection.withdrawn_items, minlength=stratum_sel.size
+                )
         got = selection.item >= 0
         if not got.all():  # Sympson-Hetter rejected every remaining item: the test ends here.
             exhausted += int((~got).sum())
@@ -148,7 +155,9 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
             cell_counts = np.bincount(cell_of[got] + item, minlength=stratum_sel.size)
             stratum_sel += cell_counts
             stratum_adm += cell_counts
-        p_true = pool.c[item] + (1.0 - pool.c[item]) * expit(pool.D[item] * pool.a[item] * (theta[who] - pool.b[item]))
+        p_true = pool.c[item] + (1.0 - pool.c[item]) * expit(
+            pool.D[item] * pool.a[item] * (theta[who] - pool.b[item])
+        )
         correct = response_draws[who, step] < p_true
         administered[who, length[who]] = item
         responses[who, length[who]] = correct
@@ -358,15 +367,22 @@ class SimulationResult:
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"summary": out / "summary.json", "exposure": out / "exposure.csv",
-                 "conditional": out / "conditional.csv", "examinees": out / "examinees.parquet"}
+        paths = {
+            "summary": out / "summary.json",
+            "exposure": out / "exposure.csv",
+            "conditional": out / "conditional.csv",
+            "examinees": out / "examinees.parquet",
+        }
         paths["summary"].write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
         self.items[["selection_rate", "exposure_rate"]].reset_index().to_csv(paths["exposure"], index=False)
         self.conditional.to_csv(paths["conditional"], index=False)
         _write_examinees(self, paths["examinees"])
-        paths["exposure_plot"] = plots.exposure_sorted({"this run": self.exposure_rate}, out / "exposure_sorted.png",
-                                                       target=self.exposure_target)
-        paths["conditional_plot"] = plots.conditional_accuracy({"this run": self.conditional}, out / "conditional.png")
+        paths["exposure_plot"] = plots.exposure_sorted(
+            {"this run": self.exposure_rate}, out / "exposure_sorted.png", target=self.exposure_target
+        )
+        paths["conditional_plot"] = plots.conditional_accuracy(
+            {"this run": self.conditional}, out / "conditional.png"
+        )
         return paths
 
 
@@ -386,8 +402,10 @@ def _write_examinees(result: SimulationResult, path: Path) -> None:
 
     columns = {
         "examinee_id": pa.array(np.arange(result.n_examinees)),
-        "theta": pa.array(result.theta), "theta_hat": pa.array(result.theta_hat),
-        "se": pa.array(result.se), "length": pa.array(result.length),
+        "theta": pa.array(result.theta),
+        "theta_hat": pa.array(result.theta_hat),
+        "se": pa.array(result.se),
+        "length": pa.array(result.length),
     }
     if result.administered is not None:
         answered = result.administered >= 0
@@ -507,7 +525,7 @@ def simulate(
         else:
             totals += counts
         if not keep_examinees:
-            per_examinee = per_examinee[:3] + (None, None)
+            per_examinee = (*per_examinee[:3], None, None)
         parts.append(per_examinee)
     wall = time.perf_counter() - start
 
@@ -525,8 +543,25 @@ def simulate(
         "chunk_size": int(chunk_size),
     }
     return SimulationResult(
-        pool, theta, theta_hat, se, length, administered, responses, totals.selections,
-        totals.administrations, theta_bins, totals.bins, totals.pool_exhausted, settings, wall,
-        exposure_target, strata_cuts, totals.stratum_selections, totals.stratum_administrations,
-        totals.stratum_examinees, totals.cross_selections, totals.cross_administrations,
+        pool,
+        theta,
+        theta_hat,
+        se,
+        length,
+        administered,
+        responses,
+        totals.selections,
+        totals.administrations,
+        theta_bins,
+        totals.bins,
+        totals.pool_exhausted,
+        settings,
+        wall,
+        exposure_target,
+        strata_cuts,
+        totals.stratum_selections,
+        totals.stratum_administrations,
+        totals.stratum_examinees,
+        totals.cross_selections,
+        totals.cross_administrations,
     )

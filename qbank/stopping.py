@@ -58,5 +58,9 @@ class StandardError:
         )
 
     def to_dict(self) -> dict:
-        return {"rule": "standard_error", "se_target": self.se_target,
-                "min_length": self.min_length, "max_length": self.max_length}
+        return {
+            "rule": "standard_error",
+            "se_target": self.se_target,
+            "min_length": self.min_length,
+            "max_length": self.max_length,
+        }

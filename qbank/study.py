@@ -20,8 +20,18 @@ from qbank.stopping import FixedLength, StandardError
 
 __all__ = ["StudyConfig", "load_study", "run_study"]
 
-_TOP_KEYS = {"name", "pool", "examinees", "seed", "exposure_target", "theta_distribution", "theta_params",
-             "estimator", "stopping", "condition"}
+_TOP_KEYS = {
+    "name",
+    "pool",
+    "examinees",
+    "seed",
+    "exposure_target",
+    "theta_distribution",
+    "theta_params",
+    "estimator",
+    "stopping",
+    "condition",
+}
 _CONDITION_KEYS = {"name", "selector", "k", "n_strata", "k_file"}
 
 
@@ -45,8 +55,9 @@ def _stopping_from(table: dict, source: str):
         if rule == "fixed_length":
             return FixedLength(int(table["length"]))
         if rule == "standard_error":
-            return StandardError(float(table["se_target"]), int(table.get("min_length", 1)),
-                                 int(table.get("max_length", 50)))
+            return StandardError(
+                float(table["se_target"]), int(table.get("min_length", 1)), int(table.get("max_length", 50))
+            )
     except KeyError as exc:
         raise ValueError(f"{source}: [stopping] needs '{exc.args[0]}'") from None
     raise ValueError(f"{source}: [stopping] rule must be 'fixed_length' or 'standard_error', got {rule!r}")
@@ -107,15 +118,32 @@ def run_study(config: StudyConfig, out=None, progress: bool = False) -> tuple[pd
         if cond.get("k_file"):
             k_path = config.pool.parent / cond["k_file"]
             sh_p = sh_p_from_frame(pd.read_csv(k_path, dtype={"item_id": str}), pool, source=str(k_path))
-        selector = Selector(cond["selector"], k=int(cond.get("k", 5)), n_strata=int(cond.get("n_strata", 4)),
-                            sh_p=sh_p)
-        result = simulate(pool, theta=theta, stopping=config.stopping, selector=selector, estimator=estimator,
-                          rng=config.seed, exposure_target=config.exposure_target, progress=progress)
+        selector = Selector(
+            cond["selector"], k=int(cond.get("k", 5)), n_strata=int(cond.get("n_strata", 4)), sh_p=sh_p
+        )
+        result = simulate(
+            pool,
+            theta=theta,
+            stopping=config.stopping,
+            selector=selector,
+            estimator=estimator,
+            rng=config.seed,
+            exposure_target=config.exposure_target,
+            progress=progress,
+        )
         results[cond["name"]] = result
         if out is not None:
             result.to_dir(Path(out) / cond["name"])
-    keys = ["rmse", "bias", "mean_se", "mean_length", "max_exposure", "items_never_used", "overlap_rate",
-            "wall_seconds"]
+    keys = [
+        "rmse",
+        "bias",
+        "mean_se",
+        "mean_length",
+        "max_exposure",
+        "items_never_used",
+        "overlap_rate",
+        "wall_seconds",
+    ]
     if config.exposure_target is not None:
         keys.insert(5, "items_over_target")
     table = pd.DataFrame({name: {k: r.summary[k] for k in keys} for name, r in results.items()}).T
@@ -123,15 +151,27 @@ def run_study(config: StudyConfig, out=None, progress: bool = False) -> tuple[pd
     if out is not None:
         out = Path(out)
         table.to_csv(out / "comparison.csv")
-        exposure_png = plots.exposure_sorted({k: r.exposure_rate for k, r in results.items()},
-                                             out / "exposure_sorted.png", target=config.exposure_target)
-        conditional_png = plots.conditional_accuracy({k: r.conditional for k, r in results.items()},
-                                                     out / "conditional.png")
-        lines = [f"# Study `{config.name}`", "",
-                 f"Pool `{config.pool.name}` ({pool.n_items} items), {config.examinees} simulees "
-                 f"({config.theta_distribution} {list(config.theta_params)}), stopping {config.stopping.to_dict()}, "
-                 f"estimator {config.estimator}, seed {config.seed}.", "",
-                 markdown_table(table.reset_index()), "",
-                 f"![exposure]({exposure_png.name})", "", f"![conditional]({conditional_png.name})", ""]
+        exposure_png = plots.exposure_sorted(
+            {k: r.exposure_rate for k, r in results.items()},
+            out / "exposure_sorted.png",
+            target=config.exposure_target,
+        )
+        conditional_png = plots.conditional_accuracy(
+            {k: r.conditional for k, r in results.items()}, out / "conditional.png"
+        )
+        lines = [
+            f"# Study `{config.name}`",
+            "",
+            f"Pool `{config.pool.name}` ({pool.n_items} items), {config.examinees} simulees "
+            f"({config.theta_distribution} {list(config.theta_params)}), stopping {config.stopping.to_dict()}, "
+            f"estimator {config.estimator}, seed {config.seed}.",
+            "",
+            markdown_table(table.reset_index()),
+            "",
+            f"![exposure]({exposure_png.name})",
+            "",
+            f"![conditional]({conditional_png.name})",
+            "",
+        ]
         (out / "report.md").write_text("\n".join(lines))
     return table, results

@@ -40,7 +40,7 @@ def fmt(value: Fraction) -> str:
     value = Fraction(value)
     sign = "-" if value < 0 else ""
     value = abs(value)
-    for places in range(0, 7):
+    for places in range(7):
         scaled = value * 10**places
         if scaled.denominator == 1:
             digits = str(scaled.numerator).rjust(places + 1, "0")
@@ -70,8 +70,9 @@ def _renders(value: Fraction, render) -> bool:
     return True
 
 
-def _distractors(correct: Fraction, candidates, rng, step: Fraction, positive: bool = True,
-                 render=fmt) -> list[Fraction]:
+def _distractors(
+    correct: Fraction, candidates, rng, step: Fraction, positive: bool = True, render=fmt
+) -> list[Fraction]:
     """Three distinct wrong answers: the candidates that render, then ``correct +- k step``."""
     out: list[Fraction] = []
 
@@ -99,14 +100,24 @@ def _addition(level, rng):
     if level == 4:
         terms = [t / 100 for t in terms]  # two decimal places
     total = sum(terms)
-    no_carry = Fraction(int("".join(str(sum(int(d) for d in digits) % 10) for digits in zip(
-        *[str(int(t * (100 if level == 4 else 1))).rjust(6, "0") for t in terms]))))
+    no_carry = Fraction(
+        int(
+            "".join(
+                str(sum(int(d) for d in digits) % 10)
+                for digits in zip(*[str(int(t * (100 if level == 4 else 1))).rjust(6, "0") for t in terms])
+            )
+        )
+    )
     no_carry = no_carry / (100 if level == 4 else 1)
     unit = Fraction(1, 100) if level == 4 else Fraction(1)
-    wrong = _distractors(total, [no_carry, total + 10 * unit, total - 10 * unit, total + 100 * unit], rng, unit)
+    wrong = _distractors(
+        total, [no_carry, total + 10 * unit, total - 10 * unit, total + 100 * unit], rng, unit
+    )
     expr = " + ".join(fmt(t) for t in terms)
-    rationale = (f"Line up the place values and add column by column, carrying tens: {expr} = {fmt(total)}. "
-                 "Forgetting a carry gives a total that is too small.")
+    rationale = (
+        f"Line up the place values and add column by column, carrying tens: {expr} = {fmt(total)}. "
+        "Forgetting a carry gives a total that is too small."
+    )
     return f"What is {expr}?", total, wrong, fmt, rationale
 
 
@@ -121,13 +132,21 @@ def _subtraction(level, rng):
     elif x < y:
         x, y = y, x
     diff = x - y
-    no_borrow = Fraction(int("".join(str(abs(int(a) - int(b))) for a, b in zip(
-        str(int(max(x, y))).rjust(4, "0"), str(int(min(x, y))).rjust(4, "0")))))
+    no_borrow = Fraction(
+        int(
+            "".join(
+                str(abs(int(a) - int(b)))
+                for a, b in zip(str(int(max(x, y))).rjust(4, "0"), str(int(min(x, y))).rjust(4, "0"))
+            )
+        )
+    )
     if diff < 0:
         no_borrow = -no_borrow
     wrong = _distractors(diff, [no_borrow, -diff, diff + 10, diff - 1], rng, Fraction(1), positive=False)
-    rationale = (f"Subtract place by place, borrowing when the top digit is smaller: {fmt(x)} - {fmt(y)} = {fmt(diff)}."
-                 + (" The second number is larger, so the result is negative." if diff < 0 else ""))
+    rationale = (
+        f"Subtract place by place, borrowing when the top digit is smaller: {fmt(x)} - {fmt(y)} = {fmt(diff)}."
+        + (" The second number is larger, so the result is negative." if diff < 0 else "")
+    )
     return f"What is {fmt(x)} - {fmt(y)}?", diff, wrong, fmt, rationale
 
 
@@ -154,7 +173,9 @@ def _division(level, rng):
         divisor = Fraction(_digits(rng, divisor_size))
         dividend = divisor * _digits(rng, quotient_size)
     quotient = dividend / divisor
-    wrong = _distractors(quotient, [quotient + 1, quotient - 1, quotient * 10, quotient / 10], rng, Fraction(1))
+    wrong = _distractors(
+        quotient, [quotient + 1, quotient - 1, quotient * 10, quotient / 10], rng, Fraction(1)
+    )
     rationale = f"{fmt(dividend)} ÷ {fmt(divisor)} = {fmt(quotient)}, since {fmt(quotient)} × {fmt(divisor)} = {fmt(dividend)}."
     return f"What is {fmt(dividend)} ÷ {fmt(divisor)}?", quotient, wrong, fmt, rationale
 
@@ -186,15 +207,24 @@ def _fractions(level, rng):
         if x != y or op != "-":
             break
     result = {"+": x + y, "-": x - y, "×": x * y}[op]
-    naive = {"+": Fraction(x.numerator + y.numerator, x.denominator + y.denominator),
-             "-": Fraction(max(x.numerator - y.numerator, 1), max(abs(x.denominator - y.denominator), 1)),
-             "×": x * y * 2}[op]
+    naive = {
+        "+": Fraction(x.numerator + y.numerator, x.denominator + y.denominator),
+        "-": Fraction(max(x.numerator - y.numerator, 1), max(abs(x.denominator - y.denominator), 1)),
+        "×": x * y * 2,
+    }[op]
     other = {"+": x - y if x != y else x * y, "-": x + y, "×": x + y}[op]
-    wrong = _distractors(result, [naive, other, result + Fraction(1, result.denominator)], rng,
-                         Fraction(1, max(result.denominator, 2)), render=ffrac)
-    how = {"+": "write both over a common denominator and add the numerators",
-           "-": "write both over a common denominator and subtract the numerators",
-           "×": "multiply the numerators and the denominators"}[op]
+    wrong = _distractors(
+        result,
+        [naive, other, result + Fraction(1, result.denominator)],
+        rng,
+        Fraction(1, max(result.denominator, 2)),
+        render=ffrac,
+    )
+    how = {
+        "+": "write both over a common denominator and add the numerators",
+        "-": "write both over a common denominator and subtract the numerators",
+        "×": "multiply the numerators and the denominators",
+    }[op]
     rationale = f"To combine {xs} {op} {ys}, {how}: the result in lowest terms is {ffrac(result)}."
     return f"What is {xs} {op} {ys}? Give the answer in lowest terms.", result, wrong, ffrac, rationale
 
@@ -202,43 +232,75 @@ def _fractions(level, rng):
 def _percentages(level, rng):
     if level <= 2:
         pct = int(rng.choice([[10, 50], [20, 25, 75], [15, 35, 45, 65]][level]))
-        base = [int(rng.integers(2, 10)) * 10, int(rng.integers(5, 50)) * 20, int(rng.integers(50, 500)) * 20][level]
+        base = [
+            int(rng.integers(2, 10)) * 10,
+            int(rng.integers(5, 50)) * 20,
+            int(rng.integers(50, 500)) * 20,
+        ][level]
         answer = Fraction(pct * base, 100)
-        wrong = _distractors(answer, [Fraction(base, pct), answer * 10, Fraction(base * (100 - pct), 100)],
-                             rng, Fraction(5))
+        wrong = _distractors(
+            answer, [Fraction(base, pct), answer * 10, Fraction(base * (100 - pct), 100)], rng, Fraction(5)
+        )
         rationale = f"{pct}% means {pct}/100, and {pct}/100 × {base} = {fmt(answer)}."
         return f"What is {pct}% of {base}?", answer, wrong, fmt, rationale
     if level == 3:
         base = int(rng.choice([1250, 1600, 2400, 3200, 4800, 6400]))
         part = Fraction(base * int(rng.choice([5, 15, 35, 45, 55, 85])), 100)
         answer = part / base * 100
-        wrong = _distractors(answer, [Fraction(base, part), answer / 10, 100 - answer], rng, Fraction(5),
-                             render=_percent)
+        wrong = _distractors(
+            answer, [Fraction(base, part), answer / 10, 100 - answer], rng, Fraction(5), render=_percent
+        )
         rationale = f"{fmt(part)} out of {base} is {fmt(part)}/{base} × 100% = {fmt(answer)}%."
         return f"What percentage of {base} is {fmt(part)}?", answer, wrong, _percent, rationale
     pct = int(rng.choice([12, 15, 35, 45]))
     original = Fraction(int(rng.integers(60, 490)) * 20)
     new = original * (100 - pct) / 100
-    wrong = _distractors(original, [new * (100 + pct) / 100, new + new * pct / 100, new / (100 + pct) * 100],
-                         rng, Fraction(10))
-    rationale = (f"After a {pct}% discount the price is {100 - pct}% of the original, so the original is "
-                 f"{fmt(new)} ÷ {fmt(Fraction(100 - pct, 100))} = {fmt(original)}. Adding {pct}% of {fmt(new)} is wrong: "
-                 "the percentage was taken of the original price.")
-    return (f"After a {pct}% discount a jacket costs {fmt(new)}. What was the original price?",
-            original, wrong, fmt, rationale)
+    wrong = _distractors(
+        original, [new * (100 + pct) / 100, new + new * pct / 100, new / (100 + pct) * 100], rng, Fraction(10)
+    )
+    rationale = (
+        f"After a {pct}% discount the price is {100 - pct}% of the original, so the original is "
+        f"{fmt(new)} ÷ {fmt(Fraction(100 - pct, 100))} = {fmt(original)}. Adding {pct}% of {fmt(new)} is wrong: "
+        "the percentage was taken of the original price."
+    )
+    return (
+        f"After a {pct}% discount a jacket costs {fmt(new)}. What was the original price?",
+        original,
+        wrong,
+        fmt,
+        rationale,
+    )
 
 
 UNITS = {
-    "length-units": {"millimetres": Fraction(1, 1000), "centimetres": Fraction(1, 100), "metres": Fraction(1),
-                     "kilometres": Fraction(1000)},
-    "mass-units": {"milligrams": Fraction(1, 1000), "grams": Fraction(1), "kilograms": Fraction(1000),
-                   "tonnes": Fraction(1_000_000)},
+    "length-units": {
+        "millimetres": Fraction(1, 1000),
+        "centimetres": Fraction(1, 100),
+        "metres": Fraction(1),
+        "kilometres": Fraction(1000),
+    },
+    "mass-units": {
+        "milligrams": Fraction(1, 1000),
+        "grams": Fraction(1),
+        "kilograms": Fraction(1000),
+        "tonnes": Fraction(1_000_000),
+    },
 }
 UNIT_STEPS = {
-    "length-units": [("metres", "centimetres"), ("kilometres", "metres"), ("centimetres", "metres"),
-                     ("millimetres", "metres"), ("kilometres", "centimetres")],
-    "mass-units": [("kilograms", "grams"), ("grams", "milligrams"), ("grams", "kilograms"),
-                   ("milligrams", "grams"), ("tonnes", "grams")],
+    "length-units": [
+        ("metres", "centimetres"),
+        ("kilometres", "metres"),
+        ("centimetres", "metres"),
+        ("millimetres", "metres"),
+        ("kilometres", "centimetres"),
+    ],
+    "mass-units": [
+        ("kilograms", "grams"),
+        ("grams", "milligrams"),
+        ("grams", "kilograms"),
+        ("milligrams", "grams"),
+        ("tonnes", "grams"),
+    ],
 }
 
 
@@ -247,25 +309,39 @@ def _units(topic):
         src, dst = UNIT_STEPS[topic][level]
         factor = UNITS[topic][src] / UNITS[topic][dst]
         if factor > 1:
-            amount = Fraction(int(rng.integers(2, 10 ** (1 + level // 2))), 4 if level >= 3 else 2 if level else 1)
+            amount = Fraction(
+                int(rng.integers(2, 10 ** (1 + level // 2))), 4 if level >= 3 else 2 if level else 1
+            )
         else:
             amount = Fraction(_digits(rng, 2 + level))
         answer = amount * factor
         ten = Fraction(10)
-        wrong = _distractors(answer, [answer / ten, answer * ten, amount / factor if factor != 1 else amount + 1],
-                             rng, max(answer / 10, Fraction(1, 100)))
+        wrong = _distractors(
+            answer,
+            [answer / ten, answer * ten, amount / factor if factor != 1 else amount + 1],
+            rng,
+            max(answer / 10, Fraction(1, 100)),
+        )
         scale = fmt(factor) if factor > 1 else fmt(1 / factor)
         big, small = (src, dst) if factor > 1 else (dst, src)
-        rationale = (f"1 {big[:-1]} = {scale} {small}, so {fmt(amount)} {src} = {fmt(amount)} "
-                     f"{'×' if factor > 1 else '÷'} {scale} = {fmt(answer)} {dst}.")
+        rationale = (
+            f"1 {big[:-1]} = {scale} {small}, so {fmt(amount)} {src} = {fmt(amount)} "
+            f"{'×' if factor > 1 else '÷'} {scale} = {fmt(answer)} {dst}."
+        )
         return f"How many {dst} are in {fmt(amount)} {src}?", answer, wrong, fmt, rationale
+
     return make
 
 
 GENERATORS = {
-    "addition": _addition, "subtraction": _subtraction, "multiplication": _multiplication,
-    "division": _division, "fractions": _fractions, "percentages": _percentages,
-    "length-units": _units("length-units"), "mass-units": _units("mass-units"),
+    "addition": _addition,
+    "subtraction": _subtraction,
+    "multiplication": _multiplication,
+    "division": _division,
+    "fractions": _fractions,
+    "percentages": _percentages,
+    "length-units": _units("length-units"),
+    "mass-units": _units("mass-units"),
 }
 
 
@@ -277,24 +353,41 @@ def build_item(item_id: str, topic: str, b: float, rng: np.random.Generator) -> 
     stem, answer, wrong, render, rationale = GENERATORS[topic](level, rng)
     values = [answer, *wrong]
     order = rng.permutation(4)
-    options = [{"label": LABELS[k], "text_md": render(values[i]), "is_correct": bool(i == 0)}
-               for k, i in enumerate(order)]
+    options = [
+        {"label": LABELS[k], "text_md": render(values[i]), "is_correct": bool(i == 0)}
+        for k, i in enumerate(order)
+    ]
     texts = [o["text_md"] for o in options]
     if len(set(texts)) != 4:
         raise AssertionError(f"{item_id}: duplicate option texts {texts}")
-    return {"item_id": item_id, "topic": topic, "level": level, "difficulty_label": difficulty_label(b),
-            "stem_md": stem, "lead_in": "Choose one answer.", "options": options, "rationale_md": rationale}
+    return {
+        "item_id": item_id,
+        "topic": topic,
+        "level": level,
+        "difficulty_label": difficulty_label(b),
+        "stem_md": stem,
+        "lead_in": "Choose one answer.",
+        "options": options,
+        "rationale_md": rationale,
+    }
 
 
 def build_bank(pool_path=POOL, seed: int = SEED) -> dict:
     """The whole bank as a JSON-able dict (items in pool order)."""
     pool = pd.read_csv(pool_path, dtype={"item_id": str, "topic": str})
     children = np.random.default_rng(seed).spawn(len(pool))
-    items = [build_item(row.item_id, row.topic, float(row.b), rng)
-             for row, rng in zip(pool.itertuples(index=False), children)]
-    return {"schema": "qbank.demo-bank/1", "exam_code": "DEMO-EXAM", "seed": seed,
-            "pool_file": "data/demo_pool.csv",
-            "pool_sha256": hashlib.sha256(Path(pool_path).read_bytes()).hexdigest(), "items": items}
+    items = [
+        build_item(row.item_id, row.topic, float(row.b), rng)
+        for row, rng in zip(pool.itertuples(index=False), children)
+    ]
+    return {
+        "schema": "qbank.demo-bank/1",
+        "exam_code": "DEMO-EXAM",
+        "seed": seed,
+        "pool_file": "data/demo_pool.csv",
+        "pool_sha256": hashlib.sha256(Path(pool_path).read_bytes()).hexdigest(),
+        "items": items,
+    }
 
 
 def main(argv=None) -> None:

@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 
 TOPICS = [
-    "addition", "subtraction", "multiplication", "division",
-    "fractions", "percentages", "length-units", "mass-units",
+    "addition",
+    "subtraction",
+    "multiplication",
+    "division",
+    "fractions",
+    "percentages",
+    "length-units",
+    "mass-units",
 ]
 
 
@@ -22,7 +28,11 @@ def main(n_items: int = 600, seed: int = 20261124) -> None:
     frame = pd.DataFrame(
         {
             "item_id": [f"DEMO-{i + 1:04d}" for i in range(n_items)],
-            "a": a.round(4), "b": b.round(4), "c": c.round(4), "D": 1.0, "topic": topic,
+            "a": a.round(4),
+            "b": b.round(4),
+            "c": c.round(4),
+            "D": 1.0,
+            "topic": topic,
         }
     )
     frame.to_csv("data/demo_pool.csv", index=False)

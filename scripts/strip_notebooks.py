@@ -52,7 +52,9 @@ def needs_stripping(notebook: nbformat.NotebookNode) -> bool:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: notebooks/*.ipynb)")
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if any notebook needs stripping")
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if any notebook needs stripping"
+    )
     args = parser.parse_args(argv)
     paths = args.paths or sorted((ROOT / "notebooks").glob("*.ipynb"))
     dirty = []
@@ -70,8 +72,10 @@ def main(argv=None) -> int:
             print(f"stripped {path}")
     if args.check and dirty:
         for path in dirty:
-            print(f"{path}: has outputs, execution counts or run metadata; run python scripts/strip_notebooks.py",
-                  file=sys.stderr)
+            print(
+                f"{path}: has outputs, execution counts or run metadata; run python scripts/strip_notebooks.py",
+                file=sys.stderr,
+            )
         return 1
     return 0
 

@@ -28,12 +28,22 @@ def set_sh(session: Session, tenant_id: str, actor: str, question_id: int, versi
     exposure_admin.set_override(session, tenant_id, actor, question_id, version, sh_p)
 
 
-def reestimate(session: Session, tenant_id: str, actor: str, *, tau: float, days: int, floor: float, ceil: float,
-               min_sessions: int = 1) -> dict:
+def reestimate(
+    session: Session,
+    tenant_id: str,
+    actor: str,
+    *,
+    tau: float,
+    days: int,
+    floor: float,
+    ceil: float,
+    min_sessions: int = 1,
+) -> dict:
     """The scaffold's heuristic on exposure rates (share of the window's quizzes that administered
     each item; :func:`exposure_admin.reestimate_heuristic`); commits."""
-    return exposure_admin.reestimate_heuristic(session, tenant_id, actor, tau=tau, days=days, floor=floor, ceil=ceil,
-                                               min_sessions=min_sessions)
+    return exposure_admin.reestimate_heuristic(
+        session, tenant_id, actor, tau=tau, days=days, floor=floor, ceil=ceil, min_sessions=min_sessions
+    )
 
 
 def set_flag(session: Session, tenant_id: str, actor: str, key: str, enabled: bool, value_json: dict) -> None:
@@ -41,15 +51,28 @@ def set_flag(session: Session, tenant_id: str, actor: str, key: str, enabled: bo
     exposure_admin.set_flag(session, tenant_id, actor, key, enabled, value_json)
 
 
-def assign_cohort(session: Session, tenant_id: str, actor: str, user_id: str, cohort_key: str, cohort_value: str) -> None:
+def assign_cohort(
+    session: Session, tenant_id: str, actor: str, user_id: str, cohort_key: str, cohort_value: str
+) -> None:
     """Put a user in a cohort (``selector_strategy`` cohorts pick the selection rule); commits."""
     if cohort_key == SELECTOR_FLAG:
         rule_of(cohort_value, "cohort_value")
     row = session.get(CohortAssignment, (tenant_id, user_id, cohort_key))
     if row is None:
-        session.add(CohortAssignment(tenant_id=tenant_id, user_id=user_id, cohort_key=cohort_key,
-                                     cohort_value=cohort_value))
+        session.add(
+            CohortAssignment(
+                tenant_id=tenant_id, user_id=user_id, cohort_key=cohort_key, cohort_value=cohort_value
+            )
+        )
     else:
         row.cohort_value = cohort_value
-    audit(session, tenant_id, actor, "cohort.assign", "user", user_id, {"key": cohort_key, "value": cohort_value})
+    audit(
+        session,
+        tenant_id,
+        actor,
+        "cohort.assign",
+        "user",
+        user_id,
+        {"key": cohort_key, "value": cohort_value},
+    )
     session.commit()

@@ -9,7 +9,7 @@ which the coverage view compares the live items against.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +33,7 @@ from service.models import (
     UserResponse,
 )
 
-__all__ = ["ExportError", "export_snapshot", "set_blueprint_targets", "TARGET_COLUMNS"]
+__all__ = ["TARGET_COLUMNS", "ExportError", "export_snapshot", "set_blueprint_targets"]
 
 TARGET_COLUMNS = ("exam_code", "topic", "difficulty_label", "target_items")
 
@@ -50,33 +50,92 @@ def _fact_queries(tenant_id: str | None) -> dict[str, Select]:
 
     quiz = QuizSession
     return {
-        "topics": scoped(select(Topic.tenant_id, Topic.id, Topic.name, Topic.blueprint_code), Topic.tenant_id),
-        "questions": scoped(select(Question.tenant_id, Question.id, Question.external_ref, Question.is_deleted),
-                            Question.tenant_id),
+        "topics": scoped(
+            select(Topic.tenant_id, Topic.id, Topic.name, Topic.blueprint_code), Topic.tenant_id
+        ),
+        "questions": scoped(
+            select(Question.tenant_id, Question.id, Question.external_ref, Question.is_deleted),
+            Question.tenant_id,
+        ),
         "question_versions": scoped(
-            select(QuestionVersion.id, QuestionVersion.question_id, QuestionVersion.version, QuestionVersion.state,
-                   QuestionVersion.topic_id, QuestionVersion.difficulty_label)
-            .join(Question, Question.id == QuestionVersion.question_id), Question.tenant_id),
+            select(
+                QuestionVersion.id,
+                QuestionVersion.question_id,
+                QuestionVersion.version,
+                QuestionVersion.state,
+                QuestionVersion.topic_id,
+                QuestionVersion.difficulty_label,
+            ).join(Question, Question.id == QuestionVersion.question_id),
+            Question.tenant_id,
+        ),
         "publications": scoped(
-            select(QuestionPublication.tenant_id, QuestionPublication.exam_code, QuestionPublication.question_id,
-                   QuestionPublication.question_version_id, QuestionPublication.published_at),
-            QuestionPublication.tenant_id),
+            select(
+                QuestionPublication.tenant_id,
+                QuestionPublication.exam_code,
+                QuestionPublication.question_id,
+                QuestionPublication.question_version_id,
+                QuestionPublication.published_at,
+            ),
+            QuestionPublication.tenant_id,
+        ),
         "blueprint_targets": scoped(
-            select(BlueprintTarget.tenant_id, BlueprintTarget.exam_code, BlueprintTarget.topic_id,
-                   BlueprintTarget.difficulty_label, BlueprintTarget.target_items), BlueprintTarget.tenant_id),
+            select(
+                BlueprintTarget.tenant_id,
+                BlueprintTarget.exam_code,
+                BlueprintTarget.topic_id,
+                BlueprintTarget.difficulty_label,
+                BlueprintTarget.target_items,
+            ),
+            BlueprintTarget.tenant_id,
+        ),
         # selector is JSON; its rule and source become two columns below (see _rows)
         "quiz_sessions": scoped(
-            select(quiz.id, quiz.tenant_id, quiz.exam_code, quiz.user_id, quiz.mode, quiz.adaptive, quiz.status,
-                   quiz.selector, quiz.n_served, quiz.n_answered, quiz.n_correct, quiz.theta, quiz.se,
-                   quiz.created_at, quiz.finished_at), quiz.tenant_id),
+            select(
+                quiz.id,
+                quiz.tenant_id,
+                quiz.exam_code,
+                quiz.user_id,
+                quiz.mode,
+                quiz.adaptive,
+                quiz.status,
+                quiz.selector,
+                quiz.n_served,
+                quiz.n_answered,
+                quiz.n_correct,
+                quiz.theta,
+                quiz.se,
+                quiz.created_at,
+                quiz.finished_at,
+            ),
+            quiz.tenant_id,
+        ),
         "quiz_items": scoped(
-            select(QuizItem.quiz_id, QuizItem.position, QuizItem.question_id, QuizItem.question_version_id,
-                   QuizItem.served_at).join(quiz, quiz.id == QuizItem.quiz_id), quiz.tenant_id),
+            select(
+                QuizItem.quiz_id,
+                QuizItem.position,
+                QuizItem.question_id,
+                QuizItem.question_version_id,
+                QuizItem.served_at,
+            ).join(quiz, quiz.id == QuizItem.quiz_id),
+            quiz.tenant_id,
+        ),
         "responses": scoped(
-            select(UserResponse.id, UserResponse.tenant_id, UserResponse.quiz_id, UserResponse.position,
-                   UserResponse.user_id, UserResponse.question_id, UserResponse.question_version_id,
-                   UserResponse.is_correct, UserResponse.time_taken_ms, UserResponse.theta_after,
-                   UserResponse.se_after, UserResponse.created_at), UserResponse.tenant_id),
+            select(
+                UserResponse.id,
+                UserResponse.tenant_id,
+                UserResponse.quiz_id,
+                UserResponse.position,
+                UserResponse.user_id,
+                UserResponse.question_id,
+                UserResponse.question_version_id,
+                UserResponse.is_correct,
+                UserResponse.time_taken_ms,
+                UserResponse.theta_after,
+                UserResponse.se_after,
+                UserResponse.created_at,
+            ),
+            UserResponse.tenant_id,
+        ),
     }
 
 
@@ -97,14 +156,17 @@ def _rows(name: str, rows) -> list[tuple]:
 
 def _write(path: Path, rows: list[tuple], schema: pa.Schema) -> None:
     columns = list(zip(*rows)) if rows else [[] for _ in schema]
-    table = pa.table([pa.array(list(values), type=field.type) for values, field in zip(columns, schema)],
-                     schema=schema)
+    table = pa.table(
+        [pa.array(list(values), type=field.type) for values, field in zip(columns, schema)], schema=schema
+    )
     pq.write_table(table, path)
 
 
 def _view_schema(view) -> pa.Schema:
     types = {BigInteger: pa.int64(), Float: pa.float64(), String: pa.string(), Date: pa.date32()}
-    return pa.schema([(c.name, next(t for k, t in types.items() if isinstance(c.type, k))) for c in view.columns])
+    return pa.schema(
+        [(c.name, next(t for k, t in types.items() if isinstance(c.type, k))) for c in view.columns]
+    )
 
 
 def _check_migrated(connection: Connection, url: str) -> str:
@@ -112,8 +174,10 @@ def _check_migrated(connection: Connection, url: str) -> str:
     present = set(inspect(connection).get_view_names())
     missing = sorted(set(ANALYTICS_VIEWS) - present)
     if missing:
-        raise ExportError(f"{_redact(url)} has no analytics views {missing}: migrate it first "
-                          "(`qbank serve` and `qbank load-demo` migrate to the newest revision)")
+        raise ExportError(
+            f"{_redact(url)} has no analytics views {missing}: migrate it first "
+            "(`qbank serve` and `qbank load-demo` migrate to the newest revision)"
+        )
     return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
 
 
@@ -148,8 +212,11 @@ def export_snapshot(url: str, out, *, tenant_id: str | None = None, include_view
         When the database cannot be reached or lacks the analytics migration.
     """
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
-            and not Path(parsed.database).expanduser().is_file():
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+        and not Path(parsed.database).expanduser().is_file()
+    ):
         # connecting would create an empty database file
         raise ExportError(f"{_redact(url)}: no such SQLite file {parsed.database}")
     out = Path(out)
@@ -160,7 +227,9 @@ def export_snapshot(url: str, out, *, tenant_id: str | None = None, include_view
     rows_written: dict[str, int] = {}
     try:
         # One read transaction: on PostgreSQL REPEATABLE READ gives every file the same snapshot.
-        connection_options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+        connection_options = (
+            {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+        )
         with engine.connect().execution_options(**connection_options) as connection, connection.begin():
             revision = _check_migrated(connection, url)
             for name, query in _fact_queries(tenant_id).items():
@@ -168,8 +237,10 @@ def export_snapshot(url: str, out, *, tenant_id: str | None = None, include_view
                 _write(out / "facts" / f"{name}.parquet", rows, FACT_SCHEMAS[name])
                 rows_written[f"facts/{name}"] = len(rows)
             if tenant_id is not None and not any(rows_written.values()):
-                tenants = sorted(set(connection.scalars(select(Topic.tenant_id).distinct()))
-                                 | set(connection.scalars(select(QuizSession.tenant_id).distinct())))
+                tenants = sorted(
+                    set(connection.scalars(select(Topic.tenant_id).distinct()))
+                    | set(connection.scalars(select(QuizSession.tenant_id).distinct()))
+                )
                 raise ExportError(f"--tenant: no rows for tenant {tenant_id!r} (tenants present: {tenants})")
             for view_name in ANALYTICS_VIEWS:  # a view file from an earlier export would be stale
                 (out / "views" / f"{view_name.removeprefix('analytics_')}.parquet").unlink(missing_ok=True)
@@ -190,7 +261,7 @@ def export_snapshot(url: str, out, *, tenant_id: str | None = None, include_view
         engine.dispose()
     manifest = {
         "schema": SNAPSHOT_SCHEMA,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": _redact(url),
         "backend": engine.dialect.name,
         "alembic_revision": revision,
@@ -232,30 +303,52 @@ def set_blueprint_targets(session: Session, tenant_id: str, targets: pd.DataFram
     for column, limit in (("exam_code", 64), ("difficulty_label", 16)):
         long = frame[column].astype(str).str.strip().str.len() > limit
         if long.any():
-            raise ExportError(f"blueprint targets: {column} longer than {limit} characters in rows "
-                              f"{rows[long].tolist()}")
+            raise ExportError(
+                f"blueprint targets: {column} longer than {limit} characters in rows {rows[long].tolist()}"
+            )
     counts = pd.to_numeric(frame["target_items"], errors="coerce")
     bad = counts.isna() | (counts < 0) | (counts != counts.round())
     if bad.any():
-        raise ExportError(f"blueprint targets: target_items must be an integer >= 0; bad rows {rows[bad].tolist()}")
+        raise ExportError(
+            f"blueprint targets: target_items must be an integer >= 0; bad rows {rows[bad].tolist()}"
+        )
     topics = session.execute(select(Topic.id, Topic.name).where(Topic.tenant_id == tenant_id)).all()
     by_name = {name: tid for tid, name in topics}
     by_id = {str(tid): tid for tid, _ in topics}
     topic_ids = [by_name.get(str(t).strip(), by_id.get(str(t).strip())) for t in frame["topic"]]
     unknown = [int(r) for r, tid in zip(rows, topic_ids) if tid is None]
     if unknown:
-        raise ExportError(f"blueprint targets: unknown topic in rows {unknown} (tenant {tenant_id!r} has "
-                          f"{sorted(by_name)})")
-    cells = pd.DataFrame({"exam_code": frame["exam_code"].astype(str).str.strip(), "topic_id": topic_ids,
-                          "difficulty_label": frame["difficulty_label"].astype(str).str.strip()})
+        raise ExportError(
+            f"blueprint targets: unknown topic in rows {unknown} (tenant {tenant_id!r} has {sorted(by_name)})"
+        )
+    cells = pd.DataFrame(
+        {
+            "exam_code": frame["exam_code"].astype(str).str.strip(),
+            "topic_id": topic_ids,
+            "difficulty_label": frame["difficulty_label"].astype(str).str.strip(),
+        }
+    )
     duplicated = cells.duplicated(keep=False)
     if duplicated.any():
-        raise ExportError(f"blueprint targets: the same exam, topic and difficulty in rows {rows[duplicated].tolist()}")
+        raise ExportError(
+            f"blueprint targets: the same exam, topic and difficulty in rows {rows[duplicated].tolist()}"
+        )
     exams = sorted(set(cells["exam_code"]))
-    session.execute(delete(BlueprintTarget).where(BlueprintTarget.tenant_id == tenant_id,
-                                                  BlueprintTarget.exam_code.in_(exams)))
-    session.add_all(BlueprintTarget(tenant_id=tenant_id, exam_code=e, topic_id=int(t), difficulty_label=d,
-                                    target_items=int(n), updated_by=actor)
-                    for e, t, d, n in zip(cells["exam_code"], cells["topic_id"], cells["difficulty_label"], counts))
+    session.execute(
+        delete(BlueprintTarget).where(
+            BlueprintTarget.tenant_id == tenant_id, BlueprintTarget.exam_code.in_(exams)
+        )
+    )
+    session.add_all(
+        BlueprintTarget(
+            tenant_id=tenant_id,
+            exam_code=e,
+            topic_id=int(t),
+            difficulty_label=d,
+            target_items=int(n),
+            updated_by=actor,
+        )
+        for e, t, d, n in zip(cells["exam_code"], cells["topic_id"], cells["difficulty_label"], counts)
+    )
     session.commit()
     return len(cells)

@@ -64,8 +64,14 @@ def report_items_from_bytes(content: bytes, source: str) -> pd.DataFrame:
         raise Invalid(str(exc)) from None
 
 
-def check_against_report(pool: ItemPool, items: pd.DataFrame, pool_name: str, report_name: str,
-                         policy: str = "refuse", option: str = "poorly_determined={}") -> CheckedPool:
+def check_against_report(
+    pool: ItemPool,
+    items: pd.DataFrame,
+    pool_name: str,
+    report_name: str,
+    policy: str = "refuse",
+    option: str = "poorly_determined={}",
+) -> CheckedPool:
     """Check ``pool`` against its report's ``items`` (:meth:`CalibrationReport.read_items`).
 
     The report must cover every item with the same parameters (to the pool CSV's six
@@ -83,31 +89,47 @@ def check_against_report(pool: ItemPool, items: pd.DataFrame, pool_name: str, re
         An unknown ``policy`` (the CLI and the API accept only :data:`POLICIES`).
     """
     if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {list(POLICIES)}, got {policy!r}")  # the interfaces validate it
+        raise ValueError(
+            f"policy must be one of {list(POLICIES)}, got {policy!r}"
+        )  # the interfaces validate it
     ids = [str(i) for i in pool.item_id]
     absent = [i for i in ids if i not in items.index]
     if absent:
-        raise Invalid(f"{report_name} does not cover {len(absent)} item(s) of {pool_name}: {shown(absent)}; "
-                      "is it this pool's report?")
+        raise Invalid(
+            f"{report_name} does not cover {len(absent)} item(s) of {pool_name}: {shown(absent)}; "
+            "is it this pool's report?"
+        )
     reported = items.loc[ids]
     # The report holds D * a (D = 1); a report of another calibration disagrees here.
-    differs = ~np.all([np.isclose(reported[k].astype(float), v, rtol=0, atol=2e-6)
-                       for k, v in (("a", pool.a * pool.D), ("b", pool.b), ("c", pool.c))], axis=0)
+    differs = ~np.all(
+        [
+            np.isclose(reported[k].astype(float), v, rtol=0, atol=2e-6)
+            for k, v in (("a", pool.a * pool.D), ("b", pool.b), ("c", pool.c))
+        ],
+        axis=0,
+    )
     if differs.any():
-        raise Invalid(f"{report_name} has other parameters than {pool_name} for {int(differs.sum())} item(s): "
-                      f"{shown(reported.index[differs])}; is it this pool's report?")
+        raise Invalid(
+            f"{report_name} has other parameters than {pool_name} for {int(differs.sum())} item(s): "
+            f"{shown(reported.index[differs])}; is it this pool's report?"
+        )
     flagged = [str(i) for i in reported.index[reported["poorly_determined"]]]
-    checked = CheckedPool(pool, {str(i): int(n) for i, n in reported["n"].dropna().items()}, {"report": report_name})
+    checked = CheckedPool(
+        pool, {str(i): int(n) for i, n in reported["n"].dropna().items()}, {"report": report_name}
+    )
     if not flagged:
         return checked
     if policy == "refuse":
-        raise PoorlyDetermined(f"{len(flagged)} item(s) are poorly determined in {report_name} (se_b above the limit or at "
-                      f"a bound): {shown(flagged)}; pass {option.format('skip')} to import the others, or "
-                      f"{option.format('keep')} to import them too")
+        raise PoorlyDetermined(
+            f"{len(flagged)} item(s) are poorly determined in {report_name} (se_b above the limit or at "
+            f"a bound): {shown(flagged)}; pass {option.format('skip')} to import the others, or "
+            f"{option.format('keep')} to import them too"
+        )
     if policy == "skip":
         if len(flagged) == len(ids):
-            raise PoorlyDetermined(f"every item of {pool_name} is poorly determined in {report_name}; "
-                                   "nothing to import")
+            raise PoorlyDetermined(
+                f"every item of {pool_name} is poorly determined in {report_name}; nothing to import"
+            )
         checked.pool = pool.subset(np.flatnonzero(~reported["poorly_determined"].to_numpy()))
         checked.skipped = checked.details["skipped_poorly_determined"] = flagged
     else:
@@ -115,8 +137,16 @@ def check_against_report(pool: ItemPool, items: pd.DataFrame, pool_name: str, re
     return checked
 
 
-def import_calibration(session: Session, tenant_id: str, actor: str, pool: ItemPool, source: str, *,
-                       n_respondents: Mapping[str, int] | None = None, details: Mapping | None = None) -> int:
+def import_calibration(
+    session: Session,
+    tenant_id: str,
+    actor: str,
+    pool: ItemPool,
+    source: str,
+    *,
+    n_respondents: Mapping[str, int] | None = None,
+    details: Mapping | None = None,
+) -> int:
     """Store ``pool``'s parameters as the current calibration of the matching questions; commits.
 
     ``n_respondents`` (item_id -> responses the calibration used, from its report) fills that
@@ -128,16 +158,24 @@ def import_calibration(session: Session, tenant_id: str, actor: str, pool: ItemP
         When any ``item_id`` matches no question of the tenant (nothing is imported).
     """
     item_ids = [str(i) for i in pool.item_id]
-    questions = dict(session.execute(
-        select(Question.external_ref, Question.id).where(
-            Question.tenant_id == tenant_id, Question.external_ref.in_(item_ids), Question.is_deleted.is_(False))
-    ).all())
+    questions = dict(
+        session.execute(
+            select(Question.external_ref, Question.id).where(
+                Question.tenant_id == tenant_id,
+                Question.external_ref.in_(item_ids),
+                Question.is_deleted.is_(False),
+            )
+        ).all()
+    )
     unknown = [i for i in item_ids if i not in questions]
     if unknown:
-        raise Invalid(f"{source}: {len(unknown)} item_id(s) match no question's external_ref, e.g. {unknown[:10]}")
+        raise Invalid(
+            f"{source}: {len(unknown)} item_id(s) match no question's external_ref, e.g. {unknown[:10]}"
+        )
     rows = session.execute(
-        select(QuestionVersion.question_id, QuestionVersion.id, QuestionVersion.version, QuestionVersion.state)
-        .where(QuestionVersion.question_id.in_(questions.values()))
+        select(
+            QuestionVersion.question_id, QuestionVersion.id, QuestionVersion.version, QuestionVersion.state
+        ).where(QuestionVersion.question_id.in_(questions.values()))
     ).all()
     target: dict[int, tuple] = {}
     for question_id, version_id, version, state in rows:
@@ -146,19 +184,36 @@ def import_calibration(session: Session, tenant_id: str, actor: str, pool: ItemP
             target[question_id] = (rank, version_id, version)
     version_ids = [target[q][1] for q in questions.values()]
     session.execute(
-        update(ItemCalibration).where(ItemCalibration.question_version_id.in_(version_ids),
-                                      ItemCalibration.is_current).values(is_current=False)
+        update(ItemCalibration)
+        .where(ItemCalibration.question_version_id.in_(version_ids), ItemCalibration.is_current)
+        .values(is_current=False)
     )
     model = pool.model
     session.add_all(
         ItemCalibration(
-            tenant_id=tenant_id, question_id=questions[item_id], question_version_id=target[questions[item_id]][1],
-            version=target[questions[item_id]][2], model=model, a=float(a), b=float(b), c=float(c), D=float(d),
-            n_respondents=(n_respondents or {}).get(item_id), source=source[:256], is_current=True,
+            tenant_id=tenant_id,
+            question_id=questions[item_id],
+            question_version_id=target[questions[item_id]][1],
+            version=target[questions[item_id]][2],
+            model=model,
+            a=float(a),
+            b=float(b),
+            c=float(c),
+            D=float(d),
+            n_respondents=(n_respondents or {}).get(item_id),
+            source=source[:256],
+            is_current=True,
         )
         for item_id, a, b, c, d in zip(item_ids, pool.a, pool.b, pool.c, pool.D)
     )
-    audit(session, tenant_id, actor, "calibration.import", "pool", pool.sha256()[:16],
-          {"source": source, "n_items": len(item_ids), "model": model, **(details or {})})
+    audit(
+        session,
+        tenant_id,
+        actor,
+        "calibration.import",
+        "pool",
+        pool.sha256()[:16],
+        {"source": source, "n_items": len(item_ids), "model": model, **(details or {})},
+    )
     session.commit()
     return len(item_ids)

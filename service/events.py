@@ -12,19 +12,33 @@ from service.models import AuditLog, OutboxEvent
 EVENT_TYPES = ("quiz_started", "question_served", "answer_submitted", "quiz_finished", "bundle_promoted")
 
 
-def emit(session: Session, tenant_id: str, event_type: str, aggregate_type: str, aggregate_id, payload: dict) -> None:
+def emit(
+    session: Session, tenant_id: str, event_type: str, aggregate_type: str, aggregate_id, payload: dict
+) -> None:
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
     session.add(
         OutboxEvent(
-            event_id=str(uuid.uuid4()), tenant_id=tenant_id, event_type=event_type,
-            aggregate_type=aggregate_type, aggregate_id=str(aggregate_id), payload=payload,
+            event_id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            event_type=event_type,
+            aggregate_type=aggregate_type,
+            aggregate_id=str(aggregate_id),
+            payload=payload,
         )
     )
 
 
-def audit(session: Session, tenant_id: str, actor: str, action: str, entity_type: str, entity_id, details=None) -> None:
+def audit(
+    session: Session, tenant_id: str, actor: str, action: str, entity_type: str, entity_id, details=None
+) -> None:
     session.add(
-        AuditLog(tenant_id=tenant_id, actor=actor, action=action, entity_type=entity_type,
-                 entity_id=str(entity_id), details=details or {})
+        AuditLog(
+            tenant_id=tenant_id,
+            actor=actor,
+            action=action,
+            entity_type=entity_type,
+            entity_id=str(entity_id),
+            details=details or {},
+        )
     )

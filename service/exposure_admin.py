@@ -42,6 +42,7 @@ The exposure rate of an item is the share of quizzes that administered it (DESIG
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import uuid
@@ -82,7 +83,7 @@ from service.models import (
     UserResponse,
     utcnow,
 )
-from service.pools import PoolView, _LRU
+from service.pools import _LRU, PoolView
 
 SELECTOR_FLAG = "selector_strategy"
 SELECTOR_ALIASES = {"vanilla": "max_info"}
@@ -115,20 +116,49 @@ def _live_items(session: Session, tenant_id: str, exam_code: str) -> pd.DataFram
     model, a, b, c, D`` (parameters NaN when uncalibrated).
     """
     rows = session.execute(
-        select(Question.external_ref, QuestionVersion.question_id, QuestionVersion.version, QuestionVersion.id,
-               ItemCalibration.id, ItemCalibration.model, ItemCalibration.a, ItemCalibration.b, ItemCalibration.c,
-               ItemCalibration.D)
+        select(
+            Question.external_ref,
+            QuestionVersion.question_id,
+            QuestionVersion.version,
+            QuestionVersion.id,
+            ItemCalibration.id,
+            ItemCalibration.model,
+            ItemCalibration.a,
+            ItemCalibration.b,
+            ItemCalibration.c,
+            ItemCalibration.D,
+        )
         .join(QuestionPublication, QuestionPublication.question_version_id == QuestionVersion.id)
         .join(Question, Question.id == QuestionVersion.question_id)
-        .outerjoin(ItemCalibration, (ItemCalibration.question_version_id == QuestionVersion.id)
-                   & ItemCalibration.is_current)
-        .where(QuestionPublication.tenant_id == tenant_id, QuestionPublication.exam_code == exam_code,
-               Question.is_deleted.is_(False))
+        .outerjoin(
+            ItemCalibration,
+            (ItemCalibration.question_version_id == QuestionVersion.id) & ItemCalibration.is_current,
+        )
+        .where(
+            QuestionPublication.tenant_id == tenant_id,
+            QuestionPublication.exam_code == exam_code,
+            Question.is_deleted.is_(False),
+        )
         .order_by(QuestionVersion.question_id)
     ).all()
-    frame = pd.DataFrame(rows, columns=["external_ref", "question_id", "version", "question_version_id",
-                                        "calibration_id", "model", "a", "b", "c", "D"])
-    frame["ref"] = [ref if ref else f"question:{qid}" for ref, qid in zip(frame["external_ref"], frame["question_id"])]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "external_ref",
+            "question_id",
+            "version",
+            "question_version_id",
+            "calibration_id",
+            "model",
+            "a",
+            "b",
+            "c",
+            "D",
+        ],
+    )
+    frame["ref"] = [
+        ref if ref else f"question:{qid}" for ref, qid in zip(frame["external_ref"], frame["question_id"])
+    ]
     for column in ("a", "b", "c", "D"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame.drop(columns="external_ref")
@@ -137,20 +167,30 @@ def _live_items(session: Session, tenant_id: str, exam_code: str) -> pd.DataFram
 def _bundle_items_pool(bundle: dict) -> ItemPool:
     """The bundle's own items as a pool (item ids are question references)."""
     items = bundle["items"]
-    frame = pd.DataFrame({"item_id": [i["item_id"] for i in items], "a": [i["a"] for i in items],
-                          "b": [i["b"] for i in items], "c": [i["c"] for i in items],
-                          "D": [i.get("D", bundle["D"]) for i in items]})
+    frame = pd.DataFrame(
+        {
+            "item_id": [i["item_id"] for i in items],
+            "a": [i["a"] for i in items],
+            "b": [i["b"] for i in items],
+            "c": [i["c"] for i in items],
+            "D": [i.get("D", bundle["D"]) for i in items],
+        }
+    )
     return ItemPool.from_frame(frame, name=bundle["pool"]["id"], source="bundle items")
 
 
-def _comparison_pool(bundle: dict, live: pd.DataFrame, exam_code: str, with_calibration: bool) -> ItemPool | None:
+def _comparison_pool(
+    bundle: dict, live: pd.DataFrame, exam_code: str, with_calibration: bool
+) -> ItemPool | None:
     """The live pool in the bundle's item order (then the exam's items the bundle lacks), for
     :func:`validate_bundle`. With ``with_calibration`` the shared items take the bundle's
     parameters: only ids and order are compared, since promotion imports the bundle's calibration."""
     by_ref = live.set_index("ref")
     bundle_refs = [item["item_id"] for item in bundle["items"]]
     in_bundle = set(bundle_refs)
-    order = [ref for ref in bundle_refs if ref in by_ref.index] + [ref for ref in by_ref.index if ref not in in_bundle]
+    order = [ref for ref in bundle_refs if ref in by_ref.index] + [
+        ref for ref in by_ref.index if ref not in in_bundle
+    ]
     if not order:
         return None
     frame = by_ref.loc[order, ["a", "b", "c", "D"]].reset_index()
@@ -174,15 +214,23 @@ def _classify(problem: str) -> str:
         return "validation"
     if field in ("bundle_sha256", "pool.sha256"):
         return "checksum"
-    if field == "items" and any(phrase in problem for phrase in (
-            "parameters differ", "no entry for pool item", "not in the pool", "another order",
-            "no live calibration")):
+    if field == "items" and any(
+        phrase in problem
+        for phrase in (
+            "parameters differ",
+            "no entry for pool item",
+            "not in the pool",
+            "another order",
+            "no live calibration",
+        )
+    ):
         return "live_calibration"
     return "consistency"
 
 
-def check_against_live(session: Session, tenant_id: str, exam_code: str, document, *,
-                       with_calibration: bool = False) -> pd.DataFrame:
+def check_against_live(
+    session: Session, tenant_id: str, exam_code: str, document, *, with_calibration: bool = False
+) -> pd.DataFrame:
     """Check a bundle for ``exam_code``: schema, convergence, validation within ``r_max + tolerance``,
     checksums, and agreement with the live calibration (ids, order, parameters; with
     ``with_calibration`` ids and order only). Returns the live items.
@@ -195,7 +243,9 @@ def check_against_live(session: Session, tenant_id: str, exam_code: str, documen
     from jsonschema import Draft202012Validator
 
     if not isinstance(document, dict):
-        raise BundleRefused(["malformed"], [f"(document): must be a JSON object, got {type(document).__name__}"])
+        raise BundleRefused(
+            ["malformed"], [f"(document): must be a JSON object, got {type(document).__name__}"]
+        )
     if not Draft202012Validator(BUNDLE_JSON_SCHEMA).is_valid(document):
         raise BundleRefused(["malformed"], validate_bundle(document))
     live = _live_items(session, tenant_id, exam_code)
@@ -204,8 +254,10 @@ def check_against_live(session: Session, tenant_id: str, exam_code: str, documen
     problems = []
     uncalibrated = live.loc[live["calibration_id"].isna(), "ref"].tolist()
     if uncalibrated and not with_calibration:
-        problems.append(f"items: no live calibration for {uncalibrated[:10]}"
-                        + (f" and {len(uncalibrated) - 10} more" if len(uncalibrated) > 10 else ""))
+        problems.append(
+            f"items: no live calibration for {uncalibrated[:10]}"
+            + (f" and {len(uncalibrated) - 10} more" if len(uncalibrated) > 10 else "")
+        )
     try:
         pool = _comparison_pool(document, live, exam_code, with_calibration)
     except PoolError as exc:
@@ -223,24 +275,53 @@ def _summary(bundle: ExposureBundle, info: ExposureBundleInfo | None) -> dict:
     doc = bundle.document
     validation = doc.get("validation", {})
     return {
-        "id": bundle.id, "exam_code": bundle.exam_code, "status": bundle.status, "sha256": bundle.sha256,
-        "schema": bundle.schema, "selector": doc.get("selector"), "r_max": doc.get("r_max"),
-        "test_length": doc.get("test_length"), "pool_id": doc.get("pool", {}).get("id"),
-        "n_items": len(doc.get("items", [])), "strata": doc.get("strata"),
-        "created_at": bundle.created_at, "created_by": bundle.created_by,
-        "promoted_at": bundle.promoted_at, "promoted_by": bundle.promoted_by,
+        "id": bundle.id,
+        "exam_code": bundle.exam_code,
+        "status": bundle.status,
+        "sha256": bundle.sha256,
+        "schema": bundle.schema,
+        "selector": doc.get("selector"),
+        "r_max": doc.get("r_max"),
+        "test_length": doc.get("test_length"),
+        "pool_id": doc.get("pool", {}).get("id"),
+        "n_items": len(doc.get("items", [])),
+        "strata": doc.get("strata"),
+        "created_at": bundle.created_at,
+        "created_by": bundle.created_by,
+        "promoted_at": bundle.promoted_at,
+        "promoted_by": bundle.promoted_by,
         "source": info.source if info else "upload",
         "carries_calibration": bool(info.carries_calibration) if info else False,
         "note": info.note if info else "",
-        "validation": {key: validation.get(key) for key in (
-            "n_examinees", "max_exposure", "controlled_max_exposure", "tolerance", "rmse", "bias", "overlap_rate",
-            "mean_length", "passed")},
+        "validation": {
+            key: validation.get(key)
+            for key in (
+                "n_examinees",
+                "max_exposure",
+                "controlled_max_exposure",
+                "tolerance",
+                "rmse",
+                "bias",
+                "overlap_rate",
+                "mean_length",
+                "passed",
+            )
+        },
     }
 
 
-def upload_bundle(session: Session, tenant_id: str, actor: str, document, exam_code: str, *,
-                  with_calibration: bool = False, status: str = "staged", source: str = "upload",
-                  note: str = "") -> tuple[dict, bool]:
+def upload_bundle(
+    session: Session,
+    tenant_id: str,
+    actor: str,
+    document,
+    exam_code: str,
+    *,
+    with_calibration: bool = False,
+    status: str = "staged",
+    source: str = "upload",
+    note: str = "",
+) -> tuple[dict, bool]:
     """Check and store a bundle for ``exam_code``; commits.
 
     Parameters
@@ -265,32 +346,64 @@ def upload_bundle(session: Session, tenant_id: str, actor: str, document, exam_c
     """
     check_against_live(session, tenant_id, exam_code, document, with_calibration=with_calibration)
     sha = document["bundle_sha256"]
-    existing = session.scalar(select(ExposureBundle).where(
-        ExposureBundle.tenant_id == tenant_id, ExposureBundle.exam_code == exam_code, ExposureBundle.sha256 == sha))
+    existing = session.scalar(
+        select(ExposureBundle).where(
+            ExposureBundle.tenant_id == tenant_id,
+            ExposureBundle.exam_code == exam_code,
+            ExposureBundle.sha256 == sha,
+        )
+    )
     if existing is not None:
         info = session.get(ExposureBundleInfo, existing.id)
         session.commit()
         return _summary(existing, info), False
-    bundle = ExposureBundle(id=str(uuid.uuid4()), tenant_id=tenant_id, exam_code=exam_code, sha256=sha,
-                            schema=document["schema"], document=document, status=status, created_by=actor,
-                            created_at=utcnow())
-    info = ExposureBundleInfo(bundle_id=bundle.id, source=source, carries_calibration=with_calibration, note=note)
+    bundle = ExposureBundle(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        exam_code=exam_code,
+        sha256=sha,
+        schema=document["schema"],
+        document=document,
+        status=status,
+        created_by=actor,
+        created_at=utcnow(),
+    )
+    info = ExposureBundleInfo(
+        bundle_id=bundle.id, source=source, carries_calibration=with_calibration, note=note
+    )
     session.add(bundle)
     session.flush()
     session.add(info)
-    audit(session, tenant_id, actor, "bundle.upload", "exposure_bundle", bundle.id,
-          {"exam_code": exam_code, "sha256": sha, "selector": document["selector"], "r_max": document["r_max"],
-           "status": status, "source": source, "carries_calibration": with_calibration})
+    audit(
+        session,
+        tenant_id,
+        actor,
+        "bundle.upload",
+        "exposure_bundle",
+        bundle.id,
+        {
+            "exam_code": exam_code,
+            "sha256": sha,
+            "selector": document["selector"],
+            "r_max": document["r_max"],
+            "status": status,
+            "source": source,
+            "carries_calibration": with_calibration,
+        },
+    )
     session.commit()
     return _summary(bundle, info), True
 
 
-def list_bundles(session: Session, tenant_id: str, exam_code: str | None = None,
-                 status: str | None = None) -> list[dict]:
+def list_bundles(
+    session: Session, tenant_id: str, exam_code: str | None = None, status: str | None = None
+) -> list[dict]:
     """Bundle summaries, newest first (see :func:`bundle_detail` for the fields)."""
-    query = (select(ExposureBundle, ExposureBundleInfo)
-             .outerjoin(ExposureBundleInfo, ExposureBundleInfo.bundle_id == ExposureBundle.id)
-             .where(ExposureBundle.tenant_id == tenant_id))
+    query = (
+        select(ExposureBundle, ExposureBundleInfo)
+        .outerjoin(ExposureBundleInfo, ExposureBundleInfo.bundle_id == ExposureBundle.id)
+        .where(ExposureBundle.tenant_id == tenant_id)
+    )
     if exam_code:
         query = query.where(ExposureBundle.exam_code == exam_code)
     if status:
@@ -301,8 +414,9 @@ def list_bundles(session: Session, tenant_id: str, exam_code: str | None = None,
 
 
 def _bundle(session: Session, tenant_id: str, bundle_id: str) -> ExposureBundle:
-    bundle = session.scalar(select(ExposureBundle).where(ExposureBundle.id == bundle_id,
-                                                         ExposureBundle.tenant_id == tenant_id))
+    bundle = session.scalar(
+        select(ExposureBundle).where(ExposureBundle.id == bundle_id, ExposureBundle.tenant_id == tenant_id)
+    )
     if bundle is None:
         raise NotFound(f"exposure bundle {bundle_id} not found")
     return bundle
@@ -323,25 +437,39 @@ def bundle_detail(session: Session, tenant_id: str, bundle_id: str) -> dict:
     """
     bundle = _bundle(session, tenant_id, bundle_id)
     info = session.get(ExposureBundleInfo, bundle.id)
-    history = session.scalars(select(AuditLog).where(
-        AuditLog.tenant_id == tenant_id, AuditLog.entity_type == "exposure_bundle", AuditLog.entity_id == bundle.id)
-        .order_by(AuditLog.id)).all()
+    history = session.scalars(
+        select(AuditLog)
+        .where(
+            AuditLog.tenant_id == tenant_id,
+            AuditLog.entity_type == "exposure_bundle",
+            AuditLog.entity_id == bundle.id,
+        )
+        .order_by(AuditLog.id)
+    ).all()
     session.commit()
-    return {**_summary(bundle, info), "document": bundle.document,
-            "history": [{"at": h.created_at, "actor": h.actor, "action": h.action, "details": h.details}
-                        for h in history]}
+    return {
+        **_summary(bundle, info),
+        "document": bundle.document,
+        "history": [
+            {"at": h.created_at, "actor": h.actor, "action": h.action, "details": h.details} for h in history
+        ],
+    }
 
 
 def active_bundle(session: Session, tenant_id: str, exam_code: str) -> ExposureBundle | None:
     """The bundle in force for the exam, if any."""
-    return session.scalar(select(ExposureBundle).where(
-        ExposureBundle.tenant_id == tenant_id, ExposureBundle.exam_code == exam_code,
-        ExposureBundle.status == "active"))
+    return session.scalar(
+        select(ExposureBundle).where(
+            ExposureBundle.tenant_id == tenant_id,
+            ExposureBundle.exam_code == exam_code,
+            ExposureBundle.status == "active",
+        )
+    )
 
 
 def _strata_bounds(cuts) -> list[tuple]:
     edges = [None, *cuts, None]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def _write_parameters(session: Session, tenant_id: str, bundle: ExposureBundle, rows: pd.DataFrame) -> None:
@@ -351,41 +479,81 @@ def _write_parameters(session: Session, tenant_id: str, bundle: ExposureBundle, 
     session.execute(delete(ItemExposureStratum).where(ItemExposureStratum.question_id.in_(question_ids)))
     if doc["selector"] == "conditional_sympson_hetter":
         bounds = _strata_bounds(doc["strata"]["theta_cuts"])
-        session.execute(insert(ItemExposureStratum), [
-            {"question_id": int(qid), "version": int(version), "stratum": j, "tenant_id": tenant_id,
-             "theta_low": low, "theta_high": high, "sh_p": float(k), "bundle_id": bundle.id, "updated_at": utcnow()}
-            for qid, version, item in zip(rows["question_id"], rows["version"], doc["items"])
-            for j, ((low, high), k) in enumerate(zip(bounds, item["sh_p"]))
-        ])
+        session.execute(
+            insert(ItemExposureStratum),
+            [
+                {
+                    "question_id": int(qid),
+                    "version": int(version),
+                    "stratum": j,
+                    "tenant_id": tenant_id,
+                    "theta_low": low,
+                    "theta_high": high,
+                    "sh_p": float(k),
+                    "bundle_id": bundle.id,
+                    "updated_at": utcnow(),
+                }
+                for qid, version, item in zip(rows["question_id"], rows["version"], doc["items"])
+                for j, ((low, high), k) in enumerate(zip(bounds, item["sh_p"]))
+            ],
+        )
         return
-    existing = {(r.question_id, r.version): r for r in session.scalars(
-        select(ItemExposureControl).where(ItemExposureControl.question_id.in_(question_ids)))}
+    existing = {
+        (r.question_id, r.version): r
+        for r in session.scalars(
+            select(ItemExposureControl).where(ItemExposureControl.question_id.in_(question_ids))
+        )
+    }
     for qid, version, item in zip(rows["question_id"], rows["version"], doc["items"]):
         row = existing.get((int(qid), int(version)))
         if row is None:
-            session.add(ItemExposureControl(question_id=int(qid), version=int(version), tenant_id=tenant_id,
-                                            sh_p=float(item["sh_p"])))
+            session.add(
+                ItemExposureControl(
+                    question_id=int(qid), version=int(version), tenant_id=tenant_id, sh_p=float(item["sh_p"])
+                )
+            )
         else:
             row.sh_p, row.tenant_id = float(item["sh_p"]), tenant_id
 
 
-def _import_bundle_calibration(session: Session, tenant_id: str, bundle: ExposureBundle, rows: pd.DataFrame) -> None:
+def _import_bundle_calibration(
+    session: Session, tenant_id: str, bundle: ExposureBundle, rows: pd.DataFrame
+) -> None:
     doc = bundle.document
     version_ids = [int(v) for v in rows["question_version_id"]]
-    session.execute(update(ItemCalibration).where(ItemCalibration.question_version_id.in_(version_ids),
-                                                  ItemCalibration.is_current).values(is_current=False))
-    session.execute(insert(ItemCalibration), [
-        {"tenant_id": tenant_id, "question_id": int(qid), "question_version_id": int(vid), "version": int(version),
-         "model": doc["model"], "a": float(item["a"]), "b": float(item["b"]), "c": float(item["c"]),
-         "D": float(item.get("D", doc["D"])), "n_respondents": None, "source": f"bundle:{bundle.id}",
-         "is_current": True, "created_at": utcnow()}
-        for qid, vid, version, item in zip(rows["question_id"], rows["question_version_id"], rows["version"],
-                                           doc["items"])
-    ])
+    session.execute(
+        update(ItemCalibration)
+        .where(ItemCalibration.question_version_id.in_(version_ids), ItemCalibration.is_current)
+        .values(is_current=False)
+    )
+    session.execute(
+        insert(ItemCalibration),
+        [
+            {
+                "tenant_id": tenant_id,
+                "question_id": int(qid),
+                "question_version_id": int(vid),
+                "version": int(version),
+                "model": doc["model"],
+                "a": float(item["a"]),
+                "b": float(item["b"]),
+                "c": float(item["c"]),
+                "D": float(item.get("D", doc["D"])),
+                "n_respondents": None,
+                "source": f"bundle:{bundle.id}",
+                "is_current": True,
+                "created_at": utcnow(),
+            }
+            for qid, vid, version, item in zip(
+                rows["question_id"], rows["question_version_id"], rows["version"], doc["items"]
+            )
+        ],
+    )
 
 
-def promote_bundle(session: Session, tenant_id: str, actor: str, bundle_id: str, *,
-                   action: str = "bundle.promote") -> dict:
+def promote_bundle(
+    session: Session, tenant_id: str, actor: str, bundle_id: str, *, action: str = "bundle.promote"
+) -> dict:
     """Make a bundle the one in force for its exam, atomically; commits.
 
     Re-checks it against the live calibration (which may have changed since the upload), then
@@ -402,21 +570,34 @@ def promote_bundle(session: Session, tenant_id: str, actor: str, bundle_id: str,
     # Lock every bundle of the exam (in id order, no deadlock) before reading any status: two
     # promotions of one exam then apply one after the other, and the second sees the first's
     # result (a fresh statement after the wait; populate_existing refreshes loaded rows).
-    session.execute(select(ExposureBundle.id).where(ExposureBundle.tenant_id == tenant_id,
-                                                    ExposureBundle.exam_code == exam_code)
-                    .order_by(ExposureBundle.id).with_for_update()).all()
+    session.execute(
+        select(ExposureBundle.id)
+        .where(ExposureBundle.tenant_id == tenant_id, ExposureBundle.exam_code == exam_code)
+        .order_by(ExposureBundle.id)
+        .with_for_update()
+    ).all()
     fresh = {"populate_existing": True}
-    bundle = session.scalar(select(ExposureBundle).where(ExposureBundle.id == bundle_id).execution_options(**fresh))
-    current = session.scalars(select(ExposureBundle).where(
-        ExposureBundle.tenant_id == tenant_id, ExposureBundle.exam_code == exam_code,
-        ExposureBundle.status == "active").execution_options(**fresh)).all()
+    bundle = session.scalar(
+        select(ExposureBundle).where(ExposureBundle.id == bundle_id).execution_options(**fresh)
+    )
+    current = session.scalars(
+        select(ExposureBundle)
+        .where(
+            ExposureBundle.tenant_id == tenant_id,
+            ExposureBundle.exam_code == exam_code,
+            ExposureBundle.status == "active",
+        )
+        .execution_options(**fresh)
+    ).all()
     if bundle.status == "active":
         session.rollback()
         raise Conflict(f"exposure bundle {bundle_id} is already active for exam {bundle.exam_code!r}")
     info = session.get(ExposureBundleInfo, bundle.id)
     carries = bool(info and info.carries_calibration)
     try:
-        live = check_against_live(session, tenant_id, bundle.exam_code, bundle.document, with_calibration=carries)
+        live = check_against_live(
+            session, tenant_id, bundle.exam_code, bundle.document, with_calibration=carries
+        )
     except BundleRefused:
         session.rollback()
         raise
@@ -429,12 +610,24 @@ def promote_bundle(session: Session, tenant_id: str, actor: str, bundle_id: str,
     for old in current:
         old.status = "superseded"
     bundle.status, bundle.promoted_by, bundle.promoted_at = "active", actor, now
-    details = {"exam_code": bundle.exam_code, "previous_bundle_ids": previous, "selector": bundle.document["selector"],
-               "r_max": bundle.document["r_max"], "n_items": len(rows), "sha256": bundle.sha256,
-               "imported_calibration": carries}
+    details = {
+        "exam_code": bundle.exam_code,
+        "previous_bundle_ids": previous,
+        "selector": bundle.document["selector"],
+        "r_max": bundle.document["r_max"],
+        "n_items": len(rows),
+        "sha256": bundle.sha256,
+        "imported_calibration": carries,
+    }
     audit(session, tenant_id, actor, action, "exposure_bundle", bundle.id, details)
-    emit(session, tenant_id, "bundle_promoted", "exposure_bundle", bundle.id,
-         {"bundle_id": bundle.id, "promoted_by": actor, "promoted_at": now.isoformat(), **details})
+    emit(
+        session,
+        tenant_id,
+        "bundle_promoted",
+        "exposure_bundle",
+        bundle.id,
+        {"bundle_id": bundle.id, "promoted_by": actor, "promoted_at": now.isoformat(), **details},
+    )
     session.commit()
     return _summary(bundle, info)
 
@@ -447,9 +640,16 @@ def rollback_bundle(session: Session, tenant_id: str, actor: str, exam_code: str
     NotFound
         When no earlier bundle of the exam was ever active.
     """
-    previous = session.scalar(select(ExposureBundle).where(
-        ExposureBundle.tenant_id == tenant_id, ExposureBundle.exam_code == exam_code,
-        ExposureBundle.status == "superseded").order_by(ExposureBundle.promoted_at.desc()).limit(1))
+    previous = session.scalar(
+        select(ExposureBundle)
+        .where(
+            ExposureBundle.tenant_id == tenant_id,
+            ExposureBundle.exam_code == exam_code,
+            ExposureBundle.status == "superseded",
+        )
+        .order_by(ExposureBundle.promoted_at.desc())
+        .limit(1)
+    )
     if previous is None:
         session.rollback()
         raise NotFound(f"exam {exam_code!r} has no earlier bundle to roll back to")
@@ -458,15 +658,29 @@ def rollback_bundle(session: Session, tenant_id: str, actor: str, exam_code: str
 
 # ---------------------------------------------------------------------------- parameters in force
 def _version_exists(session: Session, tenant_id: str, question_id: int, version: int) -> bool:
-    return session.scalar(
-        select(QuestionVersion.id).join(Question, Question.id == QuestionVersion.question_id)
-        .where(Question.tenant_id == tenant_id, QuestionVersion.question_id == question_id,
-               QuestionVersion.version == version)
-    ) is not None
+    return (
+        session.scalar(
+            select(QuestionVersion.id)
+            .join(Question, Question.id == QuestionVersion.question_id)
+            .where(
+                Question.tenant_id == tenant_id,
+                QuestionVersion.question_id == question_id,
+                QuestionVersion.version == version,
+            )
+        )
+        is not None
+    )
 
 
-def set_override(session: Session, tenant_id: str, actor: str, question_id: int, version: int, sh_p: float,
-                 stratum: int | None = None) -> dict:
+def set_override(
+    session: Session,
+    tenant_id: str,
+    actor: str,
+    question_id: int,
+    version: int,
+    sh_p: float,
+    stratum: int | None = None,
+) -> dict:
     """Override ``K`` of a question version by hand; audited (``exposure.set``); commits.
 
     Without ``stratum`` it sets the classic ``sh_p`` and every per-stratum value the item has;
@@ -488,14 +702,18 @@ def set_override(session: Session, tenant_id: str, actor: str, question_id: int,
     if not _version_exists(session, tenant_id, question_id, version):
         raise NotFound(f"question {question_id} version {version} not found")
     sh_p = float(sh_p)
-    strata = session.scalars(select(ItemExposureStratum).where(
-        ItemExposureStratum.question_id == question_id, ItemExposureStratum.version == version)
-        .order_by(ItemExposureStratum.stratum)).all()
+    strata = session.scalars(
+        select(ItemExposureStratum)
+        .where(ItemExposureStratum.question_id == question_id, ItemExposureStratum.version == version)
+        .order_by(ItemExposureStratum.stratum)
+    ).all()
     if stratum is None:
         row = session.get(ItemExposureControl, (question_id, version))
         previous = 1.0 if row is None else row.sh_p
         if row is None:
-            session.add(ItemExposureControl(question_id=question_id, version=version, tenant_id=tenant_id, sh_p=sh_p))
+            session.add(
+                ItemExposureControl(question_id=question_id, version=version, tenant_id=tenant_id, sh_p=sh_p)
+            )
         else:
             row.sh_p = sh_p
         for cell in strata:
@@ -504,16 +722,26 @@ def set_override(session: Session, tenant_id: str, actor: str, question_id: int,
         cell = next((c for c in strata if c.stratum == stratum), None)
         if cell is None:
             where = f"in stratum {stratum}" if strata else "(no conditional bundle was promoted for it)"
-            raise Invalid(f"stratum: question {question_id} version {version} has no per-stratum sh_p {where}")
+            raise Invalid(
+                f"stratum: question {question_id} version {version} has no per-stratum sh_p {where}"
+            )
         previous, cell.sh_p = cell.sh_p, sh_p
     # The scaffold's audit entry ({"sh_p"}) for the classic value; a stratum's says which and what it was.
     details = {"sh_p": sh_p} if stratum is None else {"sh_p": sh_p, "stratum": stratum, "previous": previous}
     audit(session, tenant_id, actor, "exposure.set", "question_version", f"{question_id}:{version}", details)
     session.commit()
-    return {"question_id": question_id, "version": version, "stratum": stratum, "sh_p": sh_p, "previous": previous}
+    return {
+        "question_id": question_id,
+        "version": version,
+        "stratum": stratum,
+        "sh_p": sh_p,
+        "previous": previous,
+    }
 
 
-def _window_exposure(session: Session, tenant_id: str, days: int, exam_code: str | None = None) -> tuple[int, dict]:
+def _window_exposure(
+    session: Session, tenant_id: str, days: int, exam_code: str | None = None
+) -> tuple[int, dict]:
     """Quizzes started in the last ``days`` and, per (question_id, version), how many of them
     administered it."""
     cutoff = utcnow() - timedelta(days=days)
@@ -523,7 +751,8 @@ def _window_exposure(session: Session, tenant_id: str, days: int, exam_code: str
     n_quizzes = session.scalar(select(func.count()).select_from(QuizSession).where(*window))
     counts = session.execute(
         select(QuizItem.question_id, QuizItem.version, func.count(distinct(QuizItem.quiz_id)))
-        .join(QuizSession, QuizSession.id == QuizItem.quiz_id).where(*window)
+        .join(QuizSession, QuizSession.id == QuizItem.quiz_id)
+        .where(*window)
         .group_by(QuizItem.question_id, QuizItem.version)
     ).all()
     return int(n_quizzes or 0), {(int(q), int(v)): int(n) for q, v, n in counts}
@@ -547,29 +776,42 @@ def exposure_items(session: Session, tenant_id: str, limit: int, days: int = 7) 
     attempts = (
         select(UserResponse.question_version_id, func.count().label("n"))
         .where(UserResponse.tenant_id == tenant_id, UserResponse.created_at > cutoff)
-        .group_by(UserResponse.question_version_id).subquery()
+        .group_by(UserResponse.question_version_id)
+        .subquery()
     )
     live = select(QuestionPublication.question_version_id).where(QuestionPublication.tenant_id == tenant_id)
     rows = session.execute(
-        select(QuestionVersion.question_id, QuestionVersion.version, QuestionVersion.topic_id, Question.external_ref,
-               ItemExposureControl.sh_p, func.coalesce(attempts.c.n, 0).label("recent"))
+        select(
+            QuestionVersion.question_id,
+            QuestionVersion.version,
+            QuestionVersion.topic_id,
+            Question.external_ref,
+            ItemExposureControl.sh_p,
+            func.coalesce(attempts.c.n, 0).label("recent"),
+        )
         .join(Question, Question.id == QuestionVersion.question_id)
         .where(QuestionVersion.id.in_(live))
-        .outerjoin(ItemExposureControl, (ItemExposureControl.question_id == QuestionVersion.question_id)
-                   & (ItemExposureControl.version == QuestionVersion.version))
+        .outerjoin(
+            ItemExposureControl,
+            (ItemExposureControl.question_id == QuestionVersion.question_id)
+            & (ItemExposureControl.version == QuestionVersion.version),
+        )
         .outerjoin(attempts, attempts.c.question_version_id == QuestionVersion.id)
         .order_by(func.coalesce(attempts.c.n, 0).desc(), QuestionVersion.question_id)
         .limit(limit)
     ).all()
     question_ids = [int(r[0]) for r in rows]
     strata: dict = {}
-    for cell in session.scalars(select(ItemExposureStratum).where(
-            ItemExposureStratum.tenant_id == tenant_id, ItemExposureStratum.question_id.in_(question_ids))
-            .order_by(ItemExposureStratum.stratum)):
+    for cell in session.scalars(
+        select(ItemExposureStratum)
+        .where(ItemExposureStratum.tenant_id == tenant_id, ItemExposureStratum.question_id.in_(question_ids))
+        .order_by(ItemExposureStratum.stratum)
+    ):
         strata.setdefault((cell.question_id, cell.version), []).append(cell.sh_p)
     bundle_k = {}
-    for bundle in session.scalars(select(ExposureBundle).where(ExposureBundle.tenant_id == tenant_id,
-                                                               ExposureBundle.status == "active")):
+    for bundle in session.scalars(
+        select(ExposureBundle).where(ExposureBundle.tenant_id == tenant_id, ExposureBundle.status == "active")
+    ):
         bundle_k.update({item["item_id"]: item["sh_p"] for item in bundle.document["items"]})
     n_quizzes, administered = _window_exposure(session, tenant_id, days)
     session.commit()  # ends the read transaction
@@ -583,10 +825,21 @@ def exposure_items(session: Session, tenant_id: str, limit: int, days: int = 7) 
         else:
             overridden = from_bundle is not None and abs(in_force - from_bundle) > 1e-12
         n_administered = administered.get((int(qid), int(version)), 0)
-        out.append({"question_id": qid, "version": version, "topic_id": topic_id, "sh_p": in_force,
-                    "sh_p_strata": in_force_strata, "bundle_sh_p": from_bundle, "overridden": bool(overridden),
-                    "recent_attempts": int(recent), "quizzes_administered": n_administered,
-                    "exposure_rate": n_administered / n_quizzes if n_quizzes else None, "window_quizzes": n_quizzes})
+        out.append(
+            {
+                "question_id": qid,
+                "version": version,
+                "topic_id": topic_id,
+                "sh_p": in_force,
+                "sh_p_strata": in_force_strata,
+                "bundle_sh_p": from_bundle,
+                "overridden": bool(overridden),
+                "recent_attempts": int(recent),
+                "quizzes_administered": n_administered,
+                "exposure_rate": n_administered / n_quizzes if n_quizzes else None,
+                "window_quizzes": n_quizzes,
+            }
+        )
     return out
 
 
@@ -603,10 +856,17 @@ def ensure_k_set(session: Session, tenant_id: str, view: PoolView, cuts: list) -
     n_strata = len(cuts) + 1
     sh_p = np.repeat(view.sh_p[:, None], n_strata, axis=1)
     position = {(int(q), int(v)): i for i, (q, v) in enumerate(zip(view.question_id, view.version))}
-    cells = session.execute(select(ItemExposureStratum.question_id, ItemExposureStratum.version,
-                                   ItemExposureStratum.stratum, ItemExposureStratum.sh_p)
-                            .where(ItemExposureStratum.tenant_id == tenant_id,
-                                   ItemExposureStratum.question_id.in_([int(q) for q in view.question_id]))).all()
+    cells = session.execute(
+        select(
+            ItemExposureStratum.question_id,
+            ItemExposureStratum.version,
+            ItemExposureStratum.stratum,
+            ItemExposureStratum.sh_p,
+        ).where(
+            ItemExposureStratum.tenant_id == tenant_id,
+            ItemExposureStratum.question_id.in_([int(q) for q in view.question_id]),
+        )
+    ).all()
     for qid, version, stratum, k in cells:
         i = position.get((int(qid), int(version)))
         if i is not None and stratum < n_strata:
@@ -623,8 +883,15 @@ def ensure_k_set(session: Session, tenant_id: str, view: PoolView, cuts: list) -
     return k_set_id
 
 
-def pin_exposure(session: Session, tenant_id: str, exam_code: str, view: PoolView, selector: dict, *,
-                 daily_cap: int | None = None) -> tuple[str | None, dict]:
+def pin_exposure(
+    session: Session,
+    tenant_id: str,
+    exam_code: str,
+    view: PoolView,
+    selector: dict,
+    *,
+    daily_cap: int | None = None,
+) -> tuple[str | None, dict]:
     """What a new quiz pins: the active bundle's id and, in its selector configuration, the
     per-stratum parameters (``k_set``, ``theta_cuts``) for the conditional rule and the daily cap.
 
@@ -660,8 +927,12 @@ def quiz_selector(session: Session, config: dict, view: PoolView) -> Selector:
             matrix = np.asarray(row.sh_p, dtype=float)
             _K_SETS.put(config["k_set"], matrix)
         return Selector(rule, sh_p=matrix, theta_cuts=np.asarray(config["theta_cuts"], dtype=float))
-    return Selector(rule, k=config.get("k", 5), n_strata=config.get("n_strata", 4),
-                    sh_p=view.sh_p if rule == "sympson_hetter" else None)
+    return Selector(
+        rule,
+        k=config.get("k", 5),
+        n_strata=config.get("n_strata", 4),
+        sh_p=view.sh_p if rule == "sympson_hetter" else None,
+    )
 
 
 def _upsert(session: Session):
@@ -675,8 +946,9 @@ def _upsert(session: Session):
     return dialect_insert
 
 
-def claim_daily_exposure(session: Session, tenant_id: str, question_id: int, version: int, cap: int,
-                         day: date | None = None) -> bool:
+def claim_daily_exposure(
+    session: Session, tenant_id: str, question_id: int, version: int, cap: int, day: date | None = None
+) -> bool:
     """Count one administration of the item on ``day`` (UTC today) unless ``cap`` were counted already.
 
     One statement, ``INSERT ... ON CONFLICT DO UPDATE SET administrations = administrations + 1
@@ -686,7 +958,8 @@ def claim_daily_exposure(session: Session, tenant_id: str, question_id: int, ver
     """
     day = day or utcnow().date()
     statement = _upsert(session)(ItemDailyExposure).values(
-        question_id=question_id, version=version, day=day, tenant_id=tenant_id, administrations=1)
+        question_id=question_id, version=version, day=day, tenant_id=tenant_id, administrations=1
+    )
     statement = statement.on_conflict_do_update(
         index_elements=["question_id", "version", "day"],
         set_={"administrations": ItemDailyExposure.administrations + 1},
@@ -698,9 +971,11 @@ def claim_daily_exposure(session: Session, tenant_id: str, question_id: int, ver
 def daily_exposures(session: Session, tenant_id: str, day: date | None = None) -> dict:
     """Administrations per (question_id, version) counted on ``day`` (UTC today)."""
     day = day or utcnow().date()
-    rows = session.execute(select(ItemDailyExposure.question_id, ItemDailyExposure.version,
-                                  ItemDailyExposure.administrations)
-                           .where(ItemDailyExposure.tenant_id == tenant_id, ItemDailyExposure.day == day)).all()
+    rows = session.execute(
+        select(
+            ItemDailyExposure.question_id, ItemDailyExposure.version, ItemDailyExposure.administrations
+        ).where(ItemDailyExposure.tenant_id == tenant_id, ItemDailyExposure.day == day)
+    ).all()
     session.commit()
     return {(int(q), int(v)): int(n) for q, v, n in rows}
 
@@ -731,12 +1006,18 @@ def check_flag(key: str, value_json: dict) -> None:
     if "variants" in value_json:
         variants = value_json["variants"]
         if not isinstance(variants, dict) or not variants:
-            raise Invalid("value_json.variants: must be an object {rule: weight}, e.g. {\"vanilla\": 1, "
-                          "\"sympson_hetter\": 1}")
+            raise Invalid(
+                'value_json.variants: must be an object {rule: weight}, e.g. {"vanilla": 1, '
+                '"sympson_hetter": 1}'
+            )
         for name, weight in variants.items():
             rule_of(name, f"value_json.variants.{name}")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                    or weight < 0:
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not math.isfinite(weight)
+                or weight < 0
+            ):
                 raise Invalid(f"value_json.variants.{name}: weight must be a number >= 0, got {weight!r}")
         if sum(variants.values()) <= 0:
             raise Invalid("value_json.variants: the weights must not all be 0")
@@ -757,17 +1038,29 @@ def set_flag(session: Session, tenant_id: str, actor: str, key: str, enabled: bo
         session.add(FeatureFlag(tenant_id=tenant_id, key=key, enabled=enabled, value_json=value_json))
     else:
         flag.enabled, flag.value_json = enabled, value_json
-    audit(session, tenant_id, actor, "flag.set", "feature_flag", key, {"enabled": enabled, "value_json": value_json})
+    audit(
+        session,
+        tenant_id,
+        actor,
+        "flag.set",
+        "feature_flag",
+        key,
+        {"enabled": enabled, "value_json": value_json},
+    )
     session.commit()
     return {"key": key, "enabled": enabled, "value_json": value_json}
 
 
 def list_flags(session: Session, tenant_id: str) -> list[dict]:
     """``[{key, enabled, value_json, updated_at}]`` of the tenant, by key."""
-    flags = session.scalars(select(FeatureFlag).where(FeatureFlag.tenant_id == tenant_id)
-                            .order_by(FeatureFlag.key)).all()
+    flags = session.scalars(
+        select(FeatureFlag).where(FeatureFlag.tenant_id == tenant_id).order_by(FeatureFlag.key)
+    ).all()
     session.commit()
-    return [{"key": f.key, "enabled": f.enabled, "value_json": f.value_json, "updated_at": f.updated_at} for f in flags]
+    return [
+        {"key": f.key, "enabled": f.enabled, "value_json": f.value_json, "updated_at": f.updated_at}
+        for f in flags
+    ]
 
 
 def assign_variant(experiment: str, user_id: str, weights: dict) -> str:
@@ -778,7 +1071,7 @@ def assign_variant(experiment: str, user_id: str, weights: dict) -> str:
     [0, 1) proportional to their weights. The same inputs give the same variant on any
     instance; another experiment key reshuffles users independently.
     """
-    digest = hashlib.sha256(f"{experiment}\x1f{user_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{experiment}\x1f{user_id}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
     names = sorted(name for name, weight in weights.items() if weight > 0)
     shares = np.cumsum([float(weights[name]) for name in names])
@@ -792,10 +1085,19 @@ def _sticky_variant(session: Session, tenant_id: str, user_id: str, experiment: 
     value = assign_variant(experiment, user_id, variants)
     try:
         with session.begin_nested():
-            session.add(CohortAssignment(tenant_id=tenant_id, user_id=user_id, cohort_key=experiment,
-                                         cohort_value=value, assigned_at=utcnow()))
+            session.add(
+                CohortAssignment(
+                    tenant_id=tenant_id,
+                    user_id=user_id,
+                    cohort_key=experiment,
+                    cohort_value=value,
+                    assigned_at=utcnow(),
+                )
+            )
     except IntegrityError:  # the same user's other request assigned it first
-        value = session.get(CohortAssignment, (tenant_id, user_id, experiment), populate_existing=True).cohort_value
+        value = session.get(
+            CohortAssignment, (tenant_id, user_id, experiment), populate_existing=True
+        ).cohort_value
     return value
 
 
@@ -850,9 +1152,12 @@ def cohort_sizes(session: Session, tenant_id: str, cohort_key: str = SELECTOR_FL
         ``cohort_key, total, sizes {value: users}, shares {value: share}`` and ``weights``
         (the flag's normalised variant weights when its experiment is ``cohort_key``, else null).
     """
-    rows = session.execute(select(CohortAssignment.cohort_value, func.count())
-                           .where(CohortAssignment.tenant_id == tenant_id, CohortAssignment.cohort_key == cohort_key)
-                           .group_by(CohortAssignment.cohort_value).order_by(CohortAssignment.cohort_value)).all()
+    rows = session.execute(
+        select(CohortAssignment.cohort_value, func.count())
+        .where(CohortAssignment.tenant_id == tenant_id, CohortAssignment.cohort_key == cohort_key)
+        .group_by(CohortAssignment.cohort_value)
+        .order_by(CohortAssignment.cohort_value)
+    ).all()
     flag = session.get(FeatureFlag, (tenant_id, SELECTOR_FLAG))
     session.commit()
     sizes = {value: int(n) for value, n in rows}
@@ -862,8 +1167,13 @@ def cohort_sizes(session: Session, tenant_id: str, cohort_key: str = SELECTOR_FL
     if options.get("variants") and (options.get("experiment") or SELECTOR_FLAG) == cohort_key:
         total_weight = float(sum(options["variants"].values()))
         weights = {name: float(w) / total_weight for name, w in sorted(options["variants"].items())}
-    return {"cohort_key": cohort_key, "total": total, "sizes": sizes,
-            "shares": {k: n / total for k, n in sizes.items()} if total else {}, "weights": weights}
+    return {
+        "cohort_key": cohort_key,
+        "total": total,
+        "sizes": sizes,
+        "shares": {k: n / total for k, n in sizes.items()} if total else {},
+        "weights": weights,
+    }
 
 
 # ---------------------------------------------------------------------------- reports
@@ -887,8 +1197,14 @@ def _finite_or_none(value) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def ab_report(session: Session, tenant_id: str, *, days: int = 7, exam_code: str | None = None,
-              experiment: str | None = None) -> dict:
+def ab_report(
+    session: Session,
+    tenant_id: str,
+    *,
+    days: int = 7,
+    exam_code: str | None = None,
+    experiment: str | None = None,
+) -> dict:
     """Outcomes per cohort of the adaptive quizzes started in the last ``days``.
 
     Returns
@@ -902,23 +1218,56 @@ def ab_report(session: Session, tenant_id: str, *, days: int = 7, exam_code: str
         share of the cohort's quizzes that administered one item) and ``test_overlap``.
     """
     cutoff = utcnow() - timedelta(days=days)
-    window = [QuizSession.tenant_id == tenant_id, QuizSession.created_at > cutoff, QuizSession.adaptive.is_(True)]
+    window = [
+        QuizSession.tenant_id == tenant_id,
+        QuizSession.created_at > cutoff,
+        QuizSession.adaptive.is_(True),
+    ]
     if exam_code:
         window.append(QuizSession.exam_code == exam_code)
-    quizzes = pd.DataFrame(session.execute(
-        select(QuizSession.id, QuizSession.user_id, QuizSession.selector, QuizSession.status, QuizSession.theta,
-               QuizSession.se, QuizSession.n_answered, QuizSession.n_correct, QuizSession.n_served).where(*window)
-    ).all(), columns=["quiz_id", "user_id", "selector", "status", "theta", "se", "n_answered", "n_correct", "n_served"])
-    items = pd.DataFrame(session.execute(
-        select(QuizItem.quiz_id, QuizItem.question_id).join(QuizSession, QuizSession.id == QuizItem.quiz_id)
-        .where(*window)).all(), columns=["quiz_id", "question_id"])
+    quizzes = pd.DataFrame(
+        session.execute(
+            select(
+                QuizSession.id,
+                QuizSession.user_id,
+                QuizSession.selector,
+                QuizSession.status,
+                QuizSession.theta,
+                QuizSession.se,
+                QuizSession.n_answered,
+                QuizSession.n_correct,
+                QuizSession.n_served,
+            ).where(*window)
+        ).all(),
+        columns=[
+            "quiz_id",
+            "user_id",
+            "selector",
+            "status",
+            "theta",
+            "se",
+            "n_answered",
+            "n_correct",
+            "n_served",
+        ],
+    )
+    items = pd.DataFrame(
+        session.execute(
+            select(QuizItem.quiz_id, QuizItem.question_id)
+            .join(QuizSession, QuizSession.id == QuizItem.quiz_id)
+            .where(*window)
+        ).all(),
+        columns=["quiz_id", "question_id"],
+    )
     session.commit()
     if experiment:
         quizzes = quizzes[[s.get("experiment") == experiment for s in quizzes["selector"]]]
     cohorts = []
     if not quizzes.empty:
-        quizzes = quizzes.assign(cohort=[_cohort_label(s) for s in quizzes["selector"]],
-                                 rule=[s.get("rule") for s in quizzes["selector"]])
+        quizzes = quizzes.assign(
+            cohort=[_cohort_label(s) for s in quizzes["selector"]],
+            rule=[s.get("rule") for s in quizzes["selector"]],
+        )
         cohort_of = quizzes.set_index("quiz_id")["cohort"]
         items = items[items["quiz_id"].isin(cohort_of.index)]
         items = items.assign(cohort=cohort_of.loc[items["quiz_id"]].to_numpy())
@@ -929,17 +1278,23 @@ def ab_report(session: Session, tenant_id: str, *, days: int = 7, exam_code: str
             per_item = items[items["cohort"] == name].groupby("question_id")["quiz_id"].nunique().to_numpy()
             n_with_items = len(with_items)
             mean_length = float(with_items["n_served"].mean()) if n_with_items else 0.0
-            cohorts.append({
-                "cohort": name, "rules": sorted(set(group["rule"])), "quizzes": len(group),
-                "users": int(group["user_id"].nunique()), "finished": len(finished),
-                "mean_final_se": _finite_or_none(finished["se"].mean()) if len(finished) else None,
-                "mean_final_theta": _finite_or_none(finished["theta"].mean()) if len(finished) else None,
-                "mean_score": _finite_or_none((answered["n_correct"] / answered["n_answered"]).mean())
-                if len(answered) else None,
-                "mean_length": mean_length if n_with_items else None,
-                "max_exposure_rate": float(per_item.max() / n_with_items) if per_item.size else None,
-                "test_overlap": _overlap(per_item, n_with_items, mean_length),
-            })
+            cohorts.append(
+                {
+                    "cohort": name,
+                    "rules": sorted(set(group["rule"])),
+                    "quizzes": len(group),
+                    "users": int(group["user_id"].nunique()),
+                    "finished": len(finished),
+                    "mean_final_se": _finite_or_none(finished["se"].mean()) if len(finished) else None,
+                    "mean_final_theta": _finite_or_none(finished["theta"].mean()) if len(finished) else None,
+                    "mean_score": _finite_or_none((answered["n_correct"] / answered["n_answered"]).mean())
+                    if len(answered)
+                    else None,
+                    "mean_length": mean_length if n_with_items else None,
+                    "max_exposure_rate": float(per_item.max() / n_with_items) if per_item.size else None,
+                    "test_overlap": _overlap(per_item, n_with_items, mean_length),
+                }
+            )
     return {"window_days": days, "exam_code": exam_code, "experiment": experiment, "cohorts": cohorts}
 
 
@@ -958,8 +1313,15 @@ def predicted_rates(session: Session, bundle: ExposureBundle) -> tuple[dict, int
     distribution = doc["simulation"]["theta_distribution"]
     settings = bundle_simulation_settings(doc, pool)
     settings.pop("strata_cuts", None)
-    result = simulate(pool, n_examinees=n_examinees, theta_distribution=distribution["name"],
-                      theta_params=tuple(distribution["params"]), rng=seed, keep_examinees=False, **settings)
+    result = simulate(
+        pool,
+        n_examinees=n_examinees,
+        theta_distribution=distribution["name"],
+        theta_params=tuple(distribution["params"]),
+        rng=seed,
+        keep_examinees=False,
+        **settings,
+    )
     rates = {str(item_id): float(rate) for item_id, rate in zip(pool.item_id, result.exposure_rate)}
     if info is None:
         info = ExposureBundleInfo(bundle_id=bundle.id, source="upload", carries_calibration=False, note="")
@@ -968,7 +1330,9 @@ def predicted_rates(session: Session, bundle: ExposureBundle) -> tuple[dict, int
     return rates, n_examinees
 
 
-def exposure_drift(session: Session, tenant_id: str, exam_code: str, *, days: int = 7, alpha: float = 0.01) -> dict:
+def exposure_drift(
+    session: Session, tenant_id: str, exam_code: str, *, days: int = 7, alpha: float = 0.01
+) -> dict:
     """Observed exposure rate of each item under the active bundle against its predicted rate.
 
     Observed: share of the quizzes that pinned the active bundle, ran its selection rule and
@@ -999,14 +1363,27 @@ def exposure_drift(session: Session, tenant_id: str, exam_code: str, *, days: in
     doc = bundle.document
     rates, n_simulated = predicted_rates(session, bundle)
     cutoff = utcnow() - timedelta(days=days)
-    pinned = session.execute(select(QuizSession.id, QuizSession.selector).where(
-        QuizSession.tenant_id == tenant_id, QuizSession.exposure_bundle_id == bundle.id,
-        QuizSession.created_at > cutoff, QuizSession.n_served > 0)).all()
+    pinned = session.execute(
+        select(QuizSession.id, QuizSession.selector).where(
+            QuizSession.tenant_id == tenant_id,
+            QuizSession.exposure_bundle_id == bundle.id,
+            QuizSession.created_at > cutoff,
+            QuizSession.n_served > 0,
+        )
+    ).all()
     quiz_ids = [quiz_id for quiz_id, selector in pinned if selector.get("rule") == doc["selector"]]
-    served = pd.DataFrame(session.execute(
-        select(QuizItem.quiz_id, QuizItem.question_id).join(QuizSession, QuizSession.id == QuizItem.quiz_id)
-        .where(QuizSession.tenant_id == tenant_id, QuizSession.exposure_bundle_id == bundle.id,
-               QuizSession.created_at > cutoff)).all(), columns=["quiz_id", "question_id"])
+    served = pd.DataFrame(
+        session.execute(
+            select(QuizItem.quiz_id, QuizItem.question_id)
+            .join(QuizSession, QuizSession.id == QuizItem.quiz_id)
+            .where(
+                QuizSession.tenant_id == tenant_id,
+                QuizSession.exposure_bundle_id == bundle.id,
+                QuizSession.created_at > cutoff,
+            )
+        ).all(),
+        columns=["quiz_id", "question_id"],
+    )
     served = served[served["quiz_id"].isin(set(quiz_ids))]
     counts = served.groupby("question_id")["quiz_id"].nunique().to_dict()
     live = _live_items(session, tenant_id, exam_code).set_index("ref")
@@ -1021,24 +1398,52 @@ def exposure_drift(session: Session, tenant_id: str, exam_code: str, *, days: in
     pooled = (administered + predicted * n_simulated) / (n_quizzes + n_simulated)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.sqrt(pooled * (1 - pooled) * (1 / max(n_quizzes, 1) + 1 / n_simulated))
-        z = np.where(scale > 0, (observed - predicted) / scale, 0.0) if n_quizzes else np.full(len(refs), np.nan)
+        z = (
+            np.where(scale > 0, (observed - predicted) / scale, 0.0)
+            if n_quizzes
+            else np.full(len(refs), np.nan)
+        )
     r_max = float(doc["r_max"])
     at_cap = max(sum(np.min(item["sh_p"]) < 1 for item in doc["items"]), 1)  # items the bundle controls
-    limit = r_max + (noise_tolerance(r_max, n_quizzes, at_cap, k_examinees=doc["simulation"]["n_examinees"],
-                                     confidence=1 - alpha) if n_quizzes else math.inf)
-    items = [{"item_id": ref, "question_id": qid,
-              "version": int(live.loc[ref, "version"]) if ref in live.index else None,
-              "predicted_rate": float(p), "observed_rate": _finite_or_none(o), "quizzes_administered": int(n),
-              "z": _finite_or_none(zi), "drift": bool(n_quizzes and abs(zi) > z_critical),
-              "over_r_max": bool(n_quizzes and o > limit)}
-             for ref, qid, p, o, n, zi in zip(refs, question_ids, predicted, observed, administered, z)]
+    limit = r_max + (
+        noise_tolerance(
+            r_max, n_quizzes, at_cap, k_examinees=doc["simulation"]["n_examinees"], confidence=1 - alpha
+        )
+        if n_quizzes
+        else math.inf
+    )
+    items = [
+        {
+            "item_id": ref,
+            "question_id": qid,
+            "version": int(live.loc[ref, "version"]) if ref in live.index else None,
+            "predicted_rate": float(p),
+            "observed_rate": _finite_or_none(o),
+            "quizzes_administered": int(n),
+            "z": _finite_or_none(zi),
+            "drift": bool(n_quizzes and abs(zi) > z_critical),
+            "over_r_max": bool(n_quizzes and o > limit),
+        }
+        for ref, qid, p, o, n, zi in zip(refs, question_ids, predicted, observed, administered, z)
+    ]
     items.sort(key=lambda row: -abs(row["z"] or 0.0))
-    return {"bundle_id": bundle.id, "exam_code": exam_code, "selector": doc["selector"], "r_max": r_max,
-            "window_days": days, "quizzes": n_quizzes, "predicted_examinees": n_simulated, "alpha": alpha,
-            "z_critical": z_critical, "limit": _finite_or_none(limit),
-            "n_drifting": sum(row["drift"] for row in items), "n_over_r_max": sum(row["over_r_max"] for row in items),
-            "max_observed": _finite_or_none(np.nanmax(observed)) if n_quizzes else None,
-            "max_predicted": float(predicted.max()), "items": items}
+    return {
+        "bundle_id": bundle.id,
+        "exam_code": exam_code,
+        "selector": doc["selector"],
+        "r_max": r_max,
+        "window_days": days,
+        "quizzes": n_quizzes,
+        "predicted_examinees": n_simulated,
+        "alpha": alpha,
+        "z_critical": z_critical,
+        "limit": _finite_or_none(limit),
+        "n_drifting": sum(row["drift"] for row in items),
+        "n_over_r_max": sum(row["over_r_max"] for row in items),
+        "max_observed": _finite_or_none(np.nanmax(observed)) if n_quizzes else None,
+        "max_predicted": float(predicted.max()),
+        "items": items,
+    }
 
 
 def audit_trail(session: Session, tenant_id: str, limit: int = 100) -> list[dict]:
@@ -1048,16 +1453,40 @@ def audit_trail(session: Session, tenant_id: str, limit: int = 100) -> list[dict
     condition = AuditLog.action.like(f"{AUDIT_PREFIXES[0]}%")
     for prefix in AUDIT_PREFIXES[1:]:
         condition = condition | AuditLog.action.like(f"{prefix}%")
-    rows = session.scalars(select(AuditLog).where(AuditLog.tenant_id == tenant_id, condition)
-                           .order_by(AuditLog.id.desc()).limit(limit)).all()
+    rows = session.scalars(
+        select(AuditLog)
+        .where(AuditLog.tenant_id == tenant_id, condition)
+        .order_by(AuditLog.id.desc())
+        .limit(limit)
+    ).all()
     session.commit()
-    return [{"id": r.id, "at": r.created_at, "actor": r.actor, "action": r.action, "entity_type": r.entity_type,
-             "entity_id": r.entity_id, "details": r.details} for r in rows]
+    return [
+        {
+            "id": r.id,
+            "at": r.created_at,
+            "actor": r.actor,
+            "action": r.action,
+            "entity_type": r.entity_type,
+            "entity_id": r.entity_id,
+            "details": r.details,
+        }
+        for r in rows
+    ]
 
 
 # ---------------------------------------------------------------------------- re-estimation
-def reestimate_heuristic(session: Session, tenant_id: str, actor: str, *, tau: float, days: int, floor: float,
-                         ceil: float, min_sessions: int = 1, exam_code: str | None = None) -> dict:
+def reestimate_heuristic(
+    session: Session,
+    tenant_id: str,
+    actor: str,
+    *,
+    tau: float,
+    days: int,
+    floor: float,
+    ceil: float,
+    min_sessions: int = 1,
+    exam_code: str | None = None,
+) -> dict:
     """The scaffold's heuristic on exposure rates; audited (``exposure.reestimate``); commits.
 
     For every item administered in the quizzes started in the last ``days``, with
@@ -1076,8 +1505,12 @@ def reestimate_heuristic(session: Session, tenant_id: str, actor: str, *, tau: f
     if n_sessions < min_sessions or n_sessions == 0:
         session.commit()
         return {"updated": 0, "sessions": n_sessions, "items": []}
-    current = {(r.question_id, r.version): r for r in session.scalars(
-        select(ItemExposureControl).where(ItemExposureControl.tenant_id == tenant_id))}
+    current = {
+        (r.question_id, r.version): r
+        for r in session.scalars(
+            select(ItemExposureControl).where(ItemExposureControl.tenant_id == tenant_id)
+        )
+    }
     changes = []
     for (question_id, version), n in sorted(administered.items()):
         rate = n / n_sessions
@@ -1087,15 +1520,39 @@ def reestimate_heuristic(session: Session, tenant_id: str, actor: str, *, tau: f
         new = min(max(new, floor), ceil)
         if abs(new - old) > 1e-12:
             if row is None:
-                session.add(ItemExposureControl(question_id=question_id, version=version, tenant_id=tenant_id,
-                                                sh_p=new))
+                session.add(
+                    ItemExposureControl(
+                        question_id=question_id, version=version, tenant_id=tenant_id, sh_p=new
+                    )
+                )
             else:
                 row.sh_p = new
-            changes.append({"question_id": question_id, "version": version, "exposure_rate": rate,
-                            "sh_p_old": old, "sh_p_new": new})
-    audit(session, tenant_id, actor, "exposure.reestimate", "exam", exam_code or "*",
-          {"tau": tau, "days": days, "floor": floor, "ceil": ceil, "sessions": n_sessions, "updated": len(changes),
-           "mode": "heuristic"})
+            changes.append(
+                {
+                    "question_id": question_id,
+                    "version": version,
+                    "exposure_rate": rate,
+                    "sh_p_old": old,
+                    "sh_p_new": new,
+                }
+            )
+    audit(
+        session,
+        tenant_id,
+        actor,
+        "exposure.reestimate",
+        "exam",
+        exam_code or "*",
+        {
+            "tau": tau,
+            "days": days,
+            "floor": floor,
+            "ceil": ceil,
+            "sessions": n_sessions,
+            "updated": len(changes),
+            "mode": "heuristic",
+        },
+    )
     session.commit()
     return {"updated": len(changes), "sessions": n_sessions, "items": changes}
 
@@ -1112,15 +1569,24 @@ def observed_population(session: Session, tenant_id: str, exam_code: str, days: 
     toward the prior by exactly the posterior variance on average).
     """
     cutoff = utcnow() - timedelta(days=days)
-    rows = session.execute(select(QuizSession.theta, QuizSession.se).where(
-        QuizSession.tenant_id == tenant_id, QuizSession.exam_code == exam_code, QuizSession.created_at > cutoff,
-        QuizSession.status == "finished", QuizSession.adaptive.is_(True))).all()
+    rows = session.execute(
+        select(QuizSession.theta, QuizSession.se).where(
+            QuizSession.tenant_id == tenant_id,
+            QuizSession.exam_code == exam_code,
+            QuizSession.created_at > cutoff,
+            QuizSession.status == "finished",
+            QuizSession.adaptive.is_(True),
+        )
+    ).all()
     theta = np.array([r[0] for r in rows], dtype=float)
     se = np.array([r[1] for r in rows], dtype=float)
     if theta.size < 2:
         return {"n": int(theta.size), "mean": None, "sd": None}
-    return {"n": int(theta.size), "mean": float(theta.mean()),
-            "sd": float(np.sqrt(theta.var(ddof=1) + np.mean(se**2)))}
+    return {
+        "n": int(theta.size),
+        "mean": float(theta.mean()),
+        "sd": float(np.sqrt(theta.var(ddof=1) + np.mean(se**2))),
+    }
 
 
 def recent_responses(session: Session, tenant_id: str, exam_code: str, days: int) -> pd.DataFrame:
@@ -1130,14 +1596,24 @@ def recent_responses(session: Session, tenant_id: str, exam_code: str, days: int
         select(UserResponse.quiz_id, Question.external_ref, UserResponse.question_id, UserResponse.is_correct)
         .join(QuizSession, QuizSession.id == UserResponse.quiz_id)
         .join(Question, Question.id == UserResponse.question_id)
-        .where(QuizSession.tenant_id == tenant_id, QuizSession.exam_code == exam_code,
-               QuizSession.created_at > cutoff)).all()
-    return pd.DataFrame({"person_id": [r[0] for r in rows],
-                         "item_id": [ref if ref else f"question:{qid}" for _, ref, qid, _ in rows],
-                         "response": [int(bool(r[3])) for r in rows]})
+        .where(
+            QuizSession.tenant_id == tenant_id,
+            QuizSession.exam_code == exam_code,
+            QuizSession.created_at > cutoff,
+        )
+    ).all()
+    return pd.DataFrame(
+        {
+            "person_id": [r[0] for r in rows],
+            "item_id": [ref if ref else f"question:{qid}" for _, ref, qid, _ in rows],
+            "response": [int(bool(r[3])) for r in rows],
+        }
+    )
 
 
-def _recalibrate(live: pd.DataFrame, responses: pd.DataFrame, min_responses: int, notes: list) -> tuple[ItemPool, list]:
+def _recalibrate(
+    live: pd.DataFrame, responses: pd.DataFrame, min_responses: int, notes: list
+) -> tuple[ItemPool, list]:
     """The live pool, re-estimated from ``responses`` for items with at least ``min_responses``
     answers (the others fixed, anchoring the scale: Kim 2006) unless the calibration flags them
     poorly determined; returns the pool and the re-estimated item ids."""
@@ -1149,12 +1625,16 @@ def _recalibrate(live: pd.DataFrame, responses: pd.DataFrame, min_responses: int
     free = sorted(ref for ref in live["ref"] if counts.get(ref, 0) >= min_responses)
     if not free:
         most = int(counts.max()) if len(counts) else 0
-        notes.append(f"not enough data to recalibrate: no item has {min_responses} responses in the window "
-                     f"(most: {most}); Sympson-Hetter re-run on the live calibration")
+        notes.append(
+            f"not enough data to recalibrate: no item has {min_responses} responses in the window "
+            f"(most: {most}); Sympson-Hetter re-run on the live calibration"
+        )
         return live_pool, []
     model = "3PL" if (live["c"] > 0).any() else "2PL"
     data = responses[responses["item_id"].isin(set(free) | set(live["ref"]))]
-    fixed = live_pool.subset(np.flatnonzero(~np.isin(live_pool.item_id, free))) if len(free) < len(live) else None
+    fixed = (
+        live_pool.subset(np.flatnonzero(~np.isin(live_pool.item_id, free))) if len(free) < len(live) else None
+    )
     try:
         import warnings
 
@@ -1177,20 +1657,41 @@ def _recalibrate(live: pd.DataFrame, responses: pd.DataFrame, min_responses: int
     new = frame.copy()
     for ref in re_estimated:
         k = by_id[ref]
-        new.loc[new["item_id"] == ref, ["a", "b", "c", "D"]] = [estimated.a[k], estimated.b[k], estimated.c[k],
-                                                                 estimated.D[k]]
-    notes.append(f"recalibrated {len(re_estimated)} item(s) with at least {min_responses} responses ({model}"
-                 + (f", {fixed.n_items} fixed as anchors" if fixed is not None else ", latent N(0, 1)") + ")")
+        new.loc[new["item_id"] == ref, ["a", "b", "c", "D"]] = [
+            estimated.a[k],
+            estimated.b[k],
+            estimated.c[k],
+            estimated.D[k],
+        ]
+    notes.append(
+        f"recalibrated {len(re_estimated)} item(s) with at least {min_responses} responses ({model}"
+        + (f", {fixed.n_items} fixed as anchors" if fixed is not None else ", latent N(0, 1)")
+        + ")"
+    )
     if kept:
-        notes.append(f"kept {len(kept)} poorly determined item(s) at their live parameters (se_b > "
-                     f"{report.summary['se_b_limit']} or at a bound): {shown(kept)}")
+        notes.append(
+            f"kept {len(kept)} poorly determined item(s) at their live parameters (se_b > "
+            f"{report.summary['se_b_limit']} or at a bound): {shown(kept)}"
+        )
     return ItemPool.from_frame(new, name="recalibrated", source="recalibration"), re_estimated
 
 
-def stage_reestimated_bundle(session: Session, tenant_id: str, actor: str, exam_code: str, *, days: int = 7,
-                             r_max: float = 0.2, min_quizzes: int = 30, min_responses: int = 200,
-                             n_examinees: int = 20_000, validation_examinees: int = 50_000, seed: int = 0,
-                             max_iter: int = 50, progress: bool = False) -> dict:
+def stage_reestimated_bundle(
+    session: Session,
+    tenant_id: str,
+    actor: str,
+    exam_code: str,
+    *,
+    days: int = 7,
+    r_max: float = 0.2,
+    min_quizzes: int = 30,
+    min_responses: int = 200,
+    n_examinees: int = 20_000,
+    validation_examinees: int = 50_000,
+    seed: int = 0,
+    max_iter: int = 50,
+    progress: bool = False,
+) -> dict:
     """The proper nightly path: recalibrate, re-run Sympson-Hetter on the observed population,
     validate, and stage the result as a ``draft`` bundle for an admin to promote; commits.
 
@@ -1225,8 +1726,10 @@ def stage_reestimated_bundle(session: Session, tenant_id: str, actor: str, exam_
         raise ReestimateError(f"exam {exam_code!r} has items without a live calibration: {uncalibrated[:10]}")
     population = observed_population(session, tenant_id, exam_code, days)
     if population["n"] < min_quizzes:
-        raise ReestimateError(f"only {population['n']} finished adaptive quiz(zes) of {exam_code!r} in the last "
-                              f"{days} day(s); at least {min_quizzes} are needed to estimate the population")
+        raise ReestimateError(
+            f"only {population['n']} finished adaptive quiz(zes) of {exam_code!r} in the last "
+            f"{days} day(s); at least {min_quizzes} are needed to estimate the population"
+        )
     current = active_bundle(session, tenant_id, exam_code)
     if current is not None:
         doc = current.document
@@ -1234,42 +1737,93 @@ def stage_reestimated_bundle(session: Session, tenant_id: str, actor: str, exam_
         cuts = doc["strata"]["theta_cuts"] if doc["strata"] else None
         rules = bundle_simulation_settings(doc, _bundle_items_pool(doc))
         stopping, estimator = rules["stopping"], rules["estimator"]
-        notes.append(f"rules of the active bundle {current.id} ({selector_rule}, test length {doc['test_length']})")
+        notes.append(
+            f"rules of the active bundle {current.id} ({selector_rule}, test length {doc['test_length']})"
+        )
     else:
-        lengths = [s.get("length", s.get("max_length")) for (s,) in session.execute(
-            select(QuizSession.stopping).where(QuizSession.tenant_id == tenant_id, QuizSession.exam_code == exam_code,
-                                               QuizSession.created_at > utcnow() - timedelta(days=days)))]
+        lengths = [
+            s.get("length", s.get("max_length"))
+            for (s,) in session.execute(
+                select(QuizSession.stopping).where(
+                    QuizSession.tenant_id == tenant_id,
+                    QuizSession.exam_code == exam_code,
+                    QuizSession.created_at > utcnow() - timedelta(days=days),
+                )
+            )
+        ]
         length = int(pd.Series(lengths).mode().min())
         selector_rule, cuts, stopping, estimator = "sympson_hetter", None, FixedLength(length), EAP()
-        notes.append(f"no active bundle: classic Sympson-Hetter, EAP, fixed length {length} (the window's most common)")
+        notes.append(
+            f"no active bundle: classic Sympson-Hetter, EAP, fixed length {length} (the window's most common)"
+        )
     responses = recent_responses(session, tenant_id, exam_code, days)
     session.commit()
     pool, re_estimated = _recalibrate(live, responses, min_responses, notes)
-    pool = ItemPool.from_frame(pd.DataFrame({"item_id": pool.item_id, "a": pool.a, "b": pool.b, "c": pool.c,
-                                             "D": pool.D}), name=exam_code, source=exam_code)
+    pool = ItemPool.from_frame(
+        pd.DataFrame({"item_id": pool.item_id, "a": pool.a, "b": pool.b, "c": pool.c, "D": pool.D}),
+        name=exam_code,
+        source=exam_code,
+    )
     try:
         calibration = calibrate_exposure(
-            pool, r_max, stopping=stopping, estimator=estimator, strata_cuts=cuts, n_examinees=n_examinees,
-            max_iter=max_iter, theta_distribution="normal", theta_params=(population["mean"], population["sd"]),
-            rng=seed, progress=progress)
+            pool,
+            r_max,
+            stopping=stopping,
+            estimator=estimator,
+            strata_cuts=cuts,
+            n_examinees=n_examinees,
+            max_iter=max_iter,
+            theta_distribution="normal",
+            theta_params=(population["mean"], population["sd"]),
+            rng=seed,
+            progress=progress,
+        )
     except ValueError as exc:
         raise ReestimateError(f"Sympson-Hetter cannot run: {exc}") from None
     if not calibration.converged:
         raise ReestimateError(f"Sympson-Hetter did not converge: {calibration.message}")
-    validation = validate_exposure(calibration, n_examinees=validation_examinees, rng=seed + 1, progress=progress)
+    validation = validate_exposure(
+        calibration, n_examinees=validation_examinees, rng=seed + 1, progress=progress
+    )
     if not validation.passed:
         raise ReestimateError("validation failed: " + "; ".join(validation.problems))
     try:
         document = json.loads(json.dumps(build_bundle(calibration, validation)))
     except BundleError as exc:
         raise ReestimateError(str(exc)) from None
-    summary, _ = upload_bundle(session, tenant_id, actor, document, exam_code, with_calibration=bool(re_estimated),
-                               status="draft", source="reestimate", note="; ".join(notes))
-    audit(session, tenant_id, actor, "exposure.reestimate", "exposure_bundle", summary["id"],
-          {"mode": "simulate", "days": days, "r_max": r_max, "population": population,
-           "recalibrated": len(re_estimated), "iterations": calibration.n_iterations})
-    session.commit()
-    return {"bundle": summary, "recalibrated": re_estimated, "population": population,
+    summary, _ = upload_bundle(
+        session,
+        tenant_id,
+        actor,
+        document,
+        exam_code,
+        with_calibration=bool(re_estimated),
+        status="draft",
+        source="reestimate",
+        note="; ".join(notes),
+    )
+    audit(
+        session,
+        tenant_id,
+        actor,
+        "exposure.reestimate",
+        "exposure_bundle",
+        summary["id"],
+        {
+            "mode": "simulate",
+            "days": days,
+            "r_max": r_max,
+            "population": population,
+            "recalibrated": len(re_estimated),
             "iterations": calibration.n_iterations,
-            "validation_max_exposure": [float(m) for m in validation.max_exposure],
-            "notes": notes}
+        },
+    )
+    session.commit()
+    return {
+        "bundle": summary,
+        "recalibrated": re_estimated,
+        "population": population,
+        "iterations": calibration.n_iterations,
+        "validation_max_exposure": [float(m) for m in validation.max_exposure],
+        "notes": notes,
+    }

@@ -44,7 +44,9 @@ class ItemExposureStratum(Base):
     theta_low: Mapped[float | None] = mapped_column(Float, nullable=True)
     theta_high: Mapped[float | None] = mapped_column(Float, nullable=True)
     sh_p: Mapped[float] = mapped_column(Float)
-    bundle_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("exposure_bundles.id"), nullable=True)
+    bundle_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("exposure_bundles.id"), nullable=True
+    )
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

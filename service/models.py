@@ -9,7 +9,7 @@ query filters on it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -40,16 +40,16 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime given to a UTCDateTime column")
-        return value if value is None else value.astimezone(timezone.utc)
+        return value if value is None else value.astimezone(UTC)
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -244,7 +244,10 @@ class QuizSession(Base):
     """A quiz: its settings, pinned pool and selector, and the running ability estimate."""
 
     __tablename__ = "quiz_sessions"
-    __table_args__ = (Index("ix_quiz_user", "tenant_id", "user_id"), Index("ix_quiz_created", "tenant_id", "created_at"))
+    __table_args__ = (
+        Index("ix_quiz_user", "tenant_id", "user_id"),
+        Index("ix_quiz_created", "tenant_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -258,7 +261,9 @@ class QuizSession(Base):
     selector: Mapped[dict] = mapped_column(JSON)
     stopping: Mapped[dict] = mapped_column(JSON)
     pool_snapshot_id: Mapped[str] = mapped_column(String(64), ForeignKey("pool_snapshots.id"))
-    exposure_bundle_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("exposure_bundles.id"), nullable=True)
+    exposure_bundle_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("exposure_bundles.id"), nullable=True
+    )
     plan: Mapped[list | None] = mapped_column(JSON, nullable=True)
     withdrawn: Mapped[list] = mapped_column(JSON, default=list)
     n_served: Mapped[int] = mapped_column(Integer, default=0)
@@ -285,7 +290,9 @@ class QuizItem(Base):
     question_id: Mapped[int] = mapped_column(BigId, ForeignKey("questions.id"))
     version: Mapped[int] = mapped_column(Integer)
     question_version_id: Mapped[int] = mapped_column(BigId, ForeignKey("question_versions.id"))
-    calibration_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("item_calibration.id"), nullable=True)
+    calibration_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("item_calibration.id"), nullable=True
+    )
     theta_before: Mapped[float] = mapped_column(Float)
     se_before: Mapped[float] = mapped_column(Float)
     served_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -308,7 +315,9 @@ class UserResponse(Base):
     question_id: Mapped[int] = mapped_column(BigId, ForeignKey("questions.id"))
     version: Mapped[int] = mapped_column(Integer)
     question_version_id: Mapped[int] = mapped_column(BigId, ForeignKey("question_versions.id"))
-    calibration_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("item_calibration.id"), nullable=True)
+    calibration_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("item_calibration.id"), nullable=True
+    )
     option_label: Mapped[str] = mapped_column(String(1))
     is_correct: Mapped[bool] = mapped_column(Boolean)
     time_taken_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -115,23 +115,57 @@ class PoolView:
 def _snapshot_items(session: Session, tenant_id: str, exam_code: str) -> dict:
     rows = session.execute(
         select(
-            QuestionVersion.question_id, QuestionVersion.id, QuestionVersion.version, QuestionVersion.topic_id,
-            Topic.name, QuestionVersion.difficulty_label, ItemCalibration.id, ItemCalibration.a,
-            ItemCalibration.b, ItemCalibration.c, ItemCalibration.D, ItemExposureControl.sh_p,
+            QuestionVersion.question_id,
+            QuestionVersion.id,
+            QuestionVersion.version,
+            QuestionVersion.topic_id,
+            Topic.name,
+            QuestionVersion.difficulty_label,
+            ItemCalibration.id,
+            ItemCalibration.a,
+            ItemCalibration.b,
+            ItemCalibration.c,
+            ItemCalibration.D,
+            ItemExposureControl.sh_p,
         )
         .join(QuestionPublication, QuestionPublication.question_version_id == QuestionVersion.id)
         .join(Question, Question.id == QuestionVersion.question_id)
         .outerjoin(Topic, Topic.id == QuestionVersion.topic_id)
-        .outerjoin(ItemCalibration, and_(ItemCalibration.question_version_id == QuestionVersion.id,
-                                         ItemCalibration.is_current))
-        .outerjoin(ItemExposureControl, and_(ItemExposureControl.question_id == QuestionVersion.question_id,
-                                             ItemExposureControl.version == QuestionVersion.version))
-        .where(QuestionPublication.tenant_id == tenant_id, QuestionPublication.exam_code == exam_code,
-               Question.is_deleted.is_(False))
+        .outerjoin(
+            ItemCalibration,
+            and_(ItemCalibration.question_version_id == QuestionVersion.id, ItemCalibration.is_current),
+        )
+        .outerjoin(
+            ItemExposureControl,
+            and_(
+                ItemExposureControl.question_id == QuestionVersion.question_id,
+                ItemExposureControl.version == QuestionVersion.version,
+            ),
+        )
+        .where(
+            QuestionPublication.tenant_id == tenant_id,
+            QuestionPublication.exam_code == exam_code,
+            Question.is_deleted.is_(False),
+        )
         .order_by(QuestionVersion.question_id)
     ).all()
-    columns = {k: [] for k in ("question_id", "question_version_id", "version", "topic_id", "topic",
-                               "difficulty_label", "calibration_id", "a", "b", "c", "D", "sh_p")}
+    columns = {
+        k: []
+        for k in (
+            "question_id",
+            "question_version_id",
+            "version",
+            "topic_id",
+            "topic",
+            "difficulty_label",
+            "calibration_id",
+            "a",
+            "b",
+            "c",
+            "D",
+            "sh_p",
+        )
+    }
     for qid, vid, version, topic_id, topic, label, cal_id, a, b, c, d, sh_p in rows:
         columns["question_id"].append(int(qid))
         columns["question_version_id"].append(int(vid))
@@ -161,14 +195,22 @@ def ensure_snapshot(session: Session, tenant_id: str, exam_code: str) -> str:
     items = _snapshot_items(session, tenant_id, exam_code)
     if not items["question_id"]:
         raise NotFound(f"exam {exam_code!r} has no published items")
-    canonical = json.dumps({"tenant": tenant_id, "exam": exam_code, "items": items}, sort_keys=True,
-                           separators=(",", ":"))
+    canonical = json.dumps(
+        {"tenant": tenant_id, "exam": exam_code, "items": items}, sort_keys=True, separators=(",", ":")
+    )
     snapshot_id = hashlib.sha256(canonical.encode()).hexdigest()
     if session.scalar(select(PoolSnapshot.id).where(PoolSnapshot.id == snapshot_id)) is None:
         try:
             with session.begin_nested():
-                session.add(PoolSnapshot(id=snapshot_id, tenant_id=tenant_id, exam_code=exam_code,
-                                         n_items=len(items["question_id"]), items=items))
+                session.add(
+                    PoolSnapshot(
+                        id=snapshot_id,
+                        tenant_id=tenant_id,
+                        exam_code=exam_code,
+                        n_items=len(items["question_id"]),
+                        items=items,
+                    )
+                )
         except IntegrityError:
             pass  # another request wrote the same content first
     return snapshot_id
@@ -187,17 +229,25 @@ def pool_view(session: Session, snapshot_id: str) -> PoolView:
     topic = np.array(items["topic"], dtype=object)
     topic_names = sorted(set(items["topic"]))
     pool = ItemPool.from_arrays(
-        items["a"], items["b"], items["c"], items["D"], item_id=[str(q) for q in items["question_id"]],
-        topic=topic, name=f"{snapshot.exam_code}@{snapshot_id[:12]}",
+        items["a"],
+        items["b"],
+        items["c"],
+        items["D"],
+        item_id=[str(q) for q in items["question_id"]],
+        topic=topic,
+        name=f"{snapshot.exam_code}@{snapshot_id[:12]}",
     )
     view = PoolView(
-        snapshot_id=snapshot_id, pool=pool,
+        snapshot_id=snapshot_id,
+        pool=pool,
         question_id=np.array(items["question_id"], dtype=np.int64),
         question_version_id=np.array(items["question_version_id"], dtype=np.int64),
         version=np.array(items["version"], dtype=np.int64),
-        calibration_id=list(items["calibration_id"]), topic_id=list(items["topic_id"]),
+        calibration_id=list(items["calibration_id"]),
+        topic_id=list(items["topic_id"]),
         topic_code=np.searchsorted(np.array(topic_names, dtype=object), topic).astype(np.intp),
-        topic_names=topic_names, difficulty_label=np.array(items["difficulty_label"], dtype=object),
+        topic_names=topic_names,
+        difficulty_label=np.array(items["difficulty_label"], dtype=object),
         sh_p=np.array(items["sh_p"], dtype=float),
     )
     views.put(snapshot_id, view)
@@ -232,21 +282,36 @@ def item_contents(session: Session, version_ids) -> dict[int, ItemContent]:
             out[vid] = content
     if missing:
         versions = session.execute(
-            select(QuestionVersion.id, QuestionVersion.stem_md, QuestionVersion.lead_in, QuestionVersion.rationale_md)
-            .where(QuestionVersion.id.in_(missing))
+            select(
+                QuestionVersion.id,
+                QuestionVersion.stem_md,
+                QuestionVersion.lead_in,
+                QuestionVersion.rationale_md,
+            ).where(QuestionVersion.id.in_(missing))
         ).all()
         options: dict[int, list] = {}
         for vid, label, text, is_correct in session.execute(
-            select(QuestionOption.question_version_id, QuestionOption.option_label, QuestionOption.option_text_md,
-                   QuestionOption.is_correct)
-            .where(QuestionOption.question_version_id.in_(missing)).order_by(QuestionOption.option_label)
+            select(
+                QuestionOption.question_version_id,
+                QuestionOption.option_label,
+                QuestionOption.option_text_md,
+                QuestionOption.is_correct,
+            )
+            .where(QuestionOption.question_version_id.in_(missing))
+            .order_by(QuestionOption.option_label)
         ):
             options.setdefault(vid, []).append((label, text, is_correct))
         for vid, stem, lead_in, rationale in versions:
             opts = options.get(vid, [])
             keys = [label for label, _, ok in opts if ok]
-            content = ItemContent(vid, stem, lead_in, tuple((label, text) for label, text, _ in opts),
-                                  keys[0] if keys else "", rationale)
+            content = ItemContent(
+                vid,
+                stem,
+                lead_in,
+                tuple((label, text) for label, text, _ in opts),
+                keys[0] if keys else "",
+                rationale,
+            )
             contents.put(vid, content)
             out[vid] = content
     return out

@@ -43,7 +43,7 @@ from service.exposure_admin import (
     quiz_selector,
 )
 from service.models import QuizItem, QuizSession, UserResponse, utcnow
-from service.pools import PoolView, item_contents, pool_view, ensure_snapshot
+from service.pools import PoolView, ensure_snapshot, item_contents, pool_view
 from service.schemas import AnswerSubmit, QuizCreate
 
 ESTIMATOR = EAP()  # 61 points on [-4, 4], N(0, 1) prior (DESIGN.md)
@@ -92,8 +92,13 @@ def _available(view: PoolView, quiz: QuizSession, served: list[int], max_length:
             code = view.topic_names.index(name)
             maximum[code] = minimum[code] = count
         counts = np.bincount(view.topic_code[np.asarray(served, dtype=np.intp)], minlength=n_topics)
-        mask &= blueprint_mask(view.topic_code, counts[None, :], maximum=maximum, minimum=minimum,
-                               remaining=np.array([max_length - len(served)]))[0]
+        mask &= blueprint_mask(
+            view.topic_code,
+            counts[None, :],
+            maximum=maximum,
+            minimum=minimum,
+            remaining=np.array([max_length - len(served)]),
+        )[0]
     return mask
 
 
@@ -111,18 +116,24 @@ def _resolve_quota(view: PoolView, eligible: np.ndarray, quota: dict | None, max
             resolved[name] = resolved.get(name, 0) + int(count)
     if unknown:
         raise Invalid(f"blueprint_quota: unknown topic(s) {sorted(unknown)}; the exam has {view.topic_names}")
-    short = {name: int((eligible & (view.topic == name)).sum()) for name, n in resolved.items()
-             if n > int((eligible & (view.topic == name)).sum())}
+    short = {
+        name: int((eligible & (view.topic == name)).sum())
+        for name, n in resolved.items()
+        if n > int((eligible & (view.topic == name)).sum())
+    }
     if short:
         raise Invalid(f"blueprint_quota: not enough eligible items for {sorted(short)} (available: {short})")
     if sum(resolved.values()) > max_length:
-        raise Invalid(f"blueprint_quota: quotas add up to {sum(resolved.values())}, more than the "
-                      f"{max_length} questions of the quiz")
+        raise Invalid(
+            f"blueprint_quota: quotas add up to {sum(resolved.values())}, more than the "
+            f"{max_length} questions of the quiz"
+        )
     return {"quota": resolved}
 
 
-def _linear_plan(view: PoolView, eligible: np.ndarray, blueprint: dict | None, max_length: int,
-                 rng: np.random.Generator) -> list[int]:
+def _linear_plan(
+    view: PoolView, eligible: np.ndarray, blueprint: dict | None, max_length: int, rng: np.random.Generator
+) -> list[int]:
     """A fixed form: the quota items of each topic, filled at random from the rest, shuffled."""
     chosen: list[int] = []
     open_items = eligible.copy()
@@ -137,7 +148,9 @@ def _linear_plan(view: PoolView, eligible: np.ndarray, blueprint: dict | None, m
 
 
 # ---------------------------------------------------------------------------- sessions
-def _load(session: Session, user: TokenUser, quiz_id: str, *, lock: bool, admin_may_read: bool = False) -> QuizSession:
+def _load(
+    session: Session, user: TokenUser, quiz_id: str, *, lock: bool, admin_may_read: bool = False
+) -> QuizSession:
     query = select(QuizSession).where(QuizSession.id == quiz_id, QuizSession.tenant_id == user.tenant)
     if lock:
         query = query.with_for_update()
@@ -149,7 +162,9 @@ def _load(session: Session, user: TokenUser, quiz_id: str, *, lock: bool, admin_
 
 def _check_open(session: Session, quiz: QuizSession) -> None:
     if quiz.status == "finished":
-        raise Conflict(f"quiz {quiz.id} is finished ({quiz.finish_reason}); GET /v1/quizzes/{quiz.id} has the summary")
+        raise Conflict(
+            f"quiz {quiz.id} is finished ({quiz.finish_reason}); GET /v1/quizzes/{quiz.id} has the summary"
+        )
     if quiz.status == "expired" or utcnow() >= quiz.expires_at:
         if quiz.status != "expired":
             quiz.status = "expired"
@@ -161,9 +176,22 @@ def _finish(session: Session, quiz: QuizSession, reason: str) -> None:
     quiz.status = "finished"
     quiz.finish_reason = reason
     quiz.finished_at = utcnow()
-    emit(session, quiz.tenant_id, "quiz_finished", "quiz", quiz.id,
-         {"quiz_id": quiz.id, "user_id": quiz.user_id, "reason": reason, "answered": quiz.n_answered,
-          "correct": quiz.n_correct, "theta": quiz.theta, "se": quiz.se})
+    emit(
+        session,
+        quiz.tenant_id,
+        "quiz_finished",
+        "quiz",
+        quiz.id,
+        {
+            "quiz_id": quiz.id,
+            "user_id": quiz.user_id,
+            "reason": reason,
+            "answered": quiz.n_answered,
+            "correct": quiz.n_correct,
+            "theta": quiz.theta,
+            "se": quiz.se,
+        },
+    )
 
 
 def _new_quiz_id(session: Session, settings: Settings, user: TokenUser) -> str:
@@ -171,13 +199,18 @@ def _new_quiz_id(session: Session, settings: Settings, user: TokenUser) -> str:
     user and how many quizzes the user already has: the quiz's draws then repeat between runs."""
     if settings.quiz_seed is None:
         return str(uuid.uuid4())
-    taken = session.scalar(select(func.count()).select_from(QuizSession).where(
-        QuizSession.tenant_id == user.tenant, QuizSession.user_id == user.sub))
+    taken = session.scalar(
+        select(func.count())
+        .select_from(QuizSession)
+        .where(QuizSession.tenant_id == user.tenant, QuizSession.user_id == user.sub)
+    )
     digest = hashlib.sha256(f"{settings.quiz_seed}:{user.tenant}:{user.sub}:{taken}".encode()).digest()
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
-def start_quiz(session: Session, settings: Settings, user: TokenUser, body: QuizCreate) -> tuple[QuizSession, list[int]]:
+def start_quiz(
+    session: Session, settings: Settings, user: TokenUser, body: QuizCreate
+) -> tuple[QuizSession, list[int]]:
     """Create a quiz on the exam's current pool; commits. Returns the quiz and, for a linear
     quiz, its planned question ids (an adaptive quiz chooses as it goes)."""
     if body.tenant_id is not None and body.tenant_id != user.tenant:
@@ -189,7 +222,9 @@ def start_quiz(session: Session, settings: Settings, user: TokenUser, body: Quiz
     if filters.topics:
         unknown = sorted(set(filters.topics) - set(view.topic_names))
         if unknown:
-            raise Invalid(f"filters.topics: unknown topic(s) {unknown}; exam {exam_code!r} has {view.topic_names}")
+            raise Invalid(
+                f"filters.topics: unknown topic(s) {unknown}; exam {exam_code!r} has {view.topic_names}"
+            )
     filter_dict = filters.model_dump(include={"topics", "difficulty", "b_min", "b_max"})
     eligible = _eligible(view, filter_dict)
     n_eligible = int(eligible.sum())
@@ -206,28 +241,67 @@ def start_quiz(session: Session, settings: Settings, user: TokenUser, body: Quiz
         plan = _linear_plan(view, eligible, blueprint, max_length, session_rng(quiz_id))
         max_length = len(plan)
     # The bundle in force (and the conditional K and daily cap) are pinned for the whole quiz.
-    bundle_id, selector = pin_exposure(session, user.tenant, exam_code, view, selector,
-                                       daily_cap=settings.max_daily_exposures if body.adaptive else None)
+    bundle_id, selector = pin_exposure(
+        session,
+        user.tenant,
+        exam_code,
+        view,
+        selector,
+        daily_cap=settings.max_daily_exposures if body.adaptive else None,
+    )
     if filters.se_target is None:
         stopping = FixedLength(max_length)
     else:
         stopping = StandardError(filters.se_target, min(filters.min_questions, max_length), max_length)
-    theta, se = ESTIMATOR.estimate(np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0)),
-                                   np.empty((1, 0)))
+    theta, se = ESTIMATOR.estimate(
+        np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0))
+    )
     now = utcnow()
     quiz = QuizSession(
-        id=quiz_id, tenant_id=user.tenant, user_id=user.sub, mode=filters.mode, adaptive=body.adaptive,
-        exam_code=exam_code, status="active", filters=filter_dict, blueprint=blueprint, selector=selector,
-        stopping=stopping.to_dict(), pool_snapshot_id=snapshot_id, exposure_bundle_id=bundle_id, plan=plan,
-        withdrawn=[], n_served=0, n_answered=0, n_correct=0, theta=float(theta[0]), se=float(se[0]),
-        created_at=now, expires_at=now + timedelta(minutes=settings.quiz_ttl_minutes),
+        id=quiz_id,
+        tenant_id=user.tenant,
+        user_id=user.sub,
+        mode=filters.mode,
+        adaptive=body.adaptive,
+        exam_code=exam_code,
+        status="active",
+        filters=filter_dict,
+        blueprint=blueprint,
+        selector=selector,
+        stopping=stopping.to_dict(),
+        pool_snapshot_id=snapshot_id,
+        exposure_bundle_id=bundle_id,
+        plan=plan,
+        withdrawn=[],
+        n_served=0,
+        n_answered=0,
+        n_correct=0,
+        theta=float(theta[0]),
+        se=float(se[0]),
+        created_at=now,
+        expires_at=now + timedelta(minutes=settings.quiz_ttl_minutes),
     )
     session.add(quiz)
-    emit(session, user.tenant, "quiz_started", "quiz", quiz_id,
-         {"quiz_id": quiz_id, "user_id": user.sub, "exam_code": exam_code, "mode": filters.mode,
-          "adaptive": body.adaptive, "selector": selector, "stopping": quiz.stopping,
-          "pool_snapshot_id": snapshot_id, "exposure_bundle_id": bundle_id, "filters": filter_dict,
-          "blueprint": blueprint})
+    emit(
+        session,
+        user.tenant,
+        "quiz_started",
+        "quiz",
+        quiz_id,
+        {
+            "quiz_id": quiz_id,
+            "user_id": user.sub,
+            "exam_code": exam_code,
+            "mode": filters.mode,
+            "adaptive": body.adaptive,
+            "selector": selector,
+            "stopping": quiz.stopping,
+            "pool_snapshot_id": snapshot_id,
+            "exposure_bundle_id": bundle_id,
+            "filters": filter_dict,
+            "blueprint": blueprint,
+        },
+    )
     session.commit()
     planned = [int(view.question_id[i]) for i in plan] if plan is not None else []
     return quiz, planned
@@ -236,9 +310,15 @@ def start_quiz(session: Session, settings: Settings, user: TokenUser, body: Quiz
 def _render(quiz: QuizSession, item: QuizItem, session: Session) -> dict:
     content = item_contents(session, [item.question_version_id])[item.question_version_id]
     return {
-        "quiz_id": quiz.id, "position": item.position, "question_id": item.question_id, "version": item.version,
-        "payload": {"stem_md": content.stem_md, "lead_in": content.lead_in,
-                    "options": [{"label": label, "text": text} for label, text in content.options]},
+        "quiz_id": quiz.id,
+        "position": item.position,
+        "question_id": item.question_id,
+        "version": item.version,
+        "payload": {
+            "stem_md": content.stem_md,
+            "lead_in": content.lead_in,
+            "options": [{"label": label, "text": text} for label, text in content.options],
+        },
         "max_questions": _stopping(quiz.stopping).max_length,
     }
 
@@ -248,8 +328,9 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     quiz = _load(session, user, quiz_id, lock=True)
     _check_open(session, quiz)
     if quiz.n_served > quiz.n_answered:
-        item = session.scalar(select(QuizItem).where(QuizItem.quiz_id == quiz.id,
-                                                     QuizItem.position == quiz.n_answered))
+        item = session.scalar(
+            select(QuizItem).where(QuizItem.quiz_id == quiz.id, QuizItem.position == quiz.n_answered)
+        )
         rendered = _render(quiz, item, session)
         session.commit()
         return rendered
@@ -266,18 +347,30 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
         selector = quiz_selector(session, quiz.selector, view)
         rng = session_rng(quiz.id)
         draws = exposure_draws(rng, 1, view.n_items) if selector.uses_exposure_draws else None
-        step = rng.random(max_length)[position: position + 1] if selector.rule == "randomesque" else None
+        step = rng.random(max_length)[position : position + 1] if selector.rule == "randomesque" else None
         cap = quiz.selector.get("daily_cap")
         while True:
-            selection = select_next(view.pool, np.array([quiz.theta]), available[None, :], selector=selector,
-                                    position=position, test_length=max_length, exposure_draws=draws,
-                                    step_draws=step)
+            selection = select_next(
+                view.pool,
+                np.array([quiz.theta]),
+                available[None, :],
+                selector=selector,
+                position=position,
+                test_length=max_length,
+                exposure_draws=draws,
+                step_draws=step,
+            )
             withdrawn += selection.withdrawn_items.tolist()
             available[selection.withdrawn_items] = False
             index = int(selection.item[0])
             # An item served `cap` times today is withdrawn like a rejected one, and the next best tried.
-            if index < 0 or not cap or claim_daily_exposure(session, quiz.tenant_id, int(view.question_id[index]),
-                                                            int(view.version[index]), cap):
+            if (
+                index < 0
+                or not cap
+                or claim_daily_exposure(
+                    session, quiz.tenant_id, int(view.question_id[index]), int(view.version[index]), cap
+                )
+            ):
                 break
             capped.append(index)
             available[index] = False
@@ -288,19 +381,40 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
         session.commit()
         raise Conflict(f"quiz {quiz.id} is finished (pool_exhausted): no eligible item is left")
     item = QuizItem(
-        quiz_id=quiz.id, position=position, pool_index=index, question_id=int(view.question_id[index]),
-        version=int(view.version[index]), question_version_id=int(view.question_version_id[index]),
-        calibration_id=view.calibration_id[index], theta_before=quiz.theta, se_before=quiz.se, served_at=utcnow(),
+        quiz_id=quiz.id,
+        position=position,
+        pool_index=index,
+        question_id=int(view.question_id[index]),
+        version=int(view.version[index]),
+        question_version_id=int(view.question_version_id[index]),
+        calibration_id=view.calibration_id[index],
+        theta_before=quiz.theta,
+        se_before=quiz.se,
+        served_at=utcnow(),
     )
     session.add(item)
     quiz.n_served = position + 1
     rendered = _render(quiz, item, session)
-    emit(session, quiz.tenant_id, "question_served", "quiz", quiz.id,
-         {"quiz_id": quiz.id, "position": position, "question_id": item.question_id, "version": item.version,
-          "question_version_id": item.question_version_id, "calibration_id": item.calibration_id,
-          "selector": quiz.selector["rule"], "theta": quiz.theta, "se": quiz.se,
-          "withdrawn_question_ids": [int(view.question_id[i]) for i in withdrawn],
-          "capped_question_ids": [int(view.question_id[i]) for i in capped]})
+    emit(
+        session,
+        quiz.tenant_id,
+        "question_served",
+        "quiz",
+        quiz.id,
+        {
+            "quiz_id": quiz.id,
+            "position": position,
+            "question_id": item.question_id,
+            "version": item.version,
+            "question_version_id": item.question_version_id,
+            "calibration_id": item.calibration_id,
+            "selector": quiz.selector["rule"],
+            "theta": quiz.theta,
+            "se": quiz.se,
+            "withdrawn_question_ids": [int(view.question_id[i]) for i in withdrawn],
+            "capped_question_ids": [int(view.question_id[i]) for i in capped],
+        },
+    )
     try:
         session.commit()
     except IntegrityError:
@@ -311,20 +425,36 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     return rendered
 
 
-def _result(quiz: QuizSession, item: QuizItem, response: UserResponse, view: PoolView, session: Session) -> dict:
+def _result(
+    quiz: QuizSession, item: QuizItem, response: UserResponse, view: PoolView, session: Session
+) -> dict:
     revealed = quiz.mode == "tutor"
-    out = {"quiz_id": quiz.id, "position": item.position, "question_id": item.question_id,
-           "selected": response.option_label, "revealed": revealed, "correct": None, "correct_option": None,
-           "explanation": None, "difficulty": None, "quiz_finished": quiz.status == "finished"}
+    out = {
+        "quiz_id": quiz.id,
+        "position": item.position,
+        "question_id": item.question_id,
+        "selected": response.option_label,
+        "revealed": revealed,
+        "correct": None,
+        "correct_option": None,
+        "explanation": None,
+        "difficulty": None,
+        "quiz_finished": quiz.status == "finished",
+    }
     if revealed:
         content = item_contents(session, [item.question_version_id])[item.question_version_id]
-        out.update(correct=bool(response.is_correct), correct_option=content.correct_option,
-                   explanation={"rationale_md": content.rationale_md},
-                   difficulty=float(view.pool.b[item.pool_index]))
+        out.update(
+            correct=bool(response.is_correct),
+            correct_option=content.correct_option,
+            explanation={"rationale_md": content.rationale_md},
+            difficulty=float(view.pool.b[item.pool_index]),
+        )
     return out
 
 
-def submit_answer(session: Session, user: TokenUser, quiz_id: str, body: AnswerSubmit, _retry: bool = True) -> dict:
+def submit_answer(
+    session: Session, user: TokenUser, quiz_id: str, body: AnswerSubmit, _retry: bool = True
+) -> dict:
     """Record the answer to the pending item and re-estimate theta by EAP; commits.
 
     A replay of a recorded answer returns the stored result; a different answer to an
@@ -334,57 +464,106 @@ def submit_answer(session: Session, user: TokenUser, quiz_id: str, body: AnswerS
     # Every served item with its recorded correctness (None while pending), in one query.
     served = session.execute(
         select(QuizItem, UserResponse.is_correct)
-        .outerjoin(UserResponse, and_(UserResponse.quiz_id == QuizItem.quiz_id, UserResponse.position == QuizItem.position))
-        .where(QuizItem.quiz_id == quiz.id).order_by(QuizItem.position)
+        .outerjoin(
+            UserResponse,
+            and_(UserResponse.quiz_id == QuizItem.quiz_id, UserResponse.position == QuizItem.position),
+        )
+        .where(QuizItem.quiz_id == quiz.id)
+        .order_by(QuizItem.position)
     ).all()
     item = next((row for row, _ in served if row.question_id == body.question_id), None)
     if item is None or (body.position is not None and body.position != item.position):
-        pending = "no item is pending (call next)" if quiz.n_served == quiz.n_answered else \
-            f"the pending item is position {quiz.n_answered}"
-        raise Conflict(f"question {body.question_id}" + ("" if body.position is None else f" at position {body.position}")
-                       + f" is not an item of quiz {quiz.id} that can be answered; {pending}")
+        pending = (
+            "no item is pending (call next)"
+            if quiz.n_served == quiz.n_answered
+            else f"the pending item is position {quiz.n_answered}"
+        )
+        raise Conflict(
+            f"question {body.question_id}"
+            + ("" if body.position is None else f" at position {body.position}")
+            + f" is not an item of quiz {quiz.id} that can be answered; {pending}"
+        )
     view = pool_view(session, quiz.pool_snapshot_id)
     if item.position < quiz.n_answered:
-        stored = session.scalar(select(UserResponse).where(UserResponse.quiz_id == quiz.id,
-                                                           UserResponse.position == item.position))
+        stored = session.scalar(
+            select(UserResponse).where(
+                UserResponse.quiz_id == quiz.id, UserResponse.position == item.position
+            )
+        )
         if stored.option_label != body.selected:
-            raise Conflict(f"position {item.position} of quiz {quiz.id} was already answered with "
-                           f"{stored.option_label!r}; an answer cannot change")
+            raise Conflict(
+                f"position {item.position} of quiz {quiz.id} was already answered with "
+                f"{stored.option_label!r}; an answer cannot change"
+            )
         result = _result(quiz, item, stored, view, session)
         session.commit()
         return result
     _check_open(session, quiz)
     content = item_contents(session, [item.question_version_id])[item.question_version_id]
     if body.selected not in content.labels:
-        raise Invalid(f"selected: {body.selected!r} is not an option of question {item.question_id}; "
-                      f"the options are {list(content.labels)}")
+        raise Invalid(
+            f"selected: {body.selected!r} is not an option of question {item.question_id}; "
+            f"the options are {list(content.labels)}"
+        )
     is_correct = body.selected == content.correct_option
     earlier = [(row.pool_index, ok) for row, ok in served if row.position < item.position]
     answered = np.array([r[0] for r in earlier] + [item.pool_index], dtype=np.intp)
     responses = np.array([float(r[1]) for r in earlier] + [float(is_correct)])[None, :]
     pool = view.pool
-    theta, se = ESTIMATOR.estimate(pool.a[answered][None, :], pool.b[answered][None, :], pool.c[answered][None, :],
-                                   pool.D[answered][None, :], responses)
+    theta, se = ESTIMATOR.estimate(
+        pool.a[answered][None, :],
+        pool.b[answered][None, :],
+        pool.c[answered][None, :],
+        pool.D[answered][None, :],
+        responses,
+    )
     now = utcnow()
     response = UserResponse(
-        tenant_id=quiz.tenant_id, quiz_id=quiz.id, position=item.position, user_id=quiz.user_id,
-        question_id=item.question_id, version=item.version, question_version_id=item.question_version_id,
-        calibration_id=item.calibration_id, option_label=body.selected, is_correct=is_correct,
-        time_taken_ms=body.time_taken_ms, client_latency_ms=body.client_latency_ms,
+        tenant_id=quiz.tenant_id,
+        quiz_id=quiz.id,
+        position=item.position,
+        user_id=quiz.user_id,
+        question_id=item.question_id,
+        version=item.version,
+        question_version_id=item.question_version_id,
+        calibration_id=item.calibration_id,
+        option_label=body.selected,
+        is_correct=is_correct,
+        time_taken_ms=body.time_taken_ms,
+        client_latency_ms=body.client_latency_ms,
         server_elapsed_ms=int((now - item.served_at).total_seconds() * 1000),
-        theta_before=quiz.theta, se_before=quiz.se, theta_after=float(theta[0]), se_after=float(se[0]),
+        theta_before=quiz.theta,
+        se_before=quiz.se,
+        theta_after=float(theta[0]),
+        se_after=float(se[0]),
         created_at=now,
     )
     session.add(response)
     quiz.theta, quiz.se = float(theta[0]), float(se[0])
     quiz.n_answered += 1
     quiz.n_correct += int(is_correct)
-    emit(session, quiz.tenant_id, "answer_submitted", "quiz", quiz.id,
-         {"quiz_id": quiz.id, "position": item.position, "question_id": item.question_id, "version": item.version,
-          "question_version_id": item.question_version_id, "calibration_id": item.calibration_id,
-          "selected": body.selected, "is_correct": is_correct, "time_taken_ms": body.time_taken_ms,
-          "theta_before": response.theta_before, "se_before": response.se_before,
-          "theta_after": response.theta_after, "se_after": response.se_after})
+    emit(
+        session,
+        quiz.tenant_id,
+        "answer_submitted",
+        "quiz",
+        quiz.id,
+        {
+            "quiz_id": quiz.id,
+            "position": item.position,
+            "question_id": item.question_id,
+            "version": item.version,
+            "question_version_id": item.question_version_id,
+            "calibration_id": item.calibration_id,
+            "selected": body.selected,
+            "is_correct": is_correct,
+            "time_taken_ms": body.time_taken_ms,
+            "theta_before": response.theta_before,
+            "se_before": response.se_before,
+            "theta_after": response.theta_after,
+            "se_after": response.se_after,
+        },
+    )
     stopping = _stopping(quiz.stopping)
     if bool(stopping.done(quiz.n_answered, quiz.se)):
         _finish(session, quiz, "se_target" if quiz.n_answered < stopping.max_length else "length")
@@ -405,8 +584,12 @@ def summary(session: Session, user: TokenUser, quiz_id: str) -> dict:
     """Progress of a quiz; theta, SE and per-topic results once finished. Keys and
     rationales appear only for answered items in tutor mode, and for all items once finished."""
     quiz = _load(session, user, quiz_id, lock=False, admin_may_read=True)
-    items = session.scalars(select(QuizItem).where(QuizItem.quiz_id == quiz.id).order_by(QuizItem.position)).all()
-    responses = {r.position: r for r in session.scalars(select(UserResponse).where(UserResponse.quiz_id == quiz.id))}
+    items = session.scalars(
+        select(QuizItem).where(QuizItem.quiz_id == quiz.id).order_by(QuizItem.position)
+    ).all()
+    responses = {
+        r.position: r for r in session.scalars(select(UserResponse).where(UserResponse.quiz_id == quiz.id))
+    }
     view = pool_view(session, quiz.pool_snapshot_id)
     status = quiz.status
     if status == "active" and utcnow() >= quiz.expires_at:
@@ -417,12 +600,20 @@ def summary(session: Session, user: TokenUser, quiz_id: str) -> dict:
     for item in items:
         response = responses.get(item.position)
         topic = str(view.topic[item.pool_index])
-        row = {"position": item.position, "question_id": item.question_id, "version": item.version, "topic": topic,
-               "selected": None if response is None else response.option_label}
+        row = {
+            "position": item.position,
+            "question_id": item.question_id,
+            "version": item.version,
+            "topic": topic,
+            "selected": None if response is None else response.option_label,
+        }
         if response is not None and (finished or quiz.mode == "tutor"):
             content = contents[item.question_version_id]
-            row.update(correct=bool(response.is_correct), correct_option=content.correct_option,
-                       rationale_md=content.rationale_md)
+            row.update(
+                correct=bool(response.is_correct),
+                correct_option=content.correct_option,
+                rationale_md=content.rationale_md,
+            )
         elif finished:
             content = contents[item.question_version_id]
             row.update(correct_option=content.correct_option, rationale_md=content.rationale_md)
@@ -432,12 +623,22 @@ def summary(session: Session, user: TokenUser, quiz_id: str) -> dict:
             per_topic[topic] = (answered + 1, correct + int(response.is_correct))
     session.commit()  # ends the read transaction: the connection goes back to the pool now
     return {
-        "quiz_id": quiz.id, "status": status, "finish_reason": quiz.finish_reason, "mode": quiz.mode,
-        "adaptive": quiz.adaptive, "exam_code": quiz.exam_code, "selector": quiz.selector["rule"],
-        "max_questions": _stopping(quiz.stopping).max_length, "answered": quiz.n_answered,
+        "quiz_id": quiz.id,
+        "status": status,
+        "finish_reason": quiz.finish_reason,
+        "mode": quiz.mode,
+        "adaptive": quiz.adaptive,
+        "exam_code": quiz.exam_code,
+        "selector": quiz.selector["rule"],
+        "max_questions": _stopping(quiz.stopping).max_length,
+        "answered": quiz.n_answered,
         "correct": quiz.n_correct if (finished or quiz.mode == "tutor") else None,
-        "theta": quiz.theta if finished else None, "se": quiz.se if finished else None,
+        "theta": quiz.theta if finished else None,
+        "se": quiz.se if finished else None,
         "per_topic": [{"topic": t, "answered": a, "correct": c} for t, (a, c) in sorted(per_topic.items())]
-        if finished else None,
-        "items": out_items, "expires_at": quiz.expires_at, "finished_at": quiz.finished_at,
+        if finished
+        else None,
+        "items": out_items,
+        "expires_at": quiz.expires_at,
+        "finished_at": quiz.finished_at,
     }

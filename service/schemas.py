@@ -308,7 +308,9 @@ class CalibrationImported(BaseModel):
     source: str
     model: str
     skipped: list[str] = Field(default_factory=list, description="poorly determined items left out")
-    kept_poorly_determined: list[str] = Field(default_factory=list, description="poorly determined items imported")
+    kept_poorly_determined: list[str] = Field(
+        default_factory=list, description="poorly determined items imported"
+    )
 
 
 class FlagSet(BaseModel):
@@ -320,4 +322,3 @@ class CohortSet(BaseModel):
     user_id: str = Field(min_length=1, max_length=128)
     cohort_key: str = Field(min_length=1, max_length=128)
     cohort_value: str = Field(min_length=1, max_length=128)
-

@@ -14,8 +14,9 @@ from service.events import audit
 from service.models import User
 
 
-def create_user(session: Session, tenant_id: str, username: str, password: str, roles: list[str],
-                actor: str = "cli") -> User:
+def create_user(
+    session: Session, tenant_id: str, username: str, password: str, roles: list[str], actor: str = "cli"
+) -> User:
     """Create a user; commits. Raises :class:`Invalid` for bad roles or a short password,
     :class:`Conflict` when the username is taken in the tenant."""
     bad = sorted(set(roles) - set(ROLES))
@@ -25,10 +26,24 @@ def create_user(session: Session, tenant_id: str, username: str, password: str, 
         raise Invalid("password: must have at least 8 characters")
     if not username.strip():
         raise Invalid("username: must not be empty")
-    user = User(id=str(uuid.uuid4()), tenant_id=tenant_id, username=username.strip(),
-                password_hash=hash_password(password), roles=sorted(set(roles)), is_active=True)
+    user = User(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        username=username.strip(),
+        password_hash=hash_password(password),
+        roles=sorted(set(roles)),
+        is_active=True,
+    )
     session.add(user)
-    audit(session, tenant_id, actor, "user.create", "user", user.id, {"username": user.username, "roles": user.roles})
+    audit(
+        session,
+        tenant_id,
+        actor,
+        "user.create",
+        "user",
+        user.id,
+        {"username": user.username, "roles": user.roles},
+    )
     commit_or_conflict(session, f"username {username!r} already exists in tenant {tenant_id!r}")
     return user
 

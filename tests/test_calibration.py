@@ -32,7 +32,9 @@ def _responses(pool, n_persons, seed, theta_mean=0.0, missing=0.0):
     """Complete (or MCAR-missing) responses of N(theta_mean, 1) persons; returns (y, theta)."""
     rng = np.random.default_rng(seed)
     theta = rng.normal(theta_mean, 1.0, n_persons)
-    y = (rng.random((n_persons, pool.n_items)) < probability(theta, pool.a, pool.b, pool.c, pool.D)).astype(float)
+    y = (rng.random((n_persons, pool.n_items)) < probability(theta, pool.a, pool.b, pool.c, pool.D)).astype(
+        float
+    )
     if missing:
         y[rng.random(y.shape) < missing] = np.nan
     return y, theta
@@ -84,14 +86,16 @@ def test_missing_responses_drop_out_of_the_likelihood_not_imputed():
     from_long = calibrate(long, "2PL").items.loc[report.items.index]
     sparse_fit = calibrate(ResponseMatrix.from_wide(y).with_storage("sparse"), "2PL").items
     np.testing.assert_allclose(from_long[["a", "b"]], report.items[["a", "b"]], atol=1e-10)
-    np.testing.assert_allclose(sparse_fit[["a", "b", "se_a", "se_b"]], report.items[["a", "b", "se_a", "se_b"]],
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        sparse_fit[["a", "b", "se_a", "se_b"]], report.items[["a", "b", "se_a", "se_b"]], atol=1e-10
+    )
 
 
 def test_cat_data_recovery_on_items_with_100_responses():
     rng = np.random.default_rng(21)
-    bank = ItemPool.from_arrays(np.exp(rng.normal(0.1, 0.3, 300)).clip(0.4, 2.5), rng.normal(0, 1, 300),
-                                rng.beta(5, 17, 300))
+    bank = ItemPool.from_arrays(
+        np.exp(rng.normal(0.1, 0.3, 300)).clip(0.4, 2.5), rng.normal(0, 1, 300), rng.beta(5, 17, 300)
+    )
     result = simulate(bank, n_examinees=3000, rng=22)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # a few never-missed items are dropped
@@ -122,19 +126,27 @@ def test_em_reaches_the_maximum_of_the_marginal_posterior(model):
     fitted = Calibrator(model, tol=1e-8, max_iter=5000).fit(y)
     it = fitted.report_.items
     if model == "3PL":
+
         def objective(v):
             return -_marginal_log_posterior(y, np.exp(v[:6]), v[6:12], v[12:], prior_c=(5, 17))
+
         start = np.concatenate([np.log(it["a"]), it["b"], it["c"]])
         bounds = [(-3, 2)] * 6 + [(-8, 8)] * 6 + [(1e-6, 0.6)] * 6
     elif model == "2PL":
+
         def objective(v):
             return -_marginal_log_posterior(y, np.exp(v[:6]), v[6:], np.zeros(6))
+
         start = np.concatenate([np.log(it["a"]), it["b"]])
         bounds = None
     else:
+
         def objective(v):  # one common a, its prior counted once
-            return -(_marginal_log_posterior(y, np.full(6, np.exp(v[0])), v[1:], np.zeros(6), prior_loga=None)
-                     + norm.logpdf(v[0], 0.0, 0.5))
+            return -(
+                _marginal_log_posterior(y, np.full(6, np.exp(v[0])), v[1:], np.zeros(6), prior_loga=None)
+                + norm.logpdf(v[0], 0.0, 0.5)
+            )
+
         start = np.concatenate([[np.log(it["a"].iloc[0])], it["b"]])
         bounds = None
     direct = minimize(objective, start + 0.05, method="L-BFGS-B", bounds=bounds, options={"maxiter": 3000})
@@ -150,20 +162,38 @@ def test_standard_errors_match_the_numerical_hessian(model):
     y, _ = _responses(pool, 1500, seed=8)
     it = calibrate(y, model, tol=1e-8, max_iter=5000).items
     if model == "2PL":
+
         def f(v):
             return _marginal_log_posterior(y, np.exp(v[:5]), v[5:], np.zeros(5))
+
         at = np.concatenate([np.log(it["a"]), it["b"]])
         ours = np.concatenate([it["se_a"] / it["a"], it["se_b"]])
     else:
+
         def f(v):
-            return (_marginal_log_posterior(y, np.full(5, np.exp(v[0])), v[1:], np.zeros(5), prior_loga=None)
-                    + norm.logpdf(v[0], 0.0, 0.5))
+            return _marginal_log_posterior(
+                y, np.full(5, np.exp(v[0])), v[1:], np.zeros(5), prior_loga=None
+            ) + norm.logpdf(v[0], 0.0, 0.5)
+
         at = np.concatenate([[np.log(it["a"].iloc[0])], it["b"]])
         ours = np.concatenate([[it["se_a"].iloc[0] / it["a"].iloc[0]], it["se_b"]])
     h, n = 1e-4, at.size
     steps = np.eye(n) * h
-    hessian = np.array([[(f(at + steps[i] + steps[j]) - f(at + steps[i] - steps[j]) - f(at - steps[i] + steps[j])
-                          + f(at - steps[i] - steps[j])) / (4 * h * h) for j in range(n)] for i in range(n)])
+    hessian = np.array(
+        [
+            [
+                (
+                    f(at + steps[i] + steps[j])
+                    - f(at + steps[i] - steps[j])
+                    - f(at - steps[i] + steps[j])
+                    + f(at - steps[i] - steps[j])
+                )
+                / (4 * h * h)
+                for j in range(n)
+            ]
+            for i in range(n)
+        ]
+    )
     expected = np.sqrt(np.diag(np.linalg.inv(-hessian)))
     # XPD and observed information agree asymptotically; at this size within a few per cent.
     np.testing.assert_allclose(ours, expected, rtol=0.08)
@@ -237,12 +267,19 @@ def pretest_design():
     persons = np.repeat(np.arange(n), 6)
     items = taken.ravel()
     p = probability(result.theta, new.a, new.b, new.c, new.D)[persons, items]
-    pretest = pd.DataFrame({"person_id": persons, "item_id": new.item_id[items],
-                            "response": (rng.random(persons.size) < p).astype(int)})
+    pretest = pd.DataFrame(
+        {
+            "person_id": persons,
+            "item_id": new.item_id[items],
+            "response": (rng.random(persons.size) < p).astype(int),
+        }
+    )
     return bank, new, pd.concat([result.responses_long(), pretest], ignore_index=True)
 
 
-@pytest.mark.parametrize(("latent", "tol"), [("normal", 1e-4), ("histogram", 1e-3)])  # the histogram is slow to settle
+@pytest.mark.parametrize(
+    ("latent", "tol"), [("normal", 1e-4), ("histogram", 1e-3)]
+)  # the histogram is slow to settle
 def test_fixed_parameter_calibration_puts_pretest_items_on_the_bank_scale(pretest_design, latent, tol):
     bank, new, responses = pretest_design
     with warnings.catch_warnings():
@@ -257,8 +294,8 @@ def test_fixed_parameter_calibration_puts_pretest_items_on_the_bank_scale(pretes
     assert _rmse(estimated["b"], new.b) < 0.35
     # Bank items come out unchanged and first, pretest items after them.
     out = report.pool
-    assert list(out.item_id[:bank.n_items]) == list(bank.item_id)
-    np.testing.assert_allclose(out.b[:bank.n_items], bank.b)
+    assert list(out.item_id[: bank.n_items]) == list(bank.item_id)
+    np.testing.assert_allclose(out.b[: bank.n_items], bank.b)
     assert report.items.loc[bank.item_id, "se_b"].isna().all()
 
 
@@ -282,8 +319,9 @@ def test_fixed_pool_with_d_1_7_is_used_in_the_logistic_metric(tmp_path):
     b = calibrate(frame, "2PL", fixed_pool=d17)
     assert b.pool.D.tolist() == [1.0] * 13
     np.testing.assert_allclose(b.pool.a, a.pool.a, rtol=1e-12)
-    np.testing.assert_allclose(b.items.loc["NEW", ["a", "b"]].astype(float),
-                               a.items.loc["NEW", ["a", "b"]].astype(float), rtol=1e-9)
+    np.testing.assert_allclose(
+        b.items.loc["NEW", ["a", "b"]].astype(float), a.items.loc["NEW", ["a", "b"]].astype(float), rtol=1e-9
+    )
 
 
 def test_1pl_fixed_calibration_keeps_the_bank_discrimination():
@@ -347,7 +385,9 @@ def test_fixed_pool_id_problems():
         calibrate(y, "2PL", fixed_pool=other)
     with pytest.raises(CalibrationError, match="nothing to calibrate"):
         calibrate(y, "2PL", fixed_pool=bank)
-    bigger = ItemPool.from_arrays(np.r_[bank.a[:4], 1.0], np.r_[bank.b[:4], 0.0], item_id=[*bank.item_id[:4], "UNSEEN"])
+    bigger = ItemPool.from_arrays(
+        np.r_[bank.a[:4], 1.0], np.r_[bank.b[:4], 0.0], item_id=[*bank.item_id[:4], "UNSEEN"]
+    )
     with pytest.warns(CalibrationWarning, match=r"carried over unchanged: \['UNSEEN'\]"):
         report = calibrate(y, "2PL", fixed_pool=bigger)
     assert "UNSEEN" in report.pool.item_id and report.items.loc["UNSEEN", "n"] == 0
@@ -372,7 +412,9 @@ def test_settings_are_checked():
 def test_hierarchical_mean_update_against_hand_computation():
     # Mislevy (1986) normal-normal mode: (sum v / sd^2 + m0 / t^2) / (n / sd^2 + 1 / t^2).
     # v = (0.2, 0.4, 0.9), sd 0.5, m0 0, t 1: (1.5 / 0.25) / (3 / 0.25 + 1) = 6 / 13.
-    assert Hierarchical(0.0, 0.5, 1.0).update(np.array([0.2, 0.4, 0.9])) == pytest.approx(6.0 / 13.0, rel=1e-12)
+    assert Hierarchical(0.0, 0.5, 1.0).update(np.array([0.2, 0.4, 0.9])) == pytest.approx(
+        6.0 / 13.0, rel=1e-12
+    )
     # m0 1, t 0.5, one value 0: (0 + 1 / 0.25) / (1 / 0.25 + 1 / 0.25) = 0.5.
     assert Hierarchical(1.0, 0.5, 0.5).update(np.array([0.0])) == pytest.approx(0.5, rel=1e-12)
     assert parse_prior("hierarchical", "normal") == Hierarchical(0.0, 0.5, 1.0)
@@ -420,7 +462,9 @@ def test_an_item_the_data_cannot_place_is_flagged_and_named():
     lowest = np.argsort(y.sum(axis=1))[:150]
     low_only[lowest] = (np.random.default_rng(92).random(150) < 0.12).astype(float)
     with pytest.warns(CalibrationWarning, match=r"ended at a bound .* \['LOW'\]"):
-        items = calibrate(pd.DataFrame(np.column_stack([y, low_only]), columns=[*pool.item_id, "LOW"]), "3PL").items
+        items = calibrate(
+            pd.DataFrame(np.column_stack([y, low_only]), columns=[*pool.item_id, "LOW"]), "3PL"
+        ).items
     assert items.loc["LOW", "at_bound"] and items.loc["LOW", "se_b"] > 10
     assert not items.loc[pool.item_id, "at_bound"].any()
 
@@ -448,7 +492,7 @@ def test_an_item_far_from_its_takers_is_flagged_poorly_determined():
     far = items.loc["FAR"]
     # Off by far more than a logit, yet inside the bounds: only its standard error gives it away.
     assert abs(far["b"] - (-0.7)) > 1.0 and not far["at_bound"]
-    assert 0.5 < far["se_b"] and far["poorly_determined"]
+    assert far["se_b"] > 0.5 and far["poorly_determined"]
     assert not items.loc[pool.item_id, "poorly_determined"].any()
     assert report.summary["n_items_poorly_determined"] == 1 and report.summary["se_b_limit"] == 0.5
 
@@ -483,8 +527,11 @@ def test_output_pool_and_report_round_trip(tmp_path):
     assert first["n"] == 800 and first["se_b"] > 0 and first["fixed"] is False
     assert fitted.to_pool().n_items == 10
     items = CalibrationReport.read_items(paths["report"])
-    pd.testing.assert_frame_equal(items[["a", "b", "n", "poorly_determined"]],
-                                  fitted.report_.items[["a", "b", "n", "poorly_determined"]], check_dtype=False)
+    pd.testing.assert_frame_equal(
+        items[["a", "b", "n", "poorly_determined"]],
+        fitted.report_.items[["a", "b", "n", "poorly_determined"]],
+        check_dtype=False,
+    )
 
 
 def test_reading_a_report_names_what_is_wrong(tmp_path):

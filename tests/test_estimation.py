@@ -9,7 +9,9 @@ from qbank import EAP, MAP, MLE, generate_pool, irt, make_estimator
 def pattern():
     pool = generate_pool(12, rng=4)
     rng = np.random.default_rng(7)
-    resp = (rng.random((3, 12)) < irt.probability(np.array([-1.0, 0.3, 1.4]), pool.a, pool.b, pool.c)).astype(float)
+    resp = (rng.random((3, 12)) < irt.probability(np.array([-1.0, 0.3, 1.4]), pool.a, pool.b, pool.c)).astype(
+        float
+    )
     resp[1, 8:] = np.nan  # the second examinee answered 8 items only
     shape = resp.shape
     params = [np.broadcast_to(x, shape) for x in (pool.a, pool.b, pool.c, pool.D)]
@@ -27,8 +29,10 @@ def test_eap_matches_brute_force_integration(pattern):
     # A wide, fine grid makes the quadrature close to the integral over the real line.
     theta, se = EAP(n_points=801, grid_min=-7, grid_max=7).estimate(*params, resp)
     for e in range(resp.shape[0]):
+
         def weight(t, power):
             return t**power * np.exp(_loglik(t, params, resp[e])) * stats.norm.pdf(t)
+
         z = integrate.quad(weight, -10, 10, args=(0,))[0]
         mean = integrate.quad(weight, -10, 10, args=(1,))[0] / z
         var = integrate.quad(weight, -10, 10, args=(2,))[0] / z - mean**2
@@ -50,8 +54,12 @@ def test_map_and_mle_match_numerical_optimisation(pattern):
     for e in range(resp.shape[0]):
         neg_post = lambda t: -(_loglik(t, params, resp[e]) + stats.norm.logpdf(t))  # noqa: E731
         neg_lik = lambda t: -_loglik(t, params, resp[e])  # noqa: E731
-        best_map = optimize.minimize_scalar(neg_post, bounds=(-4, 4), method="bounded", options={"xatol": 1e-9}).x
-        best_mle = optimize.minimize_scalar(neg_lik, bounds=(-4, 4), method="bounded", options={"xatol": 1e-9}).x
+        best_map = optimize.minimize_scalar(
+            neg_post, bounds=(-4, 4), method="bounded", options={"xatol": 1e-9}
+        ).x
+        best_mle = optimize.minimize_scalar(
+            neg_lik, bounds=(-4, 4), method="bounded", options={"xatol": 1e-9}
+        ).x
         assert theta_map[e] == pytest.approx(best_map, abs=1e-4)
         assert theta_mle[e] == pytest.approx(best_mle, abs=1e-4)
     assert np.all(se_map > 0)
@@ -67,7 +75,9 @@ def test_mle_is_bounded_for_perfect_patterns():
 
 def test_no_answers_gives_the_prior():
     nan = np.full((1, 3), np.nan)
-    theta, se = EAP(prior_mean=0.5, prior_sd=0.8).estimate(np.ones((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)), 1.0, nan)
+    theta, se = EAP(prior_mean=0.5, prior_sd=0.8).estimate(
+        np.ones((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)), 1.0, nan
+    )
     assert theta[0] == pytest.approx(0.5, abs=1e-3)
     assert se[0] == pytest.approx(0.8, abs=1e-2)
 

@@ -36,7 +36,9 @@ def pool():
 
 @pytest.fixture(scope="module")
 def converged(pool):
-    calibration = calibrate_exposure(pool, 0.25, stopping=FixedLength(6), n_examinees=3000, max_iter=40, rng=5)
+    calibration = calibrate_exposure(
+        pool, 0.25, stopping=FixedLength(6), n_examinees=3000, max_iter=40, rng=5
+    )
     validation = validate_exposure(calibration, n_examinees=6000, rng=6)
     return calibration, validation
 
@@ -79,8 +81,10 @@ def test_conditional_update_meets_every_true_stratum_at_current_rates():
     assert exposure.max() <= 0.2 + 1e-12
     # One stratum is the classic rule.
     single = share[:, :1, :1]
-    np.testing.assert_allclose(sympson_hetter_update(single.sum(axis=2), 0.2, used=single > 0)[:, 0],
-                               sympson_hetter_update(single[:, 0, 0], 0.2))
+    np.testing.assert_allclose(
+        sympson_hetter_update(single.sum(axis=2), 0.2, used=single > 0)[:, 0],
+        sympson_hetter_update(single[:, 0, 0], 0.2),
+    )
 
 
 def test_eligibility_update_by_hand():
@@ -89,7 +93,9 @@ def test_eligibility_update_by_hand():
     np.testing.assert_allclose(p, [0.4, 0.6, 1.0, 0.8, 1.0])
     used = np.zeros((2, 2, 2), dtype=bool)
     used[0, :, 0] = True
-    p = eligibility_update(np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([[0.4, 0.1], [0.0, 0.0]]), 0.2, used=used)
+    p = eligibility_update(
+        np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([[0.4, 0.1], [0.0, 0.0]]), 0.2, used=used
+    )
     np.testing.assert_allclose(p, [[0.25, 1.0], [1.0, 1.0]])
 
 
@@ -98,7 +104,8 @@ def test_monte_carlo_se_and_tolerance_known_values():
     assert monte_carlo_se(0.25, 100_000) == pytest.approx(np.sqrt(0.1875 / 100_000))
     assert noise_tolerance(0.2, 20_000, 1) == pytest.approx(norm.ppf(0.95) * np.sqrt(0.16 / 20_000))
     assert noise_tolerance(0.2, 20_000, 1, k_examinees=20_000) == pytest.approx(
-        np.sqrt(2) * noise_tolerance(0.2, 20_000, 1))
+        np.sqrt(2) * noise_tolerance(0.2, 20_000, 1)
+    )
     np.testing.assert_array_equal(noise_tolerance(0.2, np.array([100, 0]), np.array([5, 5]))[1], np.inf)
 
 
@@ -119,7 +126,9 @@ def test_refuses_r_outside_unit_interval(pool, r_max):
 def test_refuses_impossible_lengths(pool):
     with pytest.raises(ExposureTargetError, match="test length 151 exceeds the pool's 150 items"):
         check_exposure_target(pool, 1.0, FixedLength(151))
-    with pytest.raises(ExposureTargetError, match=r"needs at least 200 usable items \(L / r\), but the pool has 150"):
+    with pytest.raises(
+        ExposureTargetError, match=r"needs at least 200 usable items \(L / r\), but the pool has 150"
+    ):
         calibrate_exposure(pool, 0.1, stopping=FixedLength(20))
     # Variable length: the minimum length is what every examinee takes.
     with pytest.raises(ExposureTargetError, match="at least 8 items needs at least 160"):
@@ -141,9 +150,13 @@ def test_bad_arguments_name_the_argument(pool):
 def test_cross_tallies_follow_the_estimate_each_step_used(pool):
     cuts = np.array([-0.5, 0.5])
     selector = Selector("conditional_sympson_hetter", sh_p=np.full((150, 3), 0.7), theta_cuts=cuts)
-    result = simulate(pool, n_examinees=400, stopping=FixedLength(4), selector=selector, rng=2, strata_cuts=cuts)
+    result = simulate(
+        pool, n_examinees=400, stopping=FixedLength(4), selector=selector, rng=2, strata_cuts=cuts
+    )
     np.testing.assert_array_equal(result.cross_selection_count.sum(axis=2), result.stratum_selection_count)
-    np.testing.assert_array_equal(result.cross_administration_count.sum(axis=(1, 2)), result.administration_count)
+    np.testing.assert_array_equal(
+        result.cross_administration_count.sum(axis=(1, 2)), result.administration_count
+    )
     assert (result.cross_selection_count >= result.cross_administration_count).all()
     # Independent recount: the estimate before step t is the EAP of the first t answers.
     expected = np.zeros_like(result.cross_administration_count)
@@ -154,8 +167,13 @@ def test_cross_tallies_follow_the_estimate_each_step_used(pool):
             theta_hat = np.zeros(result.n_examinees)
         else:
             items = result.administered[:, :t].astype(int)
-            theta_hat, _ = estimator.estimate(pool.a[items], pool.b[items], pool.c[items], pool.D[items],
-                                              result.responses[:, :t].astype(float))
+            theta_hat, _ = estimator.estimate(
+                pool.a[items],
+                pool.b[items],
+                pool.c[items],
+                pool.D[items],
+                result.responses[:, :t].astype(float),
+            )
         estimate_stratum = np.searchsorted(cuts, theta_hat, side="right")
         np.add.at(expected, (result.administered[:, t].astype(int), true_stratum, estimate_stratum), 1)
     np.testing.assert_array_equal(result.cross_administration_count, expected)
@@ -164,7 +182,10 @@ def test_cross_tallies_follow_the_estimate_each_step_used(pool):
 # ---------------------------------------------------------------------------- the procedure
 def test_withdrawn_items_count_as_selected_and_the_top_item_is_capped(pool):
     calibration = calibrate_exposure(pool, 0.3, stopping=FixedLength(5), n_examinees=4000, max_iter=2, rng=1)
-    selection, exposure = calibration.final_rates["selection"][:, 0], calibration.final_rates["exposure"][:, 0]
+    selection, exposure = (
+        calibration.final_rates["selection"][:, 0],
+        calibration.final_rates["exposure"][:, 0],
+    )
     first = np.argmax(selection)
     # Everyone starts at theta = 0 with the same best item: selected by all, administered to ~K = r,
     # withdrawn (never offered again) for the rest.
@@ -193,20 +214,26 @@ def test_converges_within_noise_and_the_trace_shows_why(converged):
     assert validation.uncontrolled.summary["max_exposure"] == 1.0
     figures = validation.figures()
     assert figures.loc["items_over_limit", "with exposure control"] == 0
-    assert figures.loc["overlap_rate", "with exposure control"] < figures.loc["overlap_rate", "without exposure control"]
+    assert (
+        figures.loc["overlap_rate", "with exposure control"]
+        < figures.loc["overlap_rate", "without exposure control"]
+    )
 
 
 @pytest.mark.parametrize("window", [1, 2, 3])
 def test_convergence_needs_window_consecutive_passing_iterations(pool, window):
     # r = 1 needs no control: every iteration passes, so it stops after exactly `window` of them.
-    calibration = calibrate_exposure(pool, 1.0, stopping=FixedLength(5), n_examinees=200, window=window, rng=1)
+    calibration = calibrate_exposure(
+        pool, 1.0, stopping=FixedLength(5), n_examinees=200, window=window, rng=1
+    )
     assert calibration.converged and calibration.n_iterations == window
     np.testing.assert_array_equal(calibration.sh_p, 1.0)
 
 
 def test_zero_tolerance_does_not_converge_and_says_so(pool):
-    calibration = calibrate_exposure(pool, 0.25, stopping=FixedLength(6), n_examinees=1000, max_iter=3, tol=0.0,
-                                     rng=5)
+    calibration = calibrate_exposure(
+        pool, 0.25, stopping=FixedLength(6), n_examinees=1000, max_iter=3, tol=0.0, rng=5
+    )
     assert not calibration.converged and calibration.n_iterations == 3
     assert calibration.message.startswith("did NOT converge within 3 iterations")
     validation = validate_exposure(calibration, n_examinees=500, rng=9, compare_uncontrolled=False)
@@ -221,9 +248,10 @@ def test_validation_needs_a_fresh_seed(converged):
 
 
 def test_item_eligibility_reaches_the_same_target_through_the_same_selector(pool, converged):
-    sh_calibration, sh_validation = converged
-    eligibility = calibrate_exposure(pool, 0.25, stopping=FixedLength(6), n_examinees=3000, max_iter=40, rng=5,
-                                     method="item_eligibility")
+    sh_calibration, _sh_validation = converged
+    eligibility = calibrate_exposure(
+        pool, 0.25, stopping=FixedLength(6), n_examinees=3000, max_iter=40, rng=5, method="item_eligibility"
+    )
     assert eligibility.converged and eligibility.selector.rule == "sympson_hetter"
     # From K = 1 the first two iterations run identical parameters on the same draws (after iteration 1,
     # min(1, r / P(A)) = r / P(S) where P(S) > r, else 1, because nothing was withdrawn), so they match.
@@ -239,8 +267,9 @@ def test_item_eligibility_reaches_the_same_target_through_the_same_selector(pool
 
 
 def test_conditional_sympson_hetter_controls_each_true_stratum(pool):
-    calibration = calibrate_exposure(pool, 0.3, stopping=FixedLength(5), n_examinees=4000, max_iter=40, rng=3,
-                                     strata_cuts=[0.0])
+    calibration = calibrate_exposure(
+        pool, 0.3, stopping=FixedLength(5), n_examinees=4000, max_iter=40, rng=3, strata_cuts=[0.0]
+    )
     assert calibration.converged, calibration.message
     assert calibration.sh_p.shape == (150, 2) and calibration.selector.rule == "conditional_sympson_hetter"
     validation = validate_exposure(calibration, n_examinees=8000, rng=4)
@@ -255,13 +284,15 @@ def test_conditional_sympson_hetter_controls_each_true_stratum(pool):
 
 # ---------------------------------------------------------------------------- the bundle
 def test_bundle_round_trip(tmp_path, pool, converged, bundle):
-    calibration, validation = converged
+    calibration, _validation = converged
     assert validate_bundle(bundle, pool) == []
     path = write_bundle(bundle, tmp_path / "bundle.json")
     loaded = read_bundle(path, pool)
     assert loaded == json.loads(json.dumps(bundle))
     assert loaded["schema"] == "qbank.exposure-bundle/1" and loaded["pool"]["sha256"] == pool.sha256()
-    assert loaded["simulation"]["iterations"] == calibration.n_iterations == len(loaded["simulation"]["trace"])
+    assert (
+        loaded["simulation"]["iterations"] == calibration.n_iterations == len(loaded["simulation"]["trace"])
+    )
     assert loaded["validation"]["seed"] == 6 and loaded["validation"]["converged"] is True
     settings = bundle_simulation_settings(loaded, pool)
     np.testing.assert_array_equal(settings["selector"].sh_p, calibration.sh_p)
@@ -283,26 +314,57 @@ def test_the_json_schema_is_valid_draft_2020_12():
     Draft202012Validator.check_schema(BUNDLE_JSON_SCHEMA)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda b: b["items"][3].update(sh_p=1.5), r"items\[3\]\.sh_p: 1\.5 is greater than the maximum of 1"),
-    (lambda b: b.pop("r_max"), "'r_max' is a required property"),
-    (lambda b: b.update(schema="qbank.exposure-bundle/2"), "schema: 'qbank.exposure-bundle/1' was expected"),
-    (lambda b: b["stopping"].update(length=0), r"stopping\.length: 0 is less than the minimum of 1"),
-    (lambda b: b["items"][0].update(a=-1.0), r"items\[0\]\.a: -1\.0 is less than or equal to the minimum of 0"),
-    (lambda b: b.update(extra=1), "Additional properties are not allowed"),
-    (lambda b: _rehash(b)["items"][5].update(b=9.0), "bundle_sha256: does not match the document"),
-    (lambda b: _rehash(b["items"][5].update(b=9.0) or b), "pool.sha256: does not match the item parameters"),
-    (lambda b: _rehash(b["validation"].update(passed=False) or b), "validation.passed: the validation did not pass"),
-    (lambda b: _rehash(b["simulation"].update(converged=False) or b), "simulation.converged"),
-    (lambda b: _rehash(b["validation"].update(controlled_max_exposure=[0.4]) or b),
-     r"controlled_max_exposure\[0\]: 0\.4000 exceeds r_max \+ tolerance"),
-    (lambda b: _rehash(b["validation"].update(seed=5) or b), "validation.seed: 5 is the calibration's seed"),
-    (lambda b: _rehash(b.update(selector="conditional_sympson_hetter") or b),
-     "strata: conditional_sympson_hetter needs strata.theta_cuts"),
-    (lambda b: _rehash(b.update(test_length=7) or b), "test_length: 7 disagrees with the stopping rule's 6"),
-    (lambda b: _rehash(b["items"][1].update(item_id=b["items"][0]["item_id"]) or b), r"items\[1\]\.item_id: duplicate"),
-    (lambda b: _rehash(b.update(created_at="yesterday") or b), "created_at: not an ISO 8601 date-time"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda b: b["items"][3].update(sh_p=1.5),
+            r"items\[3\]\.sh_p: 1\.5 is greater than the maximum of 1",
+        ),
+        (lambda b: b.pop("r_max"), "'r_max' is a required property"),
+        (
+            lambda b: b.update(schema="qbank.exposure-bundle/2"),
+            "schema: 'qbank.exposure-bundle/1' was expected",
+        ),
+        (lambda b: b["stopping"].update(length=0), r"stopping\.length: 0 is less than the minimum of 1"),
+        (
+            lambda b: b["items"][0].update(a=-1.0),
+            r"items\[0\]\.a: -1\.0 is less than or equal to the minimum of 0",
+        ),
+        (lambda b: b.update(extra=1), "Additional properties are not allowed"),
+        (lambda b: _rehash(b)["items"][5].update(b=9.0), "bundle_sha256: does not match the document"),
+        (
+            lambda b: _rehash(b["items"][5].update(b=9.0) or b),
+            "pool.sha256: does not match the item parameters",
+        ),
+        (
+            lambda b: _rehash(b["validation"].update(passed=False) or b),
+            "validation.passed: the validation did not pass",
+        ),
+        (lambda b: _rehash(b["simulation"].update(converged=False) or b), "simulation.converged"),
+        (
+            lambda b: _rehash(b["validation"].update(controlled_max_exposure=[0.4]) or b),
+            r"controlled_max_exposure\[0\]: 0\.4000 exceeds r_max \+ tolerance",
+        ),
+        (
+            lambda b: _rehash(b["validation"].update(seed=5) or b),
+            "validation.seed: 5 is the calibration's seed",
+        ),
+        (
+            lambda b: _rehash(b.update(selector="conditional_sympson_hetter") or b),
+            "strata: conditional_sympson_hetter needs strata.theta_cuts",
+        ),
+        (
+            lambda b: _rehash(b.update(test_length=7) or b),
+            "test_length: 7 disagrees with the stopping rule's 6",
+        ),
+        (
+            lambda b: _rehash(b["items"][1].update(item_id=b["items"][0]["item_id"]) or b),
+            r"items\[1\]\.item_id: duplicate",
+        ),
+        (lambda b: _rehash(b.update(created_at="yesterday") or b), "created_at: not an ISO 8601 date-time"),
+    ],
+)
 def test_validator_names_the_failing_field(bundle, mutate, message):
     broken = copy.deepcopy(bundle)
     mutate(broken)
@@ -319,9 +381,12 @@ def test_bundle_against_a_live_pool_names_the_changed_items(pool, bundle):
     frame.loc[[2, 40], "b"] += 0.5
     recalibrated = ItemPool.from_frame(frame, name="small")
     problems = validate_bundle(bundle, recalibrated)
-    assert problems == [f"items: parameters differ from the pool's calibration for "
-                        f"{[pool.item_id[2], pool.item_id[40]]}"]
-    assert validate_bundle(bundle, pool.subset(np.arange(149)))[0].startswith("items: item(s) not in the pool")
+    assert problems == [
+        f"items: parameters differ from the pool's calibration for {[pool.item_id[2], pool.item_id[40]]}"
+    ]
+    assert validate_bundle(bundle, pool.subset(np.arange(149)))[0].startswith(
+        "items: item(s) not in the pool"
+    )
 
 
 def test_read_bundle_reports_bad_json_with_position(tmp_path, pool):

@@ -21,7 +21,9 @@ def test_information_is_expected_squared_score_of_log_likelihood():
     score = {}
     for u in (0.0, 1.0):
         resp = np.array([[u]])
-        score[u] = (irt.log_likelihood([theta + h], resp, a, b, c) - irt.log_likelihood([theta - h], resp, a, b, c)) / (2 * h)
+        score[u] = (
+            irt.log_likelihood([theta + h], resp, a, b, c) - irt.log_likelihood([theta - h], resp, a, b, c)
+        ) / (2 * h)
     p = irt.probability([theta], a, b, c)[0, 0]
     expected = p * score[1.0][0] ** 2 + (1 - p) * score[0.0][0] ** 2
     assert irt.information([theta], a, b, c)[0, 0] == pytest.approx(expected, rel=1e-6)

@@ -38,14 +38,22 @@ def _outputs(notebook, output_type=None):
 
 
 def _execute(notebook, **options):
-    client = NotebookClient(notebook, kernel_name="python3", timeout=300,
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}}, **options)
+    client = NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=300,
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+        **options,
+    )
     client.execute()  # raises CellExecutionError with the cell and traceback on any error (unless allowed)
 
 
 def _started_services(notebook) -> list[tuple[int, str]]:
-    return [(int(m.group(1)), m.group(2)) for _, output in _outputs(notebook, "stream")
-            for m in SERVICE_LINE.finditer(output["text"])]
+    return [
+        (int(m.group(1)), m.group(2))
+        for _, output in _outputs(notebook, "stream")
+        for m in SERVICE_LINE.finditer(output["text"])
+    ]
 
 
 def _assert_stopped(pid: int, url: str) -> None:
@@ -95,7 +103,9 @@ def test_committed_notebook_has_no_outputs(path):
         f"{path.name}: cells {sorted(set(with_output + counted))} carry outputs or execution counts; "
         "run python scripts/strip_notebooks.py"
     )
-    parameters = next(cell.source for cell in notebook.cells if cell.cell_type == "code" and "FULL_SIZE" in cell.source)
+    parameters = next(
+        cell.source for cell in notebook.cells if cell.cell_type == "code" and "FULL_SIZE" in cell.source
+    )
     assert "FULL_SIZE = False" in parameters, f"{path.name}: commit the small defaults"
 
 
@@ -103,11 +113,15 @@ def test_committed_notebook_has_no_outputs(path):
 def test_a_failing_cell_stops_the_service(tmp_path, monkeypatch):
     monkeypatch.setenv("QBANK_NOTEBOOK_OUT", str(tmp_path))
     notebook = nbformat.read(NOTEBOOK_DIR / "03_promote.ipynb", as_version=4)
-    start = next(i for i, cell in enumerate(notebook.cells) if "start-service" in cell.metadata.get("tags", []))
-    notebook.cells[start + 1:] = [
+    start = next(
+        i for i, cell in enumerate(notebook.cells) if "start-service" in cell.metadata.get("tags", [])
+    )
+    notebook.cells[start + 1 :] = [
         nbformat.v4.new_code_cell('raise RuntimeError("injected failure")'),
-        nbformat.v4.new_code_cell('assert not service.running, "the failed cell left the service running"\n'
-                                  'print("stopped after the failure")'),
+        nbformat.v4.new_code_cell(
+            'assert not service.running, "the failed cell left the service running"\n'
+            'print("stopped after the failure")'
+        ),
     ]
     _execute(notebook, allow_errors=True)
     started = _started_services(notebook)
@@ -120,17 +134,25 @@ def test_a_failing_cell_stops_the_service(tmp_path, monkeypatch):
 
 
 def _run_strip(*args):
-    return subprocess.run([sys.executable, str(STRIP), *map(str, args)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(STRIP), *map(str, args)], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_strip_script_checks_and_strips(tmp_path):
     notebook = nbformat.v4.new_notebook()
-    notebook.metadata["language_info"] = {"name": "python", "version": "3.11.9", "codemirror_mode": {"version": 3}}
+    notebook.metadata["language_info"] = {
+        "name": "python",
+        "version": "3.11.9",
+        "codemirror_mode": {"version": 3},
+    }
     notebook.metadata["widgets"] = {"state": {}}
     code = nbformat.v4.new_code_cell("print(1)\n1 + 1", execution_count=3)
     code.metadata["execution"] = {"iopub.status.idle": "2026-11-24T10:00:00Z"}
-    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n"),
-                    nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=3)]
+    code.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="1\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=3),
+    ]
     notebook.cells = [nbformat.v4.new_markdown_cell("# Title"), code]
     path = tmp_path / "dirty.ipynb"
     nbformat.write(notebook, path)

@@ -23,7 +23,10 @@ def test_demo_pool_loads_with_topics():
     "text,message",
     [
         ("item_id,a,b\nQ1,1,0\n", r"missing column\(s\) \['c'\]"),
-        ("item_id,a,b,c\nQ1,1,0,0.2\nQ17,0,0,0.2\nQ203,-1,0,0.2\n", r"a must be > 0; bad items: \['Q17', 'Q203'\]"),
+        (
+            "item_id,a,b,c\nQ1,1,0,0.2\nQ17,0,0,0.2\nQ203,-1,0,0.2\n",
+            r"a must be > 0; bad items: \['Q17', 'Q203'\]",
+        ),
         ("item_id,a,b,c\nQ1,1,0,1.0\nQ2,1,0,0.2\n", r"c must be in \[0, 1\); bad items: \['Q1'\]"),
         ("item_id,a,b,c\nQ1,1,0,-0.1\n", r"c must be in \[0, 1\)"),
         ("item_id,a,b,c\nQ1,1,0,0.2\nQ1,1,1,0.2\n", r"duplicate item_id \['Q1'\]"),

@@ -1,15 +1,24 @@
 import numpy as np
 import pytest
 
-from qbank import InformationIndex, ItemPool, Selector, blueprint_mask, generate_pool, select_next, session_rng
+from qbank import (
+    InformationIndex,
+    ItemPool,
+    Selector,
+    blueprint_mask,
+    generate_pool,
+    select_next,
+    session_rng,
+)
 from qbank.irt import information
 
 
 @pytest.fixture
 def tiny_pool():
     # Items ranked by information at theta = 0: I3 (a=2.0) > I2 (a=1.5) > I1 (a=1.0) > I0 (b far away).
-    return ItemPool.from_arrays(a=[1.0, 1.0, 1.5, 2.0], b=[3.0, 0.0, 0.0, 0.0], c=[0, 0, 0, 0],
-                                item_id=["I0", "I1", "I2", "I3"])
+    return ItemPool.from_arrays(
+        a=[1.0, 1.0, 1.5, 2.0], b=[3.0, 0.0, 0.0, 0.0], c=[0, 0, 0, 0], item_id=["I0", "I1", "I2", "I3"]
+    )
 
 
 def test_max_info_picks_most_informative_available(tiny_pool):
@@ -25,8 +34,13 @@ def test_sympson_hetter_withdraws_rejected_and_tries_next_in_same_step(tiny_pool
     # Examinee 1: I3 drawn 0.1 <= 0.3 -> administered at once, nothing withdrawn.
     # Examinee 2: I3 and I2 rejected, I1 (K = 1) administered.
     draws = np.array([[0.5, 0.5, 0.2, 0.9], [0.5, 0.5, 0.9, 0.1], [0.0, 0.99, 0.6, 0.4]])
-    sel = select_next(tiny_pool, np.zeros(3), np.ones((3, 4), bool),
-                      selector=Selector("sympson_hetter", sh_p=sh_p), exposure_draws=draws)
+    sel = select_next(
+        tiny_pool,
+        np.zeros(3),
+        np.ones((3, 4), bool),
+        selector=Selector("sympson_hetter", sh_p=sh_p),
+        exposure_draws=draws,
+    )
     assert sel.item.tolist() == [2, 3, 1]
     assert list(zip(sel.withdrawn_rows.tolist(), sel.withdrawn_items.tolist())) == [(0, 3), (2, 2), (2, 3)]
     mask = sel.withdrawn_mask(4)
@@ -34,8 +48,13 @@ def test_sympson_hetter_withdraws_rejected_and_tries_next_in_same_step(tiny_pool
 
 
 def test_sympson_hetter_with_every_item_rejected_returns_none(tiny_pool):
-    sel = select_next(tiny_pool, [0.0], np.ones((1, 4), bool), selector=Selector("sympson_hetter", sh_p=np.zeros(4)),
-                      exposure_draws=np.full((1, 4), 0.5))
+    sel = select_next(
+        tiny_pool,
+        [0.0],
+        np.ones((1, 4), bool),
+        selector=Selector("sympson_hetter", sh_p=np.zeros(4)),
+        exposure_draws=np.full((1, 4), 0.5),
+    )
     assert sel.item.tolist() == [-1]
     assert sorted(sel.withdrawn_items.tolist()) == [0, 1, 2, 3]
 
@@ -44,22 +63,31 @@ def test_conditional_sympson_hetter_uses_the_stratum_of_the_estimate(tiny_pool):
     # Stratum 0 (theta < 0) lets I3 through, stratum 1 (theta >= 0) never does.
     sh_p = np.array([[1, 1], [1, 1], [1, 1], [1.0, 0.0]])
     selector = Selector("conditional_sympson_hetter", sh_p=sh_p, theta_cuts=[0.0])
-    sel = select_next(tiny_pool, [-0.01, 0.01], np.ones((2, 4), bool), selector=selector,
-                      exposure_draws=np.full((2, 4), 0.5))
+    sel = select_next(
+        tiny_pool,
+        [-0.01, 0.01],
+        np.ones((2, 4), bool),
+        selector=selector,
+        exposure_draws=np.full((2, 4), 0.5),
+    )
     assert sel.item.tolist() == [3, 2]
 
 
 def test_randomesque_chooses_uniformly_among_top_k(tiny_pool):
     selector = Selector("randomesque", k=2)
-    picks = [select_next(tiny_pool, [0.0], np.ones((1, 4), bool), selector=selector, step_draws=[u]).item[0]
-             for u in (0.0, 0.49, 0.5, 0.99)]
+    picks = [
+        select_next(tiny_pool, [0.0], np.ones((1, 4), bool), selector=selector, step_draws=[u]).item[0]
+        for u in (0.0, 0.49, 0.5, 0.99)
+    ]
     assert picks == [3, 3, 2, 2]
 
 
 def test_a_stratified_uses_position_stratum_and_b_match():
     pool = ItemPool.from_arrays(a=[0.5, 0.6, 1.5, 1.6], b=[-1.0, 1.0, -1.0, 1.0], c=np.zeros(4))
     selector = Selector("a_stratified", n_strata=2)
-    first = select_next(pool, [0.9, -0.9], np.ones((2, 4), bool), selector=selector, position=0, test_length=4)
+    first = select_next(
+        pool, [0.9, -0.9], np.ones((2, 4), bool), selector=selector, position=0, test_length=4
+    )
     late = select_next(pool, [0.9, -0.9], np.ones((2, 4), bool), selector=selector, position=2, test_length=4)
     assert first.item.tolist() == [1, 0]  # low-a stratum first
     assert late.item.tolist() == [3, 2]  # high-a stratum in the second half
@@ -88,8 +116,13 @@ def test_selector_validation():
     with pytest.raises(ValueError, match="needs exposure_draws"):
         select_next(pool, [0.0], np.ones((1, 5), bool), selector=Selector("sympson_hetter", sh_p=np.ones(5)))
     with pytest.raises(ValueError, match="sh_p has 3 items but the pool has 5"):
-        select_next(pool, [0.0], np.ones((1, 5), bool), selector=Selector("sympson_hetter", sh_p=np.ones(3)),
-                    exposure_draws=np.ones((1, 5)))
+        select_next(
+            pool,
+            [0.0],
+            np.ones((1, 5), bool),
+            selector=Selector("sympson_hetter", sh_p=np.ones(3)),
+            exposure_draws=np.ones((1, 5)),
+        )
     with pytest.raises(ValueError, match="available must have shape"):
         select_next(pool, [0.0], np.ones((1, 4), bool), selector=Selector())
 
@@ -110,7 +143,9 @@ def test_information_index_gives_exactly_the_full_pool_result(rule):
     selector = Selector(rule, **kwargs)
     extra = {"exposure_draws": rng.random((n, 300)), "step_draws": rng.random(n)}
     full = select_next(pool, theta_hat, available, selector=selector, **extra)
-    fast = select_next(pool, theta_hat, available, selector=selector, index=InformationIndex.tiers(pool, 12), **extra)
+    fast = select_next(
+        pool, theta_hat, available, selector=selector, index=InformationIndex.tiers(pool, 12), **extra
+    )
     np.testing.assert_array_equal(full.item, fast.item)
     np.testing.assert_array_equal(full.withdrawn_rows, fast.withdrawn_rows)
     np.testing.assert_array_equal(full.withdrawn_items, fast.withdrawn_items)

@@ -27,10 +27,16 @@ def test_study_runs_conditions_on_the_same_simulees(tmp_path):
     "text,message",
     [
         ('pool = "x.csv"\n', "missing 'condition'"),
-        ('pool = "x.csv"\ncolour = 1\n[[condition]]\nselector = "max_info"\n', r"unknown key\(s\) \['colour'\]"),
+        (
+            'pool = "x.csv"\ncolour = 1\n[[condition]]\nselector = "max_info"\n',
+            r"unknown key\(s\) \['colour'\]",
+        ),
         ('pool = "x.csv"\n[[condition]]\nname = "a"\n', "'a': missing 'selector'"),
-        ('pool = "x.csv"\n[stopping]\nrule = "fixed_length"\n[[condition]]\nselector = "max_info"\n', "needs 'length'"),
-        ('pool = = 1', "cannot read study config"),
+        (
+            'pool = "x.csv"\n[stopping]\nrule = "fixed_length"\n[[condition]]\nselector = "max_info"\n',
+            "needs 'length'",
+        ),
+        ("pool = = 1", "cannot read study config"),
     ],
 )
 def test_bad_study_configs(tmp_path, text, message):

@@ -25,8 +25,18 @@ from ._report import AnalyticsReport, write_report
 from ._snapshot import FACT_SCHEMAS, SNAPSHOT_SCHEMA, SnapshotError, open_snapshot, read_manifest
 
 __all__ = [
-    "SNAPSHOT_SCHEMA", "FACT_SCHEMAS", "SnapshotError", "open_snapshot", "read_manifest",
-    "ANALYSES", "topic_mastery", "blueprint_coverage", "item_exposure_daily", "selector_outcomes",
-    "run_analyses", "compare_with_views",
-    "AnalyticsReport", "write_report",
+    "ANALYSES",
+    "FACT_SCHEMAS",
+    "SNAPSHOT_SCHEMA",
+    "AnalyticsReport",
+    "SnapshotError",
+    "blueprint_coverage",
+    "compare_with_views",
+    "item_exposure_daily",
+    "open_snapshot",
+    "read_manifest",
+    "run_analyses",
+    "selector_outcomes",
+    "topic_mastery",
+    "write_report",
 ]

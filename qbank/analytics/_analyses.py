@@ -12,8 +12,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["ANALYSES", "topic_mastery", "blueprint_coverage", "item_exposure_daily", "selector_outcomes",
-           "run_analyses", "compare_with_views"]
+__all__ = [
+    "ANALYSES",
+    "blueprint_coverage",
+    "compare_with_views",
+    "item_exposure_daily",
+    "run_analyses",
+    "selector_outcomes",
+    "topic_mastery",
+]
 
 _TOPIC_MASTERY = """
 WITH daily AS (
@@ -179,8 +186,9 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.sort_values(keys, na_position="first", kind="stable").reset_index(drop=True)
 
 
-def compare_with_views(results: dict[str, pd.DataFrame], views: dict[str, pd.DataFrame],
-                       rtol: float = 1e-9) -> dict[str, str]:
+def compare_with_views(
+    results: dict[str, pd.DataFrame], views: dict[str, pd.DataFrame], rtol: float = 1e-9
+) -> dict[str, str]:
     """Compare each analysis with the database view snapshot of the same name.
 
     Returns ``{name: "match"}`` or a one-line description of the first differences (row count,

@@ -71,15 +71,26 @@ def coverage_bars(coverage: pd.DataFrame, path: Path) -> Path:
     if coverage.empty:
         return _empty_plot(path, title, "no published items or targets in this snapshot")
     frame = coverage.sort_values(["exam_code", "topic_name", "difficulty_label"], na_position="first")
-    labels = (_scoped(frame, "exam_code") + " · " + frame["topic_name"].fillna("(no topic)") + " · "
-              + frame["difficulty_label"]).tolist()
+    labels = (
+        _scoped(frame, "exam_code")
+        + " · "
+        + frame["topic_name"].fillna("(no topic)")
+        + " · "
+        + frame["difficulty_label"]
+    ).tolist()
     colours = frame["status"].map({"short": "#d62728", "met": "#2ca02c", "untargeted": "#7f7f7f"}).tolist()
     y = np.arange(len(frame))
     fig, ax = new_figure(figsize=(8, 1.2 + 0.3 * len(frame)))
     ax.barh(y, frame["published_items"], color=colours)
     targeted = frame["target_items"].notna().to_numpy()
-    ax.scatter(frame["target_items"].to_numpy(dtype=float)[targeted], y[targeted], marker="|", s=300,
-               color="black", label="target")
+    ax.scatter(
+        frame["target_items"].to_numpy(dtype=float)[targeted],
+        y[targeted],
+        marker="|",
+        s=300,
+        color="black",
+        label="target",
+    )
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("live items (red: short of target, green: met, grey: no target)")
@@ -99,7 +110,7 @@ def exposure_over_time(exposure: pd.DataFrame, path: Path) -> Path:
     fig, ax = new_figure(figsize=(8, 4))
     for exam, rows in daily.groupby("exam"):
         days = pd.to_datetime(rows["day"])
-        line, = ax.plot(days, rows["max"], marker="o", label=f"{exam}: largest item")
+        (line,) = ax.plot(days, rows["max"], marker="o", label=f"{exam}: largest item")
         ax.plot(days, rows["mean"], ls="--", color=line.get_color(), label=f"{exam}: mean of served items")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("exposure rate (share of the day's quizzes)")
@@ -129,7 +140,9 @@ def _read_views(folder: Path) -> dict[str, pd.DataFrame]:
     return views
 
 
-def write_report(snapshot, out, *, tenant_id: str | None = None, exam_code: str | None = None) -> AnalyticsReport:
+def write_report(
+    snapshot, out, *, tenant_id: str | None = None, exam_code: str | None = None
+) -> AnalyticsReport:
     """Run the analyses on a snapshot folder and write the report folder ``out``.
 
     Files: ``<analysis>.csv`` for the four analyses, ``mastery_heatmap.png``,
@@ -163,8 +176,12 @@ def write_report(snapshot, out, *, tenant_id: str | None = None, exam_code: str 
             continue
         present = set().union(*(set(frame[column]) for frame in results.values()))
         if value not in present:
-            raise ValueError(f"--{column.split('_')[0]}: {value!r} is not in the snapshot (present: {sorted(present)})")
-        results = {name: frame[frame[column] == value].reset_index(drop=True) for name, frame in results.items()}
+            raise ValueError(
+                f"--{column.split('_')[0]}: {value!r} is not in the snapshot (present: {sorted(present)})"
+            )
+        results = {
+            name: frame[frame[column] == value].reset_index(drop=True) for name, frame in results.items()
+        }
     out.mkdir(parents=True, exist_ok=True)
     report = AnalyticsReport(results=results, view_check=view_check)
     for name, frame in results.items():
@@ -172,10 +189,13 @@ def write_report(snapshot, out, *, tenant_id: str | None = None, exam_code: str 
         frame.to_csv(report.files[name], index=False)
     report.files["mastery_heatmap"] = mastery_heatmap(results["topic_mastery"], out / "mastery_heatmap.png")
     report.files["coverage"] = coverage_bars(results["blueprint_coverage"], out / "coverage.png")
-    report.files["exposure_over_time"] = exposure_over_time(results["item_exposure_daily"],
-                                                            out / "exposure_over_time.png")
+    report.files["exposure_over_time"] = exposure_over_time(
+        results["item_exposure_daily"], out / "exposure_over_time.png"
+    )
     report.files["report"] = out / "report.md"
-    report.files["report"].write_text(_report_markdown(report, manifest, tenant_id, exam_code), encoding="utf-8")
+    report.files["report"].write_text(
+        _report_markdown(report, manifest, tenant_id, exam_code), encoding="utf-8"
+    )
     return report
 
 
@@ -193,24 +213,80 @@ def _report_markdown(report: AnalyticsReport, manifest: dict, tenant_id, exam_co
     coverage = results["blueprint_coverage"]
     short = coverage[coverage["status"] == "short"]
     lines = [
-        "# qbank analytics report", "",
+        "# qbank analytics report",
+        "",
         f"Snapshot of `{manifest.get('database')}` (revision {manifest.get('alembic_revision')}) taken "
-        f"{manifest.get('created_at')}" + (f"; tenant {tenant_id}" if tenant_id else "")
-        + (f"; exam {exam_code}" if exam_code else "") + ". Days are UTC.", "",
-        "## Topic mastery", "", "![mastery](mastery_heatmap.png)", "",
-        table("topic_mastery", ["exam_code", "user_id", "topic_name", "day", "attempts", "accuracy", "mean_time_ms",
-                                "latest_theta", "cumulative_accuracy"]), "",
-        "## Blueprint coverage", "", "![coverage](coverage.png)", "",
-        f"{len(short)} cells short of target, {int(short['gap_items'].sum())} items missing.", "",
-        table("blueprint_coverage", ["exam_code", "topic_name", "difficulty_label", "published_items", "target_items",
-                                     "gap_items", "status"]), "",
-        "## Exposure over time", "", "![exposure](exposure_over_time.png)", "",
-        table("item_exposure_daily", ["exam_code", "day", "question_id", "external_ref", "administrations", "sessions",
-                                      "exposure_rate"], max_rows=15), "",
-        "## Selector A/B outcomes", "",
-        table("selector_outcomes", [c for c in results["selector_outcomes"].columns if c != "tenant_id"]), "",
+        f"{manifest.get('created_at')}"
+        + (f"; tenant {tenant_id}" if tenant_id else "")
+        + (f"; exam {exam_code}" if exam_code else "")
+        + ". Days are UTC.",
+        "",
+        "## Topic mastery",
+        "",
+        "![mastery](mastery_heatmap.png)",
+        "",
+        table(
+            "topic_mastery",
+            [
+                "exam_code",
+                "user_id",
+                "topic_name",
+                "day",
+                "attempts",
+                "accuracy",
+                "mean_time_ms",
+                "latest_theta",
+                "cumulative_accuracy",
+            ],
+        ),
+        "",
+        "## Blueprint coverage",
+        "",
+        "![coverage](coverage.png)",
+        "",
+        f"{len(short)} cells short of target, {int(short['gap_items'].sum())} items missing.",
+        "",
+        table(
+            "blueprint_coverage",
+            [
+                "exam_code",
+                "topic_name",
+                "difficulty_label",
+                "published_items",
+                "target_items",
+                "gap_items",
+                "status",
+            ],
+        ),
+        "",
+        "## Exposure over time",
+        "",
+        "![exposure](exposure_over_time.png)",
+        "",
+        table(
+            "item_exposure_daily",
+            [
+                "exam_code",
+                "day",
+                "question_id",
+                "external_ref",
+                "administrations",
+                "sessions",
+                "exposure_rate",
+            ],
+            max_rows=15,
+        ),
+        "",
+        "## Selector A/B outcomes",
+        "",
+        table("selector_outcomes", [c for c in results["selector_outcomes"].columns if c != "tenant_id"]),
+        "",
     ]
     if report.view_check:
-        lines += ["## Check against the database views", "",
-                  *(f"- {name}: {verdict}" for name, verdict in report.view_check.items()), ""]
+        lines += [
+            "## Check against the database views",
+            "",
+            *(f"- {name}: {verdict}" for name, verdict in report.view_check.items()),
+            "",
+        ]
     return "\n".join(lines)

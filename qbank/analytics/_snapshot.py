@@ -20,50 +20,102 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["SNAPSHOT_SCHEMA", "FACT_SCHEMAS", "SnapshotError", "open_snapshot", "read_manifest"]
+__all__ = ["FACT_SCHEMAS", "SNAPSHOT_SCHEMA", "SnapshotError", "open_snapshot", "read_manifest"]
 
 SNAPSHOT_SCHEMA = "qbank.analytics-snapshot/1"
 
 _UTC = pa.timestamp("us", tz="UTC")
 
 FACT_SCHEMAS: dict[str, pa.Schema] = {
-    "topics": pa.schema([
-        ("tenant_id", pa.string()), ("topic_id", pa.int64()), ("topic_name", pa.string()),
-        ("blueprint_code", pa.string()),
-    ]),
-    "questions": pa.schema([
-        ("tenant_id", pa.string()), ("question_id", pa.int64()), ("external_ref", pa.string()),
-        ("is_deleted", pa.bool_()),
-    ]),
-    "question_versions": pa.schema([
-        ("question_version_id", pa.int64()), ("question_id", pa.int64()), ("version", pa.int64()),
-        ("state", pa.string()), ("topic_id", pa.int64()), ("difficulty_label", pa.string()),
-    ]),
-    "publications": pa.schema([
-        ("tenant_id", pa.string()), ("exam_code", pa.string()), ("question_id", pa.int64()),
-        ("question_version_id", pa.int64()), ("published_at", _UTC),
-    ]),
-    "blueprint_targets": pa.schema([
-        ("tenant_id", pa.string()), ("exam_code", pa.string()), ("topic_id", pa.int64()),
-        ("difficulty_label", pa.string()), ("target_items", pa.int64()),
-    ]),
-    "quiz_sessions": pa.schema([
-        ("quiz_id", pa.string()), ("tenant_id", pa.string()), ("exam_code", pa.string()), ("user_id", pa.string()),
-        ("mode", pa.string()), ("adaptive", pa.bool_()), ("status", pa.string()), ("selector_rule", pa.string()),
-        ("assignment", pa.string()), ("n_served", pa.int64()), ("n_answered", pa.int64()),
-        ("n_correct", pa.int64()), ("theta", pa.float64()), ("se", pa.float64()), ("created_at", _UTC),
-        ("finished_at", _UTC),
-    ]),
-    "quiz_items": pa.schema([
-        ("quiz_id", pa.string()), ("position", pa.int64()), ("question_id", pa.int64()),
-        ("question_version_id", pa.int64()), ("served_at", _UTC),
-    ]),
-    "responses": pa.schema([
-        ("response_id", pa.int64()), ("tenant_id", pa.string()), ("quiz_id", pa.string()), ("position", pa.int64()),
-        ("user_id", pa.string()), ("question_id", pa.int64()), ("question_version_id", pa.int64()),
-        ("is_correct", pa.bool_()), ("time_taken_ms", pa.int64()), ("theta_after", pa.float64()),
-        ("se_after", pa.float64()), ("created_at", _UTC),
-    ]),
+    "topics": pa.schema(
+        [
+            ("tenant_id", pa.string()),
+            ("topic_id", pa.int64()),
+            ("topic_name", pa.string()),
+            ("blueprint_code", pa.string()),
+        ]
+    ),
+    "questions": pa.schema(
+        [
+            ("tenant_id", pa.string()),
+            ("question_id", pa.int64()),
+            ("external_ref", pa.string()),
+            ("is_deleted", pa.bool_()),
+        ]
+    ),
+    "question_versions": pa.schema(
+        [
+            ("question_version_id", pa.int64()),
+            ("question_id", pa.int64()),
+            ("version", pa.int64()),
+            ("state", pa.string()),
+            ("topic_id", pa.int64()),
+            ("difficulty_label", pa.string()),
+        ]
+    ),
+    "publications": pa.schema(
+        [
+            ("tenant_id", pa.string()),
+            ("exam_code", pa.string()),
+            ("question_id", pa.int64()),
+            ("question_version_id", pa.int64()),
+            ("published_at", _UTC),
+        ]
+    ),
+    "blueprint_targets": pa.schema(
+        [
+            ("tenant_id", pa.string()),
+            ("exam_code", pa.string()),
+            ("topic_id", pa.int64()),
+            ("difficulty_label", pa.string()),
+            ("target_items", pa.int64()),
+        ]
+    ),
+    "quiz_sessions": pa.schema(
+        [
+            ("quiz_id", pa.string()),
+            ("tenant_id", pa.string()),
+            ("exam_code", pa.string()),
+            ("user_id", pa.string()),
+            ("mode", pa.string()),
+            ("adaptive", pa.bool_()),
+            ("status", pa.string()),
+            ("selector_rule", pa.string()),
+            ("assignment", pa.string()),
+            ("n_served", pa.int64()),
+            ("n_answered", pa.int64()),
+            ("n_correct", pa.int64()),
+            ("theta", pa.float64()),
+            ("se", pa.float64()),
+            ("created_at", _UTC),
+            ("finished_at", _UTC),
+        ]
+    ),
+    "quiz_items": pa.schema(
+        [
+            ("quiz_id", pa.string()),
+            ("position", pa.int64()),
+            ("question_id", pa.int64()),
+            ("question_version_id", pa.int64()),
+            ("served_at", _UTC),
+        ]
+    ),
+    "responses": pa.schema(
+        [
+            ("response_id", pa.int64()),
+            ("tenant_id", pa.string()),
+            ("quiz_id", pa.string()),
+            ("position", pa.int64()),
+            ("user_id", pa.string()),
+            ("question_id", pa.int64()),
+            ("question_version_id", pa.int64()),
+            ("is_correct", pa.bool_()),
+            ("time_taken_ms", pa.int64()),
+            ("theta_after", pa.float64()),
+            ("se_after", pa.float64()),
+            ("created_at", _UTC),
+        ]
+    ),
 }
 
 
@@ -77,8 +129,10 @@ def read_manifest(folder) -> dict:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SnapshotError(f"{folder} is not an analytics snapshot: {path.name} is missing "
-                            "(write one with `qbank analytics export`)") from None
+        raise SnapshotError(
+            f"{folder} is not an analytics snapshot: {path.name} is missing "
+            "(write one with `qbank analytics export`)"
+        ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise SnapshotError(f"{path}: cannot read the manifest: {exc}") from None
     if manifest.get("schema") != SNAPSHOT_SCHEMA:
@@ -91,8 +145,11 @@ def _check_columns(path: Path, expected: pa.Schema) -> None:
         found = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:
         raise SnapshotError(f"{path}: not a readable Parquet file: {exc}") from None
-    missing = [f"{field.name} ({field.type})" for field in expected
-               if field.name not in found.names or not found.field(field.name).type.equals(field.type)]
+    missing = [
+        f"{field.name} ({field.type})"
+        for field in expected
+        if field.name not in found.names or not found.field(field.name).type.equals(field.type)
+    ]
     if missing:
         raise SnapshotError(f"{path}: missing or mistyped columns {missing}")
 

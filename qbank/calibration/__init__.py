@@ -17,11 +17,19 @@ from qbank.calibration._calibrator import (
     calibrate,
     parse_prior,
 )
-from qbank.calibration._em import Hierarchical
 from qbank.calibration._data import LONG_COLUMNS, CalibrationError, ResponseMatrix, read_responses
+from qbank.calibration._em import Hierarchical
 
 __all__ = [
-    "Calibrator", "calibrate", "CalibrationReport", "CalibrationWarning", "CalibrationError",
-    "ResponseMatrix", "read_responses", "parse_prior", "MODELS", "LONG_COLUMNS",
+    "LONG_COLUMNS",
+    "MODELS",
+    "CalibrationError",
+    "CalibrationReport",
+    "CalibrationWarning",
+    "Calibrator",
     "Hierarchical",
+    "ResponseMatrix",
+    "calibrate",
+    "parse_prior",
+    "read_responses",
 ]

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from qbank.calibration import _em
-from qbank.calibration._em import Hierarchical
 from qbank._messages import shown
+from qbank.calibration import _em
 from qbank.calibration._data import CalibrationError, ResponseMatrix, read_responses
+from qbank.calibration._em import Hierarchical
 from qbank.pool import ItemPool, PoolError, load_pool, save_pool
 
-__all__ = ["Calibrator", "calibrate", "CalibrationReport", "CalibrationWarning", "parse_prior", "MODELS"]
+__all__ = ["MODELS", "CalibrationReport", "CalibrationWarning", "Calibrator", "calibrate", "parse_prior"]
 
 MODELS = ("1PL", "2PL", "3PL")
 _BOUND_TOLERANCE = 1e-6
@@ -57,7 +57,9 @@ def parse_prior(text: str | None, kind: str, option: str = "prior"):
         try:
             mean, sd = (float(v) for v in values.split(","))
         except ValueError:
-            raise CalibrationError(f"{option} needs two numbers after 'hierarchical:', got {text!r}") from None
+            raise CalibrationError(
+                f"{option} needs two numbers after 'hierarchical:', got {text!r}"
+            ) from None
         return _check_prior(Hierarchical(mean, sd), kind, option)
     if family.strip().lower() != kind:
         also = ", 'hierarchical[:mean,sd]'" if kind == "normal" else ""
@@ -169,11 +171,15 @@ class CalibrationReport:
             raise CalibrationError(f"{source}: not a readable calibration report ({exc})") from None
         rows = document.get("items") if isinstance(document, dict) else None
         if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
-            raise CalibrationError(f"{source}: a calibration report needs a non-empty 'items' list of records")
+            raise CalibrationError(
+                f"{source}: a calibration report needs a non-empty 'items' list of records"
+            )
         items = pd.DataFrame(rows)
         missing = [c for c in ("item_id", "a", "b", "c", "n", "poorly_determined") if c not in items.columns]
         if missing:
-            raise CalibrationError(f"{source}: the report's items lack column(s) {missing}; re-run qbank calibrate")
+            raise CalibrationError(
+                f"{source}: the report's items lack column(s) {missing}; re-run qbank calibrate"
+            )
         items["item_id"] = items["item_id"].astype(str)
         items["poorly_determined"] = items["poorly_determined"].fillna(False).astype(bool)
         return items.set_index("item_id")
@@ -269,9 +275,24 @@ class Calibrator:
     >>> fitted.to_pool()                                     # doctest: +SKIP
     """
 
-    def __init__(self, model="3PL", *, prior_c=(5.0, 17.0), prior_loga=(0.0, 0.5), prior_b=None,
-                 fixed_pool=None, n_quad=41, theta_range=(-5.0, 5.0), max_iter=500, tol=1e-4,
-                 latent="normal", drop_invariant=False, se_b_limit=0.5, blas_threads=1, progress=False):
+    def __init__(
+        self,
+        model="3PL",
+        *,
+        prior_c=(5.0, 17.0),
+        prior_loga=(0.0, 0.5),
+        prior_b=None,
+        fixed_pool=None,
+        n_quad=41,
+        theta_range=(-5.0, 5.0),
+        max_iter=500,
+        tol=1e-4,
+        latent="normal",
+        drop_invariant=False,
+        se_b_limit=0.5,
+        blas_threads=1,
+        progress=False,
+    ):
         self.model = model
         self.prior_c = prior_c
         self.prior_loga = prior_loga
@@ -300,24 +321,31 @@ class Calibrator:
             loga=(loga.mean, loga.sd) if loga_hyper else loga,
             b=(b.mean, b.sd) if b_hyper else b,
             c=_check_prior(self.prior_c, "beta", "prior_c") if model == "3PL" else None,
-            loga_hyper=loga_hyper, b_hyper=b_hyper,
+            loga_hyper=loga_hyper,
+            b_hyper=b_hyper,
         )
         if not (isinstance(self.n_quad, (int, np.integer)) and self.n_quad >= 5):
             raise CalibrationError(f"n_quad must be an integer >= 5, got {self.n_quad!r}")
         low, high = (float(v) for v in self.theta_range)
         if not low < high:
-            raise CalibrationError(f"theta_range must be (low, high) with low < high, got {self.theta_range!r}")
+            raise CalibrationError(
+                f"theta_range must be (low, high) with low < high, got {self.theta_range!r}"
+            )
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
             raise CalibrationError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
         if self.latent not in ("normal", "histogram"):
             raise CalibrationError(f"latent must be 'normal' or 'histogram', got {self.latent!r}")
-        if self.blas_threads is not None and not (isinstance(self.blas_threads, (int, np.integer))
-                                                  and self.blas_threads >= 1):
+        if self.blas_threads is not None and not (
+            isinstance(self.blas_threads, (int, np.integer)) and self.blas_threads >= 1
+        ):
             raise CalibrationError(f"blas_threads must be an integer >= 1 or None, got {self.blas_threads!r}")
         if not self.tol > 0:
             raise CalibrationError(f"tol must be > 0, got {self.tol!r}")
-        if self.se_b_limit is not None and not (isinstance(self.se_b_limit, (int, float, np.number))
-                                                and math.isfinite(self.se_b_limit) and self.se_b_limit > 0):
+        if self.se_b_limit is not None and not (
+            isinstance(self.se_b_limit, (int, float, np.number))
+            and math.isfinite(self.se_b_limit)
+            and self.se_b_limit > 0
+        ):
             raise CalibrationError(f"se_b_limit must be a finite number > 0 or None, got {self.se_b_limit!r}")
         return model, priors, np.linspace(low, high, int(self.n_quad))
 
@@ -338,18 +366,23 @@ class Calibrator:
                 f"(pool ids e.g. {shown(pool.item_id, 5)}, response ids e.g. {shown(data.item_id, 5)})"
             )
         if in_pool.all():
-            raise CalibrationError("fixed_pool: every item in the responses is fixed; there is nothing to calibrate")
+            raise CalibrationError(
+                "fixed_pool: every item in the responses is fixed; there is nothing to calibrate"
+            )
         unused = pool.item_id[~np.isin(pool.item_id, data.item_id)]
         if unused.size:
             warnings.warn(
                 f"fixed_pool: {unused.size} item(s) have no responses and are carried over unchanged: {shown(unused)}",
-                CalibrationWarning, stacklevel=4,
+                CalibrationWarning,
+                stacklevel=4,
             )
         if model == "1PL":
             effective_a = pool.a * pool.D
             if not np.allclose(effective_a, effective_a[0], rtol=1e-6):
-                raise CalibrationError("fixed_pool: a 1PL calibration needs a bank with one common D*a; "
-                                       f"this bank has D*a from {effective_a.min():.3g} to {effective_a.max():.3g}")
+                raise CalibrationError(
+                    "fixed_pool: a 1PL calibration needs a bank with one common D*a; "
+                    f"this bank has D*a from {effective_a.min():.3g} to {effective_a.max():.3g}"
+                )
         return pool, in_pool
 
     def _drop_invariant(self, data: ResponseMatrix, free: np.ndarray):
@@ -367,8 +400,11 @@ class Calibrator:
                 f"{invariant.sum()} item(s) have no variance, so their parameters are not identified: "
                 f"{shown(described)}; remove them or pass drop_invariant=True (--drop-invariant)"
             )
-        warnings.warn(f"dropped {invariant.sum()} item(s) with no variance: {shown(described)}",
-                      CalibrationWarning, stacklevel=4)
+        warnings.warn(
+            f"dropped {invariant.sum()} item(s) with no variance: {shown(described)}",
+            CalibrationWarning,
+            stacklevel=4,
+        )
         keep = ~invariant
         return data.select(items=keep), free[keep], [str(i) for i in data.item_id[invariant]]
 
@@ -412,20 +448,28 @@ class Calibrator:
             raise CalibrationError(f"need responses from at least 2 persons, got {data.n_persons}")
         free = data.select(items=~fixed_mask)
 
-        cols, shared_a = {"1PL": ([_em.LOGA, _em.B], True), "2PL": ([_em.LOGA, _em.B], False),
-                          "3PL": ([_em.LOGA, _em.B, _em.C], False)}[model]
+        cols, shared_a = {
+            "1PL": ([_em.LOGA, _em.B], True),
+            "2PL": ([_em.LOGA, _em.B], False),
+            "3PL": ([_em.LOGA, _em.B, _em.C], False),
+        }[model]
         c_start = 0.0
         if model == "3PL":
             alpha, beta = priors.c or (1.0, 1.0)
             # Start at the prior mode when there is one.
-            c_start = float(np.clip((alpha - 1.0) / (alpha + beta - 2.0), 0.01, 0.5)) if alpha + beta > 2 else 0.2
+            c_start = (
+                float(np.clip((alpha - 1.0) / (alpha + beta - 2.0), 0.01, 0.5)) if alpha + beta > 2 else 0.2
+            )
         fixed_loglik, theta_start, x_fixed = None, None, None
         if pool is not None:
             fixed = data.select(items=fixed_mask)
             positions = pool.index_of(list(fixed.item_id))
-            x_fixed = np.column_stack([np.log(pool.a[positions] * pool.D[positions]),
-                                       pool.b[positions], pool.c[positions]])
-            fixed_loglik = _em.grid_log_likelihood(fixed.answered, fixed.correct, _em.item_probability(theta, x_fixed))
+            x_fixed = np.column_stack(
+                [np.log(pool.a[positions] * pool.D[positions]), pool.b[positions], pool.c[positions]]
+            )
+            fixed_loglik = _em.grid_log_likelihood(
+                fixed.answered, fixed.correct, _em.item_probability(theta, x_fixed)
+            )
             start_post, _ = _em.posterior(fixed_loglik, np.log(_em.normal_weights(theta)))
             theta_start = start_post @ theta
             if model == "1PL":
@@ -443,8 +487,28 @@ class Calibrator:
         post, marginal = _em.posterior(loglik, log_weights)
 
         variances, se_method = self._variances(theta, post, free, x, priors, cols, shared_a)
-        self._finish(model, priors, cols, shared_a, theta, data, free, fixed_mask, x, pool, variances, se_method,
-                     log_weights, trace, converged, last_change, marginal, dropped, n_empty_persons, started)
+        self._finish(
+            model,
+            priors,
+            cols,
+            shared_a,
+            theta,
+            data,
+            free,
+            fixed_mask,
+            x,
+            pool,
+            variances,
+            se_method,
+            log_weights,
+            trace,
+            converged,
+            last_change,
+            marginal,
+            dropped,
+            n_empty_persons,
+            started,
+        )
         return self
 
     def _em(self, theta, free, fixed_loglik, x, priors, cols, shared_a, estimate_latent):
@@ -475,7 +539,9 @@ class Calibrator:
                 # Mislevy (1986): the hierarchical prior means are an M-step of their own.
                 loga_rows = None if _em.LOGA not in cols else slice(0, 1) if shared_a else slice(None)
                 priors, hyper_change = priors.with_hyper_update(updated, loga_rows)
-                change = max(float(np.abs(_natural(updated) - _natural(x)).max()), latent_change, hyper_change)
+                change = max(
+                    float(np.abs(_natural(updated) - _natural(x)).max()), latent_change, hyper_change
+                )
                 x = updated
                 if bar is not None:
                     bar.update(1)
@@ -489,7 +555,9 @@ class Calibrator:
         if not converged:
             warnings.warn(
                 f"EM stopped after max_iter={self.max_iter} cycles without converging: the largest parameter "
-                f"change in the last cycle was {change:.3g} > tol={self.tol}", CalibrationWarning, stacklevel=4,
+                f"change in the last cycle was {change:.3g} > tol={self.tol}",
+                CalibrationWarning,
+                stacklevel=4,
             )
         return x, priors, log_weights, np.array(trace), converged, change
 
@@ -498,8 +566,12 @@ class Calibrator:
         scores = _em.score_vectors(theta, post, free.answered, free.correct, x, cols, shared_a)
         _, curvature = priors.gradient_curvature(x)
         if shared_a:
-            prior_curv = np.concatenate([[_em.Priors(loga=priors.loga, b=None, c=None)
-                                          .gradient_curvature(x[:1])[1][0, _em.LOGA]], curvature[:, _em.B]])
+            prior_curv = np.concatenate(
+                [
+                    [_em.Priors(loga=priors.loga, b=None, c=None).gradient_curvature(x[:1])[1][0, _em.LOGA]],
+                    curvature[:, _em.B],
+                ]
+            )
         else:
             prior_curv = np.concatenate([curvature[:, k] for k in cols])
         variances, method = _em.cross_product_covariance(scores, prior_curv, x.shape[0], len(cols))
@@ -509,11 +581,32 @@ class Calibrator:
             out[:, _em.B] = variances[1:]
         else:
             for i, k in enumerate(cols):
-                out[:, k] = variances[i * x.shape[0]:(i + 1) * x.shape[0]]
+                out[:, k] = variances[i * x.shape[0] : (i + 1) * x.shape[0]]
         return out, method
 
-    def _finish(self, model, priors, cols, shared_a, theta, data, free, fixed_mask, x, pool, variances, se_method,
-                log_weights, trace, converged, last_change, marginal, dropped, n_empty_persons, started):
+    def _finish(
+        self,
+        model,
+        priors,
+        cols,
+        shared_a,
+        theta,
+        data,
+        free,
+        fixed_mask,
+        x,
+        pool,
+        variances,
+        se_method,
+        log_weights,
+        trace,
+        converged,
+        last_change,
+        marginal,
+        dropped,
+        n_empty_persons,
+        started,
+    ):
         a, b, c = np.exp(x[:, _em.LOGA]), x[:, _em.B], x[:, _em.C]
         with np.errstate(invalid="ignore"):
             se = np.sqrt(np.maximum(variances, 0.0))
@@ -526,58 +619,105 @@ class Calibrator:
         at_bound = hit.any(axis=1)
         with np.errstate(invalid="ignore"):
             # A NaN standard error (a singular information block) is no evidence of precision either.
-            imprecise = ~(se[:, _em.B] <= self.se_b_limit) if self.se_b_limit is not None else np.zeros_like(at_bound)
+            imprecise = (
+                ~(se[:, _em.B] <= self.se_b_limit) if self.se_b_limit is not None else np.zeros_like(at_bound)
+            )
         poorly_determined = at_bound | imprecise
-        items = pd.DataFrame({
-            "item_id": free.item_id.astype(str), "a": a, "b": b, "c": c, "D": 1.0,
-            "se_a": a * se[:, _em.LOGA], "se_b": se[:, _em.B], "se_c": se[:, _em.C],
-            "n": n_answered.astype(np.int64), "p_correct": n_correct / n_answered,
-            "fixed": False, "at_bound": at_bound, "poorly_determined": poorly_determined,
-        })
+        items = pd.DataFrame(
+            {
+                "item_id": free.item_id.astype(str),
+                "a": a,
+                "b": b,
+                "c": c,
+                "D": 1.0,
+                "se_a": a * se[:, _em.LOGA],
+                "se_b": se[:, _em.B],
+                "se_c": se[:, _em.C],
+                "n": n_answered.astype(np.int64),
+                "p_correct": n_correct / n_answered,
+                "fixed": False,
+                "at_bound": at_bound,
+                "poorly_determined": poorly_determined,
+            }
+        )
         if at_bound.any():
             warnings.warn(
                 f"{at_bound.sum()} item(s) ended at a bound of (log a, b, c) {_em.BOUNDS.round(3).tolist()}, so the "
                 f"data do not determine them (see se_b): {shown(free.item_id[at_bound])}; typical on adaptive data "
                 "for an item given only to low-ability examinees, whose answers a c prior can explain as guessing; "
-                "try a weaker prior_c or the 2PL", CalibrationWarning, stacklevel=4)
+                "try a weaker prior_c or the 2PL",
+                CalibrationWarning,
+                stacklevel=4,
+            )
         imprecise &= ~at_bound
         if imprecise.any():
-            named = [f"{item} (b {value:.2f}, se_b {error:.2f})"
-                     for item, value, error in zip(free.item_id[imprecise], b[imprecise], se[imprecise, _em.B])]
+            named = [
+                f"{item} (b {value:.2f}, se_b {error:.2f})"
+                for item, value, error in zip(free.item_id[imprecise], b[imprecise], se[imprecise, _em.B])
+            ]
             warnings.warn(
                 f"{imprecise.sum()} item(s) have se_b > se_b_limit={self.se_b_limit}, so the data hardly place "
                 f"their difficulty: {shown(named)}; typical of an item far from most of the examinees who took it (on "
                 "adaptive data, one given only to examinees far below or above it), whose estimate can be off by "
                 "more than a logit; collect responses near its difficulty (e.g. pretest it on a random sample) "
                 "before relying on it",
-                CalibrationWarning, stacklevel=4)
+                CalibrationWarning,
+                stacklevel=4,
+            )
         topic = None
         if pool is not None:
             n_fixed, n_fixed_correct = data.select(items=fixed_mask).item_counts()
             counts = dict(zip(data.item_id[fixed_mask], zip(n_fixed, n_fixed_correct)))
-            bank = pd.DataFrame({
-                "item_id": pool.item_id.astype(str), "a": pool.a * pool.D, "b": pool.b, "c": pool.c, "D": 1.0,
-                "se_a": np.nan, "se_b": np.nan, "se_c": np.nan,
-                "n": [int(counts.get(i, (0, 0))[0]) for i in pool.item_id],
-                "p_correct": [counts[i][1] / counts[i][0] if i in counts else np.nan for i in pool.item_id],
-                "fixed": True, "at_bound": False, "poorly_determined": False,
-            })
+            bank = pd.DataFrame(
+                {
+                    "item_id": pool.item_id.astype(str),
+                    "a": pool.a * pool.D,
+                    "b": pool.b,
+                    "c": pool.c,
+                    "D": 1.0,
+                    "se_a": np.nan,
+                    "se_b": np.nan,
+                    "se_c": np.nan,
+                    "n": [int(counts.get(i, (0, 0))[0]) for i in pool.item_id],
+                    "p_correct": [
+                        counts[i][1] / counts[i][0] if i in counts else np.nan for i in pool.item_id
+                    ],
+                    "fixed": True,
+                    "at_bound": False,
+                    "poorly_determined": False,
+                }
+            )
             items = pd.concat([bank, items], ignore_index=True)
             if pool.topic is not None:
                 topic = np.concatenate([pool.topic.astype(object), np.full(free.n_items, "", dtype=object)])
         items = items.set_index("item_id")
-        out_pool = ItemPool.from_arrays(items["a"].to_numpy(), items["b"].to_numpy(), items["c"].to_numpy(), D=1.0,
-                                        item_id=items.index.to_numpy(), topic=topic, name="calibrated")
+        out_pool = ItemPool.from_arrays(
+            items["a"].to_numpy(),
+            items["b"].to_numpy(),
+            items["c"].to_numpy(),
+            D=1.0,
+            item_id=items.index.to_numpy(),
+            topic=topic,
+            name="calibrated",
+        )
         weights = np.exp(log_weights)
         weights /= weights.sum()
         latent_mean = float(weights @ theta)
         latent_sd = float(np.sqrt(max(weights @ theta**2 - latent_mean**2, 0.0)))
         summary = {
             "model": model,
-            "method": "Bock-Aitkin MML-EM" + (" with fixed items (Kim 2006 MWU-MEM)" if pool is not None else ""),
-            "priors": {"loga": priors.loga, "b": priors.b, "c": priors.c,
-                       "hierarchical": [name for name, hyper in (("loga", priors.loga_hyper), ("b", priors.b_hyper))
-                                        if hyper is not None]},
+            "method": "Bock-Aitkin MML-EM"
+            + (" with fixed items (Kim 2006 MWU-MEM)" if pool is not None else ""),
+            "priors": {
+                "loga": priors.loga,
+                "b": priors.b,
+                "c": priors.c,
+                "hierarchical": [
+                    name
+                    for name, hyper in (("loga", priors.loga_hyper), ("b", priors.b_hyper))
+                    if hyper is not None
+                ],
+            },
             "n_persons": data.n_persons,
             "n_persons_without_responses": n_empty_persons,
             "n_items_estimated": int(free.n_items),
@@ -586,7 +726,7 @@ class Calibrator:
             "dropped_items": dropped,
             "se_b_limit": self.se_b_limit,
             "n_items_poorly_determined": int(poorly_determined.sum()),
-            "iterations": int(len(trace)),
+            "iterations": len(trace),
             "converged": bool(converged),
             "tol": float(self.tol),
             "last_max_change": float(last_change),
@@ -601,8 +741,9 @@ class Calibrator:
             "storage": "sparse" if data.is_sparse else "dense",
             "seconds": time.perf_counter() - started,
         }
-        self.report_ = CalibrationReport(out_pool, items, summary,
-                                         pd.DataFrame({"theta": theta, "weight": weights}), trace)
+        self.report_ = CalibrationReport(
+            out_pool, items, summary, pd.DataFrame({"theta": theta, "weight": weights}), trace
+        )
         self.item_params_ = items[["a", "b", "c", "D"]].copy()
         self.n_iter_ = summary["iterations"]
         self.converged_ = summary["converged"]
@@ -613,13 +754,22 @@ class Calibrator:
         if not hasattr(self, "report_"):
             raise CalibrationError("this Calibrator is not fitted yet; call fit(responses) first")
         pool = self.report_.pool
-        return ItemPool(pool.item_id.copy(), pool.a.copy(), pool.b.copy(), pool.c.copy(), pool.D.copy(),
-                        None if pool.topic is None else pool.topic.copy(), name)
+        return ItemPool(
+            pool.item_id.copy(),
+            pool.a.copy(),
+            pool.b.copy(),
+            pool.c.copy(),
+            pool.D.copy(),
+            None if pool.topic is None else pool.topic.copy(),
+            name,
+        )
 
 
 def _log_prior(priors, x, cols, shared_a) -> float:
     """Log prior of the estimated parameters; a common 1PL log a counts once."""
-    per_item = _em.Priors(loga=priors.loga if _em.LOGA in cols and not shared_a else None, b=priors.b, c=priors.c)
+    per_item = _em.Priors(
+        loga=priors.loga if _em.LOGA in cols and not shared_a else None, b=priors.b, c=priors.c
+    )
     total = float(per_item.log_density(x).sum())
     if shared_a:
         total += float(_em.Priors(loga=priors.loga, b=None, c=None).log_density(x[:1])[0])

@@ -22,7 +22,7 @@ from scipy import sparse
 
 from qbank._messages import SHOWN, shown
 
-__all__ = ["CalibrationError", "ResponseMatrix", "read_responses", "LONG_COLUMNS"]
+__all__ = ["LONG_COLUMNS", "CalibrationError", "ResponseMatrix", "read_responses"]
 
 LONG_COLUMNS = ("person_id", "item_id", "response")
 _DENSE_MAX_CELLS = 4_000_000  # below this many person x item cells dense BLAS beats sparse products
@@ -72,13 +72,11 @@ class ResponseMatrix:
 
     def item_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Responses and correct responses per item, each of shape (n_items,)."""
-        return (np.asarray(self.answered.sum(axis=0)).ravel(),
-                np.asarray(self.correct.sum(axis=0)).ravel())
+        return (np.asarray(self.answered.sum(axis=0)).ravel(), np.asarray(self.correct.sum(axis=0)).ravel())
 
     def person_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Responses and correct responses per person, each of shape (n_persons,)."""
-        return (np.asarray(self.answered.sum(axis=1)).ravel(),
-                np.asarray(self.correct.sum(axis=1)).ravel())
+        return (np.asarray(self.answered.sum(axis=1)).ravel(), np.asarray(self.correct.sum(axis=1)).ravel())
 
     def to_dense(self) -> np.ndarray:
         """Responses as floats of shape (n_persons, n_items): 1, 0 or NaN (not answered)."""
@@ -91,14 +89,16 @@ class ResponseMatrix:
         answered = sparse.coo_matrix(self.answered)
         correct = sparse.csr_matrix(self.correct)
         rows, cols = answered.row, answered.col
-        return pd.DataFrame({
-            "person_id": self.person_id[rows],
-            "item_id": self.item_id[cols],
-            "response": np.asarray(correct[rows, cols]).ravel().astype(np.int8),
-        })
+        return pd.DataFrame(
+            {
+                "person_id": self.person_id[rows],
+                "item_id": self.item_id[cols],
+                "response": np.asarray(correct[rows, cols]).ravel().astype(np.int8),
+            }
+        )
 
     # ------------------------------------------------------------------ reshaping
-    def select(self, persons=None, items=None) -> "ResponseMatrix":
+    def select(self, persons=None, items=None) -> ResponseMatrix:
         """Rows ``persons`` and columns ``items`` (position arrays or boolean masks)."""
         persons = np.arange(self.n_persons) if persons is None else np.asarray(persons)
         items = np.arange(self.n_items) if items is None else np.asarray(items)
@@ -110,19 +110,25 @@ class ResponseMatrix:
         correct = self.correct[persons][:, items]
         return ResponseMatrix(self.person_id[persons], self.item_id[items], answered, correct)
 
-    def with_storage(self, kind: str) -> "ResponseMatrix":
+    def with_storage(self, kind: str) -> ResponseMatrix:
         """The same responses stored ``'dense'`` or ``'sparse'`` (CSR)."""
         if kind == "sparse":
-            return ResponseMatrix(self.person_id, self.item_id, sparse.csr_matrix(self.answered),
-                                  sparse.csr_matrix(self.correct))
+            return ResponseMatrix(
+                self.person_id,
+                self.item_id,
+                sparse.csr_matrix(self.answered),
+                sparse.csr_matrix(self.correct),
+            )
         if kind == "dense":
             to_array = (lambda m: m.toarray()) if self.is_sparse else np.asarray
-            return ResponseMatrix(self.person_id, self.item_id, to_array(self.answered), to_array(self.correct))
+            return ResponseMatrix(
+                self.person_id, self.item_id, to_array(self.answered), to_array(self.correct)
+            )
         raise CalibrationError(f"storage must be 'dense' or 'sparse', got {kind!r}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_codes(cls, person_code, item_code, response, person_id, item_id) -> "ResponseMatrix":
+    def from_codes(cls, person_code, item_code, response, person_id, item_id) -> ResponseMatrix:
         """Build from integer codes of answered cells (validation assumed: 0/1, no duplicates).
 
         Parameters
@@ -137,16 +143,20 @@ class ResponseMatrix:
         shape = (len(person_id), len(item_id))
         ones = np.ones(len(response))
         answered = sparse.csr_matrix((ones, (person_code, item_code)), shape=shape)
-        correct = sparse.csr_matrix((np.asarray(response, dtype=float), (person_code, item_code)), shape=shape)
+        correct = sparse.csr_matrix(
+            (np.asarray(response, dtype=float), (person_code, item_code)), shape=shape
+        )
         correct.eliminate_zeros()
         data = cls(np.asarray(person_id, dtype=object), np.asarray(item_id, dtype=object), answered, correct)
         cells = shape[0] * shape[1]
         density = len(response) / cells if cells else 1.0
-        dense = cells <= _DENSE_MAX_CELLS or (density >= _DENSE_MIN_DENSITY and cells <= 25 * _DENSE_MAX_CELLS)
+        dense = cells <= _DENSE_MAX_CELLS or (
+            density >= _DENSE_MIN_DENSITY and cells <= 25 * _DENSE_MAX_CELLS
+        )
         return data.with_storage("dense") if dense else data
 
     @classmethod
-    def from_wide(cls, data, item_id=None, person_id=None) -> "ResponseMatrix":
+    def from_wide(cls, data, item_id=None, person_id=None) -> ResponseMatrix:
         """Validate a person x item table: 1, 0 or missing (NaN, None, empty) in every cell.
 
         Parameters
@@ -200,7 +210,7 @@ class ResponseMatrix:
         return cls.from_codes(rows, cols, values[rows, cols], persons, items)
 
     @classmethod
-    def from_long(cls, frame: pd.DataFrame) -> "ResponseMatrix":
+    def from_long(cls, frame: pd.DataFrame) -> ResponseMatrix:
         """Validate long responses ``person_id, item_id, response`` held in a DataFrame.
 
         Rows with a missing response are not-administered cells; persons and items come out in
@@ -255,9 +265,13 @@ def _from_long_relation(con, view: str, columns, source: str) -> ResponseMatrix:
             f"{source}: {no_id[0]} row(s) with an empty person_id and {no_id[1]} with an empty item_id"
         )
     markers = ", ".join(f"'{m}'" for m in _MISSING_MARKERS)
-    invalid = (f"raw IS NOT NULL AND lower(trim(raw)) NOT IN ({markers}) AND NOT isnan(coalesce(value, 0)) "
-               "AND (value IS NULL OR value NOT IN (0, 1))")
-    bad = con.execute(f"SELECT person_id, item_id, raw FROM cast_responses WHERE {invalid} LIMIT 10").fetchall()
+    invalid = (
+        f"raw IS NOT NULL AND lower(trim(raw)) NOT IN ({markers}) AND NOT isnan(coalesce(value, 0)) "
+        "AND (value IS NULL OR value NOT IN (0, 1))"
+    )
+    bad = con.execute(
+        f"SELECT person_id, item_id, raw FROM cast_responses WHERE {invalid} LIMIT 10"
+    ).fetchall()
     if bad:
         n_bad = con.execute(f"SELECT count(*) FROM cast_responses WHERE {invalid}").fetchone()[0]
         raise CalibrationError(
@@ -281,8 +295,13 @@ def _from_long_relation(con, view: str, columns, source: str) -> ResponseMatrix:
     # Sorted codes make the matrix independent of the row order DuckDB's threads return.
     person_code, person_id = pd.factorize(np.asarray(columns["person_id"], dtype=object), sort=True)
     item_code, item_id = pd.factorize(np.asarray(columns["item_id"], dtype=object), sort=True)
-    return ResponseMatrix.from_codes(person_code, item_code, np.asarray(columns["value"], dtype=float),
-                                     np.asarray(person_id, dtype=object), np.asarray(item_id, dtype=object))
+    return ResponseMatrix.from_codes(
+        person_code,
+        item_code,
+        np.asarray(columns["value"], dtype=float),
+        np.asarray(person_id, dtype=object),
+        np.asarray(item_id, dtype=object),
+    )
 
 
 def _read_file(path: Path, format: str) -> ResponseMatrix:

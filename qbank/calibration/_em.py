@@ -351,17 +351,19 @@ def cross_product_covariance(scores, prior_curvature, n_items, n_cols, full_limi
         except np.linalg.LinAlgError:
             pass
     # Per-item blocks: parameter k of item j sits at column k * n_items + j.
-    squares = scores.multiply(scores).sum(axis=0) if sparse.issparse(scores) else (scores * scores).sum(axis=0)
+    squares = (
+        scores.multiply(scores).sum(axis=0) if sparse.issparse(scores) else (scores * scores).sum(axis=0)
+    )
     squares = np.asarray(squares).ravel() + prior_curvature
     if n_cols == 1 or n_params != n_cols * n_items:
         return 1.0 / squares, "xpd-diagonal"
     cross = np.zeros((n_items, n_cols, n_cols))
     for k in range(n_cols):
-        for l in range(n_cols):
-            sk = scores[:, k * n_items:(k + 1) * n_items]
-            sl = scores[:, l * n_items:(l + 1) * n_items]
-            prod = sk.multiply(sl).sum(axis=0) if sparse.issparse(scores) else (sk * sl).sum(axis=0)
-            cross[:, k, l] = np.asarray(prod).ravel()
+        for m in range(n_cols):
+            sk = scores[:, k * n_items : (k + 1) * n_items]
+            sm = scores[:, m * n_items : (m + 1) * n_items]
+            prod = sk.multiply(sm).sum(axis=0) if sparse.issparse(scores) else (sk * sm).sum(axis=0)
+            cross[:, k, m] = np.asarray(prod).ravel()
     cross[:, np.arange(n_cols), np.arange(n_cols)] += prior_curvature.reshape(n_cols, n_items).T
     inverse = np.linalg.inv(cross)
     return inverse[:, np.arange(n_cols), np.arange(n_cols)].T.ravel(), "xpd-item-blocks"

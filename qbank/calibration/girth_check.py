@@ -26,7 +26,7 @@ import pandas as pd
 
 from qbank.calibration._data import read_responses
 
-__all__ = ["girth_twopl", "girth_threepl"]
+__all__ = ["girth_threepl", "girth_twopl"]
 
 
 def _items_by_persons(responses):
@@ -72,8 +72,10 @@ def girth_twopl(responses) -> pd.DataFrame:
 
     item_id, data = _items_by_persons(responses)
     result = twopl_mml(data)
-    return pd.DataFrame({"a": result["Discrimination"], "b": result["Difficulty"], "c": 0.0},
-                        index=pd.Index(item_id, name="item_id"))
+    return pd.DataFrame(
+        {"a": result["Discrimination"], "b": result["Difficulty"], "c": 0.0},
+        index=pd.Index(item_id, name="item_id"),
+    )
 
 
 def girth_threepl(responses) -> pd.DataFrame:
@@ -86,5 +88,7 @@ def girth_threepl(responses) -> pd.DataFrame:
     item_id, data = _items_by_persons(responses)
     with _threepl_scalar_shim() as threepl_mml:
         result = threepl_mml(data)
-    return pd.DataFrame({"a": result["Discrimination"], "b": result["Difficulty"], "c": result["Guessing"]},
-                        index=pd.Index(item_id, name="item_id"))
+    return pd.DataFrame(
+        {"a": result["Discrimination"], "b": result["Difficulty"], "c": result["Guessing"]},
+        index=pd.Index(item_id, name="item_id"),
+    )

@@ -49,8 +49,13 @@ def export(db_url, out_path, tenant, no_views):
 
 
 @analytics.command()
-@click.option("--in", "in_path", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Snapshot folder written by `qbank analytics export`.")
+@click.option(
+    "--in",
+    "in_path",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Snapshot folder written by `qbank analytics export`.",
+)
 @click.option("--out", "out_path", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @click.option("--tenant", help="Report on this tenant only.")
 @click.option("--exam", help="Report on this exam code only.")
@@ -76,7 +81,9 @@ def report(in_path, out_path, tenant, exam):
 @analytics.command()
 @click.argument("csv_path", metavar="FILE.csv", type=click.Path(exists=True, dir_okay=False))
 @click.option("--db", "db_url", help=_DB_HELP)
-@click.option("--tenant", help="Tenant id (default: $QBANK_DEFAULT_TENANT, else the built-in default tenant).")
+@click.option(
+    "--tenant", help="Tenant id (default: $QBANK_DEFAULT_TENANT, else the built-in default tenant)."
+)
 @click.option("--actor", default="qbank-cli", show_default=True, help="Recorded as updated_by.")
 def targets(csv_path, db_url, tenant, actor):
     """Replace the blueprint targets of the exams in FILE.csv (columns exam_code, topic,

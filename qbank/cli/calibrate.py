@@ -18,34 +18,102 @@ def _prior(text, kind, option):
 
 
 @click.command()
-@click.option("--responses", "responses_path", required=True, type=click.Path(dir_okay=False),
-              help="CSV/Parquet: long (person_id,item_id,response) or wide (one column per item).")
+@click.option(
+    "--responses",
+    "responses_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="CSV/Parquet: long (person_id,item_id,response) or wide (one column per item).",
+)
 @click.option("--model", type=click.Choice(MODELS, case_sensitive=False), default="3PL", show_default=True)
-@click.option("--format", "input_format", type=click.Choice(["auto", "wide", "long"]), default="auto",
-              show_default=True, help="Input layout; auto = long when the three long columns are present.")
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(["auto", "wide", "long"]),
+    default="auto",
+    show_default=True,
+    help="Input layout; auto = long when the three long columns are present.",
+)
 @click.option("--prior-c", default="beta:5,17", show_default=True, help="Beta prior on c (3PL), or 'none'.")
-@click.option("--prior-loga", default="normal:0,0.5", show_default=True,
-              help="Normal prior (mean,sd) on log a, 'hierarchical[:mean,sd]' (mean re-estimated, Mislevy 1986), "
-                   "or 'none'.")
-@click.option("--prior-b", default="none", show_default=True,
-              help="Normal prior (mean,sd) on b, 'hierarchical[:mean,sd]', or 'none'.")
-@click.option("--fixed-pool", "fixed_pool_path", type=click.Path(dir_okay=False), default=None,
-              help="Bank pool whose items stay fixed; only the other items are calibrated (Kim 2006).")
-@click.option("--latent", type=click.Choice(["normal", "histogram"]), default="normal", show_default=True,
-              help="With --fixed-pool: the latent distribution re-estimated as a normal or as a histogram.")
-@click.option("--drop-invariant", is_flag=True, help="Drop items whose responses are all equal (with a warning).")
-@click.option("--max-iter", type=click.IntRange(min=1), default=500, show_default=True, help="Maximum EM cycles.")
-@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-              help="Stop when no a, b or c changes by more than this in one cycle.")
-@click.option("--quad-points", type=click.IntRange(min=5), default=41, show_default=True,
-              help="Quadrature points on [-5, 5].")
-@click.option("--se-b-limit", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
-              help="Flag items whose difficulty SE exceeds this (logits) as poorly determined, and name them.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
-              help="Output pool (CSV, or Parquet by extension); the report goes to <stem>.report.json beside it.")
+@click.option(
+    "--prior-loga",
+    default="normal:0,0.5",
+    show_default=True,
+    help="Normal prior (mean,sd) on log a, 'hierarchical[:mean,sd]' (mean re-estimated, Mislevy 1986), "
+    "or 'none'.",
+)
+@click.option(
+    "--prior-b",
+    default="none",
+    show_default=True,
+    help="Normal prior (mean,sd) on b, 'hierarchical[:mean,sd]', or 'none'.",
+)
+@click.option(
+    "--fixed-pool",
+    "fixed_pool_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Bank pool whose items stay fixed; only the other items are calibrated (Kim 2006).",
+)
+@click.option(
+    "--latent",
+    type=click.Choice(["normal", "histogram"]),
+    default="normal",
+    show_default=True,
+    help="With --fixed-pool: the latent distribution re-estimated as a normal or as a histogram.",
+)
+@click.option(
+    "--drop-invariant", is_flag=True, help="Drop items whose responses are all equal (with a warning)."
+)
+@click.option(
+    "--max-iter", type=click.IntRange(min=1), default=500, show_default=True, help="Maximum EM cycles."
+)
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-4,
+    show_default=True,
+    help="Stop when no a, b or c changes by more than this in one cycle.",
+)
+@click.option(
+    "--quad-points",
+    type=click.IntRange(min=5),
+    default=41,
+    show_default=True,
+    help="Quadrature points on [-5, 5].",
+)
+@click.option(
+    "--se-b-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Flag items whose difficulty SE exceeds this (logits) as poorly determined, and name them.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output pool (CSV, or Parquet by extension); the report goes to <stem>.report.json beside it.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b, fixed_pool_path, latent,
-              drop_invariant, max_iter, tol, quad_points, se_b_limit, out_path, quiet):
+def calibrate(
+    responses_path,
+    model,
+    input_format,
+    prior_c,
+    prior_loga,
+    prior_b,
+    fixed_pool_path,
+    latent,
+    drop_invariant,
+    max_iter,
+    tol,
+    quad_points,
+    se_b_limit,
+    out_path,
+    quiet,
+):
     """Calibrate items by marginal maximum likelihood (Bock-Aitkin EM) and write a pool
     (D = 1) that `qbank simulate` and `qbank sh` read directly."""
     priors = {
@@ -58,9 +126,18 @@ def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b,
         responses = read_responses(responses_path, input_format)
     except CalibrationError as exc:
         raise click.BadParameter(str(exc), param_hint="--responses") from None
-    calibrator = Calibrator(model.upper(), fixed_pool=fixed_pool, latent=latent, drop_invariant=drop_invariant,
-                            max_iter=max_iter, tol=tol, n_quad=quad_points, se_b_limit=se_b_limit, progress=not quiet,
-                            **priors)
+    calibrator = Calibrator(
+        model.upper(),
+        fixed_pool=fixed_pool,
+        latent=latent,
+        drop_invariant=drop_invariant,
+        max_iter=max_iter,
+        tol=tol,
+        n_quad=quad_points,
+        se_b_limit=se_b_limit,
+        progress=not quiet,
+        **priors,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -83,7 +160,11 @@ def calibrate(responses_path, model, input_format, prior_c, prior_loga, prior_b,
         + f" from {summary['n_responses']} responses of {summary['n_persons']} persons; "
         f"{summary['iterations']} EM cycles ({status}), log-likelihood {summary['log_likelihood']:.2f}, "
         f"{summary['seconds']:.2f} s"
-        + (f"; {summary['n_items_poorly_determined']} poorly determined (se_b > {se_b_limit:g} or at a bound, "
-           "column poorly_determined in the report)" if summary["n_items_poorly_determined"] else "")
+        + (
+            f"; {summary['n_items_poorly_determined']} poorly determined (se_b > {se_b_limit:g} or at a bound, "
+            "column poorly_determined in the report)"
+            if summary["n_items_poorly_determined"]
+            else ""
+        )
     )
     click.echo(f"wrote {paths['pool']} and {paths['report']}")

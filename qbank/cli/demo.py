@@ -36,10 +36,16 @@ def _promote_demo_bundle(url: str, bundle_path: Path) -> dict:
 
 
 @click.command()
-@click.option("--examinees", type=click.IntRange(min=1), default=None, help="Override the study's number of simulees.")
+@click.option(
+    "--examinees", type=click.IntRange(min=1), default=None, help="Override the study's number of simulees."
+)
 @click.option("--out", "out_path", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
-@click.option("--serve/--no-serve", default=False, show_default=True,
-              help="Also calibrate Sympson-Hetter, promote the bundle into an embedded database and start the service.")
+@click.option(
+    "--serve/--no-serve",
+    default=False,
+    show_default=True,
+    help="Also calibrate Sympson-Hetter, promote the bundle into an embedded database and start the service.",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.pass_context
 def demo(ctx, examinees, out_path, serve, port):
@@ -61,8 +67,15 @@ def demo(ctx, examinees, out_path, serve, port):
 
     sh_out = out / "sympson_hetter"
     click.echo("2. iterative Sympson-Hetter on the demo pool (r = 0.25, L = 30), validated on fresh simulees")
-    ctx.invoke(sh_command, pool_path=str(DEMO_POOL), r_max=0.25, length=30, examinees=config.examinees,
-               validation_examinees=50_000, out_path=str(sh_out))
+    ctx.invoke(
+        sh_command,
+        pool_path=str(DEMO_POOL),
+        r_max=0.25,
+        length=30,
+        examinees=config.examinees,
+        validation_examinees=50_000,
+        out_path=str(sh_out),
+    )
     database = (out / "qbank.db").resolve()
     url = f"sqlite:///{database}"
     click.echo(f"3. demo bank into {database}; bundle promoted; quizzes use Sympson-Hetter")
@@ -72,5 +85,7 @@ def demo(ctx, examinees, out_path, serve, port):
     promoted = _promote_demo_bundle(url, sh_out / "bundle.json")
     click.echo(f"   active bundle: {promoted.get('id', promoted)}")
     base = f"http://127.0.0.1:{port}"
-    click.echo(f"4. service: students {base}/   admins {base}/admin   API docs {base}/docs   (Ctrl-C stops it)")
+    click.echo(
+        f"4. service: students {base}/   admins {base}/admin   API docs {base}/docs   (Ctrl-C stops it)"
+    )
     ctx.invoke(serve_command, port=port, database_url=url, dev=True)

@@ -31,7 +31,9 @@ def _detail(response) -> str:
 
 def _fail(response, what: str):
     if response.status_code in (401, 403):
-        raise click.ClickException(f"the service refused the token ({response.status_code}): {_detail(response)}")
+        raise click.ClickException(
+            f"the service refused the token ({response.status_code}): {_detail(response)}"
+        )
     if response.status_code == 422:
         raise click.ClickException(f"the service refused the {what}: {_detail(response)}")
     raise click.ClickException(f"{what} failed with HTTP {response.status_code}: {_detail(response)}")
@@ -42,21 +44,35 @@ def _bundle_path(path: str) -> Path:
     if bundle_path.is_dir():
         bundle_path = bundle_path / "bundle.json"
     if not bundle_path.is_file():
-        raise click.BadParameter(f"{bundle_path} does not exist (qbank sh --out DIR writes DIR/bundle.json)",
-                                 param_hint="BUNDLE")
+        raise click.BadParameter(
+            f"{bundle_path} does not exist (qbank sh --out DIR writes DIR/bundle.json)", param_hint="BUNDLE"
+        )
     return bundle_path
 
 
 @click.command()
 @click.argument("bundle", metavar="BUNDLE")
-@click.option("--url", required=True, envvar="QBANK_URL", help="Base URL of the service, e.g. http://127.0.0.1:8000 "
-              "(or $QBANK_URL).")
-@click.option("--token", required=True, envvar="QBANK_TOKEN", help="An admin's bearer token (or $QBANK_TOKEN).")
+@click.option(
+    "--url",
+    required=True,
+    envvar="QBANK_URL",
+    help="Base URL of the service, e.g. http://127.0.0.1:8000 (or $QBANK_URL).",
+)
+@click.option(
+    "--token", required=True, envvar="QBANK_TOKEN", help="An admin's bearer token (or $QBANK_TOKEN)."
+)
 @click.option("--exam-code", default=None, help="Exam the bundle is for [default: the service's exam].")
-@click.option("--with-calibration", is_flag=True,
-              help="The bundle's item parameters become the live calibration when it is promoted.")
-@click.option("--promote", is_flag=True, help="Promote it at once (atomic; the previous bundle is superseded).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds per request.")
+@click.option(
+    "--with-calibration",
+    is_flag=True,
+    help="The bundle's item parameters become the live calibration when it is promoted.",
+)
+@click.option(
+    "--promote", is_flag=True, help="Promote it at once (atomic; the previous bundle is superseded)."
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds per request."
+)
 def publish(bundle, url, token, exam_code, with_calibration, promote, timeout):
     """Upload BUNDLE (a bundle.json from qbank sh, or its folder) to the service at --url."""
     import httpx
@@ -65,8 +81,9 @@ def publish(bundle, url, token, exam_code, with_calibration, promote, timeout):
     try:
         document = read_bundle(path)
     except BundleError as exc:
-        raise click.BadParameter("\n  ".join([f"{path}: refused here, not sent"] + exc.problems),
-                                 param_hint="BUNDLE") from None
+        raise click.BadParameter(
+            "\n  ".join([f"{path}: refused here, not sent", *exc.problems]), param_hint="BUNDLE"
+        ) from None
     params = {"with_calibration": "true" if with_calibration else "false"}
     if exam_code:
         params["exam_code"] = exam_code
@@ -79,9 +96,11 @@ def publish(bundle, url, token, exam_code, with_calibration, promote, timeout):
                 _fail(response, "bundle")
             stored = response.json()
             what = "uploaded" if response.status_code == 201 else "already uploaded as"
-            click.echo(f"{what} bundle {stored['id']} ({stored['status']}) for exam {stored['exam_code']}: "
-                       f"{stored['selector']}, r_max {stored['r_max']}, {stored['n_items']} items, "
-                       f"sha256 {document['bundle_sha256'][:12]}")
+            click.echo(
+                f"{what} bundle {stored['id']} ({stored['status']}) for exam {stored['exam_code']}: "
+                f"{stored['selector']}, r_max {stored['r_max']}, {stored['n_items']} items, "
+                f"sha256 {document['bundle_sha256'][:12]}"
+            )
             if promote:
                 if stored["status"] == "active":
                     click.echo(f"bundle {stored['id']} is already active")
@@ -90,7 +109,9 @@ def publish(bundle, url, token, exam_code, with_calibration, promote, timeout):
                 if response.status_code != 200:
                     _fail(response, "promotion")
                 promoted = response.json()
-                click.echo(f"promoted bundle {promoted['id']}: active for exam {promoted['exam_code']} since "
-                           f"{promoted['promoted_at']} (by {promoted['promoted_by']})")
+                click.echo(
+                    f"promoted bundle {promoted['id']}: active for exam {promoted['exam_code']} since "
+                    f"{promoted['promoted_at']} (by {promoted['promoted_by']})"
+                )
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the service at {base}: {exc}") from None

@@ -46,7 +46,7 @@ def _redact(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+    except Exception:
         return url
 
 
@@ -84,17 +84,30 @@ def load_demo_command(database_url, tenant):
     """Load the demo bank (600 questions, published and calibrated for DEMO-EXAM)."""
     url, tenant = _database_url(database_url), _tenant(tenant)
     added = _load_demo(url, tenant)
-    click.echo(f"demo bank: {added} new question(s) loaded into {_redact(url)} (tenant {tenant}, exam DEMO-EXAM)")
+    click.echo(
+        f"demo bank: {added} new question(s) loaded into {_redact(url)} (tenant {tenant}, exam DEMO-EXAM)"
+    )
 
 
 @click.command("import-calibration")
 @click.argument("pool_file", type=click.Path(dir_okay=False))
-@click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None,
-              help="Calibration report of the pool (default: <stem>.report.json beside POOL_FILE, when there is "
-                   "one): records each item's number of respondents and checks for poorly determined items.")
-@click.option("--poorly-determined", "policy", type=click.Choice(["refuse", "skip", "keep"]), default="refuse",
-              show_default=True, help="Items the report flags poorly_determined: refuse the import, import the "
-                                      "others, or import them anyway.")
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration report of the pool (default: <stem>.report.json beside POOL_FILE, when there is "
+    "one): records each item's number of respondents and checks for poorly determined items.",
+)
+@click.option(
+    "--poorly-determined",
+    "policy",
+    type=click.Choice(["refuse", "skip", "keep"]),
+    default="refuse",
+    show_default=True,
+    help="Items the report flags poorly_determined: refuse the import, import the "
+    "others, or import them anyway.",
+)
 @click.option("--database-url", help=_DB_HELP)
 @click.option("--tenant", help=_TENANT_HELP)
 def import_calibration_command(pool_file, report_file, policy, database_url, tenant):
@@ -109,34 +122,69 @@ def import_calibration_command(pool_file, report_file, policy, database_url, ten
     pool = read_pool(pool_file, option="POOL_FILE")
     report_path = Path(report_file) if report_file else pool_path.with_name(pool_path.stem + ".report.json")
     if report_file is None and not report_path.exists():
-        click.echo(f"note: no {report_path.name} beside {pool_path.name}: respondents not recorded, "
-                   "items not checked for poor determination", err=True)
+        click.echo(
+            f"note: no {report_path.name} beside {pool_path.name}: respondents not recorded, "
+            "items not checked for poor determination",
+            err=True,
+        )
         checked = CheckedPool(pool)
     else:
         try:
-            checked = check_against_report(pool, CalibrationReport.read_items(report_path), pool_path.name,
-                                           report_path.name, policy, option="--poorly-determined {}")
+            checked = check_against_report(
+                pool,
+                CalibrationReport.read_items(report_path),
+                pool_path.name,
+                report_path.name,
+                policy,
+                option="--poorly-determined {}",
+            )
         except PoorlyDetermined as exc:
             raise click.BadParameter(str(exc), param_hint="--poorly-determined") from None
         except (CalibrationError, Invalid) as exc:
             raise click.BadParameter(str(exc), param_hint="--report") from None
     if checked.skipped:
-        click.echo(f"skipped {len(checked.skipped)} poorly determined item(s): {shown(checked.skipped)}", err=True)
+        click.echo(
+            f"skipped {len(checked.skipped)} poorly determined item(s): {shown(checked.skipped)}", err=True
+        )
     if checked.kept:
-        click.echo(f"warning: importing {len(checked.kept)} poorly determined item(s): {shown(checked.kept)}", err=True)
+        click.echo(
+            f"warning: importing {len(checked.kept)} poorly determined item(s): {shown(checked.kept)}",
+            err=True,
+        )
     url, tenant = _database_url(database_url), _tenant(tenant)
     with _session(url) as session:
-        count = import_calibration(session, tenant, "cli", checked.pool, pool_path.name,
-                                   n_respondents=checked.n_respondents, details=checked.details)
-    click.echo(f"imported {count} calibration(s) ({checked.pool.model}) from {pool_file} into tenant {tenant}")
+        count = import_calibration(
+            session,
+            tenant,
+            "cli",
+            checked.pool,
+            pool_path.name,
+            n_respondents=checked.n_respondents,
+            details=checked.details,
+        )
+    click.echo(
+        f"imported {count} calibration(s) ({checked.pool.model}) from {pool_file} into tenant {tenant}"
+    )
 
 
 @click.command("create-user")
 @click.argument("username")
-@click.option("--role", "roles", multiple=True, required=True,
-              type=click.Choice(["student", "author", "publisher", "admin"]), help="repeat for several roles")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, envvar="QBANK_USER_PASSWORD",
-              help="prompted when not given (or $QBANK_USER_PASSWORD)")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(["student", "author", "publisher", "admin"]),
+    help="repeat for several roles",
+)
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="QBANK_USER_PASSWORD",
+    help="prompted when not given (or $QBANK_USER_PASSWORD)",
+)
 @click.option("--database-url", help=_DB_HELP)
 @click.option("--tenant", help=_TENANT_HELP)
 def create_user_command(username, roles, password, database_url, tenant):
@@ -156,8 +204,12 @@ def create_user_command(username, roles, password, database_url, tenant):
 @click.option("--database-url", help=_DB_HELP)
 @click.option("--dev", is_flag=True, help="QBANK_ENV=dev: mock login on, default secret allowed")
 @click.option("--with-demo", is_flag=True, help="load the demo bank first (as load-demo)")
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
 def serve(host, port, workers, database_url, dev, with_demo, log_level):
     """Migrate the database, then run the delivery service (uvicorn)."""
     import uvicorn
@@ -178,12 +230,17 @@ def serve(host, port, workers, database_url, dev, with_demo, log_level):
     _migrate(url)
     if with_demo:
         added = _load_demo(url, settings.default_tenant)
-        click.echo(f"demo bank: {added} new question(s) loaded (exam DEMO-EXAM, tenant {settings.default_tenant})")
+        click.echo(
+            f"demo bank: {added} new question(s) loaded (exam DEMO-EXAM, tenant {settings.default_tenant})"
+        )
     base = f"http://{host}:{port}"
     click.echo(f"qbank service ({settings.env}) on {_redact(url)}")
     click.echo(f"  API:    {base}/v1   docs: {base}/docs   health: {base}/health")
     if settings.mock_login_enabled:
-        click.echo(f"  token:  curl -X POST {base}/v1/auth/mock-login -H 'Content-Type: application/json' "
-                   "-d '{\"user_id\": \"demo\", \"roles\": [\"student\"]}'")
-    uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)
+        click.echo(
+            f"  token:  curl -X POST {base}/v1/auth/mock-login -H 'Content-Type: application/json' "
+            '-d \'{"user_id": "demo", "roles": ["student"]}\''
+        )
+    uvicorn.run(
+        "service.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level
+    )

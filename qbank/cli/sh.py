@@ -34,7 +34,9 @@ def load_bundle_or_fail(path: str, pool, option: str = "--bundle") -> dict:
     try:
         return read_bundle(path, pool)
     except BundleError as exc:
-        raise click.BadParameter("\n  ".join([f"{path}: refused"] + exc.problems), param_hint=option) from None
+        raise click.BadParameter(
+            "\n  ".join([f"{path}: refused", *exc.problems]), param_hint=option
+        ) from None
 
 
 # Options of `qbank simulate` that a bundle fixes: a re-check runs the bundle's own rules.
@@ -47,10 +49,14 @@ def bundle_run_settings(path: str, pool) -> tuple[dict, dict]:
     from click.core import ParameterSource
 
     context = click.get_current_context()
-    given = [name for name in _BUNDLE_FIXES if context.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    given = [
+        name for name in _BUNDLE_FIXES if context.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    ]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise click.UsageError(f"--bundle fixes the selector, K, stopping rule, estimator and r_max; drop {flags}")
+        raise click.UsageError(
+            f"--bundle fixes the selector, K, stopping rule, estimator and r_max; drop {flags}"
+        )
     bundle = load_bundle_or_fail(path, pool)
     return bundle, bundle_simulation_settings(bundle, pool)
 
@@ -69,51 +75,128 @@ def recheck_lines(result, bundle: dict) -> list[str]:
     else:
         maxima, labels = [result.summary["max_exposure"]], ["overall"]
         n_examinees, n_capped = [result.n_examinees], [int((sh_p < 1).sum())]
-    tolerance = np.atleast_1d(noise_tolerance(
-        r_max, np.asarray(n_examinees), np.asarray(n_capped), k_examinees=bundle["simulation"]["n_examinees"],
-        confidence=bundle["simulation"].get("confidence", 0.95)))
+    tolerance = np.atleast_1d(
+        noise_tolerance(
+            r_max,
+            np.asarray(n_examinees),
+            np.asarray(n_capped),
+            k_examinees=bundle["simulation"]["n_examinees"],
+            confidence=bundle["simulation"].get("confidence", 0.95),
+        )
+    )
     lines = []
     for label, value, tol, n in zip(labels, maxima, tolerance, np.atleast_1d(n_examinees)):
         verdict = "within" if value <= r_max + tol else "ABOVE"
-        lines.append(f"bundle re-check, {label}: max exposure {value:.4f} {verdict} r_max + tolerance "
-                     f"{r_max + tol:.4f} (noise tolerance for {int(n)} simulees)")
+        lines.append(
+            f"bundle re-check, {label}: max exposure {value:.4f} {verdict} r_max + tolerance "
+            f"{r_max + tol:.4f} (noise tolerance for {int(n)} simulees)"
+        )
     return lines
 
 
 @click.command()
-@click.option("--pool", "pool_path", required=True, type=click.Path(dir_okay=False), help="Item pool CSV/Parquet.")
+@click.option(
+    "--pool", "pool_path", required=True, type=click.Path(dir_okay=False), help="Item pool CSV/Parquet."
+)
 @click.option("--r-max", type=float, required=True, help="Target maximum exposure rate r, in (0, 1].")
-@click.option("--length", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Test length (maximum length with --se-target).")
-@click.option("--se-target", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop when SE <= this (variable length).")
-@click.option("--min-length", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Minimum length with --se-target.")
-@click.option("--examinees", type=click.IntRange(min=1), default=20_000, show_default=True,
-              help="Simulees per iteration.")
-@click.option("--validation-examinees", type=click.IntRange(min=2), default=50_000, show_default=True,
-              help="Fresh simulees for the validation.")
+@click.option(
+    "--length",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Test length (maximum length with --se-target).",
+)
+@click.option(
+    "--se-target",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop when SE <= this (variable length).",
+)
+@click.option(
+    "--min-length",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Minimum length with --se-target.",
+)
+@click.option(
+    "--examinees",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Simulees per iteration.",
+)
+@click.option(
+    "--validation-examinees",
+    type=click.IntRange(min=2),
+    default=50_000,
+    show_default=True,
+    help="Fresh simulees for the validation.",
+)
 @click.option("--estimator", type=click.Choice(["eap", "map", "mle"]), default="eap", show_default=True)
-@click.option("--method", type=click.Choice(list(METHODS)), default="sympson_hetter", show_default=True,
-              help="Update rule: Sympson-Hetter (selection rates) or item eligibility (administration rates).")
+@click.option(
+    "--method",
+    type=click.Choice(list(METHODS)),
+    default="sympson_hetter",
+    show_default=True,
+    help="Update rule: Sympson-Hetter (selection rates) or item eligibility (administration rates).",
+)
 @click.option("--compare", is_flag=True, help="Also run the other method and tabulate both.")
 @click.option("--max-iter", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--tol", type=click.FloatRange(min=0), default=None,
-              help="Tolerance above r (default: from the Monte-Carlo noise, see report.md).")
-@click.option("--window", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Consecutive iterations that must meet r + tol with stable parameters.")
-@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
-              show_default=True, help="Level of the default tolerance.")
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Tolerance above r (default: from the Monte-Carlo noise, see report.md).",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Consecutive iterations that must meet r + tol with stable parameters.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Level of the default tolerance.",
+)
 @click.option("--conditional", is_flag=True, help="Conditional Sympson-Hetter: parameters per theta stratum.")
-@click.option("--strata", "strata_text", default=None, help="Theta cut points with --conditional [default: -1,0,1].")
+@click.option(
+    "--strata", "strata_text", default=None, help="Theta cut points with --conditional [default: -1,0,1]."
+)
 @click.option("--theta-dist", type=click.Choice(["normal", "uniform"]), default="normal", show_default=True)
-@click.option("--theta-params", default="0,1", show_default=True, help="mean,sd (normal) or low,high (uniform).")
+@click.option(
+    "--theta-params", default="0,1", show_default=True, help="mean,sd (normal) or low,high (uniform)."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration.")
 @click.option("--validation-seed", type=int, default=None, help="Seed of the validation [default: seed + 1].")
 @click.option("--out", "out_path", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def sh(pool_path, r_max, length, se_target, min_length, examinees, validation_examinees, estimator, method, compare,
-       max_iter, tol, window, confidence, conditional, strata_text, theta_dist, theta_params, seed, validation_seed,
-       out_path):
+def sh(
+    pool_path,
+    r_max,
+    length,
+    se_target,
+    min_length,
+    examinees,
+    validation_examinees,
+    estimator,
+    method,
+    compare,
+    max_iter,
+    tol,
+    window,
+    confidence,
+    conditional,
+    strata_text,
+    theta_dist,
+    theta_params,
+    seed,
+    validation_seed,
+    out_path,
+):
     """Calibrate exposure-control parameters by iterated simulation (Sympson & Hetter 1985;
     conditional: Stocking & Lewis 1998; item eligibility: van der Linden & Veldkamp 2004),
     validate them on fresh simulees, and write bundle.json and report.md to --out."""
@@ -129,13 +212,25 @@ def sh(pool_path, r_max, length, se_target, min_length, examinees, validation_ex
     stopping = stopping_from_options(length, se_target, min_length)
     validation_seed = seed + 1 if validation_seed is None else validation_seed
     if validation_seed == seed:
-        raise click.BadParameter("must differ from --seed: validation needs fresh simulees",
-                                 param_hint="--validation-seed")
+        raise click.BadParameter(
+            "must differ from --seed: validation needs fresh simulees", param_hint="--validation-seed"
+        )
     out = out_dir(out_path)
 
-    common = dict(stopping=stopping, estimator=make_estimator(estimator), strata_cuts=cuts, n_examinees=examinees,
-                  max_iter=max_iter, tol=tol, window=window, confidence=confidence, theta_distribution=theta_dist,
-                  theta_params=params, rng=seed, progress=True)
+    common = dict(
+        stopping=stopping,
+        estimator=make_estimator(estimator),
+        strata_cuts=cuts,
+        n_examinees=examinees,
+        max_iter=max_iter,
+        tol=tol,
+        window=window,
+        confidence=confidence,
+        theta_distribution=theta_dist,
+        theta_params=params,
+        rng=seed,
+        progress=True,
+    )
     methods = [method] + ([m for m in METHODS if m != method] if compare else [])
     runs = {}
     for name in methods:
@@ -146,18 +241,23 @@ def sh(pool_path, r_max, length, se_target, min_length, examinees, validation_ex
         click.echo(f"{name}: {calibration.message} ({calibration.wall_seconds:.1f} s)")
         validation = None
         if calibration.converged:
-            validation = validate_exposure(calibration, n_examinees=validation_examinees, rng=validation_seed,
-                                           progress=True)
-            limits = ", ".join(f"{m:.4f} <= {r_max + t:.4f}" if m <= r_max + t else f"{m:.4f} > {r_max + t:.4f}"
-                               for m, t in zip(validation.max_exposure, validation.tolerance))
-            click.echo(f"{name}: validation on {validation.n_examinees} fresh simulees "
-                       f"{'passed' if validation.passed else 'FAILED'}: max exposure {limits}; RMSE "
-                       f"{validation.controlled.summary['rmse']:.4f} (without control "
-                       f"{validation.uncontrolled.summary['rmse']:.4f})")
+            validation = validate_exposure(
+                calibration, n_examinees=validation_examinees, rng=validation_seed, progress=True
+            )
+            limits = ", ".join(
+                f"{m:.4f} <= {r_max + t:.4f}" if m <= r_max + t else f"{m:.4f} > {r_max + t:.4f}"
+                for m, t in zip(validation.max_exposure, validation.tolerance)
+            )
+            click.echo(
+                f"{name}: validation on {validation.n_examinees} fresh simulees "
+                f"{'passed' if validation.passed else 'FAILED'}: max exposure {limits}; RMSE "
+                f"{validation.controlled.summary['rmse']:.4f} (without control "
+                f"{validation.uncontrolled.summary['rmse']:.4f})"
+            )
         runs[name] = (calibration, validation)
 
     calibration, validation = runs[method]
-    comparison = comparison_table({name: run for name, run in runs.items()}) if compare else None
+    comparison = comparison_table(dict(runs.items())) if compare else None
     bundle_path = None
     if validation is not None and validation.passed:
         bundle_path = write_bundle(build_bundle(calibration, validation), out / "bundle.json")

@@ -16,25 +16,91 @@ SELECTORS = ["max_info", "randomesque", "sympson_hetter", "a_stratified"]
 
 
 @click.command()
-@click.option("--pool", "pool_path", required=True, type=click.Path(dir_okay=False), help="Item pool CSV/Parquet.")
-@click.option("--examinees", type=click.IntRange(min=1), default=10_000, show_default=True, help="Number of simulees.")
-@click.option("--length", type=click.IntRange(min=1), default=30, show_default=True, help="Test length (maximum length with --se-target).")
-@click.option("--se-target", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop when SE <= this (variable length).")
-@click.option("--min-length", type=click.IntRange(min=1), default=5, show_default=True, help="Minimum length with --se-target.")
+@click.option(
+    "--pool", "pool_path", required=True, type=click.Path(dir_okay=False), help="Item pool CSV/Parquet."
+)
+@click.option(
+    "--examinees", type=click.IntRange(min=1), default=10_000, show_default=True, help="Number of simulees."
+)
+@click.option(
+    "--length",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Test length (maximum length with --se-target).",
+)
+@click.option(
+    "--se-target",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop when SE <= this (variable length).",
+)
+@click.option(
+    "--min-length",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Minimum length with --se-target.",
+)
 @click.option("--selector", type=click.Choice(SELECTORS), default="max_info", show_default=True)
-@click.option("--k", "randomesque_k", type=click.IntRange(min=1), default=5, show_default=True, help="Randomesque group size.")
-@click.option("--strata", "n_strata", type=click.IntRange(min=1), default=4, show_default=True, help="Number of a-strata.")
-@click.option("--k-file", type=click.Path(dir_okay=False), default=None, help="CSV item_id,sh_p for sympson_hetter.")
+@click.option(
+    "--k",
+    "randomesque_k",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Randomesque group size.",
+)
+@click.option(
+    "--strata",
+    "n_strata",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Number of a-strata.",
+)
+@click.option(
+    "--k-file", type=click.Path(dir_okay=False), default=None, help="CSV item_id,sh_p for sympson_hetter."
+)
 @click.option("--estimator", type=click.Choice(["eap", "map", "mle"]), default="eap", show_default=True)
 @click.option("--theta-dist", type=click.Choice(["normal", "uniform"]), default="normal", show_default=True)
-@click.option("--theta-params", default="0,1", show_default=True, help="mean,sd (normal) or low,high (uniform).")
-@click.option("--exposure-target", type=click.FloatRange(0, 1, min_open=True), default=0.25, show_default=True, help="Rate for 'items over target'.")
+@click.option(
+    "--theta-params", default="0,1", show_default=True, help="mean,sd (normal) or low,high (uniform)."
+)
+@click.option(
+    "--exposure-target",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.25,
+    show_default=True,
+    help="Rate for 'items over target'.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--bundle", "bundle_path", type=click.Path(dir_okay=False), default=None,
-              help="Exposure bundle (qbank sh): re-run its K, strata, stopping, estimator and r_max to re-check it.")
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Exposure bundle (qbank sh): re-run its K, strata, stopping, estimator and r_max to re-check it.",
+)
 @click.option("--out", "out_path", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def simulate(pool_path, examinees, length, se_target, min_length, selector, randomesque_k, n_strata, k_file,
-             estimator, theta_dist, theta_params, exposure_target, seed, bundle_path, out_path):
+def simulate(
+    pool_path,
+    examinees,
+    length,
+    se_target,
+    min_length,
+    selector,
+    randomesque_k,
+    n_strata,
+    k_file,
+    estimator,
+    theta_dist,
+    theta_params,
+    exposure_target,
+    seed,
+    bundle_path,
+    out_path,
+):
     """Simulate adaptive tests on a pool and write summary.json, exposure.csv,
     conditional.csv, examinees.parquet and PNG plots to --out."""
     pool = read_pool(pool_path)
@@ -44,26 +110,53 @@ def simulate(pool_path, examinees, length, se_target, min_length, selector, rand
     sh_p = None
     if selector == "sympson_hetter":
         if k_file is None:
-            raise click.UsageError("--selector sympson_hetter needs --k-file (or run `qbank sh` to compute one)")
+            raise click.UsageError(
+                "--selector sympson_hetter needs --k-file (or run `qbank sh` to compute one)"
+            )
         sh_p = read_k_file(k_file, pool)
     elif k_file is not None:
         raise click.UsageError("--k-file only applies to --selector sympson_hetter")
     stopping = stopping_from_options(length, se_target, min_length)
     rule = Selector(selector, k=randomesque_k, n_strata=n_strata, sh_p=sh_p)
-    run = {"stopping": stopping, "selector": rule, "estimator": make_estimator(estimator),
-           "exposure_target": exposure_target}
+    run = {
+        "stopping": stopping,
+        "selector": rule,
+        "estimator": make_estimator(estimator),
+        "exposure_target": exposure_target,
+    }
     bundle = None
     if bundle_path is not None:
         bundle, run = bundle_run_settings(bundle_path, pool)
     out = out_dir(out_path)
     result = run_simulation(
-        pool, n_examinees=examinees, theta_distribution=theta_dist, theta_params=params, rng=seed, progress=True,
+        pool,
+        n_examinees=examinees,
+        theta_distribution=theta_dist,
+        theta_params=params,
+        rng=seed,
+        progress=True,
         **run,
     )
     paths = result.to_dir(out)
     summary = result.summary
-    click.echo(json.dumps({k: summary[k] for k in ("n_examinees", "bias", "rmse", "mean_se", "max_exposure",
-                                                    "items_never_used", "overlap_rate", "wall_seconds")}, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "n_examinees",
+                    "bias",
+                    "rmse",
+                    "mean_se",
+                    "max_exposure",
+                    "items_never_used",
+                    "overlap_rate",
+                    "wall_seconds",
+                )
+            },
+            indent=2,
+        )
+    )
     for name, path in paths.items():
         click.echo(f"{name:>17}: {path}")
     for line in recheck_lines(result, bundle) if bundle is not None else []:

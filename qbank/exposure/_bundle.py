@@ -56,16 +56,16 @@ from qbank.stopping import FixedLength, StandardError
 from ._calibrate import METHODS, ExposureCalibration, ExposureValidation
 
 __all__ = [
-    "BUNDLE_SCHEMA",
     "BUNDLE_JSON_SCHEMA",
+    "BUNDLE_SCHEMA",
     "BundleError",
     "build_bundle",
-    "validate_bundle",
-    "check_bundle",
     "bundle_sha256",
-    "write_bundle",
-    "read_bundle",
     "bundle_simulation_settings",
+    "check_bundle",
+    "read_bundle",
+    "validate_bundle",
+    "write_bundle",
 ]
 
 BUNDLE_SCHEMA = "qbank.exposure-bundle/1"
@@ -80,97 +80,168 @@ _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 
 
 def _object(properties: dict, optional=()) -> dict:
-    return {"type": "object", "additionalProperties": False, "properties": properties,
-            "required": [k for k in properties if k not in optional]}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "required": [k for k in properties if k not in optional],
+    }
 
 
 def _array(items: dict, min_items: int = 1) -> dict:
     return {"type": "array", "items": items, "minItems": min_items}
 
 
-_FIGURES = {"max_exposure": _RATE, "items_never_used": _COUNT, "overlap_rate": _RATE, "bias": _NUMBER,
-            "rmse": _NON_NEGATIVE, "mean_se": _NON_NEGATIVE, "mean_length": _NON_NEGATIVE}
+_FIGURES = {
+    "max_exposure": _RATE,
+    "items_never_used": _COUNT,
+    "overlap_rate": _RATE,
+    "bias": _NUMBER,
+    "rmse": _NON_NEGATIVE,
+    "mean_se": _NON_NEGATIVE,
+    "mean_length": _NON_NEGATIVE,
+}
 _BOUNDS = {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2}
 
 BUNDLE_JSON_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "qbank exposure bundle, schema qbank.exposure-bundle/1",
-    **_object({
-        "schema": {"const": BUNDLE_SCHEMA},
-        "created_at": {"type": "string", "minLength": 1},
-        "qbank_version": {"type": "string"},
-        "pool": _object({"id": {"type": "string", "minLength": 1}, "sha256": _HEX64,
-                         "n_items": {"type": "integer", "minimum": 1}}),
-        "model": {"enum": ["1PL", "2PL", "3PL"]},
-        "D": {"type": "number", "exclusiveMinimum": 0},
-        "selector": {"enum": list(SELECTORS)},
-        "r_max": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-        "test_length": {"type": "integer", "minimum": 1},
-        "stopping": {"oneOf": [
-            _object({"rule": {"const": "fixed_length"}, "length": {"type": "integer", "minimum": 1}}),
-            _object({"rule": {"const": "standard_error"}, "se_target": {"type": "number", "exclusiveMinimum": 0},
-                     "min_length": {"type": "integer", "minimum": 1},
-                     "max_length": {"type": "integer", "minimum": 1}}),
-        ]},
-        "estimator": {"oneOf": [
-            _object({"name": {"const": "eap"}, "n_points": {"type": "integer", "minimum": 2},
-                     "grid_min": _NUMBER, "grid_max": _NUMBER, "prior_mean": _NUMBER,
-                     "prior_sd": {"type": "number", "exclusiveMinimum": 0}}),
-            _object({"name": {"const": "map"}, "prior_mean": _NUMBER,
-                     "prior_sd": {"type": "number", "exclusiveMinimum": 0}, "bounds": _BOUNDS,
-                     "n_iter": {"type": "integer", "minimum": 1}}),
-            _object({"name": {"const": "mle"}, "bounds": _BOUNDS, "n_iter": {"type": "integer", "minimum": 1}}),
-        ]},
-        "simulation": _object({
-            "method": {"enum": list(METHODS)},
-            "n_examinees": {"type": "integer", "minimum": 1},
-            "iterations": {"type": "integer", "minimum": 1},
-            "max_iterations": {"type": "integer", "minimum": 1},
-            "window": {"type": "integer", "minimum": 1},
-            "seed": _SEED,
-            "theta_distribution": _object({"name": {"enum": ["normal", "uniform"]},
-                                           "params": {**_BOUNDS}}),
-            "tolerance_source": {"enum": ["noise", "user"]},
-            "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-            "monte_carlo_se": _array(_NON_NEGATIVE),
-            "tolerance": _array(_NON_NEGATIVE),
-            "converged": {"type": "boolean"},
-            "wall_seconds": _NON_NEGATIVE,
-            "trace": _array(_object({
-                "iteration": {"type": "integer", "minimum": 1},
-                "max_exposure": _array(_RATE), "tolerance": _array(_NON_NEGATIVE),
-                "k_shift": _array(_NON_NEGATIVE), "n_capped": _array(_COUNT),
-                "rmse": _NON_NEGATIVE, "tests_ended_short": _COUNT, "wall_seconds": _NON_NEGATIVE,
-            })),
-        }),
-        "validation": _object({
-            "n_examinees": {"type": "integer", "minimum": 2},
-            "seed": _SEED,
-            "controlled_max_exposure": _array(_RATE),
-            "tolerance": _array(_NON_NEGATIVE),
-            **_FIGURES,
-            "items_over_r_max": _COUNT,
-            "tests_ended_short": _COUNT,
-            "converged": {"type": "boolean"},
-            "passed": {"type": "boolean"},
-            "uncontrolled": {"oneOf": [{"type": "null"}, _object(_FIGURES)]},
-            "conditional": _array(_object({
-                "theta_low": {"type": ["number", "null"]}, "theta_high": {"type": ["number", "null"]},
-                "n": {"type": "integer", "minimum": 1}, "bias": _NUMBER, "rmse": _NON_NEGATIVE,
-                "mean_se": _NON_NEGATIVE,
-            })),
-        }),
-        "strata": {"oneOf": [{"type": "null"}, _object({"theta_cuts": _array(_NUMBER)})]},
-        "items": _array(_object({
-            "item_id": {"type": "string", "minLength": 1},
-            "a": {"type": "number", "exclusiveMinimum": 0},
-            "b": _NUMBER,
-            "c": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+    **_object(
+        {
+            "schema": {"const": BUNDLE_SCHEMA},
+            "created_at": {"type": "string", "minLength": 1},
+            "qbank_version": {"type": "string"},
+            "pool": _object(
+                {
+                    "id": {"type": "string", "minLength": 1},
+                    "sha256": _HEX64,
+                    "n_items": {"type": "integer", "minimum": 1},
+                }
+            ),
+            "model": {"enum": ["1PL", "2PL", "3PL"]},
             "D": {"type": "number", "exclusiveMinimum": 0},
-            "sh_p": {"oneOf": [_RATE, _array(_RATE, min_items=2)]},
-        }, optional=("D",))),
-        "bundle_sha256": _HEX64,
-    }),
+            "selector": {"enum": list(SELECTORS)},
+            "r_max": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "test_length": {"type": "integer", "minimum": 1},
+            "stopping": {
+                "oneOf": [
+                    _object({"rule": {"const": "fixed_length"}, "length": {"type": "integer", "minimum": 1}}),
+                    _object(
+                        {
+                            "rule": {"const": "standard_error"},
+                            "se_target": {"type": "number", "exclusiveMinimum": 0},
+                            "min_length": {"type": "integer", "minimum": 1},
+                            "max_length": {"type": "integer", "minimum": 1},
+                        }
+                    ),
+                ]
+            },
+            "estimator": {
+                "oneOf": [
+                    _object(
+                        {
+                            "name": {"const": "eap"},
+                            "n_points": {"type": "integer", "minimum": 2},
+                            "grid_min": _NUMBER,
+                            "grid_max": _NUMBER,
+                            "prior_mean": _NUMBER,
+                            "prior_sd": {"type": "number", "exclusiveMinimum": 0},
+                        }
+                    ),
+                    _object(
+                        {
+                            "name": {"const": "map"},
+                            "prior_mean": _NUMBER,
+                            "prior_sd": {"type": "number", "exclusiveMinimum": 0},
+                            "bounds": _BOUNDS,
+                            "n_iter": {"type": "integer", "minimum": 1},
+                        }
+                    ),
+                    _object(
+                        {
+                            "name": {"const": "mle"},
+                            "bounds": _BOUNDS,
+                            "n_iter": {"type": "integer", "minimum": 1},
+                        }
+                    ),
+                ]
+            },
+            "simulation": _object(
+                {
+                    "method": {"enum": list(METHODS)},
+                    "n_examinees": {"type": "integer", "minimum": 1},
+                    "iterations": {"type": "integer", "minimum": 1},
+                    "max_iterations": {"type": "integer", "minimum": 1},
+                    "window": {"type": "integer", "minimum": 1},
+                    "seed": _SEED,
+                    "theta_distribution": _object(
+                        {"name": {"enum": ["normal", "uniform"]}, "params": {**_BOUNDS}}
+                    ),
+                    "tolerance_source": {"enum": ["noise", "user"]},
+                    "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                    "monte_carlo_se": _array(_NON_NEGATIVE),
+                    "tolerance": _array(_NON_NEGATIVE),
+                    "converged": {"type": "boolean"},
+                    "wall_seconds": _NON_NEGATIVE,
+                    "trace": _array(
+                        _object(
+                            {
+                                "iteration": {"type": "integer", "minimum": 1},
+                                "max_exposure": _array(_RATE),
+                                "tolerance": _array(_NON_NEGATIVE),
+                                "k_shift": _array(_NON_NEGATIVE),
+                                "n_capped": _array(_COUNT),
+                                "rmse": _NON_NEGATIVE,
+                                "tests_ended_short": _COUNT,
+                                "wall_seconds": _NON_NEGATIVE,
+                            }
+                        )
+                    ),
+                }
+            ),
+            "validation": _object(
+                {
+                    "n_examinees": {"type": "integer", "minimum": 2},
+                    "seed": _SEED,
+                    "controlled_max_exposure": _array(_RATE),
+                    "tolerance": _array(_NON_NEGATIVE),
+                    **_FIGURES,
+                    "items_over_r_max": _COUNT,
+                    "tests_ended_short": _COUNT,
+                    "converged": {"type": "boolean"},
+                    "passed": {"type": "boolean"},
+                    "uncontrolled": {"oneOf": [{"type": "null"}, _object(_FIGURES)]},
+                    "conditional": _array(
+                        _object(
+                            {
+                                "theta_low": {"type": ["number", "null"]},
+                                "theta_high": {"type": ["number", "null"]},
+                                "n": {"type": "integer", "minimum": 1},
+                                "bias": _NUMBER,
+                                "rmse": _NON_NEGATIVE,
+                                "mean_se": _NON_NEGATIVE,
+                            }
+                        )
+                    ),
+                }
+            ),
+            "strata": {"oneOf": [{"type": "null"}, _object({"theta_cuts": _array(_NUMBER)})]},
+            "items": _array(
+                _object(
+                    {
+                        "item_id": {"type": "string", "minLength": 1},
+                        "a": {"type": "number", "exclusiveMinimum": 0},
+                        "b": _NUMBER,
+                        "c": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                        "D": {"type": "number", "exclusiveMinimum": 0},
+                        "sh_p": {"oneOf": [_RATE, _array(_RATE, min_items=2)]},
+                    },
+                    optional=("D",),
+                )
+            ),
+            "bundle_sha256": _HEX64,
+        }
+    ),
 }
 
 
@@ -204,8 +275,13 @@ def _schema_problems(bundle) -> list[str]:
             branches = {}
             for sub in error.context:
                 branches.setdefault(sub.relative_schema_path[0], []).append(sub)
-            closest = min(branches.values(), key=lambda errs: (
-                any(e.validator == "type" and not e.relative_path for e in errs), len(errs)))
+            closest = min(
+                branches.values(),
+                key=lambda errs: (
+                    any(e.validator == "type" and not e.relative_path for e in errs),
+                    len(errs),
+                ),
+            )
             problems.extend(f"{_json_path(e)}: {e.message}" for e in closest)
         else:
             problems.append(f"{_json_path(error)}: {error.message}")
@@ -231,11 +307,15 @@ def _common_D(D: np.ndarray) -> float:
 
 def _pool_from_items(bundle: dict) -> ItemPool:
     items = bundle["items"]
-    frame = pd.DataFrame({
-        "item_id": [item["item_id"] for item in items],
-        "a": [item["a"] for item in items], "b": [item["b"] for item in items], "c": [item["c"] for item in items],
-        "D": [item.get("D", bundle["D"]) for item in items],
-    })
+    frame = pd.DataFrame(
+        {
+            "item_id": [item["item_id"] for item in items],
+            "a": [item["a"] for item in items],
+            "b": [item["b"] for item in items],
+            "c": [item["c"] for item in items],
+            "D": [item.get("D", bundle["D"]) for item in items],
+        }
+    )
     return ItemPool.from_frame(frame, name=bundle["pool"]["id"], source="items")
 
 
@@ -282,8 +362,10 @@ def _semantic_problems(bundle: dict, pool: ItemPool | None, min_validation_exami
         seen.add(item["item_id"])
         sh_p = item["sh_p"]
         if conditional and (not isinstance(sh_p, list) or len(sh_p) != n_controlled):
-            problems.append(f"items[{position}].sh_p: conditional_sympson_hetter needs a list of {n_controlled} "
-                            f"values (one per stratum), got {sh_p!r}")
+            problems.append(
+                f"items[{position}].sh_p: conditional_sympson_hetter needs a list of {n_controlled} "
+                f"values (one per stratum), got {sh_p!r}"
+            )
         if not conditional and isinstance(sh_p, list):
             problems.append(f"items[{position}].sh_p: sympson_hetter needs one number, got a list")
 
@@ -294,8 +376,10 @@ def _semantic_problems(bundle: dict, pool: ItemPool | None, min_validation_exami
     if stopping["rule"] == "standard_error" and stopping["min_length"] > stopping["max_length"]:
         problems.append("stopping: min_length exceeds max_length")
     if bundle["r_max"] * len(items) < (stopping.get("min_length") or stopping.get("length")) - 1e-9:
-        problems.append(f"r_max: {bundle['r_max']} cannot be met with {len(items)} items and tests of "
-                        f"{stopping.get('min_length') or stopping.get('length')} items")
+        problems.append(
+            f"r_max: {bundle['r_max']} cannot be met with {len(items)} items and tests of "
+            f"{stopping.get('min_length') or stopping.get('length')} items"
+        )
 
     try:
         created = dt.datetime.fromisoformat(bundle["created_at"])
@@ -306,8 +390,9 @@ def _semantic_problems(bundle: dict, pool: ItemPool | None, min_validation_exami
 
     simulation, validation = bundle["simulation"], bundle["validation"]
     if simulation["iterations"] != len(simulation["trace"]):
-        problems.append(f"simulation.trace: {len(simulation['trace'])} entries for "
-                        f"{simulation['iterations']} iterations")
+        problems.append(
+            f"simulation.trace: {len(simulation['trace'])} entries for {simulation['iterations']} iterations"
+        )
     if simulation["iterations"] > simulation["max_iterations"]:
         problems.append("simulation.iterations: exceeds max_iterations")
     for position, entry in enumerate(simulation["trace"]):
@@ -321,26 +406,36 @@ def _semantic_problems(bundle: dict, pool: ItemPool | None, min_validation_exami
             problems.append(f"simulation.{key}: needs {n_controlled} value(s)")
 
     if not simulation["converged"] or not validation["converged"]:
-        problems.append("simulation.converged: the calibration did not converge; such a result is not a bundle")
+        problems.append(
+            "simulation.converged: the calibration did not converge; such a result is not a bundle"
+        )
     if not validation["passed"]:
         problems.append("validation.passed: the validation did not pass")
     if validation["n_examinees"] < min_validation_examinees:
-        problems.append(f"validation.n_examinees: {validation['n_examinees']} simulees; at least "
-                        f"{min_validation_examinees} required")
+        problems.append(
+            f"validation.n_examinees: {validation['n_examinees']} simulees; at least "
+            f"{min_validation_examinees} required"
+        )
     if validation["seed"] is not None and validation["seed"] == simulation["seed"]:
-        problems.append(f"validation.seed: {validation['seed']} is the calibration's seed; validation needs "
-                        "fresh simulees")
+        problems.append(
+            f"validation.seed: {validation['seed']} is the calibration's seed; validation needs "
+            "fresh simulees"
+        )
     if validation["tests_ended_short"]:
-        problems.append(f"validation.tests_ended_short: {validation['tests_ended_short']} test(s) ended "
-                        "because exposure control left no item")
+        problems.append(
+            f"validation.tests_ended_short: {validation['tests_ended_short']} test(s) ended "
+            "because exposure control left no item"
+        )
     maxima, tolerance = validation["controlled_max_exposure"], validation["tolerance"]
     if len(maxima) != n_controlled or len(tolerance) != n_controlled:
         problems.append(f"validation.controlled_max_exposure/tolerance: need {n_controlled} value(s) each")
     else:
         for j, (value, tol) in enumerate(zip(maxima, tolerance)):
             if value > bundle["r_max"] + tol + 1e-12:
-                problems.append(f"validation.controlled_max_exposure[{j}]: {value:.4f} exceeds r_max + tolerance "
-                                f"= {bundle['r_max'] + tol:.4f}")
+                problems.append(
+                    f"validation.controlled_max_exposure[{j}]: {value:.4f} exceeds r_max + tolerance "
+                    f"= {bundle['r_max'] + tol:.4f}"
+                )
 
     try:
         items_pool = _pool_from_items(bundle)
@@ -378,8 +473,10 @@ def _pool_mismatch(items_pool: ItemPool, pool: ItemPool) -> list[str]:
             differs |= np.abs(getattr(items_pool, name)[ours] - getattr(pool, name)[theirs]) > 1e-9
         if differs.any():
             bad = [common[i] for i in np.flatnonzero(differs)]
-            problems.append(f"items: parameters differ from the pool's calibration for {bad[:10]}"
-                            + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
+            problems.append(
+                f"items: parameters differ from the pool's calibration for {bad[:10]}"
+                + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+            )
         elif not missing and not extra:
             problems.append("items: the items are in another order than the pool's")
     return problems
@@ -426,7 +523,9 @@ def check_bundle(bundle, pool: ItemPool | None = None, *, min_validation_examine
     return bundle
 
 
-def build_bundle(calibration: ExposureCalibration, validation: ExposureValidation, *, created_at=None) -> dict:
+def build_bundle(
+    calibration: ExposureCalibration, validation: ExposureValidation, *, created_at=None
+) -> dict:
     """The bundle of a converged, validated calibration.
 
     Raises
@@ -443,7 +542,12 @@ def build_bundle(calibration: ExposureCalibration, validation: ExposureValidatio
     common_D = _common_D(pool.D)
     items = []
     for i in range(pool.n_items):
-        item = {"item_id": str(pool.item_id[i]), "a": float(pool.a[i]), "b": float(pool.b[i]), "c": float(pool.c[i])}
+        item = {
+            "item_id": str(pool.item_id[i]),
+            "a": float(pool.a[i]),
+            "b": float(pool.b[i]),
+            "c": float(pool.c[i]),
+        }
         if pool.D[i] != common_D:
             item["D"] = float(pool.D[i])
         item["sh_p"] = calibration.sh_p[i].tolist() if calibration.conditional else float(calibration.sh_p[i])
@@ -451,13 +555,18 @@ def build_bundle(calibration: ExposureCalibration, validation: ExposureValidatio
     stopping = calibration.stopping.to_dict()
     trace = []
     for iteration, rows in calibration.trace.groupby("iteration", sort=True):
-        trace.append({
-            "iteration": int(iteration),
-            "max_exposure": rows["max_exposure"].tolist(), "tolerance": rows["tolerance"].tolist(),
-            "k_shift": rows["k_shift"].tolist(), "n_capped": [int(x) for x in rows["n_capped"]],
-            "rmse": float(rows["rmse"].iloc[0]), "tests_ended_short": int(rows["tests_ended_short"].iloc[0]),
-            "wall_seconds": float(rows["wall_seconds"].iloc[0]),
-        })
+        trace.append(
+            {
+                "iteration": int(iteration),
+                "max_exposure": rows["max_exposure"].tolist(),
+                "tolerance": rows["tolerance"].tolist(),
+                "k_shift": rows["k_shift"].tolist(),
+                "n_capped": [int(x) for x in rows["n_capped"]],
+                "rmse": float(rows["rmse"].iloc[0]),
+                "tests_ended_short": int(rows["tests_ended_short"].iloc[0]),
+                "wall_seconds": float(rows["wall_seconds"].iloc[0]),
+            }
+        )
     settings = calibration.settings
     controlled = validation.controlled
 
@@ -466,13 +575,19 @@ def build_bundle(calibration: ExposureCalibration, validation: ExposureValidatio
         return {k: float(summary[k]) if k != "items_never_used" else int(summary[k]) for k in _FIGURES}
 
     conditional_rows = [
-        {"theta_low": _finite(row.theta_low), "theta_high": _finite(row.theta_high), "n": int(row.n),
-         "bias": float(row.bias), "rmse": float(row.rmse), "mean_se": float(row.mean_se)}
+        {
+            "theta_low": _finite(row.theta_low),
+            "theta_high": _finite(row.theta_high),
+            "n": int(row.n),
+            "bias": float(row.bias),
+            "rmse": float(row.rmse),
+            "mean_se": float(row.mean_se),
+        }
         for row in controlled.conditional.itertuples()
     ]
     bundle = {
         "schema": BUNDLE_SCHEMA,
-        "created_at": (created_at or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds"),
+        "created_at": (created_at or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
         "qbank_version": __version__,
         "pool": {"id": pool.name, "sha256": pool.sha256(), "n_items": pool.n_items},
         "model": pool.model,
@@ -489,7 +604,10 @@ def build_bundle(calibration: ExposureCalibration, validation: ExposureValidatio
             "max_iterations": settings["max_iter"],
             "window": settings["window"],
             "seed": settings["seed"],
-            "theta_distribution": {"name": settings["theta_distribution"], "params": settings["theta_params"]},
+            "theta_distribution": {
+                "name": settings["theta_distribution"],
+                "params": settings["theta_params"],
+            },
             "tolerance_source": settings["tolerance_source"],
             "confidence": settings["confidence"],
             "monte_carlo_se": [float(x) for x in calibration.monte_carlo_se],
@@ -543,7 +661,9 @@ def read_bundle(path, pool: ItemPool | None = None, *, min_validation_examinees:
     try:
         bundle = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BundleError([f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+        raise BundleError(
+            [f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
+        ) from None
     return check_bundle(bundle, pool, min_validation_examinees=min_validation_examinees)
 
 
@@ -555,8 +675,11 @@ def bundle_simulation_settings(bundle: dict, pool: ItemPool) -> dict:
     sh_p = np.asarray([item["sh_p"] for item in bundle["items"]], dtype=float)
     ordered = np.empty_like(sh_p)
     ordered[positions] = sh_p
-    settings = {"stopping": _stopping_from(bundle["stopping"]), "estimator": _estimator_from(bundle["estimator"]),
-                "exposure_target": float(bundle["r_max"])}
+    settings = {
+        "stopping": _stopping_from(bundle["stopping"]),
+        "estimator": _estimator_from(bundle["estimator"]),
+        "exposure_target": float(bundle["r_max"]),
+    }
     if bundle["selector"] == "conditional_sympson_hetter":
         cuts = np.asarray(bundle["strata"]["theta_cuts"], dtype=float)
         settings["selector"] = Selector("conditional_sympson_hetter", sh_p=ordered, theta_cuts=cuts)

@@ -45,6 +45,7 @@ adaptive testing with shadow tests. *Journal of Educational and Behavioral Stati
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -61,18 +62,18 @@ from qbank.stopping import FixedLength
 
 __all__ = [
     "METHODS",
-    "ExposureTargetError",
     "ExposureCalibration",
+    "ExposureTargetError",
     "ExposureValidation",
+    "calibrate_exposure",
     "check_exposure_target",
+    "comparison_table",
+    "eligibility_update",
     "monte_carlo_se",
     "noise_tolerance",
-    "sympson_hetter_update",
-    "eligibility_update",
-    "calibrate_exposure",
-    "validate_exposure",
-    "comparison_table",
     "stratum_labels",
+    "sympson_hetter_update",
+    "validate_exposure",
 ]
 
 METHODS = ("sympson_hetter", "item_eligibility")
@@ -95,12 +96,16 @@ class _Tallies:
     examinees: np.ndarray  # (n_true,)
 
     @classmethod
-    def of(cls, result: SimulationResult, conditional: bool) -> "_Tallies":
+    def of(cls, result: SimulationResult, conditional: bool) -> _Tallies:
         if conditional:
-            return cls(result.cross_selection_count, result.cross_administration_count,
-                       result.stratum_examinee_count)
-        return cls(result.selection_count[:, None, None], result.administration_count[:, None, None],
-                   np.array([result.n_examinees]))
+            return cls(
+                result.cross_selection_count, result.cross_administration_count, result.stratum_examinee_count
+            )
+        return cls(
+            result.selection_count[:, None, None],
+            result.administration_count[:, None, None],
+            np.array([result.n_examinees]),
+        )
 
     @property
     def per_examinee(self) -> np.ndarray:
@@ -419,7 +424,11 @@ def calibrate_exposure(
     check_exposure_target(pool, r_max, stopping)
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    for name, value, low in (("n_examinees", n_examinees, 1), ("max_iter", max_iter, 1), ("window", window, 1)):
+    for name, value, low in (
+        ("n_examinees", n_examinees, 1),
+        ("max_iter", max_iter, 1),
+        ("window", window, 1),
+    ):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if tol is not None and not (math.isfinite(tol) and tol >= 0):
@@ -437,7 +446,9 @@ def calibrate_exposure(
     if sh_p_start is not None:
         start = _as_2d(sh_p_start)
         if start.shape != sh_p.shape or np.any(~np.isfinite(start)) or np.any((start < 0) | (start > 1)):
-            raise ValueError(f"sh_p_start must have shape {sh_p.shape[:1 + conditional]} with values in [0, 1]")
+            raise ValueError(
+                f"sh_p_start must have shape {sh_p.shape[: 1 + conditional]} with values in [0, 1]"
+            )
         sh_p = start.copy()
     seed = int(rng) if isinstance(rng, (int, np.integer)) else None
     rng = np.random.default_rng(rng)
@@ -453,12 +464,23 @@ def calibrate_exposure(
     converged = False
     iteration = 0
     for iteration in iterations:
-        selector = (Selector("conditional_sympson_hetter", sh_p=sh_p, theta_cuts=cuts) if conditional
-                    else Selector("sympson_hetter", sh_p=sh_p[:, 0]))
+        selector = (
+            Selector("conditional_sympson_hetter", sh_p=sh_p, theta_cuts=cuts)
+            if conditional
+            else Selector("sympson_hetter", sh_p=sh_p[:, 0])
+        )
         result = simulate(
-            pool, n_examinees=n_examinees, theta_distribution=theta_distribution, theta_params=theta_params,
-            stopping=stopping, selector=selector, estimator=estimator, rng=rng.spawn(1)[0],
-            exposure_target=r_max, keep_examinees=False, strata_cuts=cuts,
+            pool,
+            n_examinees=n_examinees,
+            theta_distribution=theta_distribution,
+            theta_params=theta_params,
+            stopping=stopping,
+            selector=selector,
+            estimator=estimator,
+            rng=rng.spawn(1)[0],
+            exposure_target=r_max,
+            keep_examinees=False,
+            strata_cuts=cuts,
         )
         tallies = _Tallies.of(result, conditional)
         selection_rate, exposure_rate = tallies.selection_rate, tallies.exposure_rate
@@ -469,12 +491,15 @@ def calibrate_exposure(
             new_sh_p = eligibility_update(sh_p, exposure_rate, r_max, used=tallies.administrations > 0)
             with np.errstate(divide="ignore", invalid="ignore"):
                 # Eligibility counts administrations only: P(A | eligible) = P(A) / p at each lever.
-                rate_at_lever = np.where(sh_p[:, None, :] > 0, tallies.administrations / sh_p[:, None, :], 0.0)
+                rate_at_lever = np.where(
+                    sh_p[:, None, :] > 0, tallies.administrations / sh_p[:, None, :], 0.0
+                )
             rate_at_lever = rate_at_lever / tallies.per_examinee[:, :, None]
         n_capped = (selection_rate > r_max).sum(axis=0)
         if tol is None:
-            tolerance = noise_tolerance(r_max, tallies.examinees, n_capped, k_examinees=tallies.examinees,
-                                        confidence=confidence)
+            tolerance = noise_tolerance(
+                r_max, tallies.examinees, n_capped, k_examinees=tallies.examinees, confidence=confidence
+            )
         else:
             tolerance = np.where(tallies.examinees > 0, tol, np.inf)
         tolerance = np.atleast_1d(tolerance)
@@ -484,19 +509,30 @@ def calibrate_exposure(
         stable = shift <= tolerance
         summary = result.summary
         for j in range(n_strata):
-            rows.append({
-                "iteration": iteration, "stratum": j, "n_examinees": int(tallies.examinees[j]),
-                "max_exposure": float(max_exposure[j]), "max_selection_rate": float(selection_rate[:, j].max()),
-                "n_capped": int(n_capped[j]), "tolerance": float(tolerance[j]), "k_shift": float(shift[j]),
-                "within_tolerance": bool(within[j]), "k_stable": bool(stable[j]),
-                "overall_max_exposure": float(summary["max_exposure"]), "rmse": float(summary["rmse"]),
-                "tests_ended_short": int(summary["tests_ended_pool_exhausted"]),
-                "wall_seconds": float(result.wall_seconds),
-            })
+            rows.append(
+                {
+                    "iteration": iteration,
+                    "stratum": j,
+                    "n_examinees": int(tallies.examinees[j]),
+                    "max_exposure": float(max_exposure[j]),
+                    "max_selection_rate": float(selection_rate[:, j].max()),
+                    "n_capped": int(n_capped[j]),
+                    "tolerance": float(tolerance[j]),
+                    "k_shift": float(shift[j]),
+                    "within_tolerance": bool(within[j]),
+                    "k_stable": bool(stable[j]),
+                    "overall_max_exposure": float(summary["max_exposure"]),
+                    "rmse": float(summary["rmse"]),
+                    "tests_ended_short": int(summary["tests_ended_pool_exhausted"]),
+                    "wall_seconds": float(result.wall_seconds),
+                }
+            )
         passed.append(bool(within.all() and stable.all()))
         if bar is not None:
             worst = int(np.argmax(max_exposure - tolerance))  # the stratum farthest above its limit
-            bar.set_postfix(max_exposure=f"{max_exposure[worst]:.4f}", limit=f"{r_max + tolerance[worst]:.4f}")
+            bar.set_postfix(
+                max_exposure=f"{max_exposure[worst]:.4f}", limit=f"{r_max + tolerance[worst]:.4f}"
+            )
         if len(passed) >= window and all(passed[-window:]):
             converged = True
             final_tallies = tallies
@@ -510,23 +546,43 @@ def calibrate_exposure(
     trace = pd.DataFrame(rows)
     last = trace[trace["iteration"] == iteration]
     if converged:
-        message = (f"converged after {iteration} iterations: max exposure within r + tol and parameters stable "
-                   f"for the last {window} iterations")
+        message = (
+            f"converged after {iteration} iterations: max exposure within r + tol and parameters stable "
+            f"for the last {window} iterations"
+        )
     else:
         worst = last.loc[last["max_exposure"].idxmax()]
-        message = (f"did NOT converge within {max_iter} iterations: last iteration max exposure "
-                   f"{worst['max_exposure']:.4f} (stratum {int(worst['stratum'])}) against r + tol = "
-                   f"{r_max + worst['tolerance']:.4f}, largest implied change {last['k_shift'].max():.4f}")
+        message = (
+            f"did NOT converge within {max_iter} iterations: last iteration max exposure "
+            f"{worst['max_exposure']:.4f} (stratum {int(worst['stratum'])}) against r + tol = "
+            f"{r_max + worst['tolerance']:.4f}, largest implied change {last['k_shift'].max():.4f}"
+        )
     settings = {
-        "n_examinees": int(n_examinees), "max_iter": int(max_iter), "window": int(window),
-        "confidence": float(confidence), "seed": seed, "tolerance_source": "noise" if tol is None else "user",
-        "theta_distribution": theta_distribution, "theta_params": [float(x) for x in theta_params],
+        "n_examinees": int(n_examinees),
+        "max_iter": int(max_iter),
+        "window": int(window),
+        "confidence": float(confidence),
+        "seed": seed,
+        "tolerance_source": "noise" if tol is None else "user",
+        "theta_distribution": theta_distribution,
+        "theta_params": [float(x) for x in theta_params],
     }
     return ExposureCalibration(
-        pool=pool, method=method, r_max=float(r_max), sh_p=sh_p if conditional else sh_p[:, 0],
-        strata_cuts=cuts, converged=converged, n_iterations=int(iteration), trace=trace,
-        tolerance=last["tolerance"].to_numpy(), examinees=final_tallies.examinees.copy(), stopping=stopping,
-        estimator=estimator, settings=settings, wall_seconds=wall, message=message,
+        pool=pool,
+        method=method,
+        r_max=float(r_max),
+        sh_p=sh_p if conditional else sh_p[:, 0],
+        strata_cuts=cuts,
+        converged=converged,
+        n_iterations=int(iteration),
+        trace=trace,
+        tolerance=last["tolerance"].to_numpy(),
+        examinees=final_tallies.examinees.copy(),
+        stopping=stopping,
+        estimator=estimator,
+        settings=settings,
+        wall_seconds=wall,
+        message=message,
         final_rates={"selection": final_tallies.selection_rate, "exposure": final_tallies.exposure_rate},
     )
 
@@ -581,15 +637,26 @@ class ExposureValidation:
         runs = {"with exposure control": self.controlled}
         if self.uncontrolled is not None:
             runs["without exposure control"] = self.uncontrolled
-        keys = ["max_exposure", "items_over_target", "items_never_used", "overlap_rate", "bias", "rmse",
-                "mean_se", "mean_length", "tests_ended_pool_exhausted", "wall_seconds"]
+        keys = [
+            "max_exposure",
+            "items_over_target",
+            "items_never_used",
+            "overlap_rate",
+            "bias",
+            "rmse",
+            "mean_se",
+            "mean_length",
+            "tests_ended_pool_exhausted",
+            "wall_seconds",
+        ]
         frame = pd.DataFrame({label: {k: r.summary[k] for k in keys} for label, r in runs.items()})
         if not self.conditional:
             # Rates just above r are expected from noise; above r + tol they are not.
             limit = self.r_max + float(self.tolerance[0])
             frame.loc["items_over_limit"] = [int((r.exposure_rate > limit).sum()) for r in runs.values()]
-        frame = frame.rename(index={"items_over_target": "items_over_r_max",
-                                    "tests_ended_pool_exhausted": "tests_ended_short"})
+        frame = frame.rename(
+            index={"items_over_target": "items_over_r_max", "tests_ended_pool_exhausted": "tests_ended_short"}
+        )
         frame.index.name = "metric"
         return frame
 
@@ -598,14 +665,21 @@ class ExposureValidation:
         controlled per stratum) the tolerance."""
         labels = stratum_labels(self.strata_cuts)
         _, exposure = self.controlled.stratum_rates()
-        frame = pd.DataFrame({"stratum": labels, "n_examinees": self.controlled.stratum_examinee_count,
-                              "max_exposure": np.nan_to_num(exposure).max(axis=0)})
+        frame = pd.DataFrame(
+            {
+                "stratum": labels,
+                "n_examinees": self.controlled.stratum_examinee_count,
+                "max_exposure": np.nan_to_num(exposure).max(axis=0),
+            }
+        )
         if self.conditional:
             frame["tolerance"] = self.tolerance
             frame["limit"] = self.r_max + self.tolerance
             frame["items_over_limit"] = (np.nan_to_num(exposure) > frame["limit"].to_numpy()).sum(axis=0)
         if self.uncontrolled is not None:
-            frame["max_exposure_uncontrolled"] = np.nan_to_num(self.uncontrolled.stratum_rates()[1]).max(axis=0)
+            frame["max_exposure_uncontrolled"] = np.nan_to_num(self.uncontrolled.stratum_rates()[1]).max(
+                axis=0
+            )
         return frame
 
 
@@ -614,8 +688,11 @@ def stratum_labels(cuts) -> list[str]:
     cuts = [f"{c:g}" for c in np.asarray(cuts, dtype=float)]
     if not cuts:
         return ["all"]
-    return [f"theta < {cuts[0]}"] + [f"{lo} <= theta < {hi}" for lo, hi in zip(cuts, cuts[1:])] + \
-        [f"theta >= {cuts[-1]}"]
+    return (
+        [f"theta < {cuts[0]}"]
+        + [f"{lo} <= theta < {hi}" for lo, hi in itertools.pairwise(cuts)]
+        + [f"theta >= {cuts[-1]}"]
+    )
 
 
 def validate_exposure(
@@ -657,17 +734,29 @@ def validate_exposure(
     rng = np.random.default_rng(rng)
     settings = calibration.settings
     cuts = calibration.strata_cuts if calibration.conditional else np.asarray(REPORT_STRATA)
-    common = dict(stopping=calibration.stopping, estimator=calibration.estimator, exposure_target=calibration.r_max,
-                  keep_examinees=False, strata_cuts=cuts, progress=progress)
+    common = dict(
+        stopping=calibration.stopping,
+        estimator=calibration.estimator,
+        exposure_target=calibration.r_max,
+        keep_examinees=False,
+        strata_cuts=cuts,
+        progress=progress,
+    )
     seeds = rng.spawn(2)
-    controlled = simulate(calibration.pool, n_examinees=n_examinees,
-                          theta_distribution=settings["theta_distribution"],
-                          theta_params=tuple(settings["theta_params"]), selector=calibration.selector,
-                          rng=seeds[0], **common)
+    controlled = simulate(
+        calibration.pool,
+        n_examinees=n_examinees,
+        theta_distribution=settings["theta_distribution"],
+        theta_params=tuple(settings["theta_params"]),
+        selector=calibration.selector,
+        rng=seeds[0],
+        **common,
+    )
     uncontrolled = None
     if compare_uncontrolled:
-        uncontrolled = simulate(calibration.pool, theta=controlled.theta, selector=Selector("max_info"),
-                                rng=seeds[1], **common)
+        uncontrolled = simulate(
+            calibration.pool, theta=controlled.theta, selector=Selector("max_info"), rng=seeds[1], **common
+        )
     r_max = calibration.r_max
     if calibration.conditional:
         selection, exposure = controlled.stratum_rates()
@@ -679,8 +768,15 @@ def validate_exposure(
     if settings["tolerance_source"] == "user":
         tolerance = np.full(n_val.shape, float(calibration.tolerance.max()))
     else:
-        tolerance = np.atleast_1d(noise_tolerance(r_max, n_val, (selection > r_max).sum(axis=0),
-                                                  k_examinees=n_cal, confidence=settings["confidence"]))
+        tolerance = np.atleast_1d(
+            noise_tolerance(
+                r_max,
+                n_val,
+                (selection > r_max).sum(axis=0),
+                k_examinees=n_cal,
+                confidence=settings["confidence"],
+            )
+        )
     max_exposure = exposure.max(axis=0)
     problems = []
     if not calibration.converged:
@@ -688,14 +784,24 @@ def validate_exposure(
     labels = stratum_labels(calibration.strata_cuts) if calibration.conditional else ["overall"]
     for label, value, tol in zip(labels, max_exposure, tolerance):
         if value > r_max + tol:
-            problems.append(f"max exposure {value:.4f} ({label}) exceeds r_max + tolerance = {r_max + tol:.4f}")
+            problems.append(
+                f"max exposure {value:.4f} ({label}) exceeds r_max + tolerance = {r_max + tol:.4f}"
+            )
     short = int(controlled.pool_exhausted)
     if short:
         problems.append(f"{short} test(s) ended early because exposure control left no item to give")
     return ExposureValidation(
-        controlled=controlled, uncontrolled=uncontrolled, r_max=r_max, strata_cuts=cuts,
-        conditional=calibration.conditional, max_exposure=max_exposure, tolerance=tolerance,
-        tests_ended_short=short, converged=calibration.converged, passed=not problems, problems=problems,
+        controlled=controlled,
+        uncontrolled=uncontrolled,
+        r_max=r_max,
+        strata_cuts=cuts,
+        conditional=calibration.conditional,
+        max_exposure=max_exposure,
+        tolerance=tolerance,
+        tests_ended_short=short,
+        converged=calibration.converged,
+        passed=not problems,
+        problems=problems,
         seed=seed,
     )
 
@@ -725,12 +831,16 @@ def comparison_table(runs: dict) -> pd.DataFrame:
         }
         if validation is not None:
             summary = validation.controlled.summary
-            row.update({
-                "validation_max_exposure": float(validation.max_exposure.max()),
-                "validation_passed": validation.passed,
-                "items_over_r_max": summary["items_over_target"],
-                "rmse": summary["rmse"], "bias": summary["bias"], "overlap_rate": summary["overlap_rate"],
-            })
+            row.update(
+                {
+                    "validation_max_exposure": float(validation.max_exposure.max()),
+                    "validation_passed": validation.passed,
+                    "items_over_r_max": summary["items_over_target"],
+                    "rmse": summary["rmse"],
+                    "bias": summary["bias"],
+                    "overlap_rate": summary["overlap_rate"],
+                }
+            )
         rows[label] = row
     frame = pd.DataFrame(rows).T.infer_objects()
     frame.index.name = "run"

@@ -16,23 +16,45 @@ __all__ = ["write_report"]
 def _trace_table(calibration: ExposureCalibration) -> pd.DataFrame:
     trace = calibration.trace
     if not calibration.conditional:
-        table = trace.set_index("iteration")[["max_exposure", "tolerance", "k_shift", "n_capped", "within_tolerance",
-                                              "k_stable", "rmse", "wall_seconds"]]
+        table = trace.set_index("iteration")[
+            [
+                "max_exposure",
+                "tolerance",
+                "k_shift",
+                "n_capped",
+                "within_tolerance",
+                "k_stable",
+                "rmse",
+                "wall_seconds",
+            ]
+        ]
         table.columns = ["max P(A)", "tol", "K shift", "capped", "within", "stable", "RMSE", "seconds"]
         return table
     wide = trace.pivot(index="iteration", columns="stratum", values=["max_exposure", "tolerance"])
     table = pd.DataFrame(index=wide.index)
     for j in sorted(trace["stratum"].unique()):
-        table[f"max P(A|{j}) / limit"] = [f"{m:.4f} / {calibration.r_max + t:.4f}" for m, t in
-                                          zip(wide[("max_exposure", j)], wide[("tolerance", j)])]
-    per_iteration = trace.groupby("iteration").agg(shift=("k_shift", "max"), within=("within_tolerance", "all"),
-                                                   stable=("k_stable", "all"), rmse=("rmse", "first"),
-                                                   seconds=("wall_seconds", "first"))
+        table[f"max P(A|{j}) / limit"] = [
+            f"{m:.4f} / {calibration.r_max + t:.4f}"
+            for m, t in zip(wide[("max_exposure", j)], wide[("tolerance", j)])
+        ]
+    per_iteration = trace.groupby("iteration").agg(
+        shift=("k_shift", "max"),
+        within=("within_tolerance", "all"),
+        stable=("k_stable", "all"),
+        rmse=("rmse", "first"),
+        seconds=("wall_seconds", "first"),
+    )
     return table.join(per_iteration.rename(columns={"shift": "max K shift"}))
 
 
-def write_report(out, calibration: ExposureCalibration, validation: ExposureValidation | None = None, *,
-                 bundle_path=None, comparison: pd.DataFrame | None = None) -> dict:
+def write_report(
+    out,
+    calibration: ExposureCalibration,
+    validation: ExposureValidation | None = None,
+    *,
+    bundle_path=None,
+    comparison: pd.DataFrame | None = None,
+) -> dict:
     """Write the report of a calibration (and its validation) to ``out``.
 
     Files: ``report.md``, ``trace.csv``, ``k.csv`` (``item_id, sh_p``: a ``qbank simulate
@@ -55,26 +77,36 @@ def write_report(out, calibration: ExposureCalibration, validation: ExposureVali
     calibration.trace.to_csv(paths["trace"], index=False)
     calibration.sh_p_frame().to_csv(paths["k"], index=False)
     controlled_labels = stratum_labels(calibration.strata_cuts) if calibration.conditional else None
-    paths["convergence_plot"] = plots.convergence_trace(calibration.trace, out / "convergence.png", r_max,
-                                                        labels=controlled_labels)
-    k_sets = ({f"estimate {label}": calibration.sh_p[:, k] for k, label in enumerate(controlled_labels)}
-              if calibration.conditional else {"K": calibration.sh_p})
+    paths["convergence_plot"] = plots.convergence_trace(
+        calibration.trace, out / "convergence.png", r_max, labels=controlled_labels
+    )
+    k_sets = (
+        {f"estimate {label}": calibration.sh_p[:, k] for k, label in enumerate(controlled_labels)}
+        if calibration.conditional
+        else {"K": calibration.sh_p}
+    )
     paths["k_plot"] = plots.k_distribution(k_sets, out / "k_distribution.png")
 
     settings = calibration.settings
     kind = "conditional (per theta stratum)" if calibration.conditional else "unconditional"
     lines = [
-        f"# Exposure control: {calibration.method.replace('_', ' ')}, {kind}, pool `{pool.name}`", "",
-        f"**Calibration {calibration.message}.**", "",
+        f"# Exposure control: {calibration.method.replace('_', ' ')}, {kind}, pool `{pool.name}`",
+        "",
+        f"**Calibration {calibration.message}.**",
+        "",
     ]
     if bundle_path is not None:
         lines += [f"Bundle written: `{Path(bundle_path).name}` (schema qbank.exposure-bundle/1).", ""]
     else:
         reasons = list(validation.problems) if validation is not None else [calibration.message]
-        lines += ["**No bundle written**: only a converged and validated calibration becomes a bundle. "
-                  + " ".join(f"{reason}." for reason in reasons), ""]
+        lines += [
+            "**No bundle written**: only a converged and validated calibration becomes a bundle. "
+            + " ".join(f"{reason}." for reason in reasons),
+            "",
+        ]
     lines += [
-        "## Settings", "",
+        "## Settings",
+        "",
         f"- pool `{pool.name}`: {pool.n_items} items, model {pool.model}, sha256 `{pool.sha256()[:16]}...`",
         f"- target r_max = {r_max:g}; stopping {calibration.stopping.to_dict()}; "
         f"estimator {type(calibration.estimator).__name__}",
@@ -84,22 +116,34 @@ def write_report(out, calibration: ExposureCalibration, validation: ExposureVali
         f"update <= tol, for {settings['window']} consecutive iterations",
     ]
     if calibration.conditional:
-        lines.append(f"- theta strata cut at {calibration.strata_cuts.tolist()} (true theta for the tallies, "
-                     "current estimate for the parameter the selector applies)")
+        lines.append(
+            f"- theta strata cut at {calibration.strata_cuts.tolist()} (true theta for the tallies, "
+            "current estimate for the parameter the selector applies)"
+        )
     se = calibration.monte_carlo_se
     if settings["tolerance_source"] == "noise":
-        tol_text = (f"the {settings['confidence']:.0%} quantile of the largest of n capped items' rates, "
-                    "z_n sqrt(r(1-r)) sqrt(1/N + 1/N_K) (rates and parameters each from N simulees)")
+        tol_text = (
+            f"the {settings['confidence']:.0%} quantile of the largest of n capped items' rates, "
+            "z_n sqrt(r(1-r)) sqrt(1/N + 1/N_K) (rates and parameters each from N simulees)"
+        )
     else:
         tol_text = "given by the user"
     lines += [
-        "", "## Monte-Carlo noise", "",
+        "",
+        "## Monte-Carlo noise",
+        "",
         f"SE of a rate near r in the last iteration: {', '.join(f'{x:.5f}' for x in se)} "
         f"(sqrt(r(1-r)/N), N = {', '.join(str(int(n)) for n in calibration.examinees)} per controlled stratum). "
-        f"Tolerance {', '.join(f'{t:.5f}' for t in calibration.tolerance)}: {tol_text}.", "",
-        "## Convergence", "", markdown_table(_trace_table(calibration).reset_index()), "",
-        f"![convergence]({paths['convergence_plot'].name})", "",
-        f"![K distribution]({paths['k_plot'].name})", "",
+        f"Tolerance {', '.join(f'{t:.5f}' for t in calibration.tolerance)}: {tol_text}.",
+        "",
+        "## Convergence",
+        "",
+        markdown_table(_trace_table(calibration).reset_index()),
+        "",
+        f"![convergence]({paths['convergence_plot'].name})",
+        "",
+        f"![K distribution]({paths['k_plot'].name})",
+        "",
     ]
 
     if validation is not None:
@@ -107,26 +151,46 @@ def write_report(out, calibration: ExposureCalibration, validation: ExposureVali
         figures = validation.figures()
         verdict = "passed" if validation.passed else "FAILED: " + "; ".join(validation.problems)
         lines += [
-            f"## Validation on {validation.n_examinees} fresh simulees (seed {validation.seed})", "",
+            f"## Validation on {validation.n_examinees} fresh simulees (seed {validation.seed})",
+            "",
             f"**Validation {verdict}.** Largest controlled exposure "
-            + ", ".join(f"{m:.4f} (limit {r_max + t:.4f})" for m, t in zip(validation.max_exposure,
-                                                                          validation.tolerance)) + ".", "",
-            markdown_table(figures.reset_index()), "",
+            + ", ".join(
+                f"{m:.4f} (limit {r_max + t:.4f})"
+                for m, t in zip(validation.max_exposure, validation.tolerance)
+            )
+            + ".",
+            "",
+            markdown_table(figures.reset_index()),
+            "",
         ]
         if validation.uncontrolled is not None:
             price = validation.controlled.summary["rmse"] - validation.uncontrolled.summary["rmse"]
             lines += [f"Price of exposure control in RMSE: {price:+.4f}.", ""]
-        lines += ["### By true theta stratum", "", markdown_table(validation.stratum_frame()), "",
-                  f"![exposure sorted]({paths['exposure_plot'].name})", "",
-                  f"![exposure by stratum]({paths['stratum_plot'].name})", "",
-                  f"![conditional accuracy]({paths['conditional_plot'].name})", ""]
+        lines += [
+            "### By true theta stratum",
+            "",
+            markdown_table(validation.stratum_frame()),
+            "",
+            f"![exposure sorted]({paths['exposure_plot'].name})",
+            "",
+            f"![exposure by stratum]({paths['stratum_plot'].name})",
+            "",
+            f"![conditional accuracy]({paths['conditional_plot'].name})",
+            "",
+        ]
 
     if comparison is not None:
         paths["comparison"] = out / "comparison.csv"
         comparison.to_csv(paths["comparison"])
-        lines += ["## Sympson-Hetter against item eligibility", "",
-                  "Same pool, rules, seed, simulees per iteration and convergence rule; validated on the same "
-                  "fresh simulees.", "", markdown_table(comparison.reset_index()), ""]
+        lines += [
+            "## Sympson-Hetter against item eligibility",
+            "",
+            "Same pool, rules, seed, simulees per iteration and convergence rule; validated on the same "
+            "fresh simulees.",
+            "",
+            markdown_table(comparison.reset_index()),
+            "",
+        ]
     paths["report"] = out / "report.md"
     paths["report"].write_text("\n".join(lines))
     return paths
@@ -135,8 +199,12 @@ def write_report(out, calibration: ExposureCalibration, validation: ExposureVali
 def _write_validation(out: Path, calibration: ExposureCalibration, validation: ExposureValidation) -> dict:
     from qbank import plots
 
-    paths = {"validation": out / "validation.csv", "strata": out / "strata.csv", "exposure": out / "exposure.csv",
-             "conditional": out / "conditional.csv"}
+    paths = {
+        "validation": out / "validation.csv",
+        "strata": out / "strata.csv",
+        "exposure": out / "exposure.csv",
+        "conditional": out / "conditional.csv",
+    }
     validation.figures().to_csv(paths["validation"])
     validation.stratum_frame().to_csv(paths["strata"], index=False)
     controlled, uncontrolled = validation.controlled, validation.uncontrolled
@@ -158,9 +226,12 @@ def _write_validation(out: Path, calibration: ExposureCalibration, validation: E
         rates = {"without (before)": uncontrolled.exposure_rate, "with (after)": controlled.exposure_rate}
         stratum_rates = {"without": uncontrolled.stratum_rates()[1], "with": by_stratum}
     pd.concat(frames, names=["run"]).to_csv(paths["conditional"])
-    paths["exposure_plot"] = plots.exposure_sorted(rates, out / "exposure_sorted.png", target=calibration.r_max)
+    paths["exposure_plot"] = plots.exposure_sorted(
+        rates, out / "exposure_sorted.png", target=calibration.r_max
+    )
     limits = calibration.r_max + validation.tolerance if validation.conditional else None
-    paths["stratum_plot"] = plots.exposure_by_stratum(stratum_rates, labels, out / "exposure_by_stratum.png",
-                                                      target=calibration.r_max, limits=limits)
+    paths["stratum_plot"] = plots.exposure_by_stratum(
+        stratum_rates, labels, out / "exposure_by_stratum.png", target=calibration.r_max, limits=limits
+    )
     paths["conditional_plot"] = plots.conditional_accuracy(frames, out / "conditional.png")
     return paths

@@ -38,13 +38,17 @@ async def get_current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenUser:
     if credentials is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     try:
         return decode_token(credentials.credentials, secret=settings.secret_key)
     except InvalidToken as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"invalid or expired token: {exc}",
-                            headers={"WWW-Authenticate": "Bearer"}) from None
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            f"invalid or expired token: {exc}",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from None
 
 
 CurrentUser = Annotated[TokenUser, Depends(get_current_user)]

@@ -71,7 +71,9 @@ class Settings(DatabaseSettings):
         elif len(self.secret_key.encode()) < MIN_SECRET_LENGTH:
             raise ValueError(f"QBANK_SECRET_KEY must be at least {MIN_SECRET_LENGTH} bytes long")
         if self.quiz_seed is not None and self.env == "production":
-            raise ValueError("QBANK_QUIZ_SEED makes quiz ids predictable; it is for studies with QBANK_ENV=dev or test")
+            raise ValueError(
+                "QBANK_QUIZ_SEED makes quiz ids predictable; it is for studies with QBANK_ENV=dev or test"
+            )
         return self
 
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from argon2 import PasswordHasher
@@ -42,7 +42,7 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 
 def create_token(user_id: str, roles: list[str], tenant: str, *, secret: str, ttl_minutes: int) -> str:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     payload = {
         "sub": user_id,
         "roles": list(roles),

@@ -40,11 +40,24 @@ def static_file(name: str) -> Response:
 
 
 @router.get("/signin")
-def signin_page(request: Request, settings: SettingsDep, session: SessionDep, next: str | None = None,
-                needs: str | None = None):
+def signin_page(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    next: str | None = None,
+    needs: str | None = None,
+):
     current = signed_in(request, settings)
-    return page(request, "signin.html", current=current, session=session, next_path=safe_next(next, ""),
-                needs=needs, default_tenant=settings.default_tenant, error=None)
+    return page(
+        request,
+        "signin.html",
+        current=current,
+        session=session,
+        next_path=safe_next(next, ""),
+        needs=needs,
+        default_tenant=settings.default_tenant,
+        error=None,
+    )
 
 
 def _landing(user: TokenUser, requested: str | None) -> str:
@@ -59,25 +72,45 @@ def _signed_in_redirect(request: Request, settings, access_token: str, requested
 
 
 @router.post("/signin")
-def signin_form(request: Request, settings: SettingsDep, session: SessionDep, username: str = Form(""),
-                password: str = Form(""), tenant_id: str = Form(""), next: str = Form("")) -> Response:
+def signin_form(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    username: str = Form(""),
+    password: str = Form(""),
+    tenant_id: str = Form(""),
+    next: str = Form(""),
+) -> Response:
     """The sign-in form without JavaScript: the ``/v1/auth/login`` handler itself."""
     try:
-        token = auth_routes.login(Login(username=username, password=password, tenant_id=tenant_id or None),
-                                  session, settings)
+        token = auth_routes.login(
+            Login(username=username, password=password, tenant_id=tenant_id or None), session, settings
+        )
     except ValidationError:
         error = "Enter your username and password."
     except HTTPException as exc:
         error = f"Sign-in failed: {exc.detail}."
     else:
         return _signed_in_redirect(request, settings, token.access_token, next)
-    return page(request, "signin.html", status_code=status.HTTP_401_UNAUTHORIZED, next_path=safe_next(next, ""),
-                needs=None, default_tenant=settings.default_tenant, error=error)
+    return page(
+        request,
+        "signin.html",
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        next_path=safe_next(next, ""),
+        needs=None,
+        default_tenant=settings.default_tenant,
+        error=error,
+    )
 
 
 @router.post("/signin/dev")
-def dev_signin_form(request: Request, settings: SettingsDep, user_id: str = Form("dev-student"),
-                    role: str = Form("student"), next: str = Form("")) -> Response:
+def dev_signin_form(
+    request: Request,
+    settings: SettingsDep,
+    user_id: str = Form("dev-student"),
+    role: str = Form("student"),
+    next: str = Form(""),
+) -> Response:
     """The dev sign-in without JavaScript: the ``/v1/auth/mock-login`` handler (404 outside dev)."""
     try:
         body = MockLogin(user_id=user_id, roles=[role])
@@ -97,7 +130,9 @@ def start_session(body: SessionStart, request: Request, settings: SettingsDep) -
     try:
         user = decode_token(body.access_token, secret=settings.secret_key)
     except InvalidToken as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"access_token: invalid or expired ({exc})") from None
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, f"access_token: invalid or expired ({exc})"
+        ) from None
     response = JSONResponse({"location": _landing(user, body.next), "roles": user.roles})
     set_session_cookie(response, request, body.access_token, settings)
     return response

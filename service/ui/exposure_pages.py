@@ -33,7 +33,9 @@ def _exam_code(request: Request) -> str:
 
 
 def _png(content: bytes) -> Response:
-    return Response(content, media_type="image/png", headers={**SECURITY_HEADERS, "Content-Type": "image/png"})
+    return Response(
+        content, media_type="image/png", headers={**SECURITY_HEADERS, "Content-Type": "image/png"}
+    )
 
 
 def _see(location: str) -> RedirectResponse:
@@ -47,21 +49,39 @@ async def _form(request: Request, current) -> dict:
 
 
 # ---------------------------------------------------------------------------- bundles
-def _bundles_page(request: Request, current, session, *, message: str = "", error: str = "",
-                  status_code: int = 200):
+def _bundles_page(
+    request: Request, current, session, *, message: str = "", error: str = "", status_code: int = 200
+):
     bundles = exposure_admin.list_bundles(session, current.user.tenant)
-    audit = [entry for entry in exposure_admin.audit_trail(session, current.user.tenant, 200)
-             if entry["action"] in BUNDLE_ACTIONS][:50]
-    can_roll_back = any(b["status"] == "superseded" and b["exam_code"] == _exam_code(request) for b in bundles)
-    return page(request, "admin_bundles.html", current=current, session=session, bundles=bundles, audit=audit,
-                exam_code=_exam_code(request), message=message, error=error, can_roll_back=can_roll_back,
-                status_code=status_code)
+    audit = [
+        entry
+        for entry in exposure_admin.audit_trail(session, current.user.tenant, 200)
+        if entry["action"] in BUNDLE_ACTIONS
+    ][:50]
+    can_roll_back = any(
+        b["status"] == "superseded" and b["exam_code"] == _exam_code(request) for b in bundles
+    )
+    return page(
+        request,
+        "admin_bundles.html",
+        current=current,
+        session=session,
+        bundles=bundles,
+        audit=audit,
+        exam_code=_exam_code(request),
+        message=message,
+        error=error,
+        can_roll_back=can_roll_back,
+        status_code=status_code,
+    )
 
 
 @router.get("/admin/bundles")
 def bundles_page(request: Request, current: AdminPage, session: SessionDep, done: str = ""):
-    messages = {"promoted": "Bundle promoted: its sh_p is now in force.",
-                "rolled-back": "Rolled back: the earlier bundle is in force again."}
+    messages = {
+        "promoted": "Bundle promoted: its sh_p is now in force.",
+        "rolled-back": "Rolled back: the earlier bundle is in force again.",
+    }
     return _bundles_page(request, current, session, message=messages.get(done, ""))
 
 
@@ -71,22 +91,39 @@ async def upload_bundle(request: Request, current: AdminPage, session: SessionDe
     form = await _form(request, current)
     upload = form.get("bundle")
     if upload is None or isinstance(upload, str) or not upload.filename:
-        return _bundles_page(request, current, session, error="Not uploaded: bundle: choose a bundle JSON file.",
-                             status_code=422)
+        return _bundles_page(
+            request,
+            current,
+            session,
+            error="Not uploaded: bundle: choose a bundle JSON file.",
+            status_code=422,
+        )
     raw = await upload.read(MAX_UPLOAD_BYTES + 1)
     if len(raw) > MAX_UPLOAD_BYTES:
-        return _bundles_page(request, current, session, status_code=413,
-                             error=f"Not uploaded: bundle: the file exceeds {MAX_UPLOAD_BYTES // 2**20} MiB.")
+        return _bundles_page(
+            request,
+            current,
+            session,
+            status_code=413,
+            error=f"Not uploaded: bundle: the file exceeds {MAX_UPLOAD_BYTES // 2**20} MiB.",
+        )
     exam_code = (form.get("exam_code") or "").strip() or _exam_code(request)
     try:
         document = parse_bundle(raw)
         summary, created = await run_in_threadpool(
-            exposure_admin.upload_bundle, session, current.user.tenant, current.user.sub, document, exam_code,
-            with_calibration=form.get("with_calibration") == "true")
+            exposure_admin.upload_bundle,
+            session,
+            current.user.tenant,
+            current.user.sub,
+            document,
+            exam_code,
+            with_calibration=form.get("with_calibration") == "true",
+        )
     except ServiceError as exc:
         session.rollback()
-        return _bundles_page(request, current, session, error=f"Not uploaded: {exc.detail}",
-                             status_code=exc.status_code)
+        return _bundles_page(
+            request, current, session, error=f"Not uploaded: {exc.detail}", status_code=exc.status_code
+        )
     return _see(f"/admin/bundles/{summary['id']}?done={'uploaded' if created else 'known'}")
 
 
@@ -95,15 +132,28 @@ def rollback_confirm(request: Request, current: AdminPage, session: SessionDep):
     exam_code = _exam_code(request)
     bundles = exposure_admin.list_bundles(session, current.user.tenant, exam_code)
     active = next((b for b in bundles if b["status"] == "active"), None)
-    earlier = sorted((b for b in bundles if b["status"] == "superseded"),
-                     key=lambda b: b["promoted_at"], reverse=True)
-    return page(request, "admin_confirm.html", current=current, session=session, title="Roll back",
-                action="/admin/bundles/rollback", button="Roll back",
-                question=(f"Roll back exam {exam_code}: make bundle {earlier[0]['id'][:8]} "
-                          f"({earlier[0]['selector']}, r_max {earlier[0]['r_max']}) active again"
-                          + (f", replacing {active['id'][:8]}" if active else "") + "?") if earlier else
-                f"Exam {exam_code} has no earlier bundle to roll back to.",
-                possible=bool(earlier), cancel="/admin/bundles")
+    earlier = sorted(
+        (b for b in bundles if b["status"] == "superseded"), key=lambda b: b["promoted_at"], reverse=True
+    )
+    return page(
+        request,
+        "admin_confirm.html",
+        current=current,
+        session=session,
+        title="Roll back",
+        action="/admin/bundles/rollback",
+        button="Roll back",
+        question=(
+            f"Roll back exam {exam_code}: make bundle {earlier[0]['id'][:8]} "
+            f"({earlier[0]['selector']}, r_max {earlier[0]['r_max']}) active again"
+            + (f", replacing {active['id'][:8]}" if active else "")
+            + "?"
+        )
+        if earlier
+        else f"Exam {exam_code} has no earlier bundle to roll back to.",
+        possible=bool(earlier),
+        cancel="/admin/bundles",
+    )
 
 
 @router.post("/admin/bundles/rollback")
@@ -113,8 +163,9 @@ async def rollback(request: Request, current: AdminPage, session: SessionDep):
         exposure_admin.rollback_bundle(session, current.user.tenant, current.user.sub, _exam_code(request))
     except ServiceError as exc:
         session.rollback()
-        return _bundles_page(request, current, session, error=f"Not rolled back: {exc.detail}",
-                             status_code=exc.status_code)
+        return _bundles_page(
+            request, current, session, error=f"Not rolled back: {exc.detail}", status_code=exc.status_code
+        )
     return _see("/admin/bundles?done=rolled-back")
 
 
@@ -127,20 +178,39 @@ def bundle_page(request: Request, bundle_id: str, current: AdminPage, session: S
     try:
         bundle = _detail(session, current, bundle_id)
     except ServiceError as exc:
-        return page(request, "message.html", current=current, session=session, status_code=exc.status_code,
-                    title="Bundle not found", message=exc.detail)
+        return page(
+            request,
+            "message.html",
+            current=current,
+            session=session,
+            status_code=exc.status_code,
+            title="Bundle not found",
+            message=exc.detail,
+        )
     document = bundle["document"]
-    messages = {"uploaded": "Bundle uploaded: it passed every check and is staged for promotion.",
-                "known": "This bundle was uploaded before; here is the stored one."}
-    return page(request, "admin_bundle.html", current=current, session=session, bundle=bundle,
-                simulation=document["simulation"], validation=document["validation"],
-                message=messages.get(done, ""))
+    messages = {
+        "uploaded": "Bundle uploaded: it passed every check and is staged for promotion.",
+        "known": "This bundle was uploaded before; here is the stored one.",
+    }
+    return page(
+        request,
+        "admin_bundle.html",
+        current=current,
+        session=session,
+        bundle=bundle,
+        simulation=document["simulation"],
+        validation=document["validation"],
+        message=messages.get(done, ""),
+    )
 
 
 @router.get("/admin/bundles/{bundle_id}/{figure}.png")
 def bundle_figure(bundle_id: str, figure: str, current: AdminPage, session: SessionDep):
-    draw = {"convergence": figures.convergence_png, "k": figures.k_distribution_png,
-            "exposure": figures.exposure_summary_png}.get(figure)
+    draw = {
+        "convergence": figures.convergence_png,
+        "k": figures.k_distribution_png,
+        "exposure": figures.exposure_summary_png,
+    }.get(figure)
     try:
         bundle = _detail(session, current, bundle_id)
     except ServiceError as exc:
@@ -155,35 +225,65 @@ def promote_confirm(request: Request, bundle_id: str, current: AdminPage, sessio
     try:
         bundle = _detail(session, current, bundle_id)
     except ServiceError as exc:
-        return page(request, "message.html", current=current, session=session, status_code=exc.status_code,
-                    title="Bundle not found", message=exc.detail)
-    return page(request, "admin_confirm.html", current=current, session=session, title="Promote bundle",
-                action=f"/admin/bundles/{bundle_id}/promote", button="Promote bundle", possible=True,
-                question=(f"Promote bundle {bundle_id[:8]} ({bundle['selector']}, r_max {bundle['r_max']}, "
-                          f"{bundle['n_items']} items) for exam {bundle['exam_code']}? Its sh_p replaces the "
-                          "values in force, manual overrides included, for quizzes started from now on."),
-                cancel=f"/admin/bundles/{bundle_id}")
+        return page(
+            request,
+            "message.html",
+            current=current,
+            session=session,
+            status_code=exc.status_code,
+            title="Bundle not found",
+            message=exc.detail,
+        )
+    return page(
+        request,
+        "admin_confirm.html",
+        current=current,
+        session=session,
+        title="Promote bundle",
+        action=f"/admin/bundles/{bundle_id}/promote",
+        button="Promote bundle",
+        possible=True,
+        question=(
+            f"Promote bundle {bundle_id[:8]} ({bundle['selector']}, r_max {bundle['r_max']}, "
+            f"{bundle['n_items']} items) for exam {bundle['exam_code']}? Its sh_p replaces the "
+            "values in force, manual overrides included, for quizzes started from now on."
+        ),
+        cancel=f"/admin/bundles/{bundle_id}",
+    )
 
 
 @router.post("/admin/bundles/{bundle_id}/promote")
 async def promote(request: Request, bundle_id: str, current: AdminPage, session: SessionDep):
     await _form(request, current)
     try:
-        await run_in_threadpool(exposure_admin.promote_bundle, session, current.user.tenant, current.user.sub,
-                                bundle_id)
+        await run_in_threadpool(
+            exposure_admin.promote_bundle, session, current.user.tenant, current.user.sub, bundle_id
+        )
     except ServiceError as exc:
         session.rollback()
-        return _bundles_page(request, current, session, error=f"Not promoted: {exc.detail}",
-                             status_code=exc.status_code)
+        return _bundles_page(
+            request, current, session, error=f"Not promoted: {exc.detail}", status_code=exc.status_code
+        )
     return _see("/admin/bundles?done=promoted")
 
 
 # ---------------------------------------------------------------------------- flags and cohorts
-def _flags_page(request: Request, current, session, *, message: str = "", error: str = "", status_code: int = 200,
-                entered: dict | None = None, entered_experiment: str | None = None):
+def _flags_page(
+    request: Request,
+    current,
+    session,
+    *,
+    message: str = "",
+    error: str = "",
+    status_code: int = 200,
+    entered: dict | None = None,
+    entered_experiment: str | None = None,
+):
     tenant = current.user.tenant
-    flag = next((f for f in exposure_admin.list_flags(session, tenant) if f["key"] == exposure_admin.SELECTOR_FLAG),
-                None)
+    flag = next(
+        (f for f in exposure_admin.list_flags(session, tenant) if f["key"] == exposure_admin.SELECTOR_FLAG),
+        None,
+    )
     options = dict(flag["value_json"] or {}) if flag else {}
     experiment = options.get("experiment") or exposure_admin.SELECTOR_FLAG
     # After a refusal the form shows what the admin entered, for correction.
@@ -191,15 +291,30 @@ def _flags_page(request: Request, current, session, *, message: str = "", error:
     experiment_field = options.get("experiment", "") if entered_experiment is None else entered_experiment
     cohorts = exposure_admin.cohort_sizes(session, tenant, experiment)
     report = exposure_admin.ab_report(session, tenant, days=7, experiment=experiment)
-    return page(request, "admin_flags.html", current=current, session=session, flag=flag, options=options,
-                experiment=experiment, experiment_field=experiment_field, weights=weights,
-                variants=SELECTOR_VARIANTS, cohorts=cohorts, report=report, message=message, error=error,
-                status_code=status_code)
+    return page(
+        request,
+        "admin_flags.html",
+        current=current,
+        session=session,
+        flag=flag,
+        options=options,
+        experiment=experiment,
+        experiment_field=experiment_field,
+        weights=weights,
+        variants=SELECTOR_VARIANTS,
+        cohorts=cohorts,
+        report=report,
+        message=message,
+        error=error,
+        status_code=status_code,
+    )
 
 
 @router.get("/admin/flags")
 def flags_page(request: Request, current: AdminPage, session: SessionDep, done: str = ""):
-    return _flags_page(request, current, session, message="Saved: the selector_strategy flag." if done else "")
+    return _flags_page(
+        request, current, session, message="Saved: the selector_strategy flag." if done else ""
+    )
 
 
 @router.post("/admin/flags")
@@ -215,19 +330,38 @@ async def set_selector_flag(request: Request, current: AdminPage, session: Sessi
         try:
             variants[name] = float(text)
         except ValueError:
-            return _flags_page(request, current, session, status_code=422, entered=entered,
-                               entered_experiment=experiment,
-                               error=f"Not saved: weight of {name}: {text!r} is not a number.")
+            return _flags_page(
+                request,
+                current,
+                session,
+                status_code=422,
+                entered=entered,
+                entered_experiment=experiment,
+                error=f"Not saved: weight of {name}: {text!r} is not a number.",
+            )
     value_json: dict = {"variants": variants} if variants else {}
     if experiment:
         value_json["experiment"] = experiment
     try:
-        admin.set_flag(session, current.user.tenant, current.user.sub, exposure_admin.SELECTOR_FLAG,
-                       form.get("enabled") == "true", value_json)
+        admin.set_flag(
+            session,
+            current.user.tenant,
+            current.user.sub,
+            exposure_admin.SELECTOR_FLAG,
+            form.get("enabled") == "true",
+            value_json,
+        )
     except ServiceError as exc:
         session.rollback()
-        return _flags_page(request, current, session, status_code=exc.status_code, entered=entered,
-                           entered_experiment=experiment, error=f"Not saved: {exc.detail}")
+        return _flags_page(
+            request,
+            current,
+            session,
+            status_code=exc.status_code,
+            entered=entered,
+            entered_experiment=experiment,
+            error=f"Not saved: {exc.detail}",
+        )
     return _see("/admin/flags?done=saved")
 
 
@@ -237,17 +371,37 @@ def _drift(request: Request, current, session, days: int) -> dict:
 
 
 @router.get("/admin/drift")
-def drift_page(request: Request, current: AdminPage, session: SessionDep, days: int = 7, only_flagged: bool = False):
+def drift_page(
+    request: Request, current: AdminPage, session: SessionDep, days: int = 7, only_flagged: bool = False
+):
     days = min(max(days, 1), 365)
     try:
         report = _drift(request, current, session, days)
     except ServiceError as exc:
         session.rollback()
-        return page(request, "admin_drift.html", current=current, session=session, report=None, error=exc.detail,
-                    days=days, only_flagged=only_flagged, rows=[])
+        return page(
+            request,
+            "admin_drift.html",
+            current=current,
+            session=session,
+            report=None,
+            error=exc.detail,
+            days=days,
+            only_flagged=only_flagged,
+            rows=[],
+        )
     rows = [row for row in report["items"] if not only_flagged or row["drift"] or row["over_r_max"]]
-    return page(request, "admin_drift.html", current=current, session=session, report=report, error="",
-                days=days, only_flagged=only_flagged, rows=rows)
+    return page(
+        request,
+        "admin_drift.html",
+        current=current,
+        session=session,
+        report=report,
+        error="",
+        days=days,
+        only_flagged=only_flagged,
+        rows=rows,
+    )
 
 
 @router.get("/admin/drift.png")

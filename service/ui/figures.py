@@ -34,9 +34,16 @@ def _via_file(draw, *args, **kwargs) -> bytes:
 def bundle_trace(document: dict) -> pd.DataFrame:
     """The bundle's simulation trace as :func:`qbank.plots.convergence_trace` takes it: one row
     per (iteration, stratum) with ``max_exposure`` and ``tolerance``."""
-    rows = [{"iteration": step["iteration"], "stratum": j, "max_exposure": value,
-             "tolerance": step["tolerance"][j] if j < len(step.get("tolerance", [])) else np.nan}
-            for step in document["simulation"]["trace"] for j, value in enumerate(step["max_exposure"])]
+    rows = [
+        {
+            "iteration": step["iteration"],
+            "stratum": j,
+            "max_exposure": value,
+            "tolerance": step["tolerance"][j] if j < len(step.get("tolerance", [])) else np.nan,
+        }
+        for step in document["simulation"]["trace"]
+        for j, value in enumerate(step["max_exposure"])
+    ]
     return pd.DataFrame(rows, columns=["iteration", "stratum", "max_exposure", "tolerance"])
 
 
@@ -47,7 +54,9 @@ def convergence_png(document: dict) -> bytes:
     if cuts:
         bounds = [-np.inf, *cuts, np.inf]
         labels = [f"θ in [{bounds[j]:g}, {bounds[j + 1]:g})" for j in range(len(bounds) - 1)]
-    return _via_file(plots.convergence_trace, bundle_trace(document), r_max=float(document["r_max"]), labels=labels)
+    return _via_file(
+        plots.convergence_trace, bundle_trace(document), r_max=float(document["r_max"]), labels=labels
+    )
 
 
 def k_distribution_png(document: dict) -> bytes:
@@ -66,9 +75,16 @@ def exposure_summary_png(document: dict) -> bytes:
     x = np.arange(len(names))
     if uncontrolled:
         ax.bar(x - 0.2, [uncontrolled[k] for k in keys], width=0.4, label="without control", color="#9aa5b1")
-    ax.bar(x + (0.2 if uncontrolled else 0.0), [validation[k] for k in keys], width=0.4, label="with the bundle",
-           color="#1f6feb")
-    ax.axhline(float(document["r_max"]), color="crimson", ls="--", lw=1, label=f"r_max = {document['r_max']:g}")
+    ax.bar(
+        x + (0.2 if uncontrolled else 0.0),
+        [validation[k] for k in keys],
+        width=0.4,
+        label="with the bundle",
+        color="#1f6feb",
+    )
+    ax.axhline(
+        float(document["r_max"]), color="crimson", ls="--", lw=1, label=f"r_max = {document['r_max']:g}"
+    )
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("rate")

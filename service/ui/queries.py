@@ -25,16 +25,28 @@ from service.models import (
 
 def exam_codes(session: Session, tenant_id: str) -> list[str]:
     """Exams with at least one published item, sorted."""
-    return sorted(session.scalars(
-        select(QuestionPublication.exam_code).where(QuestionPublication.tenant_id == tenant_id).distinct()))
+    return sorted(
+        session.scalars(
+            select(QuestionPublication.exam_code).where(QuestionPublication.tenant_id == tenant_id).distinct()
+        )
+    )
 
 
 def open_quizzes(session: Session, tenant_id: str, user_id: str, limit: int = 5) -> list[QuizSession]:
     """The caller's quizzes that can still be resumed, newest first."""
-    return list(session.scalars(
-        select(QuizSession).where(QuizSession.tenant_id == tenant_id, QuizSession.user_id == user_id,
-                                  QuizSession.status == "active", QuizSession.expires_at > utcnow())
-        .order_by(QuizSession.created_at.desc()).limit(limit)))
+    return list(
+        session.scalars(
+            select(QuizSession)
+            .where(
+                QuizSession.tenant_id == tenant_id,
+                QuizSession.user_id == user_id,
+                QuizSession.status == "active",
+                QuizSession.expires_at > utcnow(),
+            )
+            .order_by(QuizSession.created_at.desc())
+            .limit(limit)
+        )
+    )
 
 
 def display_name(session: Session, tenant_id: str, user_id: str) -> str:
@@ -45,20 +57,35 @@ def display_name(session: Session, tenant_id: str, user_id: str) -> str:
 
 def quiz_item_versions(session: Session, quiz_id: str) -> dict[int, int]:
     """Question version id served at each position of a quiz (call after the owner check)."""
-    return dict(session.execute(
-        select(QuizItem.position, QuizItem.question_version_id).where(QuizItem.quiz_id == quiz_id)).all())
+    return dict(
+        session.execute(
+            select(QuizItem.position, QuizItem.question_version_id).where(QuizItem.quiz_id == quiz_id)
+        ).all()
+    )
 
 
 def item_labels(session: Session, tenant_id: str) -> dict[tuple[int, int], dict]:
     """Per (question id, version) of the tenant: external ref, topic name and current a, b, c, D."""
     rows = session.execute(
-        select(QuestionVersion.question_id, QuestionVersion.version, Question.external_ref, Topic.name,
-               ItemCalibration.a, ItemCalibration.b, ItemCalibration.c, ItemCalibration.D)
+        select(
+            QuestionVersion.question_id,
+            QuestionVersion.version,
+            Question.external_ref,
+            Topic.name,
+            ItemCalibration.a,
+            ItemCalibration.b,
+            ItemCalibration.c,
+            ItemCalibration.D,
+        )
         .join(Question, Question.id == QuestionVersion.question_id)
         .outerjoin(Topic, Topic.id == QuestionVersion.topic_id)
-        .outerjoin(ItemCalibration, and_(ItemCalibration.question_version_id == QuestionVersion.id,
-                                         ItemCalibration.is_current))
+        .outerjoin(
+            ItemCalibration,
+            and_(ItemCalibration.question_version_id == QuestionVersion.id, ItemCalibration.is_current),
+        )
         .where(Question.tenant_id == tenant_id)
     ).all()
-    return {(int(q), int(v)): {"ref": ref, "topic": topic, "a": a, "b": b, "c": c, "D": d}
-            for q, v, ref, topic, a, b, c, d in rows}
+    return {
+        (int(q), int(v)): {"ref": ref, "topic": topic, "a": a, "b": b, "c": c, "D": d}
+        for q, v, ref, topic, a, b, c, d in rows
+    }

@@ -22,10 +22,16 @@ from service.ui.session import CSRF_FIELD, UiUser
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 STATIC_DIR = PACKAGE_DIR / "static"
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -63,26 +69,43 @@ def static_response(name: str) -> Response:
     if entry is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no static file {name!r}")
     content, media_type, _ = entry
-    return Response(content, media_type=media_type, headers={"Cache-Control": "public, max-age=31536000, immutable",
-                                                              "X-Content-Type-Options": "nosniff"})
+    return Response(
+        content,
+        media_type=media_type,
+        headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 _environment.globals.update(static_url=static_url, csrf_field=CSRF_FIELD)
 
 
-def page(request: Request, template: str, *, current: UiUser | None = None, session: Session | None = None,
-         status_code: int = 200, **context) -> HTMLResponse:
+def page(
+    request: Request,
+    template: str,
+    *,
+    current: UiUser | None = None,
+    session: Session | None = None,
+    status_code: int = 200,
+    **context,
+) -> HTMLResponse:
     """Render ``template`` with the common context (signed-in user and name, dev flag) and security headers."""
     settings = request.app.state.settings
     display_name = None
     if current is not None:
-        display_name = current.user.sub if session is None else \
-            queries.display_name(session, current.user.tenant, current.user.sub)
+        display_name = (
+            current.user.sub
+            if session is None
+            else queries.display_name(session, current.user.tenant, current.user.sub)
+        )
     if session is not None:
         # End the page's read transaction before rendering: on SQLite every transaction holds
         # the single writer lock (BEGIN IMMEDIATE, see service.db) until it ends.
         session.commit()
     html = _environment.get_template(template).render(
-        request_path=request.url.path, current=current, display_name=display_name,
-        dev_mode=settings.mock_login_enabled, **context)
+        request_path=request.url.path,
+        current=current,
+        display_name=display_name,
+        dev_mode=settings.mock_login_enabled,
+        **context,
+    )
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)

@@ -65,8 +65,15 @@ def safe_next(target: str | None, default: str = "/") -> str:
 
 
 def set_session_cookie(response: Response, request: Request, access_token: str, settings: Settings) -> None:
-    response.set_cookie(COOKIE_NAME, access_token, max_age=settings.token_ttl_minutes * 60, path="/",
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    response.set_cookie(
+        COOKIE_NAME,
+        access_token,
+        max_age=settings.token_ttl_minutes * 60,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 def clear_session_cookie(response: Response) -> None:
@@ -82,8 +89,10 @@ def _require(*roles: str):
             here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             reason = "" if current is None else f"&needs={quote(','.join(roles))}"
             # A 303 from a dependency: the browser follows it like a route's redirect.
-            raise HTTPException(status.HTTP_303_SEE_OTHER, headers={
-                "Location": f"/signin?next={quote(here, safe='')}{reason}"})
+            raise HTTPException(
+                status.HTTP_303_SEE_OTHER,
+                headers={"Location": f"/signin?next={quote(here, safe='')}{reason}"},
+            )
         return current
 
     return dependency
@@ -91,7 +100,9 @@ def _require(*roles: str):
 
 def check_csrf(current: UiUser, presented: str | None) -> None:
     if not presented or not hmac.compare_digest(presented, current.csrf_token):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "the form's CSRF token is missing or stale; reload the page")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "the form's CSRF token is missing or stale; reload the page"
+        )
 
 
 StudentPage = Annotated[UiUser, Depends(_require("student", "admin"))]

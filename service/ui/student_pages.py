@@ -28,7 +28,9 @@ router = APIRouter(include_in_schema=False)
 
 MODES = {"tutor": "Tutor mode", "exam": "Exam mode"}
 DEFAULT_LENGTH = 10
-MAX_QUESTIONS = next(m.le for m in QuizFilters.model_fields["num_questions"].metadata if getattr(m, "le", None))
+MAX_QUESTIONS = next(
+    m.le for m in QuizFilters.model_fields["num_questions"].metadata if getattr(m, "le", None)
+)
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -37,10 +39,17 @@ def _see_other(url: str) -> RedirectResponse:
 
 def _field_errors(exc: ValidationError) -> list[str]:
     """Pydantic errors as 'field: message' lines, with the form's names for the fields."""
-    names = {"num_questions": "Number of questions", "mode": "Mode", "exam_code": "Exam", "selected": "Answer"}
+    names = {
+        "num_questions": "Number of questions",
+        "mode": "Mode",
+        "exam_code": "Exam",
+        "selected": "Answer",
+    }
     lines = []
     for error in exc.errors():
-        field = next((names.get(str(p), str(p)) for p in reversed(error["loc"]) if not isinstance(p, int)), "form")
+        field = next(
+            (names.get(str(p), str(p)) for p in reversed(error["loc"]) if not isinstance(p, int)), "form"
+        )
         lines.append(f"{field}: {error['msg'].removeprefix('Value error, ')}")
     return lines
 
@@ -49,22 +58,48 @@ def _home(request: Request, current, session, settings, *, errors=(), form=None,
     tenant, user_id = current.user.tenant, current.user.sub
     exams = queries.exam_codes(session, tenant)
     open_quizzes = queries.open_quizzes(session, tenant, user_id)
-    form = form or {"exam_code": settings.exam_code if settings.exam_code in exams else (exams[0] if exams else ""),
-                    "mode": "tutor", "num_questions": str(DEFAULT_LENGTH)}
-    return page(request, "home.html", current=current, session=session, exams=exams, open_quizzes=open_quizzes,
-                modes=MODES, form=form, errors=list(errors), status_code=status_code,
-                max_questions=MAX_QUESTIONS)
+    form = form or {
+        "exam_code": settings.exam_code if settings.exam_code in exams else (exams[0] if exams else ""),
+        "mode": "tutor",
+        "num_questions": str(DEFAULT_LENGTH),
+    }
+    return page(
+        request,
+        "home.html",
+        current=current,
+        session=session,
+        exams=exams,
+        open_quizzes=open_quizzes,
+        modes=MODES,
+        form=form,
+        errors=list(errors),
+        status_code=status_code,
+        max_questions=MAX_QUESTIONS,
+    )
 
 
 def _message(request, current, session, title: str, message: str, status_code: int):
-    return page(request, "message.html", current=current, session=session, title=title, message=message,
-                status_code=status_code)
+    return page(
+        request,
+        "message.html",
+        current=current,
+        session=session,
+        title=title,
+        message=message,
+        status_code=status_code,
+    )
 
 
 def _error_page(request, current, session, exc: ServiceError):
     titles = {404: "Quiz not found", 410: "Quiz expired", 409: "Not possible now"}
-    return _message(request, current, session, titles.get(exc.status_code, "Something is wrong"), exc.detail,
-                    exc.status_code)
+    return _message(
+        request,
+        current,
+        session,
+        titles.get(exc.status_code, "Something is wrong"),
+        exc.detail,
+        exc.status_code,
+    )
 
 
 @router.get("/")
@@ -73,27 +108,46 @@ def home(request: Request, current: StudentPage, session: SessionDep, settings: 
 
 
 @router.post("/quiz")
-def start(request: Request, current: StudentPage, session: SessionDep, settings: SettingsDep,
-          exam_code: str = Form(""), mode: str = Form(""), num_questions: str = Form(""),
-          csrf_token: str = Form("", alias=CSRF_FIELD)):
+def start(
+    request: Request,
+    current: StudentPage,
+    session: SessionDep,
+    settings: SettingsDep,
+    exam_code: str = Form(""),
+    mode: str = Form(""),
+    num_questions: str = Form(""),
+    csrf_token: str = Form("", alias=CSRF_FIELD),
+):
     check_csrf(current, csrf_token)
     form = {"exam_code": exam_code, "mode": mode, "num_questions": num_questions}
     try:
-        body = QuizCreate(filters=QuizFilters(exam_code=exam_code or None, mode=mode or None,
-                                              num_questions=num_questions or None))
+        body = QuizCreate(
+            filters=QuizFilters(
+                exam_code=exam_code or None, mode=mode or None, num_questions=num_questions or None
+            )
+        )
     except ValidationError as exc:
-        return _home(request, current, session, settings, errors=_field_errors(exc), form=form, status_code=422)
+        return _home(
+            request, current, session, settings, errors=_field_errors(exc), form=form, status_code=422
+        )
     try:
         quiz, _ = quizzes.start_quiz(session, settings, current.user, body)
     except ServiceError as exc:
-        return _home(request, current, session, settings, errors=[exc.detail], form=form,
-                     status_code=exc.status_code)
+        return _home(
+            request, current, session, settings, errors=[exc.detail], form=form, status_code=exc.status_code
+        )
     return _see_other(f"/quiz/{quote(quiz.id)}")
 
 
 @router.get("/quiz/{quiz_id}")
-def question(quiz_id: str, request: Request, current: StudentPage, session: SessionDep,
-             saved: int | None = None, error: str | None = None):
+def question(
+    quiz_id: str,
+    request: Request,
+    current: StudentPage,
+    session: SessionDep,
+    saved: int | None = None,
+    error: str | None = None,
+):
     """The pending question (served now if none is pending); finished quizzes go to their results."""
     try:
         progress = quizzes.summary(session, current.user, quiz_id)
@@ -104,24 +158,45 @@ def question(quiz_id: str, request: Request, current: StudentPage, session: Sess
         return _see_other(f"/quiz/{quote(quiz_id)}/results")
     except ServiceError as exc:
         return _error_page(request, current, session, exc)
-    messages = {"choose": "Choose one of the options, then submit your answer.",
-                "stale": "That question was already answered; here is the current one."}
-    return page(request, "question.html", current=current, session=session, quiz=progress, item=item,
-                mode_label=MODES[progress["mode"]], saved=saved, error=messages.get(error or ""),
-                served_ms=int(time.time() * 1000))
+    messages = {
+        "choose": "Choose one of the options, then submit your answer.",
+        "stale": "That question was already answered; here is the current one.",
+    }
+    return page(
+        request,
+        "question.html",
+        current=current,
+        session=session,
+        quiz=progress,
+        item=item,
+        mode_label=MODES[progress["mode"]],
+        saved=saved,
+        error=messages.get(error or ""),
+        served_ms=int(time.time() * 1000),
+    )
 
 
 @router.post("/quiz/{quiz_id}/answer")
-def answer(quiz_id: str, request: Request, current: StudentPage, session: SessionDep,
-           question_id: int = Form(...), position: int = Form(...), selected: str = Form(""),
-           served_ms: int = Form(0), csrf_token: str = Form("", alias=CSRF_FIELD)):
+def answer(
+    quiz_id: str,
+    request: Request,
+    current: StudentPage,
+    session: SessionDep,
+    question_id: int = Form(...),
+    position: int = Form(...),
+    selected: str = Form(""),
+    served_ms: int = Form(0),
+    csrf_token: str = Form("", alias=CSRF_FIELD),
+):
     check_csrf(current, csrf_token)
     here = f"/quiz/{quote(quiz_id)}"
     if not selected:
         return _see_other(f"{here}?error=choose")
     elapsed_ms = max(0, int(time.time() * 1000) - served_ms) if served_ms > 0 else None
     try:
-        body = AnswerSubmit(question_id=question_id, selected=selected, position=position, time_taken_ms=elapsed_ms)
+        body = AnswerSubmit(
+            question_id=question_id, selected=selected, position=position, time_taken_ms=elapsed_ms
+        )
     except ValidationError as exc:
         return _message(request, current, session, "Answer not accepted", "; ".join(_field_errors(exc)), 422)
     try:
@@ -162,8 +237,17 @@ def answered(quiz_id: str, position: int, request: Request, current: StudentPage
     if progress["mode"] != "tutor" and not finished:
         return _see_other(here)
     content = _contents_by_position(session, quiz_id)[position]
-    return page(request, "answered.html", current=current, session=session, quiz=progress, row=row,
-                content=content, mode_label=MODES[progress["mode"]], finished=finished)
+    return page(
+        request,
+        "answered.html",
+        current=current,
+        session=session,
+        quiz=progress,
+        row=row,
+        content=content,
+        mode_label=MODES[progress["mode"]],
+        finished=finished,
+    )
 
 
 @router.get("/quiz/{quiz_id}/results")
@@ -174,13 +258,28 @@ def results(quiz_id: str, request: Request, current: StudentPage, session: Sessi
         return _error_page(request, current, session, exc)
     if summary["status"] != "finished":
         if summary["status"] == "expired":
-            return _message(request, current, session, "Quiz expired",
-                            f"Quiz {quiz_id} expired before it was finished; start a new one.", 410)
+            return _message(
+                request,
+                current,
+                session,
+                "Quiz expired",
+                f"Quiz {quiz_id} expired before it was finished; start a new one.",
+                410,
+            )
         return _see_other(f"/quiz/{quote(quiz_id)}")
     contents = _contents_by_position(session, quiz_id)
-    answered_items = [(row, contents[row["position"]]) for row in summary["items"] if row["selected"] is not None]
-    return page(request, "results.html", current=current, session=session, quiz=summary, answered=answered_items,
-                mode_label=MODES[summary["mode"]])
+    answered_items = [
+        (row, contents[row["position"]]) for row in summary["items"] if row["selected"] is not None
+    ]
+    return page(
+        request,
+        "results.html",
+        current=current,
+        session=session,
+        quiz=summary,
+        answered=answered_items,
+        mode_label=MODES[summary["mode"]],
+    )
 
 
 @router.get("/favicon.ico")

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _service_conftest():
     """tests/service/conftest.py as a module (its PostgreSQL database helpers)."""
-    spec = importlib.util.spec_from_file_location("_service_conftest_for_analytics",
-                                                  ROOT / "tests" / "service" / "conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "_service_conftest_for_analytics", ROOT / "tests" / "service" / "conftest.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -37,12 +37,23 @@ def snapshot(analytics_db, tmp_path_factory):
 def test_export_writes_facts_views_and_manifest(snapshot, analytics_db):
     manifest = json.loads((snapshot / "manifest.json").read_text())
     assert manifest["schema"] == "qbank.analytics-snapshot/1"
-    assert manifest["alembic_revision"] == ScriptDirectory.from_config(alembic_config(analytics_db)).get_current_head()
+    assert (
+        manifest["alembic_revision"]
+        == ScriptDirectory.from_config(alembic_config(analytics_db)).get_current_head()
+    )
     assert manifest["backend"] == analytics_db.split(":")[0].split("+")[0]
     assert manifest["rows"] == {
-        "facts/topics": 3, "facts/questions": 7, "facts/question_versions": 8, "facts/publications": 8,
-        "facts/blueprint_targets": 4, "facts/quiz_sessions": 6, "facts/quiz_items": 9, "facts/responses": 8,
-        "views/topic_mastery": 7, "views/blueprint_coverage": 8, "views/item_exposure_daily": 7,
+        "facts/topics": 3,
+        "facts/questions": 7,
+        "facts/question_versions": 8,
+        "facts/publications": 8,
+        "facts/blueprint_targets": 4,
+        "facts/quiz_sessions": 6,
+        "facts/quiz_items": 9,
+        "facts/responses": 8,
+        "views/topic_mastery": 7,
+        "views/blueprint_coverage": 8,
+        "views/item_exposure_daily": 7,
         "views/selector_outcomes": 4,
     }
     for name, schema in FACT_SCHEMAS.items():
@@ -65,7 +76,9 @@ def test_duckdb_analyses_give_the_hand_computed_numbers(snapshot):
     mastery = topic_mastery(con)
     bob = mastery[mastery["user_id"] == "bob"]
     assert [str(d) for d in bob["day"]] == ["2026-11-20", "2026-11-20"]
-    alice = mastery[(mastery["tenant_id"] == TENANT_A) & (mastery["user_id"] == "alice") & (mastery["topic_id"] == 1)]
+    alice = mastery[
+        (mastery["tenant_id"] == TENANT_A) & (mastery["user_id"] == "alice") & (mastery["topic_id"] == 1)
+    ]
     assert alice["cumulative_accuracy"].tolist() == pytest.approx([0.5, 2 / 3])
     assert alice["latest_theta"].tolist() == [-0.1, 0.8]
 
@@ -77,8 +90,12 @@ def test_report_writes_tables_plots_and_matches_the_views(snapshot, tmp_path):
     for name in ("mastery_heatmap", "coverage", "exposure_over_time"):
         data = (tmp_path / f"{name}.png").read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
-    for name, rows in (("topic_mastery", 7), ("blueprint_coverage", 8), ("item_exposure_daily", 7),
-                       ("selector_outcomes", 4)):
+    for name, rows in (
+        ("topic_mastery", 7),
+        ("blueprint_coverage", 8),
+        ("item_exposure_daily", 7),
+        ("selector_outcomes", 4),
+    ):
         assert len((tmp_path / f"{name}.csv").read_text().strip().splitlines()) == rows + 1, name
     report = (tmp_path / "report.md").read_text()
     for name in ("topic_mastery", "blueprint_coverage", "item_exposure_daily", "selector_outcomes"):
@@ -99,13 +116,25 @@ def test_export_of_one_tenant(analytics_db, tmp_path):
     result = _invoke("export", "--db", analytics_db, "--out", tmp_path, "--tenant", "tenant-b")
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "manifest.json").read_text())["rows"]
-    assert rows == {"facts/topics": 1, "facts/questions": 1, "facts/question_versions": 1, "facts/publications": 1,
-                    "facts/blueprint_targets": 0, "facts/quiz_sessions": 1, "facts/quiz_items": 1,
-                    "facts/responses": 1, "views/topic_mastery": 1, "views/blueprint_coverage": 1,
-                    "views/item_exposure_daily": 1, "views/selector_outcomes": 1}
+    assert rows == {
+        "facts/topics": 1,
+        "facts/questions": 1,
+        "facts/question_versions": 1,
+        "facts/publications": 1,
+        "facts/blueprint_targets": 0,
+        "facts/quiz_sessions": 1,
+        "facts/quiz_items": 1,
+        "facts/responses": 1,
+        "views/topic_mastery": 1,
+        "views/blueprint_coverage": 1,
+        "views/item_exposure_daily": 1,
+        "views/selector_outcomes": 1,
+    }
     result = _invoke("export", "--db", analytics_db, "--out", tmp_path, "--tenant", "tenant-c")
     assert result.exit_code == 1
-    assert "--tenant: no rows for tenant 'tenant-c' (tenants present: ['tenant-a', 'tenant-b'])" in result.output
+    assert (
+        "--tenant: no rows for tenant 'tenant-c' (tenants present: ['tenant-a', 'tenant-b'])" in result.output
+    )
     # the folder now holds a failed export: without its manifest, report refuses it
     assert not (tmp_path / "manifest.json").exists()
 
@@ -136,7 +165,11 @@ def test_export_errors_name_the_problem(tmp_path):
     assert not (tmp_path / "absent.db").exists()
     sqlite3.connect(tmp_path / "bare.db").execute("CREATE TABLE t (x INTEGER)").connection.close()
     result = _invoke("export", "--db", f"sqlite:///{tmp_path / 'bare.db'}", "--out", tmp_path / "b")
-    assert result.exit_code == 1 and "has no analytics views" in result.output and "migrate it first" in result.output
+    assert (
+        result.exit_code == 1
+        and "has no analytics views" in result.output
+        and "migrate it first" in result.output
+    )
     result = _invoke("export", "--db", "postgresql://postgres@127.0.0.1:1/none", "--out", tmp_path / "c")
     assert result.exit_code == 1
     assert "cannot export postgresql://postgres@127.0.0.1:1/none: OperationalError" in result.output
@@ -152,12 +185,22 @@ def test_report_refuses_a_broken_snapshot(snapshot, tmp_path):
     (broken / "manifest.json").write_text((snapshot / "manifest.json").read_text())
     for name in FACT_SCHEMAS:
         if name != "responses":
-            (broken / "facts" / f"{name}.parquet").write_bytes((snapshot / "facts" / f"{name}.parquet").read_bytes())
+            (broken / "facts" / f"{name}.parquet").write_bytes(
+                (snapshot / "facts" / f"{name}.parquet").read_bytes()
+            )
     result = _invoke("report", "--in", broken, "--out", tmp_path / "r")
-    assert result.exit_code == 2 and "incomplete snapshot" in result.output and "responses.parquet" in result.output
+    assert (
+        result.exit_code == 2
+        and "incomplete snapshot" in result.output
+        and "responses.parquet" in result.output
+    )
     table = pq.read_table(snapshot / "facts" / "responses.parquet")
-    pq.write_table(table.set_column(table.schema.get_field_index("is_correct"), "is_correct",
-                                    pa.array(["yes"] * table.num_rows)), broken / "facts" / "responses.parquet")
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("is_correct"), "is_correct", pa.array(["yes"] * table.num_rows)
+        ),
+        broken / "facts" / "responses.parquet",
+    )
     result = _invoke("report", "--in", broken, "--out", tmp_path / "r")
     assert result.exit_code == 2 and "missing or mistyped columns ['is_correct (bool)']" in result.output
 
@@ -167,30 +210,50 @@ def test_targets_replace_an_exams_blueprint(tmp_path):
     migrate(url)
     load_dataset(url)
     bad = tmp_path / "bad.csv"
-    bad.write_text("exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,2\nEXAM-A,Algebra,easy,1\n"
-                   "EXAM-A,Decimals,hard,-1\n")
+    bad.write_text(
+        "exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,2\nEXAM-A,Algebra,easy,1\n"
+        "EXAM-A,Decimals,hard,-1\n"
+    )
     result = _invoke("targets", bad, "--db", url, "--tenant", TENANT_A)
     assert result.exit_code == 2 and "target_items must be an integer >= 0; bad rows [3]" in result.output
-    bad.write_text("exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,2\nEXAM-A,Algebra,easy,1\n")
+    bad.write_text(
+        "exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,2\nEXAM-A,Algebra,easy,1\n"
+    )
     result = _invoke("targets", bad, "--db", url, "--tenant", TENANT_A)
     assert result.exit_code == 2 and "unknown topic in rows [2]" in result.output
-    bad.write_text("exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,,2\nEXAM-A,Fractions,easy,1\n"
-                   "EXAM-A,Fractions,easy,3\n")
+    bad.write_text(
+        "exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,,2\nEXAM-A,Fractions,easy,1\n"
+        "EXAM-A,Fractions,easy,3\n"
+    )
     result = _invoke("targets", bad, "--db", url, "--tenant", TENANT_A)
     assert result.exit_code == 2 and "empty values in rows [1]" in result.output
-    bad.write_text("exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,1\nEXAM-A,1,easy,3\n")
+    bad.write_text(
+        "exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,1\nEXAM-A,1,easy,3\n"
+    )
     result = _invoke("targets", bad, "--db", url, "--tenant", TENANT_A)
     assert result.exit_code == 2 and "the same exam, topic and difficulty in rows [1, 2]" in result.output
     good = tmp_path / "good.csv"
-    good.write_text("exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,1\nEXAM-A,2,hard,4\n")
+    good.write_text(
+        "exam_code,topic,difficulty_label,target_items\nEXAM-A,Fractions,easy,1\nEXAM-A,2,hard,4\n"
+    )
     result = _invoke("targets", good, "--db", url, "--tenant", TENANT_A)
     assert result.exit_code == 0, result.output
     engine = make_engine(url, pool_size=1)
     with engine.connect() as conn:
-        rows = {(r.topic_id, r.difficulty_label): (r.target_items, r.status) for r in conn.execute(
-            select(blueprint_coverage).where(blueprint_coverage.c.tenant_id == TENANT_A,
-                                             blueprint_coverage.c.exam_code == "EXAM-A"))}
+        rows = {
+            (r.topic_id, r.difficulty_label): (r.target_items, r.status)
+            for r in conn.execute(
+                select(blueprint_coverage).where(
+                    blueprint_coverage.c.tenant_id == TENANT_A, blueprint_coverage.c.exam_code == "EXAM-A"
+                )
+            )
+        }
     engine.dispose()
     # the old targets of EXAM-A are gone: Fractions/medium is untargeted, Decimals/medium has no row
-    assert rows == {(1, "easy"): (1, "met"), (1, "medium"): (None, "untargeted"), (2, "hard"): (4, "short"),
-                    (2, "easy"): (None, "untargeted"), (2, "unlabelled"): (None, "untargeted")}
+    assert rows == {
+        (1, "easy"): (1, "met"),
+        (1, "medium"): (None, "untargeted"),
+        (2, "hard"): (4, "short"),
+        (2, "easy"): (None, "untargeted"),
+        (2, "unlabelled"): (None, "untargeted"),
+    }

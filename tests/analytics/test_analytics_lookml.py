@@ -18,8 +18,13 @@ from service.db import make_engine
 
 PROJECT = Path(__file__).resolve().parents[2] / "analytics" / "looker"
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\}")
-AGGREGATES = {"sum": "SUM({})", "average": "AVG({})", "max": "MAX({})", "min": "MIN({})",
-              "count_distinct": "COUNT(DISTINCT {})"}
+AGGREGATES = {
+    "sum": "SUM({})",
+    "average": "AVG({})",
+    "max": "MAX({})",
+    "min": "MIN({})",
+    "count_distinct": "COUNT(DISTINCT {})",
+}
 
 
 def _load(path: Path) -> dict:
@@ -51,19 +56,32 @@ def _fields(view: dict) -> dict[str, dict]:
 
 
 def test_every_file_is_included_and_parses(project):
-    model, model_path, views, files = project
+    model, _model_path, views, files = project
     assert model["connection"]
-    included = {f for pattern in model["includes"] for f in files
-                if fnmatch.fnmatch("/" + f.relative_to(PROJECT).as_posix(), pattern)}
+    included = {
+        f
+        for pattern in model["includes"]
+        for f in files
+        if fnmatch.fnmatch("/" + f.relative_to(PROJECT).as_posix(), pattern)
+    }
     assert included == {v["path"] for v in views.values()}
-    assert set(views) == {"topics", "topic_mastery", "blueprint_coverage", "item_exposure_daily",
-                          "selector_outcomes"}
+    assert set(views) == {
+        "topics",
+        "topic_mastery",
+        "blueprint_coverage",
+        "item_exposure_daily",
+        "selector_outcomes",
+    }
 
 
 def test_explores_joins_and_references_resolve(project):
     model, _, views, _ = project
-    assert {e["name"] for e in model["explores"]} == {"topic_mastery", "blueprint_coverage", "item_exposure_daily",
-                                                      "selector_outcomes"}
+    assert {e["name"] for e in model["explores"]} == {
+        "topic_mastery",
+        "blueprint_coverage",
+        "item_exposure_daily",
+        "selector_outcomes",
+    }
     for explore in model["explores"]:
         base = explore.get("from", explore.get("view_name", explore["name"]))
         assert base in views, f"explore {explore['name']}: no view {base}"
@@ -73,15 +91,18 @@ def test_explores_joins_and_references_resolve(project):
             assert target in views, f"explore {explore['name']}: join {join['name']} names no view"
             assert join["relationship"] in {"many_to_one", "one_to_one", "one_to_many", "many_to_many"}
             scope[join["name"]] = target
-        texts = [j.get("sql_on", "") for j in explore.get("joins", [])] + [explore.get("sql_always_where", "")]
+        texts = [j.get("sql_on", "") for j in explore.get("joins", [])] + [
+            explore.get("sql_always_where", "")
+        ]
         references = [m.groups() for t in texts for m in REFERENCE.finditer(t)]
         references += [tuple(a["field"].split(".")) for a in explore.get("access_filters", [])]
         references += [tuple(f.split(".")) for f in explore.get("fields", []) if not f.endswith("*")]
         assert references or not explore.get("joins")
         for view_name, field in references:
             assert view_name in scope, f"explore {explore['name']}: {view_name} is not in the explore"
-            assert field in _fields(views[scope[view_name]]["view"]), \
+            assert field in _fields(views[scope[view_name]]["view"]), (
                 f"explore {explore['name']}: {view_name}.{field} is not a field of {scope[view_name]}"
+            )
         assert explore.get("access_filters"), f"explore {explore['name']} is not filtered by tenant"
 
 
@@ -97,11 +118,14 @@ def test_views_have_one_primary_key_and_resolvable_fields(project):
                 if not ref:
                     assert scope == "TABLE" or scope in fields, f"{name}.{field_name}: unknown ${{{scope}}}"
                 else:
-                    assert scope in views and ref in _fields(views[scope]["view"]), \
+                    assert scope in views and ref in _fields(views[scope]["view"]), (
                         f"{name}.{field_name}: {scope}.{ref}"
+                    )
             for condition in field.get("filters__all", []):
                 for clause in condition:
-                    assert set(clause) <= set(fields), f"{name}.{field_name}: filter on unknown field {clause}"
+                    assert set(clause) <= set(fields), (
+                        f"{name}.{field_name}: filter on unknown field {clause}"
+                    )
 
 
 def _compile(view: dict, name: str, fields: dict) -> str:
@@ -110,12 +134,17 @@ def _compile(view: dict, name: str, fields: dict) -> str:
     field = fields[name]
     kind = field.get("type", "string")
     sql = field.get("sql", "")
-    inlined = REFERENCE.sub(lambda m: "t" if m.group(1) == "TABLE" else f"({_compile(view, m.group(1), fields)})", sql)
+    inlined = REFERENCE.sub(
+        lambda m: "t" if m.group(1) == "TABLE" else f"({_compile(view, m.group(1), fields)})", sql
+    )
     if name not in {m["name"] for m in view.get("measures", [])}:
         return inlined
     if kind == "count":
-        conditions = [f"t.{column} = '{value}'" for clause in field.get("filters__all", [[]])[0]
-                      for column, value in clause.items()]
+        conditions = [
+            f"t.{column} = '{value}'"
+            for clause in field.get("filters__all", [[]])[0]
+            for column, value in clause.items()
+        ]
         return f"COUNT(CASE WHEN {' AND '.join(conditions) or '1 = 1'} THEN 1 END)"
     return AGGREGATES[kind].format(inlined) if kind in AGGREGATES else inlined
 
@@ -124,8 +153,10 @@ def _measures(analytics_db, views, view_name: str) -> dict:
     view = views[view_name]["view"]
     fields = _fields(view)
     names = [m["name"] for m in view.get("measures", [])]
-    query = (f"SELECT {', '.join(f'{_compile(view, n, fields)} AS {n}' for n in names)} "
-             f"FROM {view['sql_table_name']} t WHERE t.tenant_id = :tenant")
+    query = (
+        f"SELECT {', '.join(f'{_compile(view, n, fields)} AS {n}' for n in names)} "
+        f"FROM {view['sql_table_name']} t WHERE t.tenant_id = :tenant"
+    )
     engine = make_engine(analytics_db, pool_size=1)
     try:
         with engine.connect() as conn:
@@ -144,8 +175,11 @@ def test_every_dimension_runs_on_the_database(project, analytics_db):
                 view = entry["view"]
                 fields = _fields(view)
                 for dimension in view.get("dimensions", []) + view.get("dimension_groups", []):
-                    sql = _compile(view, dimension["name"], fields) if dimension in view.get("dimensions", []) \
+                    sql = (
+                        _compile(view, dimension["name"], fields)
+                        if dimension in view.get("dimensions", [])
                         else REFERENCE.sub("t", dimension["sql"])
+                    )
                     conn.execute(text(f"SELECT {sql} FROM {view['sql_table_name']} t"))
     finally:
         engine.dispose()

@@ -9,8 +9,13 @@ from datetime import date
 import pytest
 from sqlalchemy import inspect, select, text
 
-from service.analytics_models import ANALYTICS_VIEWS, blueprint_coverage, item_exposure_daily, selector_outcomes, \
-    topic_mastery
+from service.analytics_models import (
+    ANALYTICS_VIEWS,
+    blueprint_coverage,
+    item_exposure_daily,
+    selector_outcomes,
+    topic_mastery,
+)
 from service.db import alembic_config, make_engine, migrate
 
 D20, D21 = date(2026, 11, 20), date(2026, 11, 21)
@@ -26,7 +31,7 @@ def _rows(url, view, keys, columns, *, timezone=None):
                 # the day must not follow the session's time zone
                 conn.execute(text(f"SET TIME ZONE '{timezone}'"))
             result = conn.execute(select(*(view.c[k] for k in keys + columns)))
-            return {tuple(r[:len(keys)]): tuple(r[len(keys):]) for r in result}
+            return {tuple(r[: len(keys)]): tuple(r[len(keys) :]) for r in result}
     finally:
         engine.dispose()
 
@@ -44,72 +49,139 @@ def _same(actual: dict, expected: dict):
 
 
 def test_topic_mastery(analytics_db):
-    columns = ["topic_name", "attempts", "correct", "accuracy", "timed_attempts", "total_time_ms", "mean_time_ms",
-               "latest_theta", "latest_se", "cumulative_attempts", "cumulative_correct", "cumulative_accuracy"]
-    actual = _rows(analytics_db, topic_mastery, ["tenant_id", "exam_code", "user_id", "topic_id", "day"], columns,
-                   timezone="Pacific/Auckland")
-    _same(actual, {
-        (A, "EXAM-A", "alice", 1, D20): ("Fractions", 2, 1, 0.5, 2, 4000, 2000.0, -0.1, 0.8, 2, 1, 0.5),
-        (A, "EXAM-A", "alice", 1, D21): ("Fractions", 1, 1, 1.0, 1, 2000, 2000.0, 0.8, 0.85, 3, 2, 2 / 3),
-        # the only answer carries no time: no mean time
-        (A, "EXAM-A", "alice", 2, D20): ("Decimals", 1, 1, 1.0, 0, None, NAN, 0.5, 0.6, 1, 1, 1.0),
-        (A, "EXAM-A", "alice", 2, D21): ("Decimals", 1, 1, 1.0, 1, 4000, 4000.0, 1.0, 0.7, 2, 2, 1.0),
-        # answered at 00:30 and 00:40 UTC+1 on the 21st: the 20th in UTC
-        (A, "EXAM-A", "bob", 1, D20): ("Fractions", 1, 1, 1.0, 1, 1500, 1500.0, 0.4, 0.9, 1, 1, 1.0),
-        (A, "EXAM-A", "bob", 2, D20): ("Decimals", 1, 0, 0.0, 1, 2500, 2500.0, -0.2, 0.75, 1, 0, 0.0),
-        (B, "EXAM-A", "alice", 3, D20): ("Fractions", 1, 0, 0.0, 1, 500, 500.0, -0.5, 0.9, 1, 0, 0.0),
-    })
+    columns = [
+        "topic_name",
+        "attempts",
+        "correct",
+        "accuracy",
+        "timed_attempts",
+        "total_time_ms",
+        "mean_time_ms",
+        "latest_theta",
+        "latest_se",
+        "cumulative_attempts",
+        "cumulative_correct",
+        "cumulative_accuracy",
+    ]
+    actual = _rows(
+        analytics_db,
+        topic_mastery,
+        ["tenant_id", "exam_code", "user_id", "topic_id", "day"],
+        columns,
+        timezone="Pacific/Auckland",
+    )
+    _same(
+        actual,
+        {
+            (A, "EXAM-A", "alice", 1, D20): ("Fractions", 2, 1, 0.5, 2, 4000, 2000.0, -0.1, 0.8, 2, 1, 0.5),
+            (A, "EXAM-A", "alice", 1, D21): ("Fractions", 1, 1, 1.0, 1, 2000, 2000.0, 0.8, 0.85, 3, 2, 2 / 3),
+            # the only answer carries no time: no mean time
+            (A, "EXAM-A", "alice", 2, D20): ("Decimals", 1, 1, 1.0, 0, None, NAN, 0.5, 0.6, 1, 1, 1.0),
+            (A, "EXAM-A", "alice", 2, D21): ("Decimals", 1, 1, 1.0, 1, 4000, 4000.0, 1.0, 0.7, 2, 2, 1.0),
+            # answered at 00:30 and 00:40 UTC+1 on the 21st: the 20th in UTC
+            (A, "EXAM-A", "bob", 1, D20): ("Fractions", 1, 1, 1.0, 1, 1500, 1500.0, 0.4, 0.9, 1, 1, 1.0),
+            (A, "EXAM-A", "bob", 2, D20): ("Decimals", 1, 0, 0.0, 1, 2500, 2500.0, -0.2, 0.75, 1, 0, 0.0),
+            (B, "EXAM-A", "alice", 3, D20): ("Fractions", 1, 0, 0.0, 1, 500, 500.0, -0.5, 0.9, 1, 0, 0.0),
+        },
+    )
 
 
 def test_blueprint_coverage(analytics_db):
-    columns = ["topic_name", "blueprint_code", "published_items", "target_items", "gap_items", "coverage_ratio",
-               "status"]
-    actual = _rows(analytics_db, blueprint_coverage, ["tenant_id", "exam_code", "topic_id", "difficulty_label"],
-                   columns)
-    _same(actual, {
-        # I6 is deleted: one live easy Fractions item of two wanted
-        (A, "EXAM-A", 1, "easy"): ("Fractions", "F", 1, 2, 1, 0.5, "short"),
-        (A, "EXAM-A", 1, "medium"): ("Fractions", "F", 1, 1, 0, 1.0, "met"),
-        # I3's live version 2 is hard Decimals (version 1 was medium Fractions)
-        (A, "EXAM-A", 2, "hard"): ("Decimals", "D", 1, 3, 2, 1 / 3, "short"),
-        (A, "EXAM-A", 2, "medium"): ("Decimals", "D", 0, 2, 2, 0.0, "short"),
-        (A, "EXAM-A", 2, "easy"): ("Decimals", "D", 1, None, None, NAN, "untargeted"),
-        (A, "EXAM-A", 2, "unlabelled"): ("Decimals", "D", 1, None, None, NAN, "untargeted"),
-        (A, "EXAM-B", 2, "easy"): ("Decimals", "D", 1, None, None, NAN, "untargeted"),
-        (B, "EXAM-A", 3, "easy"): ("Fractions", None, 1, None, None, NAN, "untargeted"),
-    })
+    columns = [
+        "topic_name",
+        "blueprint_code",
+        "published_items",
+        "target_items",
+        "gap_items",
+        "coverage_ratio",
+        "status",
+    ]
+    actual = _rows(
+        analytics_db, blueprint_coverage, ["tenant_id", "exam_code", "topic_id", "difficulty_label"], columns
+    )
+    _same(
+        actual,
+        {
+            # I6 is deleted: one live easy Fractions item of two wanted
+            (A, "EXAM-A", 1, "easy"): ("Fractions", "F", 1, 2, 1, 0.5, "short"),
+            (A, "EXAM-A", 1, "medium"): ("Fractions", "F", 1, 1, 0, 1.0, "met"),
+            # I3's live version 2 is hard Decimals (version 1 was medium Fractions)
+            (A, "EXAM-A", 2, "hard"): ("Decimals", "D", 1, 3, 2, 1 / 3, "short"),
+            (A, "EXAM-A", 2, "medium"): ("Decimals", "D", 0, 2, 2, 0.0, "short"),
+            (A, "EXAM-A", 2, "easy"): ("Decimals", "D", 1, None, None, NAN, "untargeted"),
+            (A, "EXAM-A", 2, "unlabelled"): ("Decimals", "D", 1, None, None, NAN, "untargeted"),
+            (A, "EXAM-B", 2, "easy"): ("Decimals", "D", 1, None, None, NAN, "untargeted"),
+            (B, "EXAM-A", 3, "easy"): ("Fractions", None, 1, None, None, NAN, "untargeted"),
+        },
+    )
 
 
 def test_item_exposure_daily(analytics_db):
-    actual = _rows(analytics_db, item_exposure_daily, ["tenant_id", "exam_code", "day", "question_id"],
-                   ["external_ref", "administrations", "sessions", "exposure_rate"], timezone="Asia/Tokyo")
-    _same(actual, {
-        # the 20th: quizzes qa (I1, I2, I3) and qc (I2, I4)
-        (A, "EXAM-A", D20, 1): ("I1", 1, 2, 0.5),
-        (A, "EXAM-A", D20, 2): ("I2", 2, 2, 1.0),
-        (A, "EXAM-A", D20, 3): ("I3", 1, 2, 0.5),
-        (A, "EXAM-A", D20, 4): ("I4", 1, 2, 0.5),
-        # the 21st: qb (I1, I4) and qd (I1)
-        (A, "EXAM-A", D21, 1): ("I1", 2, 2, 1.0),
-        (A, "EXAM-A", D21, 4): ("I4", 1, 2, 0.5),
-        (B, "EXAM-A", D20, 7): ("I1", 1, 1, 1.0),
-    })
+    actual = _rows(
+        analytics_db,
+        item_exposure_daily,
+        ["tenant_id", "exam_code", "day", "question_id"],
+        ["external_ref", "administrations", "sessions", "exposure_rate"],
+        timezone="Asia/Tokyo",
+    )
+    _same(
+        actual,
+        {
+            # the 20th: quizzes qa (I1, I2, I3) and qc (I2, I4)
+            (A, "EXAM-A", D20, 1): ("I1", 1, 2, 0.5),
+            (A, "EXAM-A", D20, 2): ("I2", 2, 2, 1.0),
+            (A, "EXAM-A", D20, 3): ("I3", 1, 2, 0.5),
+            (A, "EXAM-A", D20, 4): ("I4", 1, 2, 0.5),
+            # the 21st: qb (I1, I4) and qd (I1)
+            (A, "EXAM-A", D21, 1): ("I1", 2, 2, 1.0),
+            (A, "EXAM-A", D21, 4): ("I4", 1, 2, 0.5),
+            (B, "EXAM-A", D20, 7): ("I1", 1, 1, 1.0),
+        },
+    )
 
 
 def test_selector_outcomes(analytics_db):
-    columns = ["quizzes", "users", "quizzes_finished", "quizzes_with_items", "mean_items_served", "mean_final_theta",
-               "mean_final_se", "mean_answered", "mean_score", "max_exposure_rate", "test_overlap"]
-    actual = _rows(analytics_db, selector_outcomes, ["tenant_id", "exam_code", "selector_rule", "assignment"], columns)
-    _same(actual, {
-        # qa {I1, I2, I3} and qb {I1, I4}: one item in common over a mean length of 2.5
-        (A, "EXAM-A", "max_info", "cohort"): (2, 1, 2, 2, 2.5, 0.75, 0.65, 2.5, (2 / 3 + 1) / 2, 1.0, 0.4),
-        # qe never got an item: nothing to average
-        (A, "EXAM-A", "max_info", "default"): (1, 1, 0, 0, NAN, NAN, NAN, NAN, NAN, NAN, NAN),
-        # qc {I2, I4} finished, qd {I1} still active; no item shared
-        (A, "EXAM-A", "sympson_hetter", "cohort"): (2, 2, 1, 2, 1.5, -0.2, 0.75, 2.0, 0.5, 0.5, 0.0),
-        # one quiz: no pair to overlap
-        (B, "EXAM-A", "max_info", "cohort"): (1, 1, 1, 1, 1.0, -0.5, 0.9, 1.0, 0.0, 1.0, NAN),
-    })
+    columns = [
+        "quizzes",
+        "users",
+        "quizzes_finished",
+        "quizzes_with_items",
+        "mean_items_served",
+        "mean_final_theta",
+        "mean_final_se",
+        "mean_answered",
+        "mean_score",
+        "max_exposure_rate",
+        "test_overlap",
+    ]
+    actual = _rows(
+        analytics_db, selector_outcomes, ["tenant_id", "exam_code", "selector_rule", "assignment"], columns
+    )
+    _same(
+        actual,
+        {
+            # qa {I1, I2, I3} and qb {I1, I4}: one item in common over a mean length of 2.5
+            (A, "EXAM-A", "max_info", "cohort"): (
+                2,
+                1,
+                2,
+                2,
+                2.5,
+                0.75,
+                0.65,
+                2.5,
+                (2 / 3 + 1) / 2,
+                1.0,
+                0.4,
+            ),
+            # qe never got an item: nothing to average
+            (A, "EXAM-A", "max_info", "default"): (1, 1, 0, 0, NAN, NAN, NAN, NAN, NAN, NAN, NAN),
+            # qc {I2, I4} finished, qd {I1} still active; no item shared
+            (A, "EXAM-A", "sympson_hetter", "cohort"): (2, 2, 1, 2, 1.5, -0.2, 0.75, 2.0, 0.5, 0.5, 0.0),
+            # one quiz: no pair to overlap
+            (B, "EXAM-A", "max_info", "cohort"): (1, 1, 1, 1, 1.0, -0.5, 0.9, 1.0, 0.0, 1.0, NAN),
+        },
+    )
 
 
 def test_views_columns_match_their_table_definitions(analytics_db):

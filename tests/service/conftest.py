@@ -129,8 +129,9 @@ class Api:
         key = (user, tuple(roles), tenant)
         if key not in self._tokens:
             if self.env == "dev":
-                r = self.client.post("/v1/auth/mock-login", json={"user_id": user, "roles": list(roles),
-                                                                   "tenant_id": tenant})
+                r = self.client.post(
+                    "/v1/auth/mock-login", json={"user_id": user, "roles": list(roles), "tenant_id": tenant}
+                )
                 assert r.status_code == 200, r.text
                 self._tokens[key] = r.json()["access_token"]
             else:
@@ -203,12 +204,19 @@ class BankKeys:
         by_ref = {item["item_id"]: item for item in bank["items"]}
         params = pool.set_index("item_id")
         self.ref = refs
-        self.key = {qid: next(o["label"] for o in by_ref[ref]["options"] if o["is_correct"]) for qid, ref in refs.items()}
-        self.wrong = {qid: next(o["label"] for o in by_ref[ref]["options"] if not o["is_correct"])
-                      for qid, ref in refs.items()}
+        self.key = {
+            qid: next(o["label"] for o in by_ref[ref]["options"] if o["is_correct"])
+            for qid, ref in refs.items()
+        }
+        self.wrong = {
+            qid: next(o["label"] for o in by_ref[ref]["options"] if not o["is_correct"])
+            for qid, ref in refs.items()
+        }
         self.rationale = {qid: by_ref[ref]["rationale_md"] for qid, ref in refs.items()}
         self.topic = {qid: by_ref[ref]["topic"] for qid, ref in refs.items()}
-        self.params = {qid: tuple(float(params.loc[ref, k]) for k in ("a", "b", "c", "D")) for qid, ref in refs.items()}
+        self.params = {
+            qid: tuple(float(params.loc[ref, k]) for k in ("a", "b", "c", "D")) for qid, ref in refs.items()
+        }
 
     def p_correct(self, question_id: int, theta: float) -> float:
         a, b, c, d = self.params[question_id]
@@ -245,8 +253,11 @@ def _take_quiz(api: Api, quiz_id: str, answer, n_max: int = 200, user: str = "al
             break
         assert r.status_code == 200, r.text
         item = r.json()
-        r = api.post(f"/v1/quizzes/{quiz_id}/answers", user=user,
-                     json={"question_id": item["question_id"], "selected": answer(item), "time_taken_ms": 1200})
+        r = api.post(
+            f"/v1/quizzes/{quiz_id}/answers",
+            user=user,
+            json={"question_id": item["question_id"], "selected": answer(item), "time_taken_ms": 1200},
+        )
         assert r.status_code == 200, r.text
         results.append(r.json())
         if r.json()["quiz_finished"]:

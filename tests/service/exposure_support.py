@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from scipy.special import expit
-
-from qbank.exposure import bundle_sha256, calibrate_exposure, validate_exposure, build_bundle
-from qbank.pool import ItemPool, load_pool
-from qbank.stopping import FixedLength
 from sqlalchemy import select
 
+from qbank.exposure import build_bundle, bundle_sha256, calibrate_exposure, validate_exposure
+from qbank.pool import ItemPool, load_pool
+from qbank.stopping import FixedLength
 from service import quizzes
 from service.core.config import DEFAULT_TENANT, Settings
 from service.core.security import TokenUser
@@ -36,18 +35,31 @@ def service_settings(url: str, **overrides) -> Settings:
     return Settings(database_url=url, env="test", secret_key=SECRET, **overrides)
 
 
-@lru_cache(maxsize=None)
-def _bundle_json(r_max: float, length: int, cuts: tuple | None, n_examinees: int, validation_examinees: int) -> str:
+@cache
+def _bundle_json(
+    r_max: float, length: int, cuts: tuple | None, n_examinees: int, validation_examinees: int
+) -> str:
     pool = load_pool(DEMO_POOL)
-    calibration = calibrate_exposure(pool, r_max, stopping=FixedLength(length), n_examinees=n_examinees,
-                                     strata_cuts=list(cuts) if cuts else None, rng=0)
+    calibration = calibrate_exposure(
+        pool,
+        r_max,
+        stopping=FixedLength(length),
+        n_examinees=n_examinees,
+        strata_cuts=list(cuts) if cuts else None,
+        rng=0,
+    )
     validation = validate_exposure(calibration, n_examinees=validation_examinees, rng=1)
     assert validation.passed, validation.problems
     return json.dumps(build_bundle(calibration, validation))
 
 
-def demo_bundle(r_max: float = 0.25, length: int = 5, cuts: tuple | None = None, n_examinees: int = 4000,
-                validation_examinees: int = 8000) -> dict:
+def demo_bundle(
+    r_max: float = 0.25,
+    length: int = 5,
+    cuts: tuple | None = None,
+    n_examinees: int = 4000,
+    validation_examinees: int = 8000,
+) -> dict:
     """A fresh copy of a validated bundle of the demo pool (computed once per run and settings)."""
     return json.loads(_bundle_json(r_max, length, cuts, n_examinees, validation_examinees))
 
@@ -56,8 +68,13 @@ def rehash(bundle: dict) -> dict:
     """Recompute ``bundle_sha256`` (and ``pool.sha256``) after an edit, so that only the edited
     check fails."""
     items = bundle["items"]
-    pool = ItemPool.from_arrays([i["a"] for i in items], [i["b"] for i in items], [i["c"] for i in items],
-                                [i.get("D", bundle["D"]) for i in items], item_id=[i["item_id"] for i in items])
+    pool = ItemPool.from_arrays(
+        [i["a"] for i in items],
+        [i["b"] for i in items],
+        [i["c"] for i in items],
+        [i.get("D", bundle["D"]) for i in items],
+        item_id=[i["item_id"] for i in items],
+    )
     bundle["pool"]["sha256"] = pool.sha256()
     bundle["bundle_sha256"] = bundle_sha256(bundle)
     return bundle
@@ -75,7 +92,8 @@ def answer_keys(session, tenant: str, exam_code: str = EXAM) -> dict:
     rows = session.execute(
         select(QuestionPublication.question_id, QuestionOption.option_label, QuestionOption.is_correct)
         .join(QuestionOption, QuestionOption.question_version_id == QuestionPublication.question_version_id)
-        .where(QuestionPublication.tenant_id == tenant, QuestionPublication.exam_code == exam_code)).all()
+        .where(QuestionPublication.tenant_id == tenant, QuestionPublication.exam_code == exam_code)
+    ).all()
     session.commit()
     keys: dict = {}
     for question_id, label, correct in rows:
@@ -84,8 +102,9 @@ def answer_keys(session, tenant: str, exam_code: str = EXAM) -> dict:
     return keys
 
 
-def run_students(session_factory, settings, users, rng, *, length: int, tenant: str, exam_code: str = EXAM,
-                 theta=None) -> list[str]:
+def run_students(
+    session_factory, settings, users, rng, *, length: int, tenant: str, exam_code: str = EXAM, theta=None
+) -> list[str]:
     """Each user takes one adaptive quiz of ``length`` items through ``service.quizzes``,
     answering by the 3PL with a true theta drawn from N(0, 1) (or ``theta``); returns quiz ids."""
     rng = np.random.default_rng(rng)
@@ -104,7 +123,14 @@ def run_students(session_factory, settings, users, rng, *, length: int, tenant: 
                 i = pool.index_of([str(item["question_id"])])[0]
                 p = pool.c[i] + (1 - pool.c[i]) * expit(pool.D[i] * pool.a[i] * (theta[row] - pool.b[i]))
                 right, wrong = keys[item["question_id"]]
-                quizzes.submit_answer(session, user, quiz.id, AnswerSubmit(
-                    question_id=item["question_id"], selected=right if answers[row, position] < p else wrong))
+                quizzes.submit_answer(
+                    session,
+                    user,
+                    quiz.id,
+                    AnswerSubmit(
+                        question_id=item["question_id"],
+                        selected=right if answers[row, position] < p else wrong,
+                    ),
+                )
             quiz_ids.append(quiz.id)
     return quiz_ids

@@ -14,21 +14,35 @@ AUTHOR = {"user": "ann", "roles": ["author", "publisher"]}
 
 
 def publish(api, ref, topic, label):
-    body = {"external_ref": ref, "topic_name": topic, "stem_md": f"stem {ref}", "rationale_md": "because",
-            "difficulty_label": label, "options": [{"label": "A", "text_md": "yes", "is_correct": True},
-                                                   {"label": "B", "text_md": "no", "is_correct": False}]}
+    body = {
+        "external_ref": ref,
+        "topic_name": topic,
+        "stem_md": f"stem {ref}",
+        "rationale_md": "because",
+        "difficulty_label": label,
+        "options": [
+            {"label": "A", "text_md": "yes", "is_correct": True},
+            {"label": "B", "text_md": "no", "is_correct": False},
+        ],
+    }
     qid = api.post("/v1/author/questions", json=body, **AUTHOR).json()["question_id"]
     assert api.post(f"/v1/author/publish/{qid}", **AUTHOR).status_code == 200
     return qid
 
 
 def serve(api, user, topics, n):
-    quiz = api.post("/v1/quizzes", user=user, json={"filters": {"num_questions": n, "topics": topics}}).json()["quiz_id"]
+    quiz = api.post(
+        "/v1/quizzes", user=user, json={"filters": {"num_questions": n, "topics": topics}}
+    ).json()["quiz_id"]
     served = []
     for _ in range(n):
         item = api.get(f"/v1/quizzes/{quiz}/next", user=user).json()
         served.append(item["question_id"])
-        api.post(f"/v1/quizzes/{quiz}/answers", user=user, json={"question_id": item["question_id"], "selected": "A"})
+        api.post(
+            f"/v1/quizzes/{quiz}/answers",
+            user=user,
+            json={"question_id": item["question_id"], "selected": "A"},
+        )
     return quiz, served
 
 
@@ -36,16 +50,24 @@ def test_reestimate_is_the_scaffold_heuristic_on_exposure_rates(api, session_fac
     x = publish(api, "X", "t1", "medium")  # provisional b = 0: the most informative at theta = 0
     y = publish(api, "Y", "t2", "hard")
     z = publish(api, "Z", "t3", "easy")
-    assert api.post("/v1/admin/exposure/set", json={"question_id": x, "version": 1, "sh_p": 0.0}, **ADMIN).json() == {"ok": True}
-    assert api.put("/v1/admin/cohorts", json={"user_id": "sh-user", "cohort_key": "selector_strategy",
-                                              "cohort_value": "sympson_hetter"}, **ADMIN).status_code == 200
+    assert api.post(
+        "/v1/admin/exposure/set", json={"question_id": x, "version": 1, "sh_p": 0.0}, **ADMIN
+    ).json() == {"ok": True}
+    assert (
+        api.put(
+            "/v1/admin/cohorts",
+            json={"user_id": "sh-user", "cohort_key": "selector_strategy", "cohort_value": "sympson_hetter"},
+            **ADMIN,
+        ).status_code
+        == 200
+    )
     # Sessions 1-4 use maximum information (sh_p does not apply to them).
     assert serve(api, "u1", ["t1"], 1)[1] == [x]
     assert serve(api, "u2", ["t1"], 1)[1] == [x]
     assert serve(api, "u3", ["t1", "t2"], 2)[1] == [x, y]
     assert serve(api, "u4", ["t2"], 1)[1] == [y]
     # Session 5 (Sympson-Hetter): X is selected, withdrawn by its draw (K = 0), then Y is administered.
-    sh_quiz, served = serve(api, "sh-user", ["t1", "t2"], 1)
+    _sh_quiz, served = serve(api, "sh-user", ["t1", "t2"], 1)
     assert served == [y]
     # An old session outside the 7-day window does not count.
     old_quiz, served = serve(api, "u6", ["t3"], 1)
@@ -72,9 +94,12 @@ def test_reestimate_is_the_scaffold_heuristic_on_exposure_rates(api, session_fac
     assert len(listed) == 2 and listed[0]["recent_attempts"] >= listed[1]["recent_attempts"]
 
     # Below tau, K grows by (tau - rate) / 4: 0.6 < 0.9 gives K * 1.075.
-    out = api.post("/v1/admin/exposure/reestimate", json={"tau": 0.9, "days": 7, "ceil": 0.95}, **ADMIN).json()
+    out = api.post(
+        "/v1/admin/exposure/reestimate", json={"tau": 0.9, "days": 7, "ceil": 0.95}, **ADMIN
+    ).json()
     assert {row["question_id"]: row["sh_p_new"] for row in out["items"]} == pytest.approx(
-        {x: 0.05 * 1.075, y: 0.5 / 0.6 * 1.075})
+        {x: 0.05 * 1.075, y: 0.5 / 0.6 * 1.075}
+    )
     with session_factory() as session:
         actions = session.scalars(select(AuditLog.action).where(AuditLog.action.like("exposure.%"))).all()
     assert actions == ["exposure.set", "exposure.reestimate", "exposure.reestimate"]
@@ -84,29 +109,51 @@ def test_admin_validation_and_unknown_items(api):
     x = publish(api, "X", "t1", "medium")
     r = api.post("/v1/admin/exposure/set", json={"question_id": 999999, "version": 1, "sh_p": 0.5}, **ADMIN)
     assert r.status_code == 404 and "question 999999 version 1 not found" in r.json()["detail"]
-    r = api.post("/v1/admin/exposure/set", json={"question_id": x, "version": 1, "sh_p": 0.5}, tenant="tenant-other",
-                 **ADMIN)
+    r = api.post(
+        "/v1/admin/exposure/set",
+        json={"question_id": x, "version": 1, "sh_p": 0.5},
+        tenant="tenant-other",
+        **ADMIN,
+    )
     assert r.status_code == 404
-    for body, field in [({"question_id": x, "version": 1, "sh_p": 1.5}, "sh_p"),
-                        ({"question_id": x, "version": 0, "sh_p": 0.5}, "version"),
-                        ({"question_id": x, "sh_p": 0.5}, "version")]:
+    for body, field in [
+        ({"question_id": x, "version": 1, "sh_p": 1.5}, "sh_p"),
+        ({"question_id": x, "version": 0, "sh_p": 0.5}, "version"),
+        ({"question_id": x, "sh_p": 0.5}, "version"),
+    ]:
         r = api.post("/v1/admin/exposure/set", json=body, **ADMIN)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == field
     r = api.post("/v1/admin/exposure/reestimate", json={"floor": 0.9, "ceil": 0.5}, **ADMIN)
     assert r.status_code == 422 and "floor (0.9) must be <= ceil (0.5)" in r.text
     assert api.post("/v1/admin/exposure/reestimate", json={"tau": 0}, **ADMIN).status_code == 422
-    r = api.put("/v1/admin/cohorts", json={"user_id": "u", "cohort_key": "selector_strategy", "cohort_value": "coin"},
-                **ADMIN)
+    r = api.put(
+        "/v1/admin/cohorts",
+        json={"user_id": "u", "cohort_key": "selector_strategy", "cohort_value": "coin"},
+        **ADMIN,
+    )
     assert r.status_code == 422 and "'coin' is not a selection rule" in r.json()["detail"]
 
 
 def test_admin_creates_users_who_can_log_in(api, tenant):
-    r = api.post("/v1/admin/users", json={"username": "carol", "password": "long-enough", "roles": ["student"]},
-                 **ADMIN)
+    r = api.post(
+        "/v1/admin/users",
+        json={"username": "carol", "password": "long-enough", "roles": ["student"]},
+        **ADMIN,
+    )
     assert r.status_code == 201 and r.json()["roles"] == ["student"] and r.json()["tenant_id"] == tenant
-    assert api.post("/v1/admin/users", json={"username": "carol", "password": "long-enough", "roles": ["student"]},
-                    **ADMIN).status_code == 409
-    assert api.post("/v1/admin/users", json={"username": "dan", "password": "short", "roles": ["student"]},
-                    **ADMIN).status_code == 422
+    assert (
+        api.post(
+            "/v1/admin/users",
+            json={"username": "carol", "password": "long-enough", "roles": ["student"]},
+            **ADMIN,
+        ).status_code
+        == 409
+    )
+    assert (
+        api.post(
+            "/v1/admin/users", json={"username": "dan", "password": "short", "roles": ["student"]}, **ADMIN
+        ).status_code
+        == 422
+    )
     r = api.client.post("/v1/auth/login", json={"username": "carol", "password": "long-enough"})
     assert r.status_code == 200 and r.json()["roles"] == ["student"]

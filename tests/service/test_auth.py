@@ -34,16 +34,23 @@ def test_password_login_gives_a_token_with_roles_and_tenant(api, session_factory
         create_user(session, other_tenant, "bob", "password-456", ["student"])
         stored = session.get(User, user.id).password_hash
     assert stored.startswith("$argon2id$")
-    r = api.client.post("/v1/auth/login", json={"username": "bob", "password": "password-123", "tenant_id": tenant})
+    r = api.client.post(
+        "/v1/auth/login", json={"username": "bob", "password": "password-123", "tenant_id": tenant}
+    )
     assert r.status_code == 200
     claims = jwt.decode(r.json()["access_token"], options={"verify_signature": False})
     assert (claims["sub"], claims["roles"], claims["tenant"]) == (user.id, ["author", "student"], tenant)
     headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
-    assert api.client.post("/v1/quizzes", headers=headers, json={}).status_code == 404  # no exam yet, but allowed
-    r = api.client.post("/v1/auth/login", json={"username": "bob", "password": "password-456", "tenant_id": tenant})
+    assert (
+        api.client.post("/v1/quizzes", headers=headers, json={}).status_code == 404
+    )  # no exam yet, but allowed
+    r = api.client.post(
+        "/v1/auth/login", json={"username": "bob", "password": "password-456", "tenant_id": tenant}
+    )
     assert r.status_code == 401
-    r = api.client.post("/v1/auth/login", json={"username": "bob", "password": "password-456",
-                                                "tenant_id": other_tenant})
+    r = api.client.post(
+        "/v1/auth/login", json={"username": "bob", "password": "password-456", "tenant_id": other_tenant}
+    )
     assert r.status_code == 200 and r.json()["tenant_id"] == other_tenant
     assert api.client.post("/v1/auth/login", json={"username": "eve", "password": "x"}).status_code == 401
     with session_factory() as session, pytest.raises(Exception, match="already exists"):
@@ -64,15 +71,31 @@ def test_every_route_checks_the_token_and_the_role(api):
     assert r.status_code == 401
     r = api.client.get("/v1/admin/exposure/items", headers={"Authorization": "Bearer not.a.token"})
     assert r.status_code == 401 and "invalid or expired token" in r.json()["detail"]
-    forged = jwt.encode({"sub": "x", "roles": ["admin"], "tenant": "t", "exp": 4102444800}, "w" * 40,
-                        algorithm="HS256")
-    assert api.client.get("/v1/admin/exposure/items", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
-    expired = jwt.encode({"sub": "x", "roles": ["admin"], "tenant": "t", "exp": 1}, "test-secret-" + "x" * 40,
-                         algorithm="HS256")
-    assert api.client.get("/v1/admin/exposure/items", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
-    question = {"topic_name": "t", "stem_md": "s", "rationale_md": "r",
-                "options": [{"label": "A", "text_md": "a", "is_correct": True},
-                            {"label": "B", "text_md": "b", "is_correct": False}]}
+    forged = jwt.encode(
+        {"sub": "x", "roles": ["admin"], "tenant": "t", "exp": 4102444800}, "w" * 40, algorithm="HS256"
+    )
+    assert (
+        api.client.get("/v1/admin/exposure/items", headers={"Authorization": f"Bearer {forged}"}).status_code
+        == 401
+    )
+    expired = jwt.encode(
+        {"sub": "x", "roles": ["admin"], "tenant": "t", "exp": 1},
+        "test-secret-" + "x" * 40,
+        algorithm="HS256",
+    )
+    assert (
+        api.client.get("/v1/admin/exposure/items", headers={"Authorization": f"Bearer {expired}"}).status_code
+        == 401
+    )
+    question = {
+        "topic_name": "t",
+        "stem_md": "s",
+        "rationale_md": "r",
+        "options": [
+            {"label": "A", "text_md": "a", "is_correct": True},
+            {"label": "B", "text_md": "b", "is_correct": False},
+        ],
+    }
     checks = [
         ("post", "/v1/author/questions", ["student", "publisher"], {"json": question}),
         ("post", "/v1/author/publish/1", ["student", "author"], {}),
@@ -80,9 +103,19 @@ def test_every_route_checks_the_token_and_the_role(api):
         ("post", "/v1/quizzes", ["author", "publisher"], {"json": {}}),
         ("get", "/v1/quizzes/x/next", ["author"], {}),
         ("get", "/v1/admin/exposure/items", ["student", "author", "publisher"], {}),
-        ("post", "/v1/admin/exposure/set", ["publisher"], {"json": {"question_id": 1, "version": 1, "sh_p": 0.5}}),
+        (
+            "post",
+            "/v1/admin/exposure/set",
+            ["publisher"],
+            {"json": {"question_id": 1, "version": 1, "sh_p": 0.5}},
+        ),
         ("post", "/v1/admin/exposure/reestimate", ["author"], {"json": {}}),
-        ("put", "/v1/admin/cohorts", ["student"], {"json": {"user_id": "u", "cohort_key": "k", "cohort_value": "v"}}),
+        (
+            "put",
+            "/v1/admin/cohorts",
+            ["student"],
+            {"json": {"user_id": "u", "cohort_key": "k", "cohort_value": "v"}},
+        ),
     ]
     for method, path, roles, kwargs in checks:
         r = getattr(api, method)(path, roles=roles, **kwargs)

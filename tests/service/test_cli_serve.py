@@ -30,15 +30,23 @@ def test_load_demo_create_user_and_import_calibration(tmp_path):
     assert r.exit_code == 0 and "600 new question(s)" in r.output
     r = runner.invoke(cli, ["load-demo", "--database-url", url])
     assert r.exit_code == 0 and "0 new question(s)" in r.output
-    r = runner.invoke(cli, ["create-user", "zoe", "--role", "admin", "--role", "author", "--database-url", url],
-                      input="long-password\nlong-password\n")
+    r = runner.invoke(
+        cli,
+        ["create-user", "zoe", "--role", "admin", "--role", "author", "--database-url", url],
+        input="long-password\nlong-password\n",
+    )
     assert r.exit_code == 0 and "created user zoe (admin, author)" in r.output
-    r = runner.invoke(cli, ["create-user", "zoe", "--role", "student", "--password", "long-password",
-                            "--database-url", url])
+    r = runner.invoke(
+        cli, ["create-user", "zoe", "--role", "student", "--password", "long-password", "--database-url", url]
+    )
     assert r.exit_code == 1 and "username 'zoe' already exists" in r.output
-    r = runner.invoke(cli, ["create-user", "yan", "--role", "student", "--password", "short", "--database-url", url])
+    r = runner.invoke(
+        cli, ["create-user", "yan", "--role", "student", "--password", "short", "--database-url", url]
+    )
     assert r.exit_code == 1 and "at least 8 characters" in r.output
-    r = runner.invoke(cli, ["import-calibration", str(ROOT / "data" / "demo_pool.csv"), "--database-url", url])
+    r = runner.invoke(
+        cli, ["import-calibration", str(ROOT / "data" / "demo_pool.csv"), "--database-url", url]
+    )
     assert r.exit_code == 0 and "imported 600 calibration(s) (3PL)" in r.output
     bad = tmp_path / "bad.csv"
     bad.write_text("item_id,a,b,c\nDEMO-0001,0,0,0.2\n")
@@ -69,27 +77,51 @@ def test_import_calibration_checks_the_pools_report(tmp_path):
         return runner.invoke(cli, ["import-calibration", str(pool_path), "--database-url", url, *extra])
 
     r = imported()
-    assert r.exit_code == 2 and f"1 item(s) are poorly determined in cal.report.json" in r.output
+    assert r.exit_code == 2 and "1 item(s) are poorly determined in cal.report.json" in r.output
     assert worst in r.output and "pass --poorly-determined skip to import the others" in r.output
     r = imported("--poorly-determined", "skip")
     assert r.exit_code == 0 and "imported 11 calibration(s)" in r.output
     assert f"skipped 1 poorly determined item(s): ['{worst}']" in r.output
     with sa.create_engine(url).connect() as db:
-        rows = db.execute(sa.text("SELECT q.external_ref, c.n_respondents FROM item_calibration c JOIN questions q "
-                                  "ON q.id = c.question_id WHERE c.source = 'cal.csv' AND c.is_current")).all()
+        rows = db.execute(
+            sa.text(
+                "SELECT q.external_ref, c.n_respondents FROM item_calibration c JOIN questions q "
+                "ON q.id = c.question_id WHERE c.source = 'cal.csv' AND c.is_current"
+            )
+        ).all()
     assert len(rows) == 11 and worst not in {ref for ref, _ in rows} and {n for _, n in rows} == {800}
     r = imported("--poorly-determined", "keep")
-    assert r.exit_code == 0 and "imported 12 calibration(s)" in r.output and "warning: importing 1" in r.output
+    assert (
+        r.exit_code == 0 and "imported 12 calibration(s)" in r.output and "warning: importing 1" in r.output
+    )
 
     other = demo.to_frame()
     other.loc[0, "b"] += 0.5
     other_path = tmp_path / "other.csv"
     other.to_csv(other_path, index=False)
-    r = runner.invoke(cli, ["import-calibration", str(other_path), "--report", str(tmp_path / "cal.report.json"),
-                            "--database-url", url])
+    r = runner.invoke(
+        cli,
+        [
+            "import-calibration",
+            str(other_path),
+            "--report",
+            str(tmp_path / "cal.report.json"),
+            "--database-url",
+            url,
+        ],
+    )
     assert r.exit_code == 2 and "has other parameters than other.csv for 12 item(s)" in r.output
-    r = runner.invoke(cli, ["import-calibration", str(other_path), "--report", str(tmp_path / "none.json"),
-                            "--database-url", url])
+    r = runner.invoke(
+        cli,
+        [
+            "import-calibration",
+            str(other_path),
+            "--report",
+            str(tmp_path / "none.json"),
+            "--database-url",
+            url,
+        ],
+    )
     assert r.exit_code == 2 and "no such calibration report" in r.output
     save_pool(demo, tmp_path / "plain.csv")
     r = runner.invoke(cli, ["import-calibration", str(tmp_path / "plain.csv"), "--database-url", url])
@@ -113,9 +145,23 @@ def test_serve_migrates_loads_the_demo_and_answers(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBANK_")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "qbank.cli.main", "serve", "--dev", "--with-demo", "--port", str(port),
-         "--database-url", f"sqlite:///{tmp_path / 'served.db'}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "qbank.cli.main",
+            "serve",
+            "--dev",
+            "--with-demo",
+            "--port",
+            str(port),
+            "--database-url",
+            f"sqlite:///{tmp_path / 'served.db'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -131,7 +177,9 @@ def test_serve_migrates_loads_the_demo_and_answers(tmp_path):
             time.sleep(0.2)
         token = httpx.post(f"{base}/v1/auth/mock-login", json={"user_id": "s", "roles": ["student"]}).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
-        quiz = httpx.post(f"{base}/v1/quizzes", headers=headers, json={"filters": {"num_questions": 2}}).json()
+        quiz = httpx.post(
+            f"{base}/v1/quizzes", headers=headers, json={"filters": {"num_questions": 2}}
+        ).json()
         item = httpx.get(f"{base}/v1/quizzes/{quiz['quiz_id']}/next", headers=headers).json()
         assert item["question_id"] >= 1 and len(item["payload"]["options"]) == 4
     finally:

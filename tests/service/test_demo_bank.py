@@ -17,9 +17,16 @@ import pytest
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[2]
-TO_METRES_OR_GRAMS = {"millimetres": Fraction(1, 1000), "centimetres": Fraction(1, 100), "metres": Fraction(1),
-                      "kilometres": Fraction(1000), "milligrams": Fraction(1, 1000), "grams": Fraction(1),
-                      "kilograms": Fraction(1000), "tonnes": Fraction(10**6)}
+TO_METRES_OR_GRAMS = {
+    "millimetres": Fraction(1, 1000),
+    "centimetres": Fraction(1, 100),
+    "metres": Fraction(1),
+    "kilometres": Fraction(1000),
+    "milligrams": Fraction(1, 1000),
+    "grams": Fraction(1),
+    "kilograms": Fraction(1000),
+    "tonnes": Fraction(10**6),
+}
 OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -39,7 +46,9 @@ def expected_answer(stem: str) -> Fraction:
         return Fraction(int(m[1]) * int(m[2]), 100)
     if m := re.fullmatch(r"What percentage of ([\d.]+) is ([\d.]+)\?", stem):
         return Fraction(m[2]) / Fraction(m[1]) * 100
-    if m := re.fullmatch(r"After a (\d+)% discount a jacket costs ([\d.]+)\. What was the original price\?", stem):
+    if m := re.fullmatch(
+        r"After a (\d+)% discount a jacket costs ([\d.]+)\. What was the original price\?", stem
+    ):
         return Fraction(m[2]) / (1 - Fraction(int(m[1]), 100))
     if m := re.fullmatch(r"How many (\w+) are in ([\d.]+) (\w+)\?", stem):
         return Fraction(m[2]) * TO_METRES_OR_GRAMS[m[3]] / TO_METRES_OR_GRAMS[m[1]]
@@ -84,10 +93,20 @@ def test_every_key_is_the_answer_read_from_the_question(bank):
 
 def test_harder_items_have_harder_text(bank, pool):
     """Within every topic, the digits a question makes you handle grow with b."""
-    frame = pd.DataFrame({"topic": pool["topic"], "b": pool["b"],
-                          "digits": [len(re.findall(r"\d", i["stem_md"] + next(o["text_md"] for o in i["options"]
-                                                                               if o["is_correct"])))
-                                     for i in bank["items"]]})
+    frame = pd.DataFrame(
+        {
+            "topic": pool["topic"],
+            "b": pool["b"],
+            "digits": [
+                len(
+                    re.findall(
+                        r"\d", i["stem_md"] + next(o["text_md"] for o in i["options"] if o["is_correct"])
+                    )
+                )
+                for i in bank["items"]
+            ],
+        }
+    )
     for topic, group in frame.groupby("topic"):
         rho = spearmanr(group["b"], group["digits"]).statistic
         assert rho > 0.5, (topic, rho)

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from exposure_support import EXAM, TENANT, demo_bundle, edited, run_students, service_settings
 from sqlalchemy import func, select
 
-from exposure_support import EXAM, TENANT, demo_bundle, edited, run_students, service_settings
 from qbank.exposure import noise_tolerance
 from qbank.pool import ItemPool, load_pool
 from qbank.selection import Selector, exposure_draws, select_next, session_rng
@@ -41,7 +41,9 @@ def refusal(response) -> str:
 
 
 def in_force(api) -> dict:
-    return {row["question_id"]: row for row in api.get("/v1/admin/exposure/items?limit=10000", **ADMIN).json()}
+    return {
+        row["question_id"]: row for row in api.get("/v1/admin/exposure/items?limit=10000", **ADMIN).json()
+    }
 
 
 def ref_of(loaded_bank) -> dict:
@@ -55,8 +57,11 @@ def start(api, user, length=5):
 
 
 def set_cohort(api, user, rule):
-    r = api.put("/v1/admin/cohorts", json={"user_id": user, "cohort_key": "selector_strategy", "cohort_value": rule},
-                **ADMIN)
+    r = api.put(
+        "/v1/admin/cohorts",
+        json={"user_id": user, "cohort_key": "selector_strategy", "cohort_value": rule},
+        **ADMIN,
+    )
     assert r.status_code == 200, r.text
 
 
@@ -74,13 +79,20 @@ def test_refusals_name_the_failed_check(api, loaded_bank, session_factory):
     tolerance = bundle["validation"]["tolerance"][0]
 
     detail = refusal(api.post(BUNDLES, content=b'{"schema": "qbank.exposure-bundle/1",', **ADMIN))
-    assert "failed check(s) malformed" in detail and "not valid JSON" in detail and "line 1 column 38" in detail
+    assert (
+        "failed check(s) malformed" in detail and "not valid JSON" in detail and "line 1 column 38" in detail
+    )
     detail = refusal(upload(api, {k: v for k, v in bundle.items() if k != "validation"}))
     assert "failed check(s) malformed" in detail and "'validation' is a required property" in detail
     detail = refusal(upload(api, edited(bundle, lambda b: b["simulation"].update(converged=False))))
-    assert "failed check(s) converged:" in detail and "simulation.converged: the calibration did not converge" in detail
+    assert (
+        "failed check(s) converged:" in detail
+        and "simulation.converged: the calibration did not converge" in detail
+    )
     over = bundle["r_max"] + tolerance + 0.01
-    detail = refusal(upload(api, edited(bundle, lambda b: b["validation"].update(controlled_max_exposure=[over]))))
+    detail = refusal(
+        upload(api, edited(bundle, lambda b: b["validation"].update(controlled_max_exposure=[over])))
+    )
     assert "failed check(s) validation:" in detail and f"{over:.4f} exceeds r_max + tolerance" in detail
     tampered = edited(bundle, lambda b: None)
     tampered["items"][0]["sh_p"] = 0.5
@@ -108,7 +120,11 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
     first = upload(api, classic)
     assert first.status_code == 201 and first.json()["created"] is True
     again = upload(api, classic)
-    assert again.status_code == 200 and again.json()["id"] == first.json()["id"] and again.json()["created"] is False
+    assert (
+        again.status_code == 200
+        and again.json()["id"] == first.json()["id"]
+        and again.json()["created"] is False
+    )
     a_id, b_id = first.json()["id"], upload(api, conditional).json()["id"]
     assert [b["id"] for b in api.get(BUNDLES, **ADMIN).json()] == [b_id, a_id]
 
@@ -129,7 +145,10 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
 
     r = api.post(f"{BUNDLES}/{b_id}/promote", **ADMIN)
     assert r.status_code == 200 and r.json()["status"] == "active"
-    assert {b["id"]: b["status"] for b in api.get(BUNDLES, **ADMIN).json()} == {a_id: "superseded", b_id: "active"}
+    assert {b["id"]: b["status"] for b in api.get(BUNDLES, **ADMIN).json()} == {
+        a_id: "superseded",
+        b_id: "active",
+    }
     assert [b["id"] for b in api.get(f"{BUNDLES}?status=active", **ADMIN).json()] == [b_id]
     assert api.get(f"{BUNDLES}?status=gone", **ADMIN).status_code == 422
     rows = in_force(api)
@@ -140,15 +159,21 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
     assert csh["selector"] == "conditional_sympson_hetter"
     for _ in range(5):
         item = api.get(f"/v1/quizzes/{csh['quiz_id']}/next", user="csh").json()
-        api.post(f"/v1/quizzes/{csh['quiz_id']}/answers", user="csh",
-                 json={"question_id": item["question_id"], "selected": loaded_bank.key[item["question_id"]]})
+        api.post(
+            f"/v1/quizzes/{csh['quiz_id']}/answers",
+            user="csh",
+            json={"question_id": item["question_id"], "selected": loaded_bank.key[item["question_id"]]},
+        )
 
     with session_factory() as session:
-        quizzes = {q: session.get(QuizSession, q) for q in (before["quiz_id"], pinned_a["quiz_id"], csh["quiz_id"])}
+        quizzes = {
+            q: session.get(QuizSession, q) for q in (before["quiz_id"], pinned_a["quiz_id"], csh["quiz_id"])
+        }
         k_set = session.get(ExposureKSet, quizzes[csh["quiz_id"]].selector["k_set"])
         view = pool_view(session, quizzes[csh["quiz_id"]].pool_snapshot_id)
-        served = session.scalars(select(QuizItem).where(QuizItem.quiz_id == csh["quiz_id"])
-                                 .order_by(QuizItem.position)).all()
+        served = session.scalars(
+            select(QuizItem).where(QuizItem.quiz_id == csh["quiz_id"]).order_by(QuizItem.position)
+        ).all()
     assert quizzes[before["quiz_id"]].exposure_bundle_id is None
     assert quizzes[pinned_a["quiz_id"]].exposure_bundle_id == a_id  # pinned: B's promotion changes nothing
     assert quizzes[csh["quiz_id"]].exposure_bundle_id == b_id
@@ -160,7 +185,9 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
     draws = exposure_draws(session_rng(csh["quiz_id"]), 1, view.n_items)
     available = np.ones((1, view.n_items), dtype=bool)
     for item in served:
-        selection = select_next(view.pool, [item.theta_before], available, selector=selector, exposure_draws=draws)
+        selection = select_next(
+            view.pool, [item.theta_before], available, selector=selector, exposure_draws=draws
+        )
         available[0, selection.withdrawn_items] = False
         assert selection.item[0] == item.pool_index
         available[0, item.pool_index] = False
@@ -168,13 +195,16 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
     r = api.post("/v1/admin/exposure/rollback", **ADMIN)
     assert r.status_code == 200 and (r.json()["id"], r.json()["status"]) == (a_id, "active")
     rows = in_force(api)
-    assert all(rows[refs[i["item_id"]]]["sh_p"] == i["sh_p"] and rows[refs[i["item_id"]]]["sh_p_strata"] is None
-               for i in classic["items"])
+    assert all(
+        rows[refs[i["item_id"]]]["sh_p"] == i["sh_p"] and rows[refs[i["item_id"]]]["sh_p_strata"] is None
+        for i in classic["items"]
+    )
     fallback = start(api, "csh")  # no conditional bundle in force: classic Sympson-Hetter, said so
     with session_factory() as session:
         config = session.get(QuizSession, fallback["quiz_id"]).selector
-        events = session.scalar(select(func.count()).select_from(OutboxEvent)
-                                .where(OutboxEvent.event_type == "bundle_promoted"))
+        events = session.scalar(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.event_type == "bundle_promoted")
+        )
     assert config["rule"] == "sympson_hetter" and "needs an active conditional bundle" in config["fallback"]
     assert events == 3
     detail = api.get(f"{BUNDLES}/{a_id}", **ADMIN).json()
@@ -183,7 +213,10 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
     assert detail["document"]["bundle_sha256"] == classic["bundle_sha256"]
     trail = api.get("/v1/admin/exposure/audit", **ADMIN).json()
     assert [e["action"] for e in trail if e["action"].startswith("bundle.")][:3] == [
-        "bundle.rollback", "bundle.promote", "bundle.promote"]
+        "bundle.rollback",
+        "bundle.promote",
+        "bundle.promote",
+    ]
     assert api.get(f"{BUNDLES}/nope", **ADMIN).status_code == 404
     assert api.post(f"{BUNDLES}/nope/promote", **ADMIN).status_code == 404
 
@@ -224,7 +257,10 @@ def test_promotion_rechecks_the_live_calibration_and_can_import_one(api, loaded_
     detail = refusal(api.post(f"{BUNDLES}/{b_id}/promote", **ADMIN))
     assert "failed check(s) live_calibration:" in detail and "['DEMO-0001']" in detail
     # Nothing of the refused promotion happened.
-    assert {b["id"]: b["status"] for b in api.get(BUNDLES, **ADMIN).json()} == {a_id: "active", b_id: "staged"}
+    assert {b["id"]: b["status"] for b in api.get(BUNDLES, **ADMIN).json()} == {
+        a_id: "active",
+        b_id: "staged",
+    }
     rows = in_force(api)
     assert all(rows[refs[i["item_id"]]]["sh_p"] == i["sh_p"] for i in classic["items"])
 
@@ -234,10 +270,14 @@ def test_promotion_rechecks_the_live_calibration_and_can_import_one(api, loaded_
     r = api.post(f"{BUNDLES}/{c_id}/promote", **ADMIN)
     assert r.status_code == 200, r.text
     with session_factory() as session:
-        current = {session.get(Question, cal.question_id).external_ref: cal for cal in session.scalars(
-            select(ItemCalibration).where(ItemCalibration.is_current))}
+        current = {
+            session.get(Question, cal.question_id).external_ref: cal
+            for cal in session.scalars(select(ItemCalibration).where(ItemCalibration.is_current))
+        }
     assert len(current) == 600 and current[carried["items"][1]["item_id"]].a == 1.2345
-    assert current["DEMO-0001"].a == carried["items"][0]["a"] and current["DEMO-0001"].source == f"bundle:{c_id}"
+    assert (
+        current["DEMO-0001"].a == carried["items"][0]["a"] and current["DEMO-0001"].source == f"bundle:{c_id}"
+    )
     assert upload(api, carried).status_code == 200  # the same document again: the stored bundle
 
 
@@ -248,24 +288,42 @@ def test_manual_override_is_audited_and_shown(api, loaded_bank):
     assert api.post(f"{BUNDLES}/{b_id}/promote", **ADMIN).status_code == 200
     item = conditional["items"][0]
     qid = refs[item["item_id"]]
-    r = api.post("/v1/admin/exposure/override", json={"question_id": qid, "version": 1, "sh_p": 0.125, "stratum": 1},
-                 **ADMIN)
-    assert r.status_code == 200 and r.json() == {"question_id": qid, "version": 1, "stratum": 1, "sh_p": 0.125,
-                                                 "previous": item["sh_p"][1]}
+    r = api.post(
+        "/v1/admin/exposure/override",
+        json={"question_id": qid, "version": 1, "sh_p": 0.125, "stratum": 1},
+        **ADMIN,
+    )
+    assert r.status_code == 200 and r.json() == {
+        "question_id": qid,
+        "version": 1,
+        "stratum": 1,
+        "sh_p": 0.125,
+        "previous": item["sh_p"][1],
+    }
     row = in_force(api)[qid]
     assert row["sh_p_strata"] == [item["sh_p"][0], 0.125] and row["overridden"] is True
     # The scaffold's endpoint sets the classic value and every stratum.
-    assert api.post("/v1/admin/exposure/set", json={"question_id": qid, "version": 1, "sh_p": 0.5},
-                    **ADMIN).status_code == 200
+    assert (
+        api.post(
+            "/v1/admin/exposure/set", json={"question_id": qid, "version": 1, "sh_p": 0.5}, **ADMIN
+        ).status_code
+        == 200
+    )
     row = in_force(api)[qid]
     assert (row["sh_p"], row["sh_p_strata"]) == (0.5, [0.5, 0.5])
-    r = api.post("/v1/admin/exposure/override", json={"question_id": qid, "version": 1, "sh_p": 0.5, "stratum": 2},
-                 **ADMIN)
+    r = api.post(
+        "/v1/admin/exposure/override",
+        json={"question_id": qid, "version": 1, "sh_p": 0.5, "stratum": 2},
+        **ADMIN,
+    )
     assert r.status_code == 422 and "has no per-stratum sh_p in stratum 2" in r.json()["detail"]
     r = api.post("/v1/admin/exposure/override", json={"question_id": qid, "version": 1, "sh_p": 1.5}, **ADMIN)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "sh_p"
     trail = [e for e in api.get("/v1/admin/exposure/audit", **ADMIN).json() if e["action"] == "exposure.set"]
-    assert [e["details"] for e in trail] == [{"sh_p": 0.5}, {"sh_p": 0.125, "stratum": 1, "previous": item["sh_p"][1]}]
+    assert [e["details"] for e in trail] == [
+        {"sh_p": 0.5},
+        {"sh_p": 0.125, "stratum": 1, "previous": item["sh_p"][1]},
+    ]
 
 
 # ---------------------------------------------------------------------------- flags and cohorts
@@ -281,8 +339,9 @@ def test_assign_variant_is_deterministic_and_follows_the_weights():
     first = np.array([exposure_admin.assign_variant("exp-1", u, half) for u in users])
     second = np.array([exposure_admin.assign_variant("exp-2", u, half) for u in users])
     assert abs(np.mean(first == second) - 0.5) < 4 * np.sqrt(0.25 / len(users))
-    assert {exposure_admin.assign_variant("exp", u, {"vanilla": 0, "randomesque": 2}) for u in users[:200]} == {
-        "randomesque"}
+    assert {
+        exposure_admin.assign_variant("exp", u, {"vanilla": 0, "randomesque": 2}) for u in users[:200]
+    } == {"randomesque"}
 
 
 def test_weighted_selector_flag_assigns_sticky_cohorts(api, loaded_bank):
@@ -290,15 +349,21 @@ def test_weighted_selector_flag_assigns_sticky_cohorts(api, loaded_bank):
     assert api.put("/v1/admin/flags/selector_strategy", json={"value_json": flag}, **ADMIN).status_code == 200
     users = [f"student-{i}" for i in range(24)]
     started = {u: start(api, u, length=1)["selector"] for u in users}
-    expected = {u: exposure_admin.SELECTOR_ALIASES.get(v, v) for u in users
-                for v in [exposure_admin.assign_variant("sh-rollout", u, flag["variants"])]}
+    expected = {
+        u: exposure_admin.SELECTOR_ALIASES.get(v, v)
+        for u in users
+        for v in [exposure_admin.assign_variant("sh-rollout", u, flag["variants"])]
+    }
     assert started == expected and set(started.values()) == {"max_info", "sympson_hetter"}
     sizes = api.get("/v1/admin/cohorts?cohort_key=sh-rollout", **ADMIN).json()
     vanilla = sum(rule == "max_info" for rule in started.values())
-    assert sizes == {"cohort_key": "sh-rollout", "total": 24, "sizes": {"sympson_hetter": 24 - vanilla,
-                                                                         "vanilla": vanilla},
-                     "shares": {"sympson_hetter": (24 - vanilla) / 24, "vanilla": vanilla / 24},
-                     "weights": {"sympson_hetter": 0.5, "vanilla": 0.5}}
+    assert sizes == {
+        "cohort_key": "sh-rollout",
+        "total": 24,
+        "sizes": {"sympson_hetter": 24 - vanilla, "vanilla": vanilla},
+        "shares": {"sympson_hetter": (24 - vanilla) / 24, "vanilla": vanilla / 24},
+        "weights": {"sympson_hetter": 0.5, "vanilla": 0.5},
+    }
 
     # New weights: users assigned once keep their cohort; new users follow the new weights.
     flag["variants"] = {"vanilla": 0, "sympson_hetter": 1}
@@ -308,8 +373,10 @@ def test_weighted_selector_flag_assigns_sticky_cohorts(api, loaded_bank):
     assert start(api, "newcomer", length=1)["selector"] == "sympson_hetter"
     assert api.get("/v1/admin/cohorts?cohort_key=sh-rollout", **ADMIN).json()["total"] == 25
     report = api.get("/v1/admin/exposure/ab-report?experiment=sh-rollout", **ADMIN).json()
-    assert {c["cohort"]: c["quizzes"] for c in report["cohorts"]} == {"sympson_hetter": 25 - vanilla,
-                                                                     "vanilla": vanilla + 1}
+    assert {c["cohort"]: c["quizzes"] for c in report["cohorts"]} == {
+        "sympson_hetter": 25 - vanilla,
+        "vanilla": vanilla + 1,
+    }
     flags = api.get("/v1/admin/flags", **ADMIN).json()
     assert [(f["key"], f["value_json"]) for f in flags] == [("selector_strategy", flag)]
 
@@ -345,8 +412,9 @@ def test_daily_cap_holds_under_concurrent_claims(db, loaded_bank):
         with ThreadPoolExecutor(n_threads) as pool:
             wins = sum(pool.map(claim, range(n_threads)))
         with factory() as session:
-            stored = session.scalar(select(ItemDailyExposure.administrations)
-                                    .where(ItemDailyExposure.question_id == question_id))
+            stored = session.scalar(
+                select(ItemDailyExposure.administrations).where(ItemDailyExposure.question_id == question_id)
+            )
     finally:
         engine.dispose()
     assert wins == cap and stored == cap
@@ -365,8 +433,11 @@ def test_daily_cap_withdraws_an_item_served_cap_times_today(db, loaded_bank, ses
             served.append(quizzes.next_item(session, user, quiz.id)["question_id"])
         second = session.get(QuizSession, quiz.id)
         view = pool_view(session, second.pool_snapshot_id)
-        event = session.scalars(select(OutboxEvent).where(OutboxEvent.aggregate_id == quiz.id,
-                                                          OutboxEvent.event_type == "question_served")).one()
+        event = session.scalars(
+            select(OutboxEvent).where(
+                OutboxEvent.aggregate_id == quiz.id, OutboxEvent.event_type == "question_served"
+            )
+        ).one()
     # Both maximum-information quizzes start at theta = 0: the second gets the runner-up.
     assert served[0] != served[1] and second.selector["daily_cap"] == 1
     assert event.payload["capped_question_ids"] == [served[0]]
@@ -374,7 +445,8 @@ def test_daily_cap_withdraws_an_item_served_cap_times_today(db, loaded_bank, ses
     daily = api.get("/v1/admin/exposure/daily", **ADMIN).json()
     assert daily["cap"] == 500  # the app's own setting (the scaffold's MAX_DAILY_EXPOSURES)
     assert [(row["question_id"], row["administrations"]) for row in daily["items"]] == sorted(
-        [(served[0], 1), (served[1], 1)])
+        [(served[0], 1), (served[1], 1)]
+    )
 
 
 # ---------------------------------------------------------------------------- reports
@@ -390,8 +462,14 @@ def test_reports_without_and_with_an_active_bundle(api, loaded_bank, session_fac
             quiz = start(api, user)
             for _ in range(5):
                 item = api.get(f"/v1/quizzes/{quiz['quiz_id']}/next", user=user).json()
-                api.post(f"/v1/quizzes/{quiz['quiz_id']}/answers", user=user,
-                         json={"question_id": item["question_id"], "selected": loaded_bank.key[item["question_id"]]})
+                api.post(
+                    f"/v1/quizzes/{quiz['quiz_id']}/answers",
+                    user=user,
+                    json={
+                        "question_id": item["question_id"],
+                        "selected": loaded_bank.key[item["question_id"]],
+                    },
+                )
     drift = api.get("/v1/admin/exposure/drift", **ADMIN).json()
     # Only the quizzes that ran the bundle's rule count, not the max_info ones pinned to it.
     assert (drift["bundle_id"], drift["quizzes"], drift["r_max"]) == (b_id, 2, 0.25)
@@ -404,8 +482,14 @@ def test_reports_without_and_with_an_active_bundle(api, loaded_bank, session_fac
     assert set(by_cohort) == {"sympson_hetter", "vanilla"}
     vanilla = by_cohort["vanilla"]
     # Both max_info quizzes of a student who always answers right get the same items.
-    assert (vanilla["quizzes"], vanilla["finished"], vanilla["mean_score"], vanilla["max_exposure_rate"],
-            vanilla["test_overlap"], vanilla["mean_length"]) == (2, 2, 1.0, 1.0, 1.0, 5.0)
+    assert (
+        vanilla["quizzes"],
+        vanilla["finished"],
+        vanilla["mean_score"],
+        vanilla["max_exposure_rate"],
+        vanilla["test_overlap"],
+        vanilla["mean_length"],
+    ) == (2, 2, 1.0, 1.0, 1.0, 5.0)
     assert vanilla["mean_final_se"] > 0 and by_cohort["sympson_hetter"]["rules"] == ["sympson_hetter"]
 
 
@@ -431,27 +515,37 @@ def test_two_thousand_quizzes_stay_within_r_max(demo_service):
     url, factory, bundle = demo_service
     settings = service_settings(url, max_daily_exposures=None)
     with factory() as session:
-        exposure_admin.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "sympson_hetter"})
-    controlled = run_students(factory, settings, [f"sh-{i}" for i in range(2000)], 20261124, length=5, tenant=TENANT)
+        exposure_admin.set_flag(
+            session, TENANT, "root", "selector_strategy", True, {"value": "sympson_hetter"}
+        )
+    controlled = run_students(
+        factory, settings, [f"sh-{i}" for i in range(2000)], 20261124, length=5, tenant=TENANT
+    )
     with factory() as session:
         exposure_admin.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "vanilla"})
     run_students(factory, settings, [f"plain-{i}" for i in range(100)], 20261125, length=5, tenant=TENANT)
 
     with factory() as session:
-        counts = session.execute(select(QuizItem.question_id, func.count(func.distinct(QuizItem.quiz_id)))
-                                 .where(QuizItem.quiz_id.in_(controlled)).group_by(QuizItem.question_id)).all()
+        counts = session.execute(
+            select(QuizItem.question_id, func.count(func.distinct(QuizItem.quiz_id)))
+            .where(QuizItem.quiz_id.in_(controlled))
+            .group_by(QuizItem.question_id)
+        ).all()
         drift = exposure_admin.exposure_drift(session, TENANT, EXAM, alpha=0.001)
         report = {c["cohort"]: c for c in exposure_admin.ab_report(session, TENANT)["cohorts"]}
     observed = np.array([n for _, n in counts]) / 2000
     # Sampling error of the largest rate: the maximum of the items at the cap over 2,000 quizzes,
     # with K itself estimated from the bundle's calibration simulees (qbank.exposure.noise_tolerance).
     n_capped = sum(item["sh_p"] < 1 for item in bundle["items"])
-    limit = 0.25 + noise_tolerance(0.25, 2000, n_capped, k_examinees=bundle["simulation"]["n_examinees"],
-                                   confidence=0.999)
+    limit = 0.25 + noise_tolerance(
+        0.25, 2000, n_capped, k_examinees=bundle["simulation"]["n_examinees"], confidence=0.999
+    )
     assert observed.max() <= limit, (observed.max(), limit)
     assert (drift["quizzes"], drift["n_over_r_max"], drift["n_drifting"]) == (2000, 0, 0)
     assert drift["max_observed"] == observed.max() and drift["limit"] == pytest.approx(limit)
     # The same service without exposure control: every quiz starts with the same item.
-    assert report["sympson_hetter"]["quizzes"] == 2000 and report["sympson_hetter"]["max_exposure_rate"] <= limit
+    assert (
+        report["sympson_hetter"]["quizzes"] == 2000 and report["sympson_hetter"]["max_exposure_rate"] <= limit
+    )
     assert report["vanilla"]["quizzes"] == 100 and report["vanilla"]["max_exposure_rate"] == 1.0
     assert report["vanilla"]["test_overlap"] > 2 * report["sympson_hetter"]["test_overlap"]

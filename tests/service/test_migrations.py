@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-import service
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+import service
 from service.db import alembic_config, make_engine, migrate
 from service.models import Base
 
@@ -29,10 +29,25 @@ def test_migrated_schema_matches_the_models(database_url):
     finally:
         engine.dispose()
     assert differences == []
-    assert {"users", "topics", "questions", "question_versions", "question_options", "question_publications",
-            "item_calibration", "item_exposure_control", "exposure_bundles", "feature_flags", "cohort_assignments",
-            "pool_snapshots", "quiz_sessions", "quiz_items", "user_responses", "outbox_events",
-            "audit_log"} <= tables
+    assert {
+        "users",
+        "topics",
+        "questions",
+        "question_versions",
+        "question_options",
+        "question_publications",
+        "item_calibration",
+        "item_exposure_control",
+        "exposure_bundles",
+        "feature_flags",
+        "cohort_assignments",
+        "pool_snapshots",
+        "quiz_sessions",
+        "quiz_items",
+        "user_responses",
+        "outbox_events",
+        "audit_log",
+    } <= tables
 
 
 def test_downgrade_and_upgrade_again(tmp_path):

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import uvicorn
 from click.testing import CliRunner
-
 from exposure_support import SECRET, TENANT, service_settings
+
 from qbank.cli.main import cli
 from service.core.security import create_token
 from service.db import make_engine, make_session_factory, migrate
@@ -37,8 +37,9 @@ def service_url(tmp_path_factory):
         load_demo(session, TENANT)
     engine.dispose()
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service_settings(url)), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service_settings(url)), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -54,8 +55,24 @@ def service_url(tmp_path_factory):
 def bundle_dir(tmp_path_factory):
     """``qbank sh`` on the demo pool (small N): the workbench side of the loop."""
     out = tmp_path_factory.mktemp("sh")
-    result = CliRunner().invoke(cli, ["sh", "--pool", str(DEMO_POOL), "--r-max", "0.25", "--length", "5",
-                                      "--examinees", "3000", "--validation-examinees", "6000", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "sh",
+            "--pool",
+            str(DEMO_POOL),
+            "--r-max",
+            "0.25",
+            "--length",
+            "5",
+            "--examinees",
+            "3000",
+            "--validation-examinees",
+            "6000",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -75,9 +92,13 @@ def test_publish_then_promote(service_url, bundle_dir):
     assert result.exit_code == 0, result.output
     first, second = result.output.splitlines()
     bundle_id = first.split()[2]
-    assert first.startswith(f"uploaded bundle {bundle_id} (staged) for exam DEMO-EXAM: sympson_hetter, r_max 0.25, "
-                            "600 items")
-    assert second.startswith(f"promoted bundle {bundle_id}: active for exam DEMO-EXAM since ") and "(by root)" in second
+    assert first.startswith(
+        f"uploaded bundle {bundle_id} (staged) for exam DEMO-EXAM: sympson_hetter, r_max 0.25, 600 items"
+    )
+    assert (
+        second.startswith(f"promoted bundle {bundle_id}: active for exam DEMO-EXAM since ")
+        and "(by root)" in second
+    )
 
     headers = {"Authorization": f"Bearer {token()}"}
     detail = httpx.get(f"{service_url}/v1/admin/exposure/bundles/{bundle_id}", headers=headers).json()
@@ -90,16 +111,23 @@ def test_publish_then_promote(service_url, bundle_dir):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         f"already uploaded as bundle {bundle_id} (active) for exam DEMO-EXAM: sympson_hetter, r_max 0.25, 600 items, "
-        f"sha256 {document['bundle_sha256'][:12]}", f"bundle {bundle_id} is already active"]
+        f"sha256 {document['bundle_sha256'][:12]}",
+        f"bundle {bundle_id} is already active",
+    ]
 
 
 def test_publish_errors_are_clear(service_url, bundle_dir, tmp_path):
     result = publish(bundle_dir, "--url", service_url, "--token", token(), "--exam-code", "NO-EXAM")
     assert result.exit_code == 1
-    assert ("the service refused the bundle: exposure bundle refused, failed check(s) live_calibration: exam_code: "
-            "exam 'NO-EXAM' has no published items") in result.output
+    assert (
+        "the service refused the bundle: exposure bundle refused, failed check(s) live_calibration: exam_code: "
+        "exam 'NO-EXAM' has no published items"
+    ) in result.output
     result = publish(bundle_dir, "--url", service_url, "--token", "not-a-token")
-    assert result.exit_code == 1 and "the service refused the token (401): invalid or expired token" in result.output
+    assert (
+        result.exit_code == 1
+        and "the service refused the token (401): invalid or expired token" in result.output
+    )
     result = publish(bundle_dir, "--url", service_url, "--token", token("student", user="sam"))
     assert result.exit_code == 1 and "the service refused the token (403)" in result.output
 
@@ -114,5 +142,7 @@ def test_publish_errors_are_clear(service_url, bundle_dir, tmp_path):
     assert result.exit_code == 2 and "not valid JSON: Expecting value at line 1 column 12" in result.output
     result = publish(tmp_path / "missing", "--url", service_url, "--token", token())
     assert result.exit_code == 2 and "missing does not exist" in result.output
-    result = publish(bundle_dir, "--url", f"http://127.0.0.1:{_free_port()}", "--token", token(), "--timeout", "5")
+    result = publish(
+        bundle_dir, "--url", f"http://127.0.0.1:{_free_port()}", "--token", token(), "--timeout", "5"
+    )
     assert result.exit_code == 1 and "cannot reach the service at http://127.0.0.1:" in result.output

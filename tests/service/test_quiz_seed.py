@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from exposure_support import SECRET, TENANT, run_students, service_settings
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from exposure_support import SECRET, TENANT, run_students, service_settings
 from service import exposure_admin
 from service.core.config import Settings
 from service.db import make_engine, make_session_factory, migrate
@@ -23,13 +23,22 @@ def _cohort(tmp_path, name, quiz_seed, users=("s1", "s2", "s3")):
     factory = make_session_factory(engine)
     with factory() as session:
         load_demo(session, TENANT, limit=40)
-        exposure_admin.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "randomesque", "k": 12})
+        exposure_admin.set_flag(
+            session, TENANT, "root", "selector_strategy", True, {"value": "randomesque", "k": 12}
+        )
     settings = service_settings(url, quiz_seed=quiz_seed)
     ids = run_students(factory, settings, list(users), 5, length=6, tenant=TENANT)
     ids += run_students(factory, settings, list(users[:1]), 5, length=6, tenant=TENANT)
     with factory() as session:
-        served = [[item for item, in session.execute(select(QuizItem.question_id).where(QuizItem.quiz_id == quiz)
-                                                     .order_by(QuizItem.position))] for quiz in ids]
+        served = [
+            [
+                item
+                for (item,) in session.execute(
+                    select(QuizItem.question_id).where(QuizItem.quiz_id == quiz).order_by(QuizItem.position)
+                )
+            ]
+            for quiz in ids
+        ]
     engine.dispose()
     return ids, served
 

@@ -18,7 +18,6 @@ from qbank.selection import Selector, exposure_draws, select_next, session_rng
 from service.models import OutboxEvent, QuizItem, QuizSession, UserResponse
 from service.pools import pool_view
 
-
 GRID = np.linspace(-4.0, 4.0, 61)
 
 
@@ -100,12 +99,18 @@ def test_simulated_student_theta_1_5(api, loaded_bank, session_factory, take_qui
         assert response.theta_after == pytest.approx(theta_before, abs=1e-9)
         assert response.se_after == pytest.approx(se_before, abs=1e-9)
         assert response.is_correct == (response.option_label == loaded_bank.key[response.question_id])
-    assert stored.theta == pytest.approx(theta_before, abs=1e-9) and stored.se == pytest.approx(se_before, abs=1e-9)
+    assert stored.theta == pytest.approx(theta_before, abs=1e-9) and stored.se == pytest.approx(
+        se_before, abs=1e-9
+    )
 
     with session_factory() as session:
-        events = dict(session.execute(
-            select(OutboxEvent.event_type, func.count()).where(OutboxEvent.aggregate_id == quiz["quiz_id"])
-            .group_by(OutboxEvent.event_type)).all())
+        events = dict(
+            session.execute(
+                select(OutboxEvent.event_type, func.count())
+                .where(OutboxEvent.aggregate_id == quiz["quiz_id"])
+                .group_by(OutboxEvent.event_type)
+            ).all()
+        )
     assert events == {"quiz_started": 1, "question_served": 30, "answer_submitted": 30, "quiz_finished": 1}
 
     summary = api.get(f"/v1/quizzes/{quiz['quiz_id']}").json()
@@ -117,8 +122,9 @@ def test_simulated_student_theta_1_5(api, loaded_bank, session_factory, take_qui
 
 def test_key_and_rationale_never_leave_before_the_answer(api, loaded_bank):
     for mode in ("exam", "tutor"):
-        created = api.client.post("/v1/quizzes", headers=api.headers(),
-                                  json={"filters": {"num_questions": 3, "mode": mode}})
+        created = api.client.post(
+            "/v1/quizzes", headers=api.headers(), json={"filters": {"num_questions": 3, "mode": mode}}
+        )
         quiz_id = created.json()["quiz_id"]
         for position in range(3):
             r = api.get(f"/v1/quizzes/{quiz_id}/next")
@@ -130,24 +136,35 @@ def test_key_and_rationale_never_leave_before_the_answer(api, loaded_bank):
                 assert secret not in r.text and secret not in created.text
             pending = api.get(f"/v1/quizzes/{quiz_id}").json()["items"][-1]
             assert pending["selected"] is None
-            assert (pending["correct"], pending["correct_option"], pending["rationale_md"]) == (None, None, None)
-            result = api.post(f"/v1/quizzes/{quiz_id}/answers",
-                              json={"question_id": qid, "selected": loaded_bank.wrong[qid]}).json()
+            assert (pending["correct"], pending["correct_option"], pending["rationale_md"]) == (
+                None,
+                None,
+                None,
+            )
+            result = api.post(
+                f"/v1/quizzes/{quiz_id}/answers",
+                json={"question_id": qid, "selected": loaded_bank.wrong[qid]},
+            ).json()
             if mode == "tutor":
                 assert result["revealed"] and result["correct"] is False
                 assert result["correct_option"] == loaded_bank.key[qid]
                 assert result["explanation"] == {"rationale_md": loaded_bank.rationale[qid]}
             else:
                 assert not result["revealed"]
-                assert (result["correct"], result["correct_option"], result["explanation"]) == (None, None, None)
+                assert (result["correct"], result["correct_option"], result["explanation"]) == (
+                    None,
+                    None,
+                    None,
+                )
                 if position < 2:
                     summary = api.get(f"/v1/quizzes/{quiz_id}").json()
                     assert loaded_bank.rationale[qid] not in json.dumps(summary)
                     assert summary["theta"] is None and summary["correct"] is None
         summary = api.get(f"/v1/quizzes/{quiz_id}").json()
         assert summary["status"] == "finished"
-        assert [i["correct_option"] for i in summary["items"]] == [loaded_bank.key[i["question_id"]]
-                                                                   for i in summary["items"]]
+        assert [i["correct_option"] for i in summary["items"]] == [
+            loaded_bank.key[i["question_id"]] for i in summary["items"]
+        ]
 
 
 def test_pending_item_idempotent_answers_and_conflicts(api, loaded_bank, session_factory):
@@ -167,7 +184,9 @@ def test_pending_item_idempotent_answers_and_conflicts(api, loaded_bank, session
     key, wrong = loaded_bank.key[qid], loaded_bank.wrong[qid]
     answered = api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": qid, "selected": key.lower()})
     assert answered.status_code == 200 and answered.json()["correct"] is True
-    replay = api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": qid, "selected": key, "position": 0})
+    replay = api.post(
+        f"/v1/quizzes/{quiz_id}/answers", json={"question_id": qid, "selected": key, "position": 0}
+    )
     assert replay.status_code == 200 and replay.json() == answered.json()
     changed = api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": qid, "selected": wrong})
     assert changed.status_code == 409 and "already answered" in changed.json()["detail"]
@@ -180,8 +199,10 @@ def test_quiz_resumes_after_restart(api, loaded_bank, session_factory, restart_a
     quiz_id = start(api, num_questions=10)["quiz_id"]
     for _ in range(5):
         item = api.get(f"/v1/quizzes/{quiz_id}/next").json()
-        api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": item["question_id"],
-                                                         "selected": loaded_bank.key[item["question_id"]]})
+        api.post(
+            f"/v1/quizzes/{quiz_id}/answers",
+            json={"question_id": item["question_id"], "selected": loaded_bank.key[item["question_id"]]},
+        )
     pending = api.get(f"/v1/quizzes/{quiz_id}/next").json()
     assert pending["position"] == 5
     token = api.token()
@@ -194,15 +215,20 @@ def test_quiz_resumes_after_restart(api, loaded_bank, session_factory, restart_a
         item = pending
         for position in range(5, 10):
             assert item["position"] == position
-            r = client.post(f"/v1/quizzes/{quiz_id}/answers", headers=headers,
-                            json={"question_id": item["question_id"], "selected": "A"})
+            r = client.post(
+                f"/v1/quizzes/{quiz_id}/answers",
+                headers=headers,
+                json={"question_id": item["question_id"], "selected": "A"},
+            )
             assert r.status_code == 200
             if position < 9:
                 item = client.get(f"/v1/quizzes/{quiz_id}/next", headers=headers).json()
         assert r.json()["quiz_finished"]
         summary = client.get(f"/v1/quizzes/{quiz_id}", headers=headers).json()
     assert summary["status"] == "finished" and summary["answered"] == 10
-    assert [r.position for r in rows(session_factory, UserResponse, quiz_id, UserResponse.position)] == list(range(10))
+    assert [r.position for r in rows(session_factory, UserResponse, quiz_id, UserResponse.position)] == list(
+        range(10)
+    )
 
 
 def test_finished_and_expired_quizzes_refuse_answers(api, loaded_bank, session_factory, take_quiz):
@@ -214,8 +240,9 @@ def test_finished_and_expired_quizzes_refuse_answers(api, loaded_bank, session_f
     quiz_id = start(api, num_questions=5)["quiz_id"]
     item = api.get(f"/v1/quizzes/{quiz_id}/next").json()
     with session_factory() as session:
-        session.execute(update(QuizSession).where(QuizSession.id == quiz_id)
-                        .values(expires_at=QuizSession.created_at))
+        session.execute(
+            update(QuizSession).where(QuizSession.id == quiz_id).values(expires_at=QuizSession.created_at)
+        )
         session.commit()
     r = api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": item["question_id"], "selected": "A"})
     assert r.status_code == 410 and "expired" in r.json()["detail"]
@@ -244,16 +271,27 @@ def test_unknown_ids_malformed_bodies_and_tenants(api, loaded_bank, other_tenant
     assert field_of(api.post("/v1/quizzes", json={"filters": {"difficulty": ["trivial"]}})) == [0]
     assert "b_min" in api.post("/v1/quizzes", json={"filters": {"b_min": 1, "b_max": 0}}).text
     assert field_of(api.post(f"/v1/quizzes/{quiz_id}/answers", json={"selected": "A"})) == ["question_id"]
-    assert field_of(api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": 1, "selected": "AB"})) == ["selected"]
-    assert field_of(api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": "x", "selected": "A"})) == ["question_id"]
-    r = api.post(f"/v1/quizzes/{quiz_id}/answers", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert field_of(
+        api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": 1, "selected": "AB"})
+    ) == ["selected"]
+    assert field_of(
+        api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": "x", "selected": "A"})
+    ) == ["question_id"]
+    r = api.post(
+        f"/v1/quizzes/{quiz_id}/answers", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 422
     r = api.post("/v1/quizzes", json={"filters": {"topics": ["astrology"]}})
     assert r.status_code == 422 and "astrology" in r.json()["detail"]
     r = api.post("/v1/quizzes", json={"filters": {"num_questions": 5}, "blueprint_quota": {"fractions": 6}})
     assert r.status_code == 422 and "add up to 6" in r.json()["detail"]
-    r = api.post("/v1/quizzes", json={"filters": {"topics": ["fractions"], "difficulty": ["easy"]},
-                                      "blueprint_quota": {"fractions": 40}})
+    r = api.post(
+        "/v1/quizzes",
+        json={
+            "filters": {"topics": ["fractions"], "difficulty": ["easy"]},
+            "blueprint_quota": {"fractions": 40},
+        },
+    )
     assert r.status_code == 422 and "not enough eligible items" in r.json()["detail"]
     r = api.post("/v1/quizzes", json={"filters": {"exam_code": "NO-EXAM"}})
     assert r.status_code == 404 and "NO-EXAM" in r.json()["detail"]
@@ -295,13 +333,23 @@ def test_standard_error_stop_and_linear_quiz(api, loaded_bank, session_factory, 
 
 def test_sympson_hetter_cohort_withdraws_and_replays(api, loaded_bank, session_factory, take_quiz):
     admin = dict(user="root", roles=["admin"])
-    assert api.put("/v1/admin/cohorts", json={"user_id": "alice", "cohort_key": "selector_strategy",
-                                              "cohort_value": "sympson_hetter"}, **admin).status_code == 200
+    assert (
+        api.put(
+            "/v1/admin/cohorts",
+            json={"user_id": "alice", "cohort_key": "selector_strategy", "cohort_value": "sympson_hetter"},
+            **admin,
+        ).status_code
+        == 200
+    )
     ids = np.array(sorted(loaded_bank.params))
     info = information_3pl(0.0, *np.array([loaded_bank.params[q] for q in ids]).T)
     top = ids[np.argsort(-info)[:25]]
-    assert api.post("/v1/admin/exposure/set", json={"question_id": int(top[0]), "version": 1, "sh_p": 0.0},
-                    **admin).status_code == 200
+    assert (
+        api.post(
+            "/v1/admin/exposure/set", json={"question_id": int(top[0]), "version": 1, "sh_p": 0.0}, **admin
+        ).status_code
+        == 200
+    )
     for qid in top[1:]:
         api.post("/v1/admin/exposure/set", json={"question_id": int(qid), "version": 1, "sh_p": 0.3}, **admin)
     quiz = start(api, num_questions=12)
@@ -321,8 +369,9 @@ def test_sympson_hetter_cohort_withdraws_and_replays(api, loaded_bank, session_f
     draws = exposure_draws(session_rng(quiz["quiz_id"]), 1, view.n_items)
     available = np.ones((1, view.n_items), dtype=bool)
     for item in items:
-        selection = select_next(view.pool, [item.theta_before], available, selector=selector,
-                                exposure_draws=draws)
+        selection = select_next(
+            view.pool, [item.theta_before], available, selector=selector, exposure_draws=draws
+        )
         available[0, selection.withdrawn_items] = False
         assert selection.item[0] == item.pool_index
         available[0, item.pool_index] = False
@@ -365,7 +414,9 @@ def test_concurrent_requests_serve_one_item_and_record_one_answer(api, loaded_ba
     def answer(label):
         with session_factory() as session:
             try:
-                return quizzes.submit_answer(session, user, quiz_id, AnswerSubmit(question_id=qid, selected=label))
+                return quizzes.submit_answer(
+                    session, user, quiz_id, AnswerSubmit(question_id=qid, selected=label)
+                )
             except Conflict as exc:
                 return exc
 
@@ -380,6 +431,9 @@ def test_concurrent_requests_serve_one_item_and_record_one_answer(api, loaded_ba
         else:
             assert isinstance(outcome, Conflict) and "already answered" in outcome.detail
     with session_factory() as session:
-        served_events = session.scalar(select(func.count()).select_from(OutboxEvent).where(
-            OutboxEvent.aggregate_id == quiz_id, OutboxEvent.event_type == "question_served"))
+        served_events = session.scalar(
+            select(func.count())
+            .select_from(OutboxEvent)
+            .where(OutboxEvent.aggregate_id == quiz_id, OutboxEvent.event_type == "question_served")
+        )
     assert served_events == 1

@@ -9,16 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from exposure_support import TENANT, run_students, service_settings
 from sqlalchemy import func, select
 
-from exposure_support import TENANT, run_students, service_settings
 from qbank.cli.main import cli
 from qbank.exposure import validate_bundle
 from service import exposure_admin
 from service.db import make_engine, make_session_factory, migrate
 from service.demo import load_demo
 from service.exposure_models import ExposureBundleInfo
-from service.models import ExposureBundle, ItemCalibration, ItemExposureControl, Question, QuizItem, QuizSession
+from service.models import (
+    ExposureBundle,
+    ItemCalibration,
+    ItemExposureControl,
+    Question,
+    QuizItem,
+    QuizSession,
+)
 
 
 def reestimate(url, *args):
@@ -31,8 +38,10 @@ def test_heuristic_uses_exposure_rates(db, loaded_bank, session_factory):
     settings = service_settings(db)
     run_students(session_factory, settings, [f"u{i}" for i in range(8)], 3, length=3, tenant=TENANT)
     with session_factory() as session:
-        served = pd.DataFrame(session.execute(select(QuizItem.quiz_id, QuizItem.question_id)).all(),
-                              columns=["quiz", "question"])
+        served = pd.DataFrame(
+            session.execute(select(QuizItem.quiz_id, QuizItem.question_id)).all(),
+            columns=["quiz", "question"],
+        )
     rate = served.groupby("question")["quiz"].nunique() / 8
     # K starts at 1: above tau, K = tau / rate; at or below, 1 * (1 + (tau - rate) / 4) capped at 1 (no change).
     expected = {int(q): 0.3 / r for q, r in rate.items() if r > 0.3}
@@ -40,7 +49,10 @@ def test_heuristic_uses_exposure_rates(db, loaded_bank, session_factory):
 
     result = reestimate(db, "--mode", "heuristic", "--tau", "0.3")
     assert result.exit_code == 0, result.output
-    assert f"heuristic: 8 quiz(zes) of DEMO-EXAM in the last 7 day(s); {len(expected)} item(s) changed" in result.output
+    assert (
+        f"heuristic: 8 quiz(zes) of DEMO-EXAM in the last 7 day(s); {len(expected)} item(s) changed"
+        in result.output
+    )
     with session_factory() as session:
         stored = {row.question_id: row.sh_p for row in session.scalars(select(ItemExposureControl))}
     assert stored == pytest.approx(expected)
@@ -57,10 +69,18 @@ def served_exam(tmp_path_factory):
     factory = make_session_factory(engine)
     with factory() as session:
         load_demo(session, TENANT, limit=40)
-        exposure_admin.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "randomesque", "k": 12})
+        exposure_admin.set_flag(
+            session, TENANT, "root", "selector_strategy", True, {"value": "randomesque", "k": 12}
+        )
     # Seeded quiz ids: the randomesque draws, and so which items reach 60 responses, repeat every run.
-    run_students(factory, service_settings(url, quiz_seed=11), [f"s{i}" for i in range(240)], 11, length=6,
-                 tenant=TENANT)
+    run_students(
+        factory,
+        service_settings(url, quiz_seed=11),
+        [f"s{i}" for i in range(240)],
+        11,
+        length=6,
+        tenant=TENANT,
+    )
     yield url, factory
     engine.dispose()
 
@@ -72,8 +92,11 @@ def test_simulate_stages_a_draft_bundle_on_the_observed_population(served_exam):
     url, factory = served_exam
     with factory() as session:
         quizzes = session.execute(select(QuizSession.theta, QuizSession.se)).all()
-        answers = session.execute(select(Question.external_ref, func.count()).join(
-            QuizItem, QuizItem.question_id == Question.id).group_by(Question.external_ref)).all()
+        answers = session.execute(
+            select(Question.external_ref, func.count())
+            .join(QuizItem, QuizItem.question_id == Question.id)
+            .group_by(Question.external_ref)
+        ).all()
     theta, se = np.array(quizzes).T
     recalibrated = sorted(ref for ref, n in answers if n >= 60)
 
@@ -82,7 +105,10 @@ def test_simulate_stages_a_draft_bundle_on_the_observed_population(served_exam):
     # Items the data hardly place keep their live parameters (named in a note when there are any).
     kept = re.search(r"kept (\d+) poorly determined item\(s\) at their live parameters[^\n]*", result.output)
     n_kept = int(kept.group(1)) if kept else 0
-    assert f"note: recalibrated {len(recalibrated) - n_kept} item(s) with at least 60 responses (3PL, " in result.output
+    assert (
+        f"note: recalibrated {len(recalibrated) - n_kept} item(s) with at least 60 responses (3PL, "
+        in result.output
+    )
     assert "note: no active bundle: classic Sympson-Hetter, EAP, fixed length 6" in result.output
     assert "population: 240 finished quizzes" in result.output and "staged draft bundle" in result.output
     with factory() as session:
@@ -99,11 +125,21 @@ def test_simulate_stages_a_draft_bundle_on_the_observed_population(served_exam):
     assert in_force == []  # staged, not promoted
 
     with factory() as session:
-        live_before = {ref: a for ref, a in session.execute(select(Question.external_ref, ItemCalibration.a).join(
-            ItemCalibration, ItemCalibration.question_id == Question.id).where(ItemCalibration.is_current))}
+        live_before = dict(
+            session.execute(
+                select(Question.external_ref, ItemCalibration.a)
+                .join(ItemCalibration, ItemCalibration.question_id == Question.id)
+                .where(ItemCalibration.is_current)
+            ).all()
+        )
         exposure_admin.promote_bundle(session, TENANT, "root", bundle.id)
-        live_after = {ref: a for ref, a in session.execute(select(Question.external_ref, ItemCalibration.a).join(
-            ItemCalibration, ItemCalibration.question_id == Question.id).where(ItemCalibration.is_current))}
+        live_after = dict(
+            session.execute(
+                select(Question.external_ref, ItemCalibration.a)
+                .join(ItemCalibration, ItemCalibration.question_id == Question.id)
+                .where(ItemCalibration.is_current)
+            ).all()
+        )
     by_ref = {item["item_id"]: item for item in document["items"]}
     assert all(live_after[ref] == by_ref[ref]["a"] for ref in live_after)
     changed = sorted(ref for ref in live_after if live_after[ref] != live_before[ref])
@@ -123,6 +159,11 @@ def test_simulate_without_enough_data(served_exam):
 
     result = reestimate(url, "--mode", "simulate", "--min-quizzes", "1000", "--tau", "0.3")
     assert result.exit_code == 1
-    assert "no bundle staged: only 240 finished adaptive quiz(zes) of 'DEMO-EXAM' in the last 7 day(s)" in result.output
-    result = reestimate(url, "--mode", "simulate", "--tau", "0.05", "--min-quizzes", "30", "--examinees", "500")
+    assert (
+        "no bundle staged: only 240 finished adaptive quiz(zes) of 'DEMO-EXAM' in the last 7 day(s)"
+        in result.output
+    )
+    result = reestimate(
+        url, "--mode", "simulate", "--tau", "0.05", "--min-quizzes", "30", "--examinees", "500"
+    )
     assert result.exit_code == 1 and "no bundle staged: Sympson-Hetter cannot run" in result.output

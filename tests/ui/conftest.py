@@ -31,8 +31,14 @@ from service.users import create_user
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TENANT = "00000000-0000-0000-0000-000000000001"
 SECRET = "ui-test-secret-" + "y" * 40
 STUDENT = ("ada", "ada-password-1")
@@ -40,18 +46,36 @@ ADMIN = ("root", "root-password-1")
 XSS_EXAM = "XSS-CHECK"
 # Each field carries a different payload; any that runs sets window.__qbank_pwned.
 XSS_ITEMS = [
-    {"external_ref": "XSS-1", "topic_name": "safety",
-     "stem_md": "What is **2 + 2**? <script>window.__qbank_pwned = 'stem'</script>"
-                "<img src=x onerror=\"window.__qbank_pwned = 'img'\">",
-     "rationale_md": "*Four.* <script>window.__qbank_pwned = 'rationale'</script> "
-                     "[more](javascript:window.__qbank_pwned='link')",
-     "options": [{"label": "A", "text_md": "4 <script>window.__qbank_pwned = 'option'</script>", "is_correct": True},
-                 {"label": "B", "text_md": "<b onmouseover=\"window.__qbank_pwned='b'\">5</b>", "is_correct": False}]},
-    {"external_ref": "XSS-2", "topic_name": "safety",
-     "stem_md": "Which is larger? <iframe src=\"javascript:parent.__qbank_pwned='iframe'\"></iframe>",
-     "rationale_md": "3 > 2 <svg onload=\"window.__qbank_pwned='svg'\"></svg>",
-     "options": [{"label": "A", "text_md": "2", "is_correct": False},
-                 {"label": "B", "text_md": "3", "is_correct": True}]},
+    {
+        "external_ref": "XSS-1",
+        "topic_name": "safety",
+        "stem_md": "What is **2 + 2**? <script>window.__qbank_pwned = 'stem'</script>"
+        "<img src=x onerror=\"window.__qbank_pwned = 'img'\">",
+        "rationale_md": "*Four.* <script>window.__qbank_pwned = 'rationale'</script> "
+        "[more](javascript:window.__qbank_pwned='link')",
+        "options": [
+            {
+                "label": "A",
+                "text_md": "4 <script>window.__qbank_pwned = 'option'</script>",
+                "is_correct": True,
+            },
+            {
+                "label": "B",
+                "text_md": "<b onmouseover=\"window.__qbank_pwned='b'\">5</b>",
+                "is_correct": False,
+            },
+        ],
+    },
+    {
+        "external_ref": "XSS-2",
+        "topic_name": "safety",
+        "stem_md": "Which is larger? <iframe src=\"javascript:parent.__qbank_pwned='iframe'\"></iframe>",
+        "rationale_md": "3 > 2 <svg onload=\"window.__qbank_pwned='svg'\"></svg>",
+        "options": [
+            {"label": "A", "text_md": "2", "is_correct": False},
+            {"label": "B", "text_md": "3", "is_correct": True},
+        ],
+    },
 ]
 
 
@@ -71,7 +95,10 @@ class UiServer:
         return TokenUser(sub=user_id, roles=list(roles), tenant=TENANT)
 
     def api_headers(self, user_id: str, roles=("admin",)) -> dict:
-        return {"Authorization": "Bearer " + create_token(user_id, list(roles), TENANT, secret=SECRET, ttl_minutes=10)}
+        return {
+            "Authorization": "Bearer "
+            + create_token(user_id, list(roles), TENANT, secret=SECRET, ttl_minutes=10)
+        }
 
 
 def _free_port() -> int:
@@ -87,8 +114,12 @@ def _seed(database_url: str, session_factory) -> None:
         create_user(session, TENANT, STUDENT[0], STUDENT[1], ["student"], actor="ui-tests")
         create_user(session, TENANT, ADMIN[0], ADMIN[1], ["admin"], actor="ui-tests")
         for item in XSS_ITEMS:
-            row = create_question(session, TENANT, "ui-tests",
-                                  QuestionCreate(exam_code=XSS_EXAM, lead_in="Choose one answer.", **item))
+            row = create_question(
+                session,
+                TENANT,
+                "ui-tests",
+                QuestionCreate(exam_code=XSS_EXAM, lead_in="Choose one answer.", **item),
+            )
             publish(session, TENANT, "ui-tests", row.question_id, XSS_EXAM)
 
 
@@ -102,9 +133,25 @@ def ui_server(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "QBANK_DATABASE_URL": database_url, "QBANK_ENV": "dev", "QBANK_SECRET_KEY": SECRET}
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "service.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -131,7 +178,9 @@ def ui_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (scripts/system-deps.sh installs Chromium)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `make system-deps` (scripts/system-deps.sh installs Chromium)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -144,17 +193,23 @@ class PageErrors(list):
     """Uncaught script errors and console errors (a CSP violation is one) seen by a page."""
 
 
-
 def _open_page(browser, ui_server, **context_options):
-    context = browser.new_context(base_url=ui_server.base_url, viewport={"width": 1280, "height": 900},
-                                  **context_options)
+    context = browser.new_context(
+        base_url=ui_server.base_url, viewport={"width": 1280, "height": 900}, **context_options
+    )
     context.set_default_timeout(10_000)
     page = context.new_page()
     errors = PageErrors()
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
     # A refused request (a wrong password's 401) is an answer the page shows, not a script error.
-    page.on("console", lambda msg: errors.append(f"console: {msg.text}")
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(f"console: {msg.text}")
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     return context, page, errors
 
 

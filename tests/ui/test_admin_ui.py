@@ -74,7 +74,10 @@ def test_inline_sh_p_edit_validates_saves_and_audits(page, ui_server, sign_in, s
     field = dialog.get_by_label("New sh_p (from 0 to 1)")
     field.fill("1.5")
     dialog.get_by_role("button", name="Save sh_p", exact=True).click()
-    assert dialog.get_by_role("alert").inner_text() == "Not saved: sh_p: Input should be less than or equal to 1."
+    assert (
+        dialog.get_by_role("alert").inner_text()
+        == "Not saved: sh_p: Input should be less than or equal to 1."
+    )
     shot(page, "admin-sh-edit-refused")
     field.fill("0.35")
     dialog.get_by_role("button", name="Save sh_p", exact=True).click()
@@ -85,11 +88,19 @@ def test_inline_sh_p_edit_validates_saves_and_audits(page, ui_server, sign_in, s
     with ui_server.session_factory() as session:
         question_id = session.scalar(select(Question.id).where(Question.external_ref == "DEMO-0042"))
         assert session.get(ItemExposureControl, (question_id, 1)).sh_p == 0.35
-        entry = session.scalars(select(AuditLog).where(AuditLog.action == "exposure.set")
-                                .order_by(AuditLog.id.desc())).first()
-        assert (entry.actor, entry.entity_id, entry.details) == ("admin-editor", f"{question_id}:1", {"sh_p": 0.35})
-    listing = httpx.get(f"{ui_server.base_url}/v1/admin/exposure/items", params={"limit": 10_000},
-                        headers=ui_server.api_headers("auditor")).json()
+        entry = session.scalars(
+            select(AuditLog).where(AuditLog.action == "exposure.set").order_by(AuditLog.id.desc())
+        ).first()
+        assert (entry.actor, entry.entity_id, entry.details) == (
+            "admin-editor",
+            f"{question_id}:1",
+            {"sh_p": 0.35},
+        )
+    listing = httpx.get(
+        f"{ui_server.base_url}/v1/admin/exposure/items",
+        params={"limit": 10_000},
+        headers=ui_server.api_headers("auditor"),
+    ).json()
     assert next(r["sh_p"] for r in listing if r["question_id"] == question_id) == 0.35
 
     page.goto("/admin/exposure?controlled=true&q=DEMO-0042")  # a reload shows the stored value
@@ -104,7 +115,9 @@ def test_sh_p_edit_needs_the_pages_csrf_token_and_admin_role(page, ui_server, si
         before = session.get(ItemExposureControl, (1, 1))  # None, or what a promoted bundle set
         before = None if before is None else before.sh_p
     assert page.request.post("/admin/exposure/set", data=body).status == 403
-    assert page.request.post("/admin/exposure/set", data=body, headers={"X-CSRF-Token": "forged"}).status == 403
+    assert (
+        page.request.post("/admin/exposure/set", data=body, headers={"X-CSRF-Token": "forged"}).status == 403
+    )
     student = page.context.browser.new_context(base_url=ui_server.base_url)
     try:
         student_page = student.new_page()

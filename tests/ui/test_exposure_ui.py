@@ -5,11 +5,12 @@ column, the selector flag with cohorts and the A/B report, and the drift report 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 
 import httpx
 import pytest
 from sqlalchemy import select
+from test_admin_ui import DEMO_POOL, _column
 
 from qbank.exposure import build_bundle, calibrate_exposure, validate_exposure
 from qbank.pool import load_pool
@@ -17,17 +18,17 @@ from qbank.stopping import FixedLength
 from service import exposure_admin
 from service.models import FeatureFlag, ItemExposureControl, Question
 
-from test_admin_ui import DEMO_POOL, _column
-
 pytestmark = pytest.mark.browser
 
 EXAM = "DEMO-EXAM"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bundle_json(r_max: float) -> str:
     """A validated classic Sympson-Hetter bundle of the demo pool, 5-item tests (small N)."""
-    calibration = calibrate_exposure(load_pool(DEMO_POOL), r_max, stopping=FixedLength(5), n_examinees=4000, rng=0)
+    calibration = calibrate_exposure(
+        load_pool(DEMO_POOL), r_max, stopping=FixedLength(5), n_examinees=4000, rng=0
+    )
     validation = validate_exposure(calibration, n_examinees=8000, rng=1)
     assert validation.passed, validation.problems
     return json.dumps(build_bundle(calibration, validation))
@@ -75,8 +76,9 @@ def test_upload_refusal_promote_rollback_and_audit(page, ui_server, sign_in, sho
     broken.write_text('{"schema": "qbank.exposure-bundle/1", "items": [')
     _upload(page, broken)
     refusal = page.locator("#bundles-error").inner_text()
-    assert refusal.startswith("Not uploaded: exposure bundle refused, failed check(s) malformed: (document): "
-                              "not valid JSON")
+    assert refusal.startswith(
+        "Not uploaded: exposure bundle refused, failed check(s) malformed: (document): not valid JSON"
+    )
     shot(page, "admin-bundle-refused")
 
     first = json.loads(bundle_files[0.25].read_text())
@@ -106,7 +108,9 @@ def test_upload_refusal_promote_rollback_and_audit(page, ui_server, sign_in, sho
     assert _column(page, "sh_p")[0].startswith(f"{controlled['sh_p']:.3f}")
     shot(page, "admin-exposure-bundle")
     with ui_server.session_factory() as session:
-        question_id = session.scalar(select(Question.id).where(Question.external_ref == controlled["item_id"]))
+        question_id = session.scalar(
+            select(Question.id).where(Question.external_ref == controlled["item_id"])
+        )
         assert session.get(ItemExposureControl, (question_id, 1)).sh_p == pytest.approx(controlled["sh_p"])
 
     # A second bundle replaces it; rolling back (after confirming) brings the first back.
@@ -126,8 +130,13 @@ def test_upload_refusal_promote_rollback_and_audit(page, ui_server, sign_in, sho
     assert (_bundle_status(page, first_id), _bundle_status(page, second_id)) == ("active", "superseded")
     audit = page.locator("#audit-table tbody tr").all_inner_texts()
     assert audit[0].split("\t")[1:4] == ["bundle-admin", "bundle.rollback", first_id[:8]]
-    assert [row.split("\t")[2] for row in audit[:5]] == ["bundle.rollback", "bundle.promote", "bundle.upload",
-                                                         "bundle.promote", "bundle.upload"]
+    assert [row.split("\t")[2] for row in audit[:5]] == [
+        "bundle.rollback",
+        "bundle.promote",
+        "bundle.upload",
+        "bundle.promote",
+        "bundle.upload",
+    ]
     shot(page, "admin-bundles-rolled-back")
 
 
@@ -136,13 +145,20 @@ def active_bundle(ui_server, bundle_files) -> dict:
     """The r_max 0.25 bundle of the demo pool, uploaded (or found) and promoted through the API
     unless it is active already; returns its summary."""
     headers = ui_server.api_headers("bundle-fixture")
-    uploaded = httpx.post(f"{ui_server.base_url}/v1/admin/exposure/bundles", content=bundle_files[0.25].read_bytes(),
-                          headers={**headers, "Content-Type": "application/json"}, timeout=60)
+    uploaded = httpx.post(
+        f"{ui_server.base_url}/v1/admin/exposure/bundles",
+        content=bundle_files[0.25].read_bytes(),
+        headers={**headers, "Content-Type": "application/json"},
+        timeout=60,
+    )
     assert uploaded.status_code in (200, 201), uploaded.text
     summary = uploaded.json()
     if summary["status"] != "active":
-        promoted = httpx.post(f"{ui_server.base_url}/v1/admin/exposure/bundles/{summary['id']}/promote",
-                              headers=headers, timeout=60)
+        promoted = httpx.post(
+            f"{ui_server.base_url}/v1/admin/exposure/bundles/{summary['id']}/promote",
+            headers=headers,
+            timeout=60,
+        )
         assert promoted.status_code == 200, promoted.text
         summary = promoted.json()
     return summary
@@ -154,15 +170,21 @@ def _take_quizzes(ui_server, users: list[str], length: int = 3) -> None:
     with httpx.Client(base_url=ui_server.base_url, timeout=30) as client:
         for user in users:
             headers = ui_server.api_headers(user, roles=("student",))
-            started = client.post("/v1/quizzes", headers=headers, json={
-                "filters": {"num_questions": length, "exam_code": EXAM, "mode": "exam"}})
+            started = client.post(
+                "/v1/quizzes",
+                headers=headers,
+                json={"filters": {"num_questions": length, "exam_code": EXAM, "mode": "exam"}},
+            )
             assert started.status_code == 201, started.text
             quiz_id = started.json()["quiz_id"]
             for _ in range(length):
                 item = client.get(f"/v1/quizzes/{quiz_id}/next", headers=headers)
                 assert item.status_code == 200, item.text
-                answer = client.post(f"/v1/quizzes/{quiz_id}/answers", headers=headers, json={
-                    "question_id": item.json()["question_id"], "selected": "A"})
+                answer = client.post(
+                    f"/v1/quizzes/{quiz_id}/answers",
+                    headers=headers,
+                    json={"question_id": item.json()["question_id"], "selected": "A"},
+                )
                 assert answer.status_code == 200, answer.text
 
 
@@ -176,33 +198,45 @@ def test_selector_flag_weights_cohorts_and_ab_report(page, ui_server, sign_in, s
         form.get_by_label("Experiment key").fill("ui-selector-test")
         form.get_by_role("button", name="Save flag", exact=True).click()
         assert page.locator("#flags-error").inner_text() == (
-            "Not saved: value_json.variants.sympson_hetter: weight must be a number >= 0, got -1.0")
+            "Not saved: value_json.variants.sympson_hetter: weight must be a number >= 0, got -1.0"
+        )
         assert form.get_by_label("Weight of sympson_hetter").input_value() == "-1"  # kept for correction
         form.get_by_label("Weight of sympson_hetter").fill("1")
         form.get_by_role("button", name="Save flag", exact=True).click()
         page.wait_for_url("**/admin/flags?done=saved")
         assert page.locator("#flag-state").inner_text() == (
-            "Flag is on; variants sympson_hetter = 1.0, vanilla = 3.0; experiment ui-selector-test.")
+            "Flag is on; variants sympson_hetter = 1.0, vanilla = 3.0; experiment ui-selector-test."
+        )
         assert form.get_by_label("Weight of vanilla").input_value() == "3.0"
         with ui_server.session_factory() as session:
             flag = session.get(FeatureFlag, (ui_server.tenant, "selector_strategy"))
             assert (flag.enabled, flag.value_json) == (
-                True, {"variants": {"vanilla": 3.0, "sympson_hetter": 1.0}, "experiment": "ui-selector-test"})
+                True,
+                {"variants": {"vanilla": 3.0, "sympson_hetter": 1.0}, "experiment": "ui-selector-test"},
+            )
 
         users = [f"ab-student-{i}" for i in range(8)]
         _take_quizzes(ui_server, users)
         expected = {}
         for user in users:
-            variant = exposure_admin.assign_variant("ui-selector-test", user, {"vanilla": 3.0, "sympson_hetter": 1.0})
+            variant = exposure_admin.assign_variant(
+                "ui-selector-test", user, {"vanilla": 3.0, "sympson_hetter": 1.0}
+            )
             expected[variant] = expected.get(variant, 0) + 1
         page.reload()
-        cohorts = {row.split("\t")[0]: row.split("\t")[1:] for row in
-                   page.locator("#cohorts-table tbody tr").all_inner_texts()}
+        cohorts = {
+            row.split("\t")[0]: row.split("\t")[1:]
+            for row in page.locator("#cohorts-table tbody tr").all_inner_texts()
+        }
         assert {name: int(cells[0]) for name, cells in cohorts.items()} == {
-            "sympson_hetter": expected.get("sympson_hetter", 0), "vanilla": expected.get("vanilla", 0)}
+            "sympson_hetter": expected.get("sympson_hetter", 0),
+            "vanilla": expected.get("vanilla", 0),
+        }
         assert cohorts["vanilla"][2] == "0.750" and cohorts["sympson_hetter"][2] == "0.250"
-        report = {row.split("\t")[0]: row.split("\t")[1:] for row in
-                  page.locator("#ab-table tbody tr").all_inner_texts()}
+        report = {
+            row.split("\t")[0]: row.split("\t")[1:]
+            for row in page.locator("#ab-table tbody tr").all_inner_texts()
+        }
         assert {name: int(cells[1]) for name, cells in report.items()} == expected  # quizzes per cohort
         assert report.get("vanilla", ["max_info"])[0] == "max_info"
         shot(page, "admin-flags")
@@ -214,8 +248,9 @@ def test_selector_flag_weights_cohorts_and_ab_report(page, ui_server, sign_in, s
 def test_drift_table_and_plot(page, ui_server, sign_in, shot, active_bundle):
     _take_quizzes(ui_server, [f"drift-student-{i}" for i in range(3)])
     with ui_server.session_factory() as session:
-        exposure_admin.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", True,
-                                {"value": "sympson_hetter"})
+        exposure_admin.set_flag(
+            session, ui_server.tenant, "ui-tests", "selector_strategy", True, {"value": "sympson_hetter"}
+        )
     try:
         _take_quizzes(ui_server, [f"drift-sh-student-{i}" for i in range(4)])
     finally:
@@ -223,17 +258,24 @@ def test_drift_table_and_plot(page, ui_server, sign_in, shot, active_bundle):
             exposure_admin.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
     sign_in.dev(page, "drift-admin", role="admin", next_path="/admin/drift")
     summary = page.locator("#drift-summary").inner_text()
-    report = httpx.get(f"{ui_server.base_url}/v1/admin/exposure/drift", headers=ui_server.api_headers("auditor"),
-                       timeout=60).json()
+    report = httpx.get(
+        f"{ui_server.base_url}/v1/admin/exposure/drift", headers=ui_server.api_headers("auditor"), timeout=60
+    ).json()
     assert report["bundle_id"] == active_bundle["id"] and report["quizzes"] >= 4
-    assert summary.startswith(f"Bundle {active_bundle['id'][:8]} (sympson_hetter, r_max 0.25): "
-                              f"{report['quizzes']} quizzes in 7 days")
+    assert summary.startswith(
+        f"Bundle {active_bundle['id'][:8]} (sympson_hetter, r_max 0.25): "
+        f"{report['quizzes']} quizzes in 7 days"
+    )
     rows = page.locator("#drift-table tbody tr").all_inner_texts()
     assert len(rows) == len(report["items"]) == 600
     first = report["items"][0]  # largest |z| first, as in the API
     cells = rows[0].split("\t")
-    assert cells[:4] == [first["item_id"], f"{first['predicted_rate']:.3f}", f"{first['observed_rate']:.3f}",
-                         str(first["quizzes_administered"])]
+    assert cells[:4] == [
+        first["item_id"],
+        f"{first['predicted_rate']:.3f}",
+        f"{first['observed_rate']:.3f}",
+        str(first["quizzes_administered"]),
+    ]
     flagged = [row for row in report["items"] if row["drift"] or row["over_r_max"]]
     assert page.locator("#drift-table tbody tr.flagged").count() == len(flagged)
     assert _image_loaded(page, "#drift-plot") > 300
@@ -245,9 +287,16 @@ def test_drift_table_and_plot(page, ui_server, sign_in, shot, active_bundle):
 
 def test_changes_need_the_pages_csrf_token(page, ui_server, sign_in, active_bundle):
     sign_in.dev(page, "csrf-admin", role="admin", next_path="/admin/bundles")
-    for path in ("/admin/bundles", f"/admin/bundles/{active_bundle['id']}/promote", "/admin/bundles/rollback",
-                 "/admin/flags"):
+    for path in (
+        "/admin/bundles",
+        f"/admin/bundles/{active_bundle['id']}/promote",
+        "/admin/bundles/rollback",
+        "/admin/flags",
+    ):
         assert page.request.post(path, form={"csrf_token": "forged"}).status == 403, path
-    active = httpx.get(f"{ui_server.base_url}/v1/admin/exposure/bundles", params={"status": "active"},
-                       headers=ui_server.api_headers("auditor")).json()
+    active = httpx.get(
+        f"{ui_server.base_url}/v1/admin/exposure/bundles",
+        params={"status": "active"},
+        headers=ui_server.api_headers("auditor"),
+    ).json()
     assert [b["id"] for b in active] == [active_bundle["id"]]  # the forged rollback changed nothing

@@ -26,10 +26,18 @@ def _client(database_url: str, env: str) -> TestClient:
     return TestClient(create_app(Settings(database_url=database_url, env=env, secret_key=SECRET)))
 
 
-@pytest.mark.parametrize("target, expected", [
-    ("/quiz/abc?x=1", "/quiz/abc?x=1"), ("/admin", "/admin"), ("//evil.example/x", "/"),
-    ("https://evil.example/", "/"), ("/\\evil.example", "/"), ("", "/"), (None, "/"),
-])
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("/quiz/abc?x=1", "/quiz/abc?x=1"),
+        ("/admin", "/admin"),
+        ("//evil.example/x", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("", "/"),
+        (None, "/"),
+    ],
+)
 def test_safe_next_keeps_only_paths_on_this_site(target, expected):
     assert safe_next(target) == expected
 
@@ -44,11 +52,15 @@ def test_outside_dev_there_is_no_dev_sign_in(database_url):
 
 def test_session_takes_only_valid_tokens_and_sets_a_strict_httponly_cookie(database_url):
     with _client(database_url, "test") as client:
-        forged = create_token("mallory", ["admin"], TENANT, secret="another-secret-" + "q" * 32, ttl_minutes=5)
+        forged = create_token(
+            "mallory", ["admin"], TENANT, secret="another-secret-" + "q" * 32, ttl_minutes=5
+        )
         refused = client.post("/session", json={"access_token": forged})
         assert refused.status_code == 401 and refused.json()["detail"].startswith("access_token: invalid")
-        assert client.get("/admin/exposure", follow_redirects=False).headers["location"] == \
-            "/signin?next=%2Fadmin%2Fexposure"
+        assert (
+            client.get("/admin/exposure", follow_redirects=False).headers["location"]
+            == "/signin?next=%2Fadmin%2Fexposure"
+        )
         token = create_token("alice", ["admin"], TENANT, secret=SECRET, ttl_minutes=5)
         accepted = client.post("/session", json={"access_token": token, "next": "//evil.example"})
         assert accepted.json()["location"] == "/admin"  # an admin-only user lands on the admin UI

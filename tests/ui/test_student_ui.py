@@ -17,9 +17,13 @@ def _item_facts(ui_server, question_id: int) -> dict:
     with ui_server.session_factory() as session:
         version = question_detail(session, ui_server.tenant, question_id)["versions"][0]
     options = version["options"]
-    return {"key": next(o["label"] for o in options if o["is_correct"]),
-            "wrong": next(o["label"] for o in options if not o["is_correct"]),
-            "topic": version["topic_name"], "stem_md": version["stem_md"], "rationale_md": version["rationale_md"]}
+    return {
+        "key": next(o["label"] for o in options if o["is_correct"]),
+        "wrong": next(o["label"] for o in options if not o["is_correct"]),
+        "topic": version["topic_name"],
+        "stem_md": version["stem_md"],
+        "rationale_md": version["rationale_md"],
+    }
 
 
 def _served_question_id(page) -> int:
@@ -65,8 +69,10 @@ def test_password_sign_in_wrong_password_then_right_then_sign_out(page, ui_serve
     username, password = ui_server.student
     sign_in.password(page, username, "not-the-password")
     page.get_by_role("alert").filter(has_text="Sign-in failed").wait_for()
-    assert page.get_by_role("alert").filter(has_text="Sign-in failed").inner_text() == \
-        "Sign-in failed: wrong username, password or tenant."
+    assert (
+        page.get_by_role("alert").filter(has_text="Sign-in failed").inner_text()
+        == "Sign-in failed: wrong username, password or tenant."
+    )
     shot(page, "signin-error")
     sign_in.password(page, username, password)
     page.wait_for_url(f"{ui_server.base_url}/")
@@ -172,7 +178,9 @@ def test_exam_quiz_end_to_end(page, ui_server, sign_in, shot):
         assert page.get_by_text(re.compile(r"^(Correct|Incorrect)$")).count() == 0
         assert page.get_by_text(facts["rationale_md"]).count() == 0
         if position < len(answer_right) - 1:
-            assert page.get_by_role("status").inner_text() == f"Your answer to question {position + 1} is saved."
+            assert (
+                page.get_by_role("status").inner_text() == f"Your answer to question {position + 1} is saved."
+            )
     assert page.get_by_role("heading", level=1).inner_text() == "All questions answered"
     shot(page, "exam-finished")
     page.get_by_role("button", name="Finish", exact=True).click()
@@ -221,8 +229,10 @@ def test_someone_elses_quiz_is_not_found(page, open_page, ui_server, sign_in, sh
 def test_script_in_item_text_renders_inert(page, ui_server, sign_in, shot):
     sign_in.dev(page, "curious-student")
     _start_quiz(page, ui_server.xss_exam, "tutor", 2)
-    active = "main script, main img, main iframe, main svg, main [onerror], main [onload], main [onmouseover], " \
-             "main a[href^='javascript']"
+    active = (
+        "main script, main img, main iframe, main svg, main [onerror], main [onload], main [onmouseover], "
+        "main a[href^='javascript']"
+    )
 
     def assert_inert(expected_text: list[str]):
         assert page.locator(active).count() == 0

@@ -44,13 +44,24 @@ def set_sh(body: SetSh, user: AdminUser, session: SessionDep) -> dict:
 
 @router.post("/exposure/reestimate", response_model=ReestimateOut)
 def reestimate(body: Reestimate, user: AdminUser, session: SessionDep) -> dict:
-    return admin.reestimate(session, user.tenant, user.sub, tau=body.tau, days=body.days, floor=body.floor,
-                            ceil=body.ceil, min_sessions=body.min_sessions)
+    return admin.reestimate(
+        session,
+        user.tenant,
+        user.sub,
+        tau=body.tau,
+        days=body.days,
+        floor=body.floor,
+        ceil=body.ceil,
+        min_sessions=body.min_sessions,
+    )
 
 
 @router.post("/calibrations", response_model=CalibrationImported)
 def upload_calibration(
-    user: AdminUser, session: SessionDep, file: UploadFile = File(...), report: UploadFile | None = File(None),
+    user: AdminUser,
+    session: SessionDep,
+    file: UploadFile = File(...),
+    report: UploadFile | None = File(None),
     poorly_determined: Literal["refuse", "skip", "keep"] = Query("refuse"),
 ) -> CalibrationImported:
     """Import a pool CSV (item_id = question external_ref, a, b, c, optional D).
@@ -65,10 +76,22 @@ def upload_calibration(
         report_name = report.filename or "report.json"
         items = report_items_from_bytes(report.file.read(), report_name)
         checked = check_against_report(checked.pool, items, source, report_name, poorly_determined)
-    count = import_calibration(session, user.tenant, user.sub, checked.pool, source,
-                               n_respondents=checked.n_respondents, details=checked.details)
-    return CalibrationImported(imported=count, source=source, model=checked.pool.model, skipped=checked.skipped,
-                               kept_poorly_determined=checked.kept)
+    count = import_calibration(
+        session,
+        user.tenant,
+        user.sub,
+        checked.pool,
+        source,
+        n_respondents=checked.n_respondents,
+        details=checked.details,
+    )
+    return CalibrationImported(
+        imported=count,
+        source=source,
+        model=checked.pool.model,
+        skipped=checked.skipped,
+        kept_poorly_determined=checked.kept,
+    )
 
 
 @router.put("/flags/{key}")
@@ -85,5 +108,7 @@ def assign_cohort(body: CohortSet, user: AdminUser, session: SessionDep) -> dict
 
 @router.post("/users", response_model=UserOut, status_code=201)
 def add_user(body: UserCreate, user: AdminUser, session: SessionDep) -> UserOut:
-    created = create_user(session, user.tenant, body.username, body.password, list(body.roles), actor=user.sub)
+    created = create_user(
+        session, user.tenant, body.username, body.password, list(body.roles), actor=user.sub
+    )
     return UserOut(id=created.id, username=created.username, roles=created.roles, tenant_id=created.tenant_id)

@@ -17,8 +17,9 @@ def mock_login(body: MockLogin, settings: SettingsDep) -> Token:
     if not settings.mock_login_enabled:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "mock login exists only when QBANK_ENV=dev")
     tenant = body.tenant_id or settings.default_tenant
-    token = create_token(body.user_id, body.roles, tenant, secret=settings.secret_key,
-                         ttl_minutes=settings.token_ttl_minutes)
+    token = create_token(
+        body.user_id, body.roles, tenant, secret=settings.secret_key, ttl_minutes=settings.token_ttl_minutes
+    )
     return Token(access_token=token, roles=body.roles, tenant_id=tenant)
 
 
@@ -28,6 +29,7 @@ def login(body: Login, session: SessionDep, settings: SettingsDep) -> Token:
     user = authenticate(session, tenant, body.username, body.password)
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username, password or tenant")
-    token = create_token(user.id, user.roles, tenant, secret=settings.secret_key,
-                         ttl_minutes=settings.token_ttl_minutes)
+    token = create_token(
+        user.id, user.roles, tenant, secret=settings.secret_key, ttl_minutes=settings.token_ttl_minutes
+    )
     return Token(access_token=token, roles=user.roles, tenant_id=tenant)

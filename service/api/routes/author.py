@@ -12,7 +12,9 @@ router = APIRouter(prefix="/author", tags=["authoring"])
 
 
 def _saved(row) -> QuestionSaved:
-    return QuestionSaved(question_id=row.question_id, version=row.version, topic_id=row.topic_id, state=row.state)
+    return QuestionSaved(
+        question_id=row.question_id, version=row.version, topic_id=row.topic_id, state=row.state
+    )
 
 
 @router.post("/questions", response_model=QuestionSaved)
@@ -22,7 +24,9 @@ def create_question(body: QuestionCreate, user: AuthorUser, session: SessionDep)
 
 
 @router.put("/questions/{question_id}", response_model=QuestionSaved)
-def edit_question(question_id: int, body: QuestionContent, user: AuthorUser, session: SessionDep) -> QuestionSaved:
+def edit_question(
+    question_id: int, body: QuestionContent, user: AuthorUser, session: SessionDep
+) -> QuestionSaved:
     """Edit a question: writes the next version as a draft; the live version stays live."""
     return _saved(authoring.edit_question(session, user.tenant, user.sub, question_id, body))
 
@@ -33,9 +37,13 @@ def get_question(question_id: int, user: ContentReader, session: SessionDep) -> 
 
 
 @router.post("/publish/{question_id}", response_model=PublishOut)
-def publish(question_id: int, user: PublisherUser, session: SessionDep,
-            exam_code: str = Query("DEMO-EXAM", min_length=1, max_length=64),
-            version: int | None = Query(None, ge=1)) -> PublishOut:
+def publish(
+    question_id: int,
+    user: PublisherUser,
+    session: SessionDep,
+    exam_code: str = Query("DEMO-EXAM", min_length=1, max_length=64),
+    version: int | None = Query(None, ge=1),
+) -> PublishOut:
     """Make a version (default: the newest) live for an exam."""
     row = authoring.publish(session, user.tenant, user.sub, question_id, exam_code, version)
     return PublishOut(published=True, question_id=question_id, version=row.version, exam_code=exam_code)

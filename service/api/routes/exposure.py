@@ -29,16 +29,24 @@ from service.exposure_admin import BundleRefused
 
 router = APIRouter(prefix="/admin", tags=["exposure administration"])
 
-_BUNDLE_BODY = {"requestBody": {"required": True, "description": "an exposure bundle (qbank sh writes bundle.json)",
-                                "content": {"application/json": {"schema": {
-                                    k: v for k, v in BUNDLE_JSON_SCHEMA.items() if k != "$schema"}}}}}
+_BUNDLE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "an exposure bundle (qbank sh writes bundle.json)",
+        "content": {
+            "application/json": {"schema": {k: v for k, v in BUNDLE_JSON_SCHEMA.items() if k != "$schema"}}
+        },
+    }
+}
 
 
 class Override(BaseModel):
     question_id: int
     version: int = Field(ge=1)
     sh_p: float = Field(ge=0.0, le=1.0)
-    stratum: int | None = Field(None, ge=0, description="a theta stratum of a conditional bundle; all when omitted")
+    stratum: int | None = Field(
+        None, ge=0, description="a theta stratum of a conditional bundle; all when omitted"
+    )
 
 
 def parse_bundle(raw: bytes):
@@ -46,33 +54,51 @@ def parse_bundle(raw: bytes):
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise BundleRefused(["malformed"], [f"(document): not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+        raise BundleRefused(
+            ["malformed"], [f"(document): not UTF-8 text ({exc.reason} at byte {exc.start})"]
+        ) from None
     except json.JSONDecodeError as exc:
-        raise BundleRefused(["malformed"], [f"(document): not valid JSON: {exc.msg} at line {exc.lineno} "
-                                            f"column {exc.colno}"]) from None
+        raise BundleRefused(
+            ["malformed"], [f"(document): not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
+        ) from None
 
 
 @router.post("/exposure/bundles", status_code=status.HTTP_201_CREATED, openapi_extra=_BUNDLE_BODY)
-async def upload_bundle(request: Request, response: Response, user: AdminUser, session: SessionDep,
-                        settings: SettingsDep, exam_code: str | None = Query(None, min_length=1, max_length=64),
-                        with_calibration: bool = False) -> dict:
+async def upload_bundle(
+    request: Request,
+    response: Response,
+    user: AdminUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    exam_code: str | None = Query(None, min_length=1, max_length=64),
+    with_calibration: bool = False,
+) -> dict:
     """Check a bundle against the live calibration of ``exam_code`` (default: the service's exam)
     and stage it: 201 with the bundle summary and ``created: true``, or 200 and the stored
     bundle when the same document was uploaded before. ``with_calibration=true``: the bundle's
     parameters become the live calibration when it is promoted."""
     document = parse_bundle(await request.body())
     summary, created = await run_in_threadpool(
-        exposure_admin.upload_bundle, session, user.tenant, user.sub, document, exam_code or settings.exam_code,
-        with_calibration=with_calibration)
+        exposure_admin.upload_bundle,
+        session,
+        user.tenant,
+        user.sub,
+        document,
+        exam_code or settings.exam_code,
+        with_calibration=with_calibration,
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return {**summary, "created": created}
 
 
 @router.get("/exposure/bundles")
-def list_bundles(user: AdminUser, session: SessionDep, exam_code: str | None = None,
-                 status_: str | None = Query(None, alias="status",
-                                             pattern="^(staged|draft|active|superseded)$")) -> list:
+def list_bundles(
+    user: AdminUser,
+    session: SessionDep,
+    exam_code: str | None = None,
+    status_: str | None = Query(None, alias="status", pattern="^(staged|draft|active|superseded)$"),
+) -> list:
     """Bundle summaries, newest first."""
     return exposure_admin.list_bundles(session, user.tenant, exam_code, status_)
 
@@ -91,7 +117,9 @@ def promote_bundle(bundle_id: str, user: AdminUser, session: SessionDep) -> dict
 
 
 @router.post("/exposure/rollback")
-def rollback(user: AdminUser, session: SessionDep, settings: SettingsDep, exam_code: str | None = None) -> dict:
+def rollback(
+    user: AdminUser, session: SessionDep, settings: SettingsDep, exam_code: str | None = None
+) -> dict:
     """Promote again the bundle that was in force before the current one; returns its summary."""
     return exposure_admin.rollback_bundle(session, user.tenant, user.sub, exam_code or settings.exam_code)
 
@@ -100,27 +128,43 @@ def rollback(user: AdminUser, session: SessionDep, settings: SettingsDep, exam_c
 def override(body: Override, user: AdminUser, session: SessionDep) -> dict:
     """Manual, audited sh_p of a question version (one stratum or all):
     ``{question_id, version, stratum, sh_p, previous}``."""
-    return exposure_admin.set_override(session, user.tenant, user.sub, body.question_id, body.version, body.sh_p,
-                                       body.stratum)
+    return exposure_admin.set_override(
+        session, user.tenant, user.sub, body.question_id, body.version, body.sh_p, body.stratum
+    )
 
 
 @router.get("/exposure/drift")
-def drift(user: AdminUser, session: SessionDep, settings: SettingsDep, exam_code: str | None = None,
-          days: int = Query(7, ge=1, le=365), alpha: float = Query(0.01, gt=0, lt=1)) -> dict:
+def drift(
+    user: AdminUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    exam_code: str | None = None,
+    days: int = Query(7, ge=1, le=365),
+    alpha: float = Query(0.01, gt=0, lt=1),
+) -> dict:
     """Observed exposure rate per item under the active bundle against the bundle's prediction:
     ``{bundle_id, exam_code, selector, r_max, window_days, quizzes, predicted_examinees, alpha,
     z_critical, limit, n_drifting, n_over_r_max, max_observed, max_predicted, items: [{item_id,
     question_id, version, predicted_rate, observed_rate, quizzes_administered, z, drift,
     over_r_max}]}``."""
-    return exposure_admin.exposure_drift(session, user.tenant, exam_code or settings.exam_code, days=days, alpha=alpha)
+    return exposure_admin.exposure_drift(
+        session, user.tenant, exam_code or settings.exam_code, days=days, alpha=alpha
+    )
 
 
 @router.get("/exposure/ab-report")
-def ab_report(user: AdminUser, session: SessionDep, exam_code: str | None = None, experiment: str | None = None,
-              days: int = Query(7, ge=1, le=365)) -> dict:
+def ab_report(
+    user: AdminUser,
+    session: SessionDep,
+    exam_code: str | None = None,
+    experiment: str | None = None,
+    days: int = Query(7, ge=1, le=365),
+) -> dict:
     """Per cohort: ``{cohort, rules, quizzes, users, finished, mean_final_se, mean_final_theta,
     mean_score, mean_length, max_exposure_rate, test_overlap}`` under ``cohorts``."""
-    return exposure_admin.ab_report(session, user.tenant, days=days, exam_code=exam_code, experiment=experiment)
+    return exposure_admin.ab_report(
+        session, user.tenant, days=days, exam_code=exam_code, experiment=experiment
+    )
 
 
 @router.get("/exposure/daily")
@@ -128,8 +172,13 @@ def daily(user: AdminUser, session: SessionDep, settings: SettingsDep, day: date
     """Administrations counted per item on a UTC day (today by default) against the daily cap:
     ``{day, cap, items: [{question_id, version, administrations}]}``."""
     counts = exposure_admin.daily_exposures(session, user.tenant, day)
-    return {"day": day or exposure_admin.utcnow().date(), "cap": settings.max_daily_exposures or None,
-            "items": [{"question_id": q, "version": v, "administrations": n} for (q, v), n in sorted(counts.items())]}
+    return {
+        "day": day or exposure_admin.utcnow().date(),
+        "cap": settings.max_daily_exposures or None,
+        "items": [
+            {"question_id": q, "version": v, "administrations": n} for (q, v), n in sorted(counts.items())
+        ],
+    }
 
 
 @router.get("/exposure/audit")
@@ -146,8 +195,11 @@ def list_flags(user: AdminUser, session: SessionDep) -> list:
 
 
 @router.get("/cohorts")
-def cohort_sizes(user: AdminUser, session: SessionDep,
-                 cohort_key: str = Query(exposure_admin.SELECTOR_FLAG, min_length=1, max_length=128)) -> dict:
+def cohort_sizes(
+    user: AdminUser,
+    session: SessionDep,
+    cohort_key: str = Query(exposure_admin.SELECTOR_FLAG, min_length=1, max_length=128),
+) -> dict:
     """Users per cohort of ``cohort_key`` (an experiment key; default selector_strategy):
     ``{cohort_key, total, sizes, shares, weights}``."""
     return exposure_admin.cohort_sizes(session, user.tenant, cohort_key)

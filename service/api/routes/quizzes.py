@@ -12,11 +12,19 @@ router = APIRouter(prefix="/quizzes", tags=["quizzes"])
 
 
 @router.post("", response_model=QuizCreated, status_code=status.HTTP_201_CREATED)
-def create_quiz(body: QuizCreate, user: StudentUser, session: SessionDep, settings: SettingsDep) -> QuizCreated:
+def create_quiz(
+    body: QuizCreate, user: StudentUser, session: SessionDep, settings: SettingsDep
+) -> QuizCreated:
     quiz, planned = quizzes.start_quiz(session, settings, user, body)
-    return QuizCreated(quiz_id=quiz.id, question_ids=planned, expires_at=quiz.expires_at, mode=quiz.mode,
-                       adaptive=quiz.adaptive, selector=quiz.selector["rule"],
-                       max_questions=quiz.stopping.get("length", quiz.stopping.get("max_length")))
+    return QuizCreated(
+        quiz_id=quiz.id,
+        question_ids=planned,
+        expires_at=quiz.expires_at,
+        mode=quiz.mode,
+        adaptive=quiz.adaptive,
+        selector=quiz.selector["rule"],
+        max_questions=quiz.stopping.get("length", quiz.stopping.get("max_length")),
+    )
 
 
 @router.get("/{quiz_id}/next", response_model=NextQuestion)

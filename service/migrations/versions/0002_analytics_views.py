@@ -190,8 +190,12 @@ LEFT JOIN item_stats s
       AND s.selector_rule = a.selector_rule AND s.assignment = a.assignment
 """
 
-VIEW_NAMES = ("analytics_topic_mastery", "analytics_blueprint_coverage", "analytics_item_exposure_daily",
-              "analytics_selector_outcomes")
+VIEW_NAMES = (
+    "analytics_topic_mastery",
+    "analytics_blueprint_coverage",
+    "analytics_item_exposure_daily",
+    "analytics_selector_outcomes",
+)
 
 
 def _view_sql(dialect: str) -> list[str]:
@@ -202,8 +206,10 @@ def _view_sql(dialect: str) -> list[str]:
         TOPIC_MASTERY.format(response_day=day.format(column="r.created_at")),
         BLUEPRINT_COVERAGE,
         ITEM_EXPOSURE_DAILY.format(served_day=day.format(column="i.served_at")),
-        SELECTOR_OUTCOMES.format(selector_rule=json_text.format(column="selector", key="rule"),
-                                 selector_source=json_text.format(column="selector", key="source")),
+        SELECTOR_OUTCOMES.format(
+            selector_rule=json_text.format(column="selector", key="rule"),
+            selector_source=json_text.format(column="selector", key="source"),
+        ),
     ]
 
 
