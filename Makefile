@@ -12,16 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) system-deps
+install: $(STAMP)
 
-# Debian packages the test suite needs (Chromium for the browser tests); a no-op when present.
+# Debian packages only the test suite needs (Chromium for the browser tests); a no-op when present.
+# `make demo` does not need them, so only `make test` installs them.
 system-deps:
 	@bash scripts/system-deps.sh
 
 demo: install
 	$(BIN)/qbank demo --serve
 
-test: install
+test: install system-deps
 	bash scripts/ensure-services.sh
 	$(BIN)/python -m pytest
 

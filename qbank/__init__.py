@@ -1,74 +1,59 @@
 """qbank: computerized adaptive testing with proper iterative Sympson-Hetter exposure control.
 
-The public API of the psychometric core; notebooks and the CLI use only these names.
+The public API of the psychometric core; notebooks and the CLI use only these names. Each is
+imported from its module on first use (PEP 562), so ``import qbank`` (and ``qbank --help``)
+stays fast and loads numpy, pandas or scipy only when a name that needs them is used.
 """
 
-from qbank.calibration import Calibrator, calibrate
-from qbank.estimation import EAP, MAP, MLE, make_estimator
-from qbank.exposure import (
-    BundleError,
-    ExposureCalibration,
-    ExposureValidation,
-    build_bundle,
-    calibrate_exposure,
-    read_bundle,
-    validate_bundle,
-    validate_exposure,
-    write_bundle,
-)
-from qbank.irt import information, log_likelihood, probability, test_information
-from qbank.pool import ItemPool, PoolError, generate_pool, load_pool, save_pool
-from qbank.selection import (
-    InformationIndex,
-    Selection,
-    Selector,
-    blueprint_mask,
-    exposure_draws,
-    select_next,
-    session_rng,
-    sh_p_from_frame,
-)
-from qbank.simulation import SimulationResult, draw_abilities, simulate
-from qbank.stopping import FixedLength, StandardError
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EAP",
-    "MAP",
-    "MLE",
-    "BundleError",
-    "Calibrator",
-    "ExposureCalibration",
-    "ExposureValidation",
-    "FixedLength",
-    "InformationIndex",
-    "ItemPool",
-    "PoolError",
-    "Selection",
-    "Selector",
-    "SimulationResult",
-    "StandardError",
-    "blueprint_mask",
-    "build_bundle",
-    "calibrate",
-    "calibrate_exposure",
-    "draw_abilities",
-    "exposure_draws",
-    "generate_pool",
-    "information",
-    "load_pool",
-    "log_likelihood",
-    "make_estimator",
-    "probability",
-    "read_bundle",
-    "save_pool",
-    "select_next",
-    "session_rng",
-    "sh_p_from_frame",
-    "simulate",
-    "test_information",
-    "validate_bundle",
-    "validate_exposure",
-    "write_bundle",
-]
+# module -> the public names it provides
+_EXPORTS = {
+    "qbank.calibration": ("Calibrator", "calibrate"),
+    "qbank.estimation": ("EAP", "MAP", "MLE", "make_estimator"),
+    "qbank.exposure": (
+        "BundleError",
+        "ExposureCalibration",
+        "ExposureValidation",
+        "build_bundle",
+        "calibrate_exposure",
+        "read_bundle",
+        "validate_bundle",
+        "validate_exposure",
+        "write_bundle",
+    ),
+    "qbank.irt": ("information", "log_likelihood", "probability", "test_information"),
+    "qbank.pool": ("ItemPool", "PoolError", "generate_pool", "load_pool", "save_pool"),
+    "qbank.selection": (
+        "InformationIndex",
+        "Selection",
+        "Selector",
+        "blueprint_mask",
+        "exposure_draws",
+        "select_next",
+        "session_rng",
+        "sh_p_from_frame",
+    ),
+    "qbank.simulation": ("SimulationResult", "draw_abilities", "simulate"),
+    "qbank.stopping": ("FixedLength", "StandardError"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qbank' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages qbank's tests need, when they are missing.
+# Installs the Debian packages qbank's tests need (not the demo: only `make test` runs this),
+# when they are missing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

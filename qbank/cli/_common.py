@@ -1,19 +1,23 @@
-"""Shared CLI helpers: turn user-fixable errors into clean click errors."""
+"""Shared CLI helpers: turn user-fixable errors into clean click errors. numpy, pandas and the
+core's modules are imported inside the helpers, so importing a command stays cheap."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
-import pandas as pd
 
-from qbank.pool import ItemPool, PoolError, load_pool
-from qbank.selection import sh_p_from_frame
-from qbank.stopping import FixedLength, StandardError
+if TYPE_CHECKING:
+    import numpy as np
+
+    from qbank.pool import ItemPool
 
 
 def read_pool(path: str, option: str = "--pool") -> ItemPool:
+    from qbank.pool import PoolError, load_pool
+
     try:
         return load_pool(path)
     except PoolError as exc:
@@ -22,6 +26,10 @@ def read_pool(path: str, option: str = "--pool") -> ItemPool:
 
 def read_k_file(path: str, pool: ItemPool, option: str = "--k-file") -> np.ndarray:
     """CLI wrapper of :func:`qbank.selection.sh_p_from_frame` for a CSV path."""
+    import pandas as pd
+
+    from qbank.selection import sh_p_from_frame
+
     try:
         frame = pd.read_csv(path, dtype={"item_id": str})
         return sh_p_from_frame(frame, pool, source=str(path))
@@ -35,7 +43,11 @@ def parse_numbers(text: str, option: str, count: int | None = None) -> tuple:
         values = tuple(float(x) for x in text.split(","))
     except ValueError:
         values = ()
-    if not values or (count is not None and len(values) != count) or not np.all(np.isfinite(values)):
+    if (
+        not values
+        or (count is not None and len(values) != count)
+        or not all(math.isfinite(x) for x in values)
+    ):
         what = f"{count} numbers" if count else "numbers"
         raise click.BadParameter(f"expected {what} separated by commas, got {text!r}", param_hint=option)
     return values
@@ -43,6 +55,8 @@ def parse_numbers(text: str, option: str, count: int | None = None) -> tuple:
 
 def stopping_from_options(length: int, se_target: float | None, min_length: int):
     """Fixed length, or SE stopping with ``--min-length`` .. ``--length`` items."""
+    from qbank.stopping import FixedLength, StandardError
+
     if se_target is None:
         return FixedLength(length)
     if min_length > length:

@@ -364,7 +364,7 @@ def test_sympson_hetter_cohort_withdraws_and_replays(api, loaded_bank, session_f
     assert int(top[0]) in withdrawn and int(top[0]) not in served
     assert not withdrawn & set(served)
 
-    # An audit replays the served sequence from the stored session alone (DESIGN.md).
+    # An audit replays the served sequence from the stored session alone (docs/architecture.md).
     selector = Selector("sympson_hetter", sh_p=view.sh_p)
     draws = exposure_draws(session_rng(quiz["quiz_id"]), 1, view.n_items)
     available = np.ones((1, view.n_items), dtype=bool)

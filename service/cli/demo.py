@@ -23,7 +23,7 @@ DEMO_POOL = REPO / "data" / "demo_pool.csv"
 
 def _promote_demo_bundle(url: str, bundle_path: Path) -> dict:
     """Upload and promote the demo bundle and switch quizzes to Sympson-Hetter; returns the promotion."""
-    from qbank.cli.serve import _session, _tenant
+    from service.cli.serve import _session, _tenant
     from service.exposure_admin import SELECTOR_FLAG, promote_bundle, set_flag, upload_bundle
 
     tenant = _tenant(None)
@@ -62,8 +62,8 @@ def demo(ctx, examinees, out_path, serve, port):
     if not serve:
         return
 
-    from qbank.cli.serve import serve as serve_command
     from qbank.cli.sh import sh as sh_command
+    from service.cli.serve import serve as serve_command
 
     sh_out = out / "sympson_hetter"
     click.echo("2. iterative Sympson-Hetter on the demo pool (r = 0.25, L = 30), validated on fresh simulees")
@@ -79,7 +79,7 @@ def demo(ctx, examinees, out_path, serve, port):
     database = (out / "qbank.db").resolve()
     url = f"sqlite:///{database}"
     click.echo(f"3. demo bank into {database}; bundle promoted; quizzes use Sympson-Hetter")
-    from qbank.cli.serve import _load_demo, _tenant
+    from service.cli.serve import _load_demo, _tenant
 
     _load_demo(url, _tenant(None))
     promoted = _promote_demo_bundle(url, sh_out / "bundle.json")

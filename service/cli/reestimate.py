@@ -8,14 +8,14 @@ population, validate on fresh simulees and stage the result as a *draft* bundle 
 to promote (``POST /v1/admin/exposure/bundles/{id}/promote``); nothing in force changes.
 
 Exit status: 0 on success; 1 when the job could not run or produce a validated bundle; 2 for
-bad options. The ``service`` package is imported inside the command (see ``qbank serve``).
+bad options. The web stack is imported inside the command (see ``qbank serve``).
 """
 
 from __future__ import annotations
 
 import click
 
-from qbank.cli.serve import _DB_HELP, _TENANT_HELP, _database_url, _redact, _session, _tenant
+from service.cli.serve import _DB_HELP, _TENANT_HELP, _database_url, _redact, _session, _tenant
 
 
 def _heuristic(session, tenant, exam_code, days, tau, floor, ceil):

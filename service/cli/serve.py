@@ -2,8 +2,8 @@
 
 The database comes from ``--database-url``, else ``QBANK_DATABASE_URL``, else the embedded
 SQLite file ``qbank.db`` in the working directory. Every command first brings the schema to
-the newest migration. The ``service`` package is imported inside the commands so that the
-core CLI works without the web stack.
+the newest migration. The web stack is imported inside the commands, so listing and parsing
+the ``qbank`` command stays fast. These commands join ``qbank`` through ``service.cli.COMMANDS``.
 """
 
 from __future__ import annotations
