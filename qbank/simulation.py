@@ -3,7 +3,10 @@
 Each test step runs once for all examinees of a chunk: one call of
 :func:`qbank.selection.select_next`, one vectorized response draw, one posterior update.
 Chunks are independent (each has its own generator from ``rng.spawn``) and return counts
-that add, so the same chunk function could run on a distributed engine.
+that add; a few consecutive chunks make a task (:mod:`qbank._chunk`), and the tasks run in
+this process or, given a Dask client, on a cluster (:mod:`qbank.scale_out`). Integer counts
+add exactly in any order and the float sums are folded in chunk order, so the result is the
+same bit for bit wherever the tasks ran.
 
 Random streams, for replay: the master generator draws the true abilities (when not given),
 then spawns one child per chunk; each child draws, in this order, the per-test exposure
@@ -15,26 +18,37 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
-from qbank.estimation import EAP, eap_from_posterior
-from qbank.irt import probability
+from qbank._chunk import _Rules, _run_task, _TaskResult
+from qbank.estimation import EAP
 from qbank.pool import ItemPool
-from qbank.selection import InformationIndex, Selector, exposure_draws, select_next
+from qbank.scale_out import Task, executor_for
+from qbank.selection import InformationIndex, Selector
 from qbank.stopping import FixedLength
 
-__all__ = ["DEFAULT_THETA_BINS", "SimulationResult", "draw_abilities", "simulate"]
+__all__ = [
+    "DEFAULT_THETA_BINS",
+    "SimulationPlan",
+    "SimulationResult",
+    "draw_abilities",
+    "plan_simulation",
+    "run_simulations",
+    "simulate",
+]
 
 DEFAULT_THETA_BINS = np.array([-np.inf, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, np.inf])
 _CELLS_PER_CHUNK = (
     300_000  # examinee x item cells per chunk: small enough to stay in cache (measured fastest)
 )
+# Examinee x test-step work per task: about 0.3 s on one core for the demo pool, so the
+# scheduler's few milliseconds per task stay around 1 %, while memory stays one chunk's.
+_EXAMINEE_STEPS_PER_TASK = 150_000
+_TASKS_PER_SLOT = 4
 
 
 def draw_abilities(n_examinees: int, distribution: str = "normal", params=(0.0, 1.0), rng=None) -> np.ndarray:
@@ -50,167 +64,16 @@ def draw_abilities(n_examinees: int, distribution: str = "normal", params=(0.0, 
 
 
 @dataclass
-class _Counts:
-    """Additive per-chunk tallies."""
-
-    selections: np.ndarray
-    administrations: np.ndarray
-    bins: np.ndarray  # (n_bins, 5): n, sum error, sum squared error, sum se, sum length
-    pool_exhausted: int = 0
-    # (n_items, n_strata) tallies by true-theta stratum, for conditional exposure control
-    stratum_selections: np.ndarray | None = None
-    stratum_administrations: np.ndarray | None = None
-    stratum_examinees: np.ndarray | None = None
-    # (n_items, n_strata, n_strata): by true stratum and by the stratum of the current estimate
-    # when the item was selected (the K a conditional selector applied)
-    cross_selections: np.ndarray | None = None
-    cross_administrations: np.ndarray | None = None
-
-    def __iadd__(self, other):
-        self.selections += other.selections
-        self.administrations += other.administrations
-        if self.stratum_selections is not None:
-            self.stratum_selections += other.stratum_selections
-            self.stratum_administrations += other.stratum_administrations
-            self.stratum_examinees += other.stratum_examinees
-            self.cross_selections += other.cross_selections
-            self.cross_administrations += other.cross_administrations
-        self.bins += other.bins
-        self.pool_exhausted += other.pool_exhausted
-        return self
-
-
-def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, theta_bins, strata_cuts):
-    """Run one chunk of examinees through the whole test (validation assumed)."""
-    n, n_items = theta.shape[0], pool.n_items
-    by_stratum = strata_cuts is not None
-    if by_stratum:
-        n_strata = strata_cuts.size + 1
-        true_stratum = np.searchsorted(strata_cuts, theta, side="right")
-        stratum_sel = np.zeros(n_items * n_strata * n_strata, dtype=np.int64)
-        stratum_adm = np.zeros(n_items * n_strata * n_strata, dtype=np.int64)
-    max_length = stopping.max_length
-    draws = exposure_draws(rng, n, n_items) if selector.uses_exposure_draws else None
-    response_draws = rng.random((n, max_length))
-    step_draws = rng.random((n, max_length)) if selector.rule == "randomesque" else None
-
-    available = np.ones((n, n_items), dtype=bool)
-    item_dtype = np.int16 if n_items < np.iinfo(np.int16).max else np.int32
-    administered = np.full((n, max_length), -1, dtype=item_dtype)
-    responses = np.full((n, max_length), -1, dtype=np.int8)
-    length = np.zeros(n, dtype=np.int32)
-    selections = np.zeros(n_items, dtype=np.int64)
-    administrations = np.zeros(n_items, dtype=np.int64)
-
-    incremental = isinstance(estimator, EAP)
-    if incremental:
-        grid = estimator.grid
-        p_table = probability(grid, pool.a, pool.b, pool.c, pool.D).T  # (n_items, n_points)
-        posterior = np.tile(estimator.prior, (n, 1))
-        theta_hat, se = eap_from_posterior(posterior, grid)
-    else:
-        prior_mean = getattr(estimator, "prior_mean", 0.0)
-        theta_hat = np.full(n, prior_mean)
-        se = np.full(n, getattr(estimator, "prior_sd", 1.0))
-
-    active = np.arange(n)
-    exhausted = 0
-    for step in range(max_length):
-        active = active[~stopping.done(length[active], se[active])]
-        if active.size == 0:
-            break
-        everyone = active.size == n
-        rows = slice(None) if everyone else active
-        selection = select_next(
-            pool,
-            theta_hat[rows],
-            available[rows],
-            selector=selector,
-            position=step,
-            test_length=max_length,
-            exposure_draws=None if draws is None else draws[rows],
-            step_draws=None if step_draws is None else step_draws[rows, step],
-            index=index,
-        )
-        if by_stratum:  # keyed (true stratum, stratum of the estimate this step used, item)
-            estimate_stratum = np.searchsorted(strata_cuts, theta_hat[rows], side="right")
-            cell_of = (true_stratum[active] * n_strata + estimate_stratum) * n_items
-        if selection.withdrawn_rows.size:
-            available[active[selection.withdrawn_rows], selection.withdrawn_items] = False
-            selections += np.bincount(selection.withdrawn_items, minlength=n_items)
-            if by_stratum:
-                stratum_sel += np.bincount(
-                    cell_of[selection.withdrawn_rows] + selection.withdrawn_items, minlength=stratum_sel.size
-                )
-        got = selection.item >= 0
-        if not got.all():  # Sympson-Hetter rejected every remaining item: the test ends here.
-            exhausted += int((~got).sum())
-        who, item = active[got], selection.item[got]
-        active = who
-        available[who, item] = False
-        counts = np.bincount(item, minlength=n_items)
-        selections += counts
-        administrations += counts
-        if by_stratum:
-            cell_counts = np.bincount(cell_of[got] + item, minlength=stratum_sel.size)
-            stratum_sel += cell_counts
-            stratum_adm += cell_counts
-        p_true = pool.c[item] + (1.0 - pool.c[item]) * expit(
-            pool.D[item] * pool.a[item] * (theta[who] - pool.b[item])
-        )
-        correct = response_draws[who, step] < p_true
-        administered[who, length[who]] = item
-        responses[who, length[who]] = correct
-        length[who] += 1
-        if incremental:
-            likelihood = np.where(correct[:, None], p_table[item], 1.0 - p_table[item])
-            updated = posterior[who] * likelihood
-            posterior[who] = updated / updated.max(axis=1, keepdims=True)
-            theta_hat[who], se[who] = eap_from_posterior(posterior[who], grid)
-        else:
-            t = int(length[who].max())
-            cols = administered[who, :t].astype(np.intp)
-            answered = cols >= 0
-            safe = np.where(answered, cols, 0)
-            resp = np.where(answered, responses[who, :t], np.nan).astype(float)
-            theta_hat[who], se[who] = estimator.estimate(
-                pool.a[safe], pool.b[safe], pool.c[safe], pool.D[safe], resp
-            )
-
-    error = theta_hat - theta
-    bin_of = np.clip(np.searchsorted(theta_bins, theta, side="right") - 1, 0, theta_bins.size - 2)
-    n_bins = theta_bins.size - 1
-    bins = np.stack(
-        [
-            np.bincount(bin_of, minlength=n_bins).astype(float),
-            np.bincount(bin_of, weights=error, minlength=n_bins),
-            np.bincount(bin_of, weights=error**2, minlength=n_bins),
-            np.bincount(bin_of, weights=se, minlength=n_bins),
-            np.bincount(bin_of, weights=length, minlength=n_bins),
-        ],
-        axis=1,
-    )
-    per_examinee = (theta_hat, se, length, administered, responses)
-    counts = _Counts(selections, administrations, bins, exhausted)
-    if by_stratum:
-        counts.cross_selections = stratum_sel.reshape(n_strata, n_strata, n_items).transpose(2, 0, 1)
-        counts.cross_administrations = stratum_adm.reshape(n_strata, n_strata, n_items).transpose(2, 0, 1)
-        counts.stratum_selections = counts.cross_selections.sum(axis=2)
-        counts.stratum_administrations = counts.cross_administrations.sum(axis=2)
-        counts.stratum_examinees = np.bincount(true_stratum, minlength=n_strata)
-    return counts, per_examinee
-
-
-@dataclass
 class SimulationResult:
     """What a simulation produced; DataFrames for people, arrays for programs.
 
     Attributes
     ----------
     pool : ItemPool
-    theta, theta_hat, se : ndarray of shape (n_examinees,)
-    length : ndarray of shape (n_examinees,)
-    administered : ndarray of shape (n_examinees, max_length)
+    theta : ndarray of shape (n_examinees,)
+    theta_hat, se, length : ndarray of shape (n_examinees,) or None
+        None when run with ``keep_estimates=False`` (the summary then comes from the sums).
+    administered : ndarray of shape (n_examinees, max_length) or None
         Pool positions in administration order, -1 after the end of the test.
     responses : ndarray of shape (n_examinees, max_length)
         1/0, -1 after the end of the test.
@@ -222,9 +85,9 @@ class SimulationResult:
 
     pool: ItemPool
     theta: np.ndarray
-    theta_hat: np.ndarray
-    se: np.ndarray
-    length: np.ndarray
+    theta_hat: np.ndarray | None
+    se: np.ndarray | None
+    length: np.ndarray | None
     administered: np.ndarray | None
     responses: np.ndarray | None
     selection_count: np.ndarray
@@ -280,20 +143,35 @@ class SimulationResult:
             return float("nan")
         counts = self.administration_count.astype(float)
         common = float((counts * (counts - 1)).sum()) / (n * (n - 1))
-        return common / float(self.length.mean())
+        return common / self._means()["mean_length"]
 
-    @property
-    def summary(self) -> dict:
-        if self._summary is None:
+    def _means(self) -> dict:
+        """Bias, RMSE, mean SE and mean length: from the per-examinee arrays when kept, else
+        from the additive sums (same values up to the order of summation)."""
+        if self.theta_hat is not None:
             error = self.theta_hat - self.theta
-            rate = self.exposure_rate
-            out = {
-                "n_examinees": self.n_examinees,
-                "n_items": self.pool.n_items,
+            return {
                 "bias": float(error.mean()),
                 "rmse": float(np.sqrt((error**2).mean())),
                 "mean_se": float(self.se.mean()),
                 "mean_length": float(self.length.mean()),
+            }
+        _, s_err, s_sq, s_se, s_len = self.bin_totals.sum(axis=0) / self.n_examinees
+        return {
+            "bias": float(s_err),
+            "rmse": float(np.sqrt(s_sq)),
+            "mean_se": float(s_se),
+            "mean_length": float(s_len),
+        }
+
+    @property
+    def summary(self) -> dict:
+        if self._summary is None:
+            rate = self.exposure_rate
+            out = {
+                "n_examinees": self.n_examinees,
+                "n_items": self.pool.n_items,
+                **self._means(),
                 "max_exposure": float(rate.max()),
                 "items_never_used": int((self.administration_count == 0).sum()),
                 "overlap_rate": self.overlap_rate(),
@@ -320,6 +198,8 @@ class SimulationResult:
     @property
     def examinees(self) -> pd.DataFrame:
         """Per examinee: true theta, estimate, SE, length and the item ids administered."""
+        if self.theta_hat is None:
+            raise ValueError("this result was run with keep_estimates=False")
         frame = pd.DataFrame(
             {"theta": self.theta, "theta_hat": self.theta_hat, "se": self.se, "length": self.length},
             index=pd.RangeIndex(self.n_examinees, name="examinee_id"),
@@ -362,7 +242,8 @@ class SimulationResult:
         )
 
     def to_dir(self, out) -> dict:
-        """Write summary.json, exposure.csv, conditional.csv, examinees.parquet and PNG plots."""
+        """Write summary.json, exposure.csv, conditional.csv, examinees.parquet (when the estimates
+        were kept) and PNG plots."""
         from qbank import plots
 
         out = Path(out)
@@ -371,12 +252,14 @@ class SimulationResult:
             "summary": out / "summary.json",
             "exposure": out / "exposure.csv",
             "conditional": out / "conditional.csv",
-            "examinees": out / "examinees.parquet",
         }
+        if self.theta_hat is not None:
+            paths["examinees"] = out / "examinees.parquet"
         paths["summary"].write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
         self.items[["selection_rate", "exposure_rate"]].reset_index().to_csv(paths["exposure"], index=False)
         self.conditional.to_csv(paths["conditional"], index=False)
-        _write_examinees(self, paths["examinees"])
+        if "examinees" in paths:
+            _write_examinees(self, paths["examinees"])
         paths["exposure_plot"] = plots.exposure_sorted(
             {"this run": self.exposure_rate}, out / "exposure_sorted.png", target=self.exposure_target
         )
@@ -434,8 +317,10 @@ def simulate(
     exposure_target: float | None = None,
     theta_bins=None,
     keep_examinees: bool = True,
+    keep_estimates: bool = True,
     strata_cuts=None,
     progress: bool = False,
+    client=None,
 ) -> SimulationResult:
     """Simulate computerized adaptive tests for many examinees at once.
 
@@ -462,17 +347,138 @@ def simulate(
     theta_bins : array_like, optional
         Edges of the true-theta bins for conditional bias/RMSE.
     keep_examinees : bool
-        Keep per-examinee item sequences (turn off for very large runs).
+        Keep per-examinee item sequences and responses (turn off for very large runs).
+    keep_estimates : bool
+        Keep per-examinee estimates, SEs and lengths; with False (and ``keep_examinees=False``)
+        only additive counts come back from the chunks and the summary is computed from them.
     strata_cuts : array_like, optional
         Cut points of true-theta strata; selections and administrations are then also
         tallied per (item, stratum) (see :meth:`SimulationResult.stratum_rates`).
     progress : bool
-        Show a progress bar over chunks.
+        Show a progress bar over tasks (groups of chunks).
+    client : dask.distributed.Client, optional
+        Run the chunks as tasks on this Dask cluster (see docs/scale-out.md); the result is the
+        same, bit for bit, as in-process. Default: in this process, without importing Dask.
 
     Returns
     -------
     SimulationResult
     """
+    executor = executor_for(client)
+    run = plan_simulation(
+        pool,
+        n_examinees=n_examinees,
+        theta=theta,
+        theta_distribution=theta_distribution,
+        theta_params=theta_params,
+        stopping=stopping,
+        selector=selector,
+        estimator=estimator,
+        rng=rng,
+        chunk_size=chunk_size,
+        exposure_target=exposure_target,
+        theta_bins=theta_bins,
+        keep_examinees=keep_examinees,
+        keep_estimates=keep_estimates,
+        strata_cuts=strata_cuts,
+        slots=executor.slots,
+    )
+    return run_simulations([run], executor, progress="simulating" if progress else None)[0]
+
+
+def run_simulations(runs: list, executor, progress: str | None = None) -> list[SimulationResult]:
+    """Run the tasks of several planned simulations together (one pool of tasks, so a study
+    keeps every worker busy) and assemble each run's result."""
+    tasks, owner = [], []
+    for r, run in enumerate(runs):
+        tasks.extend(run.tasks)
+        owner.extend([r] * len(run.tasks))
+    outcomes = [[None] * len(run.tasks) for run in runs]
+    offsets = np.cumsum([0] + [len(run.tasks) for run in runs])
+    arrivals = [[] for _ in runs]
+    for i, outcome, arrival in executor.run(tasks, progress):
+        r = owner[i]
+        outcomes[r][i - offsets[r]] = outcome
+        arrivals[r].append((arrival - outcome.seconds, arrival))
+    results = []
+    for run, parts, times in zip(runs, outcomes, arrivals):
+        # elapsed from the start of the run's first task to its last result
+        wall = max(t for _, t in times) - min(t for t, _ in times)
+        results.append(run.assemble(parts, wall))
+    return results
+
+
+@dataclass
+class SimulationPlan:
+    """A validated simulation cut into tasks: built by :func:`plan_simulation`, run by
+    :func:`run_simulations`. Task grouping never changes the result (see :class:`_Counts`)."""
+
+    pool: ItemPool
+    theta: np.ndarray
+    rules: _Rules
+    tasks: list
+    exposure_target: float | None
+    settings: dict
+
+    def assemble(self, parts: list[_TaskResult], wall: float) -> SimulationResult:
+        totals = parts[0].counts
+        for part in parts[1:]:
+            totals += part.counts
+        chunk_bins = np.concatenate([part.bins for part in parts])
+        bins = chunk_bins[0].copy()
+        for chunk in chunk_bins[1:]:  # left fold in chunk order, as a sequential loop adds
+            bins += chunk
+        theta_hat = se = length = administered = responses = None
+        if self.rules.keep_estimates:
+            theta_hat, se, length = (np.concatenate([p.per_examinee[i] for p in parts]) for i in range(3))
+        if self.rules.keep_examinees:
+            administered, responses = (np.concatenate([p.per_examinee[i] for p in parts]) for i in (3, 4))
+        return SimulationResult(
+            self.pool,
+            self.theta,
+            theta_hat,
+            se,
+            length,
+            administered,
+            responses,
+            totals.selections,
+            totals.administrations,
+            self.rules.theta_bins,
+            bins,
+            totals.pool_exhausted,
+            self.settings,
+            wall,
+            self.exposure_target,
+            self.rules.strata_cuts,
+            totals.stratum_selections,
+            totals.stratum_administrations,
+            totals.stratum_examinees,
+            totals.cross_selections,
+            totals.cross_administrations,
+        )
+
+
+def plan_simulation(
+    pool: ItemPool,
+    *,
+    n_examinees=None,
+    theta=None,
+    theta_distribution="normal",
+    theta_params=(0.0, 1.0),
+    stopping=None,
+    selector=None,
+    estimator=None,
+    rng=None,
+    chunk_size=None,
+    exposure_target=None,
+    theta_bins=None,
+    keep_examinees=True,
+    keep_estimates=True,
+    strata_cuts=None,
+    slots: int = 1,
+) -> SimulationPlan:
+    """Check the arguments of :func:`simulate` (same meaning), draw the true abilities, spawn one
+    generator per chunk and group the chunks into tasks for ``slots`` worker threads."""
     if not isinstance(pool, ItemPool):
         raise TypeError("pool must be a qbank.ItemPool (see qbank.load_pool)")
     stopping = stopping or FixedLength(30)
@@ -481,6 +487,8 @@ def simulate(
     selector.check_pool(pool)
     if stopping.max_length > pool.n_items:
         raise ValueError(f"test length {stopping.max_length} exceeds the pool's {pool.n_items} items")
+    if keep_examinees and not keep_estimates:
+        raise ValueError("keep_examinees=True needs keep_estimates=True")
     rng = np.random.default_rng(rng)
     if theta is None:
         if n_examinees is None:
@@ -503,37 +511,29 @@ def simulate(
     n_chunks = math.ceil(n_total / chunk_size)
     children = rng.spawn(n_chunks)
 
-    start = time.perf_counter()
     bounds = getattr(estimator, "bounds", (-4.0, 4.0))
     index = None
     if selector.rule != "a_stratified":
         index = InformationIndex.tiers(pool, stopping.max_length + max(selector.depth, 10), bounds=bounds)
-    totals = None
-    parts = []
-    chunks = range(n_chunks)
-    if progress:
-        from tqdm.auto import tqdm
-
-        chunks = tqdm(chunks, desc="simulating", unit="chunk", total=n_chunks)
-    for k in chunks:
-        lo, hi = k * chunk_size, min((k + 1) * chunk_size, n_total)
-        counts, per_examinee = _simulate_chunk(
-            pool, theta[lo:hi], stopping, selector, estimator, children[k], index, theta_bins, strata_cuts
-        )
-        if totals is None:
-            totals = counts
-        else:
-            totals += counts
-        if not keep_examinees:
-            per_examinee = (*per_examinee[:3], None, None)
-        parts.append(per_examinee)
-    wall = time.perf_counter() - start
-
-    theta_hat, se, length = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    administered = responses = None
-    if keep_examinees:
-        administered = np.concatenate([p[3] for p in parts])
-        responses = np.concatenate([p[4] for p in parts])
+    rules = _Rules(
+        stopping,
+        selector,
+        estimator,
+        theta_bins,
+        strata_cuts,
+        int(chunk_size),
+        keep_estimates,
+        keep_examinees,
+    )
+    # Tasks of about _EXAMINEE_STEPS_PER_TASK (scheduler overhead stays small), yet at least
+    # _TASKS_PER_SLOT per worker thread when the run has that many chunks (load balance).
+    by_cost = max(1, round(_EXAMINEE_STEPS_PER_TASK / (chunk_size * stopping.max_length)))
+    per_task = max(1, min(by_cost, math.ceil(n_chunks / (_TASKS_PER_SLOT * max(1, slots)))))
+    tasks = []
+    for first in range(0, n_chunks, per_task):
+        last = min(first + per_task, n_chunks)
+        lo, hi = first * chunk_size, min(last * chunk_size, n_total)
+        tasks.append(Task(_run_task, (pool, index, rules), (theta[lo:hi], children[first:last])))
     settings = {
         "pool": pool.name,
         "pool_sha256": pool.sha256(),
@@ -542,26 +542,4 @@ def simulate(
         "stopping": stopping.to_dict(),
         "chunk_size": int(chunk_size),
     }
-    return SimulationResult(
-        pool,
-        theta,
-        theta_hat,
-        se,
-        length,
-        administered,
-        responses,
-        totals.selections,
-        totals.administrations,
-        theta_bins,
-        totals.bins,
-        totals.pool_exhausted,
-        settings,
-        wall,
-        exposure_target,
-        strata_cuts,
-        totals.stratum_selections,
-        totals.stratum_administrations,
-        totals.stratum_examinees,
-        totals.cross_selections,
-        totals.cross_administrations,
-    )
+    return SimulationPlan(pool, theta, rules, tasks, exposure_target, settings)
