@@ -125,11 +125,12 @@ def executor_for(client) -> InProcess | DaskExecutor:
 
 
 @contextlib.contextmanager
-def connect(scheduler: str | None):
+def connect(scheduler: str | None, timeout: float = 10.0):
     """A ``distributed.Client`` for ``scheduler`` (``None`` yields ``None``: run in-process).
 
     ``scheduler`` is a scheduler address (``tcp://host:8786``) or ``local:N`` for a
-    ``LocalCluster`` of ``N`` single-threaded worker processes on this machine.
+    ``LocalCluster`` of ``N`` single-threaded worker processes on this machine; ``timeout``
+    (seconds) bounds the wait for a remote scheduler.
 
     Raises
     ------
@@ -152,14 +153,14 @@ def connect(scheduler: str | None):
             raise ValueError(f"scheduler 'local:N' needs a worker count N >= 1, got {scheduler!r}")
         with (
             LocalCluster(
-                n_workers=int(count), threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=int(count), threads_per_worker=1, processes=True, dashboard_address=":0"
             ) as cluster,
             Client(cluster) as client,
         ):
             yield client
         return
     try:
-        client = Client(scheduler, timeout="10s")
+        client = Client(scheduler, timeout=f"{timeout}s")
     except (OSError, TimeoutError, ValueError) as exc:
         raise ValueError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
     with client:

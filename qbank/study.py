@@ -14,8 +14,9 @@ from qbank import plots
 from qbank._tables import markdown_table
 from qbank.estimation import make_estimator
 from qbank.pool import load_pool
+from qbank.scale_out import executor_for
 from qbank.selection import Selector, sh_p_from_frame
-from qbank.simulation import SimulationResult, draw_abilities, simulate
+from qbank.simulation import SimulationResult, draw_abilities, plan_simulation, run_simulations
 from qbank.stopping import FixedLength, StandardError
 
 __all__ = ["StudyConfig", "load_study", "run_study"]
@@ -31,6 +32,7 @@ _TOP_KEYS = {
     "estimator",
     "stopping",
     "condition",
+    "replications",
 }
 _CONDITION_KEYS = {"name", "selector", "k", "n_strata", "k_file"}
 
@@ -47,6 +49,7 @@ class StudyConfig:
     theta_distribution: str = "normal"
     theta_params: tuple = (0.0, 1.0)
     estimator: str = "eap"
+    replications: int = 1
 
 
 def _stopping_from(table: dict, source: str):
@@ -85,6 +88,9 @@ def load_study(path) -> StudyConfig:
         if "selector" not in cond:
             raise ValueError(f"{path}: [[condition]] {label!r}: missing 'selector'")
         conditions.append({"name": label, **cond})
+    replications = raw.get("replications", 1)
+    if not isinstance(replications, int) or isinstance(replications, bool) or replications < 1:
+        raise ValueError(f"{path}: 'replications' must be an integer >= 1, got {replications!r}")
     names = [c["name"] for c in conditions]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: condition names must be unique, got {names}")
@@ -99,79 +105,131 @@ def load_study(path) -> StudyConfig:
         theta_distribution=raw.get("theta_distribution", "normal"),
         theta_params=tuple(raw.get("theta_params", (0.0, 1.0))),
         estimator=raw.get("estimator", "eap"),
+        replications=replications,
     )
 
 
-def run_study(config: StudyConfig, out=None, progress: bool = False) -> tuple[pd.DataFrame, dict]:
+def _replication_seed(seed: int, replication: int):
+    """Replication 0 uses the study's seed itself (a one-replication study is today's study);
+    replication r > 0 an independent stream from the entropy (seed, r)."""
+    return seed if replication == 0 else np.random.SeedSequence([seed, replication])
+
+
+def _selector_for(config: StudyConfig, cond: dict, pool) -> Selector:
+    sh_p = None
+    if cond.get("k_file"):
+        k_path = config.pool.parent / cond["k_file"]
+        sh_p = sh_p_from_frame(pd.read_csv(k_path, dtype={"item_id": str}), pool, source=str(k_path))
+    return Selector(
+        cond["selector"], k=int(cond.get("k", 5)), n_strata=int(cond.get("n_strata", 4)), sh_p=sh_p
+    )
+
+
+_KEYS = [
+    "rmse",
+    "bias",
+    "mean_se",
+    "mean_length",
+    "max_exposure",
+    "items_never_used",
+    "overlap_rate",
+    "wall_seconds",
+]
+
+
+def run_study(
+    config: StudyConfig, out=None, progress: bool = False, client=None
+) -> tuple[pd.DataFrame, dict]:
     """Run every condition on the same simulees; return a comparison table and the results.
+
+    Every (condition, replication) is its own set of tasks, all submitted together, so on a Dask
+    ``client`` a study keeps every worker busy; the figures are the same, bit for bit, as
+    in-process (only ``wall_seconds`` differs). With ``replications`` > 1 each replication draws
+    fresh simulees (shared by its conditions), the table holds the means over replications and
+    ``replications.csv`` one row per (condition, replication); ``results`` holds each
+    condition's first replication.
 
     When ``out`` is given, each condition's report goes to ``out/<name>/`` and the comparison
     (``comparison.csv``, ``report.md``, overlaid plots) to ``out/``.
     """
     pool = load_pool(config.pool)
-    rng = np.random.default_rng(config.seed)
-    theta = draw_abilities(config.examinees, config.theta_distribution, config.theta_params, rng)
     estimator = make_estimator(config.estimator)
-    results: dict[str, SimulationResult] = {}
-    for cond in config.conditions:
-        sh_p = None
-        if cond.get("k_file"):
-            k_path = config.pool.parent / cond["k_file"]
-            sh_p = sh_p_from_frame(pd.read_csv(k_path, dtype={"item_id": str}), pool, source=str(k_path))
-        selector = Selector(
-            cond["selector"], k=int(cond.get("k", 5)), n_strata=int(cond.get("n_strata", 4)), sh_p=sh_p
-        )
-        result = simulate(
-            pool,
-            theta=theta,
-            stopping=config.stopping,
-            selector=selector,
-            estimator=estimator,
-            rng=config.seed,
-            exposure_target=config.exposure_target,
-            progress=progress,
-        )
-        results[cond["name"]] = result
-        if out is not None:
-            result.to_dir(Path(out) / cond["name"])
-    keys = [
-        "rmse",
-        "bias",
-        "mean_se",
-        "mean_length",
-        "max_exposure",
-        "items_never_used",
-        "overlap_rate",
-        "wall_seconds",
-    ]
+    selectors = {cond["name"]: _selector_for(config, cond, pool) for cond in config.conditions}
+    executor = executor_for(client)
+    plans, labels = [], []
+    for replication in range(config.replications):
+        seed = _replication_seed(config.seed, replication)
+        rng = np.random.default_rng(seed)
+        theta = draw_abilities(config.examinees, config.theta_distribution, config.theta_params, rng)
+        for name, selector in selectors.items():
+            plans.append(
+                plan_simulation(
+                    pool,
+                    theta=theta,
+                    stopping=config.stopping,
+                    selector=selector,
+                    estimator=estimator,
+                    rng=np.random.default_rng(seed),
+                    exposure_target=config.exposure_target,
+                    slots=executor.slots,
+                )
+            )
+            labels.append((name, replication + 1))
+    runs = run_simulations(plans, executor, progress="study" if progress else None)
+    results: dict[str, SimulationResult] = {name: r for (name, rep), r in zip(labels, runs) if rep == 1}
+    if out is not None:
+        for name, result in results.items():
+            result.to_dir(Path(out) / name)
+    keys = list(_KEYS)
     if config.exposure_target is not None:
         keys.insert(5, "items_over_target")
-    table = pd.DataFrame({name: {k: r.summary[k] for k in keys} for name, r in results.items()}).T
+    per_replication = pd.DataFrame(
+        [
+            {"condition": name, "replication": rep, **{k: r.summary[k] for k in keys}}
+            for (name, rep), r in zip(labels, runs)
+        ]
+    )
+    if config.replications == 1:
+        table = per_replication.drop(columns="replication").set_index("condition")
+    else:
+        table = per_replication.drop(columns="replication").groupby("condition", sort=False).mean()
+    table = table.astype(float)  # one numeric type per column, as a comparison table
     table.index.name = "condition"
     if out is not None:
-        out = Path(out)
-        table.to_csv(out / "comparison.csv")
-        exposure_png = plots.exposure_sorted(
-            {k: r.exposure_rate for k, r in results.items()},
-            out / "exposure_sorted.png",
-            target=config.exposure_target,
-        )
-        conditional_png = plots.conditional_accuracy(
-            {k: r.conditional for k, r in results.items()}, out / "conditional.png"
-        )
-        lines = [
-            f"# Study `{config.name}`",
-            "",
-            f"Pool `{config.pool.name}` ({pool.n_items} items), {config.examinees} simulees "
-            f"({config.theta_distribution} {list(config.theta_params)}), stopping {config.stopping.to_dict()}, "
-            f"estimator {config.estimator}, seed {config.seed}.",
-            "",
-            markdown_table(table.reset_index()),
-            "",
-            f"![exposure]({exposure_png.name})",
-            "",
-            f"![conditional]({conditional_png.name})",
-            "",
-        ]
-        (out / "report.md").write_text("\n".join(lines))
+        _write_report(config, pool, table, per_replication, results, Path(out))
     return table, results
+
+
+def _write_report(config, pool, table, per_replication, results, out: Path) -> None:
+    table.to_csv(out / "comparison.csv")
+    if config.replications > 1:
+        per_replication.to_csv(out / "replications.csv", index=False)
+    exposure_png = plots.exposure_sorted(
+        {k: r.exposure_rate for k, r in results.items()},
+        out / "exposure_sorted.png",
+        target=config.exposure_target,
+    )
+    conditional_png = plots.conditional_accuracy(
+        {k: r.conditional for k, r in results.items()}, out / "conditional.png"
+    )
+    replicated = (
+        f" Figures are means over {config.replications} replications (each in `replications.csv`);"
+        " plots and condition folders show replication 1."
+        if config.replications > 1
+        else ""
+    )
+    lines = [
+        f"# Study `{config.name}`",
+        "",
+        f"Pool `{config.pool.name}` ({pool.n_items} items), {config.examinees} simulees "
+        f"({config.theta_distribution} {list(config.theta_params)}), stopping {config.stopping.to_dict()}, "
+        f"estimator {config.estimator}, seed {config.seed}.{replicated}",
+        "",
+        markdown_table(table.reset_index()),
+        "",
+        f"![exposure]({exposure_png.name})",
+        "",
+        f"![conditional]({conditional_png.name})",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(lines))

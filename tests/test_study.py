@@ -37,6 +37,10 @@ def test_study_runs_conditions_on_the_same_simulees(tmp_path):
             "needs 'length'",
         ),
         ("pool = = 1", "cannot read study config"),
+        (
+            'pool = "x.csv"\nreplications = 0\n[[condition]]\nselector = "max_info"\n',
+            "'replications' must be an integer >= 1, got 0",
+        ),
     ],
 )
 def test_bad_study_configs(tmp_path, text, message):

@@ -3,6 +3,7 @@ core's modules are imported inside the helpers, so importing a command stays che
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,3 +72,26 @@ def out_dir(path: str) -> Path:
     except OSError as exc:
         raise click.BadParameter(f"cannot create {path}: {exc}", param_hint="--out") from None
     return out
+
+
+scheduler_option = click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Run the simulations as tasks on a Dask cluster: a scheduler address (tcp://host:8786) "
+    "or local:N for N worker processes on this machine (needs qbank[dist]; see docs/scale-out.md). "
+    "Default: in this process.",
+)
+
+
+@contextlib.contextmanager
+def scheduler_client(address: str | None):
+    """:func:`qbank.scale_out.connect` with its errors as a click error naming ``--scheduler``."""
+    from qbank.scale_out import connect
+
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(connect(address))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--scheduler") from None
+        yield client

@@ -6,7 +6,15 @@ import json
 
 import click
 
-from qbank.cli._common import out_dir, parse_numbers, read_k_file, read_pool, stopping_from_options
+from qbank.cli._common import (
+    out_dir,
+    parse_numbers,
+    read_k_file,
+    read_pool,
+    scheduler_client,
+    scheduler_option,
+    stopping_from_options,
+)
 from qbank.cli.sh import bundle_run_settings, recheck_lines
 from qbank.estimation import make_estimator
 from qbank.selection import Selector
@@ -83,6 +91,7 @@ SELECTORS = ["max_info", "randomesque", "sympson_hetter", "a_stratified"]
     help="Exposure bundle (qbank sh): re-run its K, strata, stopping, estimator and r_max to re-check it.",
 )
 @click.option("--out", "out_path", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@scheduler_option
 def simulate(
     pool_path,
     examinees,
@@ -100,6 +109,7 @@ def simulate(
     seed,
     bundle_path,
     out_path,
+    scheduler,
 ):
     """Simulate adaptive tests on a pool and write summary.json, exposure.csv,
     conditional.csv, examinees.parquet and PNG plots to --out."""
@@ -128,15 +138,17 @@ def simulate(
     if bundle_path is not None:
         bundle, run = bundle_run_settings(bundle_path, pool)
     out = out_dir(out_path)
-    result = run_simulation(
-        pool,
-        n_examinees=examinees,
-        theta_distribution=theta_dist,
-        theta_params=params,
-        rng=seed,
-        progress=True,
-        **run,
-    )
+    with scheduler_client(scheduler) as client:
+        result = run_simulation(
+            pool,
+            n_examinees=examinees,
+            theta_distribution=theta_dist,
+            theta_params=params,
+            rng=seed,
+            progress=True,
+            client=client,
+            **run,
+        )
     paths = result.to_dir(out)
     summary = result.summary
     click.echo(
