@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from qbank.estimation import EAP, eap_from_posterior
+from qbank.estimation import EAP, EDGE_SHARE
 from qbank.irt import probability
 from qbank.selection import Selector, exposure_draws, select_next
 
@@ -45,6 +45,16 @@ class _Counts:
         return self
 
 
+def _estimate_from_history(pool, estimator, administered, responses, rows):
+    """Estimate from the whole answer history of ``rows`` (validation assumed)."""
+    t = int((administered[rows] >= 0).sum(axis=1).max())
+    cols = administered[rows, :t].astype(np.intp)
+    answered = cols >= 0
+    safe = np.where(answered, cols, 0)
+    resp = np.where(answered, responses[rows, :t], np.nan).astype(float)
+    return estimator.estimate(pool.a[safe], pool.b[safe], pool.c[safe], pool.D[safe], resp)
+
+
 def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, theta_bins, strata_cuts):
     """Run one chunk of examinees through the whole test (validation assumed).
 
@@ -74,8 +84,12 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
     if incremental:
         grid = estimator.grid
         p_table = probability(grid, pool.a, pool.b, pool.c, pool.D).T  # (n_items, n_points)
+        likelihood_table = np.concatenate([p_table, 1.0 - p_table])  # correct rows, then wrong
+        moment_basis = np.stack([np.ones_like(grid), grid, grid * grid], axis=1)
         posterior = np.tile(estimator.prior, (n, 1))
-        theta_hat, se = eap_from_posterior(posterior, grid)
+        no_answers = np.empty((1, 0))
+        start = estimator.estimate(no_answers, no_answers, no_answers, no_answers, no_answers)
+        theta_hat, se = np.full(n, start[0][0]), np.full(n, start[1][0])
     else:
         prior_mean = getattr(estimator, "prior_mean", 0.0)
         theta_hat = np.full(n, prior_mean)
@@ -131,19 +145,24 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
         responses[who, length[who]] = correct
         length[who] += 1
         if incremental:
-            likelihood = np.where(correct[:, None], p_table[item], 1.0 - p_table[item])
-            updated = posterior[who] * likelihood
-            posterior[who] = updated / updated.max(axis=1, keepdims=True)
-            theta_hat[who], se[who] = eap_from_posterior(posterior[who], grid)
+            updated = posterior[who] * likelihood_table[item + n_items * ~correct]
+            # One product gives the total, first and second moments; normalising to sum 1 keeps
+            # the weights far from underflow.
+            moments = updated @ moment_basis
+            total = moments[:, 0]
+            updated /= total[:, None]
+            posterior[who] = updated
+            mean = moments[:, 1] / total
+            theta_hat[who] = mean
+            se[who] = np.sqrt(np.maximum(moments[:, 2] / total - mean * mean, 0.0))
+            # Rows whose posterior reaches the grid's ends are integrated on a wider grid.
+            edge = who[np.maximum(updated[:, 0], updated[:, -1]) > EDGE_SHARE]
+            if edge.size:
+                theta_hat[edge], se[edge] = _estimate_from_history(
+                    pool, estimator, administered, responses, edge
+                )
         else:
-            t = int(length[who].max())
-            cols = administered[who, :t].astype(np.intp)
-            answered = cols >= 0
-            safe = np.where(answered, cols, 0)
-            resp = np.where(answered, responses[who, :t], np.nan).astype(float)
-            theta_hat[who], se[who] = estimator.estimate(
-                pool.a[safe], pool.b[safe], pool.c[safe], pool.D[safe], resp
-            )
+            theta_hat[who], se[who] = _estimate_from_history(pool, estimator, administered, responses, who)
 
     error = theta_hat - theta
     bin_of = np.clip(np.searchsorted(theta_bins, theta, side="right") - 1, 0, theta_bins.size - 2)

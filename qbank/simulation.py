@@ -16,6 +16,7 @@ uniforms ``(n, n_items)`` (exposure-controlled rules only), the response uniform
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from qbank._chunk import _Rules, _run_task, _TaskResult
-from qbank.estimation import EAP
+from qbank.estimation import EAP, MLE
 from qbank.pool import ItemPool
 from qbank.scale_out import Task, executor_for
 from qbank.selection import InformationIndex, Selector
@@ -484,6 +485,8 @@ def plan_simulation(
     stopping = stopping or FixedLength(30)
     selector = selector or Selector("max_info")
     estimator = estimator or EAP()
+    if isinstance(estimator, MLE) and estimator.dodd and estimator.b_range is None:
+        estimator = dataclasses.replace(estimator, b_range=(float(pool.b.min()), float(pool.b.max())))
     selector.check_pool(pool)
     if stopping.max_length > pool.n_items:
         raise ValueError(f"test length {stopping.max_length} exceeds the pool's {pool.n_items} items")

@@ -46,7 +46,9 @@ from service.models import QuizItem, QuizSession, UserResponse, utcnow
 from service.pools import PoolView, ensure_snapshot, item_contents, pool_view
 from service.schemas import AnswerSubmit, QuizCreate
 
-ESTIMATOR = EAP()  # 61 points on [-4, 4], N(0, 1) prior (DESIGN.md)
+ESTIMATOR = (
+    EAP()
+)  # 81 points on [-6, 6] widened where the posterior reaches an end, N(0, 1) prior (DESIGN.md)
 # Rules a flag or cohort may choose; conditional Sympson-Hetter runs when a conditional bundle
 # is in force for the exam (else classic, see service.exposure_admin.pin_exposure).
 COHORT_RULES = SELECTOR_RULES

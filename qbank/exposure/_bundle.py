@@ -18,7 +18,7 @@ Schema ``qbank.exposure-bundle/1``::
     test_length     maximum test length; stopping {rule: fixed_length, length} or
                     {rule: standard_error, se_target, min_length, max_length}
     estimator       {name: eap, n_points, grid_min, grid_max, prior_mean, prior_sd} |
-                    {name: map, prior_mean, prior_sd, bounds, n_iter} | {name: mle, bounds, n_iter}
+                    {name: map, prior_mean, prior_sd, bounds, n_iter} | {name: mle, bounds, n_iter, dodd, b_range, start}
     simulation      method, n_examinees (per iteration), iterations, max_iterations, window, seed,
                     theta_distribution {name, params}, tolerance_source, confidence,
                     monte_carlo_se[], tolerance[], converged, wall_seconds, trace[] (per iteration:
@@ -162,7 +162,11 @@ BUNDLE_JSON_SCHEMA = {
                             "name": {"const": "mle"},
                             "bounds": _BOUNDS,
                             "n_iter": {"type": "integer", "minimum": 1},
-                        }
+                            "dodd": {"type": "boolean"},
+                            "b_range": {"oneOf": [{"type": "null"}, _BOUNDS]},
+                            "start": _NUMBER,
+                        },
+                        optional=("dodd", "b_range", "start"),
                     ),
                 ]
             },
