@@ -55,7 +55,10 @@ class DaskExecutor:
     """
 
     def __init__(self, client):
+        from qbank._dask_plugin import ReuseHeapMemory
+
         self.client = client
+        client.register_plugin(ReuseHeapMemory(), name=ReuseHeapMemory.name)
 
     @property
     def slots(self) -> int:
