@@ -156,6 +156,9 @@ def run_study(
     estimator = make_estimator(config.estimator)
     selectors = {cond["name"]: _selector_for(config, cond, pool) for cond in config.conditions}
     executor = executor_for(client)
+    # All runs share the cluster: cut each into tasks for its share of the worker threads, so a
+    # big grid makes tasks of the target size instead of many tiny ones.
+    slots = max(1, executor.slots // (config.replications * len(selectors)))
     plans, labels = [], []
     for replication in range(config.replications):
         seed = _replication_seed(config.seed, replication)
@@ -171,7 +174,7 @@ def run_study(
                     estimator=estimator,
                     rng=np.random.default_rng(seed),
                     exposure_target=config.exposure_target,
-                    slots=executor.slots,
+                    slots=slots,
                 )
             )
             labels.append((name, replication + 1))
