@@ -84,6 +84,7 @@ from service.models import (
     utcnow,
 )
 from service.pools import _LRU, PoolView
+from service.quiz_window import window_clauses
 
 SELECTOR_FLAG = "selector_strategy"
 SELECTOR_ALIASES = {"vanilla": "max_info"}
@@ -742,12 +743,9 @@ def set_override(
 def _window_exposure(
     session: Session, tenant_id: str, days: int, exam_code: str | None = None
 ) -> tuple[int, dict]:
-    """Quizzes started in the last ``days`` and, per (question_id, version), how many of them
-    administered it."""
-    cutoff = utcnow() - timedelta(days=days)
-    window = [QuizSession.tenant_id == tenant_id, QuizSession.created_at > cutoff]
-    if exam_code:
-        window.append(QuizSession.exam_code == exam_code)
+    """The window's quizzes (:mod:`service.quiz_window`) and, per (question_id, version), how many
+    of them administered it."""
+    window = window_clauses(tenant_id, days, exam_code)
     n_quizzes = session.scalar(select(func.count()).select_from(QuizSession).where(*window))
     counts = session.execute(
         select(QuizItem.question_id, QuizItem.version, func.count(distinct(QuizItem.quiz_id)))
@@ -1205,7 +1203,7 @@ def ab_report(
     exam_code: str | None = None,
     experiment: str | None = None,
 ) -> dict:
-    """Outcomes per cohort of the adaptive quizzes started in the last ``days``.
+    """Outcomes per cohort of the window's adaptive quizzes (:mod:`service.quiz_window`).
 
     Returns
     -------
@@ -1217,14 +1215,7 @@ def ab_report(
         ``mean_length`` (items administered per quiz with items), ``max_exposure_rate`` (largest
         share of the cohort's quizzes that administered one item) and ``test_overlap``.
     """
-    cutoff = utcnow() - timedelta(days=days)
-    window = [
-        QuizSession.tenant_id == tenant_id,
-        QuizSession.created_at > cutoff,
-        QuizSession.adaptive.is_(True),
-    ]
-    if exam_code:
-        window.append(QuizSession.exam_code == exam_code)
+    window = [*window_clauses(tenant_id, days, exam_code), QuizSession.adaptive.is_(True)]
     quizzes = pd.DataFrame(
         session.execute(
             select(
@@ -1335,8 +1326,8 @@ def exposure_drift(
 ) -> dict:
     """Observed exposure rate of each item under the active bundle against its predicted rate.
 
-    Observed: share of the quizzes that pinned the active bundle, ran its selection rule and
-    started in the last ``days``, that administered the item. Predicted: :func:`predicted_rates`.
+    Observed: share of the window's quizzes (:mod:`service.quiz_window`) that pinned the active
+    bundle and ran its selection rule, that administered the item. Predicted: :func:`predicted_rates`.
     An item *drifts* when a two-proportion z-test (pooled) rejects equal rates at family-wise
     level ``alpha`` over the items (Bonferroni); it is *over r_max* when its observed rate
     exceeds ``r_max`` by more than the Monte-Carlo noise of the maximum over the items at the
@@ -1362,25 +1353,14 @@ def exposure_drift(
         raise NotFound(f"exam {exam_code!r} has no active exposure bundle")
     doc = bundle.document
     rates, n_simulated = predicted_rates(session, bundle)
-    cutoff = utcnow() - timedelta(days=days)
-    pinned = session.execute(
-        select(QuizSession.id, QuizSession.selector).where(
-            QuizSession.tenant_id == tenant_id,
-            QuizSession.exposure_bundle_id == bundle.id,
-            QuizSession.created_at > cutoff,
-            QuizSession.n_served > 0,
-        )
-    ).all()
+    window = [*window_clauses(tenant_id, days), QuizSession.exposure_bundle_id == bundle.id]
+    pinned = session.execute(select(QuizSession.id, QuizSession.selector).where(*window)).all()
     quiz_ids = [quiz_id for quiz_id, selector in pinned if selector.get("rule") == doc["selector"]]
     served = pd.DataFrame(
         session.execute(
             select(QuizItem.quiz_id, QuizItem.question_id)
             .join(QuizSession, QuizSession.id == QuizItem.quiz_id)
-            .where(
-                QuizSession.tenant_id == tenant_id,
-                QuizSession.exposure_bundle_id == bundle.id,
-                QuizSession.created_at > cutoff,
-            )
+            .where(*window)
         ).all(),
         columns=["quiz_id", "question_id"],
     )

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from service import admin
 from service.api.deps import SessionDep
 from service.errors import ServiceError
+from service.quiz_window import DEFINITION
 from service.schemas import SetSh
 from service.ui import queries
 from service.ui.rendering import page
@@ -30,6 +31,8 @@ router = APIRouter(include_in_schema=False)
 WINDOW_DAYS = 7
 MAX_ROWS = 10_000  # the API's own ceiling for one listing
 PAGE_SIZES = (25, 50, 100)
+# A rate from fewer quizzes than this is marked: its standard error can exceed 0.09.
+SMALL_SAMPLE = 30
 # column key -> header; sortable by that key
 COLUMNS = {
     "ref": "Item",
@@ -146,6 +149,8 @@ def exposure_page(
         n_rows=len(rows),
         n_total=len(all_rows),
         page_sizes=PAGE_SIZES,
+        small_sample=SMALL_SAMPLE,
+        window_definition=DEFINITION.format(days=WINDOW_DAYS),
         first_row=(page_number - 1) * per_page + 1,
         prev_link=link(page_number=page_number - 1) if page_number > 1 else None,
         next_link=link(page_number=page_number + 1) if page_number < n_pages else None,

@@ -8,6 +8,9 @@ token, and promotion and rollback first show a confirmation page.
 
 from __future__ import annotations
 
+import math
+from urllib.parse import urlencode
+
 from fastapi import APIRouter, Request, status
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +19,9 @@ from service import admin, exposure_admin
 from service.api.deps import SessionDep
 from service.api.routes.exposure import parse_bundle
 from service.errors import ServiceError
+from service.quiz_window import DEFINITION
 from service.ui import figures
+from service.ui.admin_pages import SMALL_SAMPLE
 from service.ui.rendering import SECURITY_HEADERS, page
 from service.ui.session import CSRF_FIELD, AdminPage, check_csrf
 
@@ -26,6 +31,7 @@ BUNDLE_ACTIONS = ("bundle.upload", "bundle.promote", "bundle.rollback")
 # Variants an admin may weigh on the flags page (the three strategies).
 SELECTOR_VARIANTS = ("vanilla", "sympson_hetter", "conditional_sympson_hetter")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+DRIFT_PAGE_SIZE = 50
 
 
 def _exam_code(request: Request) -> str:
@@ -304,6 +310,7 @@ def _flags_page(
         variants=SELECTOR_VARIANTS,
         cohorts=cohorts,
         report=report,
+        window_definition=DEFINITION.format(days=report["window_days"]),
         message=message,
         error=error,
         status_code=status_code,
@@ -372,9 +379,16 @@ def _drift(request: Request, current, session, days: int) -> dict:
 
 @router.get("/admin/drift")
 def drift_page(
-    request: Request, current: AdminPage, session: SessionDep, days: int = 7, only_flagged: bool = False
+    request: Request,
+    current: AdminPage,
+    session: SessionDep,
+    days: int = 7,
+    only_flagged: bool = False,
+    page_number: int = 1,
 ):
     days = min(max(days, 1), 365)
+    context = {"days": days, "only_flagged": only_flagged, "small_sample": SMALL_SAMPLE}
+    context["window_definition"] = DEFINITION.format(days=days)
     try:
         report = _drift(request, current, session, days)
     except ServiceError as exc:
@@ -386,11 +400,18 @@ def drift_page(
             session=session,
             report=None,
             error=exc.detail,
-            days=days,
-            only_flagged=only_flagged,
             rows=[],
+            **context,
         )
     rows = [row for row in report["items"] if not only_flagged or row["drift"] or row["over_r_max"]]
+    n_pages = max(1, math.ceil(len(rows) / DRIFT_PAGE_SIZE))
+    page_number = min(max(1, page_number), n_pages)
+
+    def link(number: int) -> str:
+        query = {"days": days, "only_flagged": "true" if only_flagged else "", "page_number": number}
+        return "/admin/drift?" + urlencode({k: v for k, v in query.items() if v != ""})
+
+    first = (page_number - 1) * DRIFT_PAGE_SIZE
     return page(
         request,
         "admin_drift.html",
@@ -398,9 +419,16 @@ def drift_page(
         session=session,
         report=report,
         error="",
-        days=days,
-        only_flagged=only_flagged,
-        rows=rows,
+        rows=rows[first : first + DRIFT_PAGE_SIZE],
+        n_rows=len(rows),
+        first_row=first + 1,
+        page_number=page_number,
+        n_pages=n_pages,
+        prev_link=link(page_number - 1) if page_number > 1 else None,
+        next_link=link(page_number + 1) if page_number < n_pages else None,
+        # r_max plus sampling noise exceeds 1 on few quizzes; a rate cannot
+        limit=None if report["limit"] is None else min(max(report["limit"], 0.0), 1.0),
+        **context,
     )
 
 

@@ -267,7 +267,7 @@ def test_drift_table_and_plot(page, ui_server, sign_in, shot, active_bundle):
         f"{report['quizzes']} quizzes in 7 days"
     )
     rows = page.locator("#drift-table tbody tr").all_inner_texts()
-    assert len(rows) == len(report["items"]) == 600
+    assert len(report["items"]) == 600 and len(rows) == 50  # the first page
     first = report["items"][0]  # largest |z| first, as in the API
     cells = rows[0].split("\t")
     assert cells[:4] == [
@@ -277,12 +277,14 @@ def test_drift_table_and_plot(page, ui_server, sign_in, shot, active_bundle):
         str(first["quizzes_administered"]),
     ]
     flagged = [row for row in report["items"] if row["drift"] or row["over_r_max"]]
-    assert page.locator("#drift-table tbody tr.flagged").count() == len(flagged)
+    assert page.locator("#drift-table tbody tr.flagged").count() == len(
+        [r for r in flagged if r in report["items"][:50]]
+    )
     assert _image_loaded(page, "#drift-plot") > 300
     shot(page, "admin-drift")
     page.get_by_label("Only flagged items").check()
     page.get_by_role("button", name="Show", exact=True).click()
-    assert page.locator("#drift-table tbody tr").count() == max(len(flagged), 1)
+    assert page.locator("#drift-table tbody tr").count() == min(max(len(flagged), 1), 50)
 
 
 def test_changes_need_the_pages_csrf_token(page, ui_server, sign_in, active_bundle):
