@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
 import numpy as np
 import pandas as pd
@@ -66,8 +66,10 @@ class Selector:
     ----------
     rule : str
         One of :data:`RULES`.
-    k : int
-        Randomesque group size.
+    randomesque_size : int
+        Randomesque group size: the next item is drawn among this many most informative ones
+        (Kingsbury & Zara 1989). Not to be confused with the exposure-control parameter
+        ``sh_p`` (K).
     n_strata : int
         Number of a-strata.
     sh_p : ndarray of shape (n_items,) or (n_items, n_theta_strata), optional
@@ -76,19 +78,24 @@ class Selector:
     theta_cuts : ndarray of shape (n_theta_strata - 1,), optional
         Increasing cut points of the theta strata (conditional rule): stratum ``j`` holds
         ``theta_cuts[j-1] <= theta < theta_cuts[j]``.
+    k : int, optional
+        Former name of ``randomesque_size``, still accepted (keyword only).
     """
 
     rule: str = "max_info"
-    k: int = 5
+    randomesque_size: int = 5
     n_strata: int = 4
     sh_p: np.ndarray | None = None
     theta_cuts: np.ndarray | None = None
+    k: InitVar[int | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, k):
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {list(RULES)}, got {self.rule!r}")
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
+        if k is not None:
+            object.__setattr__(self, "randomesque_size", k)
+        if self.randomesque_size < 1:
+            raise ValueError(f"randomesque_size must be >= 1, got {self.randomesque_size}")
         if self.n_strata < 1:
             raise ValueError(f"n_strata must be >= 1, got {self.n_strata}")
         if self.rule in EXPOSURE_CONTROLLED:
@@ -120,7 +127,7 @@ class Selector:
     @property
     def depth(self) -> int:
         """How many top-ranked available items a step must know exactly."""
-        return self.k if self.rule == "randomesque" else 1
+        return self.randomesque_size if self.rule == "randomesque" else 1
 
     def theta_stratum(self, theta_hat) -> np.ndarray:
         """Theta stratum of each estimate (conditional rule); zeros otherwise."""
@@ -135,7 +142,7 @@ class Selector:
     def to_dict(self) -> dict:
         out = {"rule": self.rule}
         if self.rule == "randomesque":
-            out["k"] = self.k
+            out["k"] = self.randomesque_size  # the key quiz records and flags use
         if self.rule == "a_stratified":
             out["n_strata"] = self.n_strata
         if self.theta_cuts is not None:
@@ -344,10 +351,10 @@ def _eligibility(selector, draws, item_pos, theta_hat):
     if not selector.uses_exposure_draws:
         return None
     if selector.sh_p.ndim == 1:
-        k_values = selector.sh_p[item_pos]
+        sh_p = selector.sh_p[item_pos]
     else:
-        k_values = selector.sh_p[item_pos, selector.theta_stratum(theta_hat)[:, None]]
-    return draws <= k_values
+        sh_p = selector.sh_p[item_pos, selector.theta_stratum(theta_hat)[:, None]]
+    return draws <= sh_p
 
 
 def _select_full(pool, theta_hat, available, selector, draws, step_draws):

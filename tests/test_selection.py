@@ -157,3 +157,11 @@ def test_information_index_gives_exactly_the_full_pool_result(rule):
 def test_session_rng_is_replayable():
     assert session_rng("quiz-1").random(3).tolist() == session_rng("quiz-1").random(3).tolist()
     assert session_rng("quiz-1").random() != session_rng("quiz-2").random()
+
+
+def test_randomesque_size_has_its_own_name_and_k_still_works():
+    assert Selector("randomesque", randomesque_size=3).depth == 3
+    assert Selector("randomesque", k=2).randomesque_size == 2  # the former keyword
+    assert Selector("randomesque", k=2).to_dict() == {"rule": "randomesque", "k": 2}
+    with pytest.raises(ValueError, match="randomesque_size must be >= 1"):
+        Selector("randomesque", randomesque_size=0)

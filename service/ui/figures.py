@@ -16,9 +16,14 @@ import pandas as pd
 from qbank import plots
 
 
-def _png(fig) -> bytes:
+def _png(fig, margins: dict | None = None) -> bytes:
+    """PNG bytes; fixed ``margins`` (``fig.subplots_adjust`` keywords) skip tight_layout, which
+    costs as much as drawing the figure."""
     buffer = io.BytesIO()
-    fig.tight_layout()
+    if margins:
+        fig.subplots_adjust(**margins)
+    else:
+        fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=110)
     return buffer.getvalue()
 
@@ -113,4 +118,4 @@ def drift_png(report: dict) -> bytes:
     ax.set_ylabel(f"observed exposure rate ({report['window_days']} d, {report['quizzes']} quizzes)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return _png(fig, margins={"left": 0.13, "right": 0.97, "bottom": 0.1, "top": 0.97})

@@ -273,7 +273,7 @@ def test_drift_table_and_plot(page, ui_server, sign_in, shot, active_bundle):
     assert cells[:4] == [
         first["item_id"],
         f"{first['predicted_rate']:.3f}",
-        f"{first['observed_rate']:.3f}",
+        f"{first['observed_rate']:.3f} n = {report['quizzes']}" + ("*" if report["quizzes"] < 30 else ""),
         str(first["quizzes_administered"]),
     ]
     flagged = [row for row in report["items"] if row["drift"] or row["over_r_max"]]
