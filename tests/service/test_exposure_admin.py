@@ -50,9 +50,14 @@ def ref_of(loaded_bank) -> dict:
     return {ref: qid for qid, ref in loaded_bank.ref.items()}
 
 
-def start(api, user, length=5):
+def start(api, user, length=5, serve=False):
+    """Start a quiz; with ``serve``, also serve its first question (a quiz counts in the
+    exposure reports once it served one: service.quiz_window)."""
     r = api.post("/v1/quizzes", user=user, json={"filters": {"num_questions": length}})
     assert r.status_code == 201, r.text
+    if serve:
+        served = api.get(f"/v1/quizzes/{r.json()['quiz_id']}/next", user=user)
+        assert served.status_code == 200, served.text
     return r.json()
 
 
@@ -348,7 +353,7 @@ def test_weighted_selector_flag_assigns_sticky_cohorts(api, loaded_bank):
     flag = {"variants": {"vanilla": 1, "sympson_hetter": 1}, "experiment": "sh-rollout"}
     assert api.put("/v1/admin/flags/selector_strategy", json={"value_json": flag}, **ADMIN).status_code == 200
     users = [f"student-{i}" for i in range(24)]
-    started = {u: start(api, u, length=1)["selector"] for u in users}
+    started = {u: start(api, u, length=1, serve=True)["selector"] for u in users}
     expected = {
         u: exposure_admin.SELECTOR_ALIASES.get(v, v)
         for u in users
@@ -369,9 +374,10 @@ def test_weighted_selector_flag_assigns_sticky_cohorts(api, loaded_bank):
     flag["variants"] = {"vanilla": 0, "sympson_hetter": 1}
     assert api.put("/v1/admin/flags/selector_strategy", json={"value_json": flag}, **ADMIN).status_code == 200
     was_vanilla = next(u for u, rule in started.items() if rule == "max_info")
-    assert start(api, was_vanilla, length=1)["selector"] == "max_info"
-    assert start(api, "newcomer", length=1)["selector"] == "sympson_hetter"
-    assert api.get("/v1/admin/cohorts?cohort_key=sh-rollout", **ADMIN).json()["total"] == 25
+    assert start(api, was_vanilla, length=1, serve=True)["selector"] == "max_info"
+    assert start(api, "newcomer", length=1, serve=True)["selector"] == "sympson_hetter"
+    start(api, "idle-newcomer", length=1)  # never served a question: counted in no report
+    assert api.get("/v1/admin/cohorts?cohort_key=sh-rollout", **ADMIN).json()["total"] == 26
     report = api.get("/v1/admin/exposure/ab-report?experiment=sh-rollout", **ADMIN).json()
     assert {c["cohort"]: c["quizzes"] for c in report["cohorts"]} == {
         "sympson_hetter": 25 - vanilla,
