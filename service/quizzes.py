@@ -37,6 +37,7 @@ from service.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 from service.events import emit
 from service.exposure_admin import (
     SELECTOR_RULES,
+    capped_today,
     choose_selector,
     claim_daily_exposure,
     pin_exposure,
@@ -351,6 +352,7 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
         draws = exposure_draws(rng, 1, view.n_items) if selector.uses_exposure_draws else None
         step = rng.random(max_length)[position : position + 1] if selector.rule == "randomesque" else None
         cap = quiz.selector.get("daily_cap")
+        at_cap: set | None = None  # items at today's cap, read once the cap first bites
         while True:
             selection = select_next(
                 view.pool,
@@ -365,15 +367,15 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
             withdrawn += selection.withdrawn_items.tolist()
             available[selection.withdrawn_items] = False
             index = int(selection.item[0])
-            # An item served `cap` times today is withdrawn like a rejected one, and the next best tried.
-            if (
-                index < 0
-                or not cap
-                or claim_daily_exposure(
-                    session, quiz.tenant_id, int(view.question_id[index]), int(view.version[index]), cap
-                )
-            ):
+            if index < 0 or not cap:
                 break
+            # An item served `cap` times today is withdrawn like a rejected one, and the next best tried.
+            key = (int(view.question_id[index]), int(view.version[index]))
+            if at_cap is None or key not in at_cap:
+                if claim_daily_exposure(session, quiz.tenant_id, key[0], key[1], cap):
+                    break
+                if at_cap is None:
+                    at_cap = capped_today(session, quiz.tenant_id, cap)
             capped.append(index)
             available[index] = False
         if withdrawn or capped:
