@@ -16,6 +16,7 @@ __all__ = ["ItemPool", "PoolError", "generate_pool", "load_pool", "save_pool"]
 
 REQUIRED_COLUMNS = ("item_id", "a", "b", "c")
 PARAMETER_COLUMNS = ("a", "b", "c", "D")
+MAX_A, MAX_ABS_B, MAX_D = 20.0, 20.0, 2.0  # sanity bounds of item parameters (ItemPool.from_frame)
 
 
 class PoolError(ValueError):
@@ -95,10 +96,13 @@ class ItemPool:
                 )
             values[col] = numeric.to_numpy(dtype=float)
 
+        # Sanity bounds, far wider than calibrated items get (Baker & Kim 2004, sec. 2: a about
+        # 0.3-3, b about -3..3 on the logit scale): a value past them is a broken file, not an item.
         checks = [
-            ("a", values["a"] <= 0, "a must be > 0"),
+            ("a", (values["a"] <= 0) | (values["a"] > MAX_A), f"a must be in (0, {MAX_A:g}]"),
+            ("b", np.abs(values["b"]) > MAX_ABS_B, f"b must be in [-{MAX_ABS_B:g}, {MAX_ABS_B:g}]"),
             ("c", (values["c"] < 0) | (values["c"] >= 1), "c must be in [0, 1)"),
-            ("D", values["D"] <= 0, "D must be > 0"),
+            ("D", (values["D"] <= 0) | (values["D"] > MAX_D), f"D must be in (0, {MAX_D:g}]"),
         ]
         for _, bad, message in checks:
             if bad.any():

@@ -11,6 +11,7 @@ connection pool sized for the thread pool that serves requests.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -31,8 +32,22 @@ def _normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> Engine:
-    """An engine for ``url`` with the per-backend settings described in the module docstring."""
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 20,
+    connect_timeout_s: float = 10,
+    statement_timeout_s: float | None = None,
+    pool_timeout_s: float = 30,
+) -> Engine:
+    """An engine for ``url`` with the per-backend settings described in the module docstring.
+
+    The timeouts turn a database that is down, frozen or saturated into an error the service
+    answers with 503 (``service.core.hardening``) instead of a hang: ``connect_timeout_s`` to
+    open a connection, ``statement_timeout_s`` for one statement (PostgreSQL) or to wait for
+    SQLite's write lock (None: no limit, for migrations), ``pool_timeout_s`` to wait for a
+    pooled connection.
+    """
     url = _normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
@@ -41,10 +56,10 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
             Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 60},
+            connect_args={"check_same_thread": False, "timeout": statement_timeout_s or 60},
             pool_size=1,
             max_overflow=0,
-            pool_timeout=120,
+            pool_timeout=pool_timeout_s,
         )
 
         @event.listens_for(engine, "connect")
@@ -63,7 +78,17 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
 
         return engine
     if backend == "postgresql":
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        connect_args = {"connect_timeout": max(2, math.ceil(connect_timeout_s))}
+        if statement_timeout_s:
+            connect_args["options"] = f"-c statement_timeout={int(statement_timeout_s * 1000)}"
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            pool_timeout=pool_timeout_s,
+            connect_args=connect_args,
+        )
     raise ValueError(f"QBANK_DATABASE_URL: unsupported database {backend!r}; use sqlite or postgresql")
 
 

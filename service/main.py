@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from service.api.main import api_router
 from service.core.config import Settings
+from service.core.hardening import (
+    RETRY_AFTER_S,
+    BodySizeLimit,
+    RequestDeadline,
+    SecurityHeaders,
+    install_error_handlers,
+)
 from service.db import make_engine, make_session_factory
 from service.errors import ServiceError
 from service.ui import router as ui_router
+
+DOCS_STATIC = "/docs-static"
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: str
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,9 +45,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.engine.dispose()
 
-    app = FastAPI(title="qbank delivery service", version="1.0.0", lifespan=lifespan)
+    # /docs and /redoc with Swagger UI and ReDoc served from the package, not a CDN.
+    app: FastAPI = FastAPIOffline(
+        title="qbank delivery service", version="1.0.0", lifespan=lifespan, static_url=DOCS_STATIC
+    )
     app.state.settings = settings
-    app.state.engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    app.state.engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        connect_timeout_s=settings.db_connect_timeout_s,
+        statement_timeout_s=settings.db_statement_timeout_s,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
     app.state.session_factory = make_session_factory(app.state.engine)
     if settings.cors_origins:
         app.add_middleware(
@@ -40,15 +67,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
 
+    # Added last, so outermost: the deadline covers everything, the size limit acts before CORS.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, static_prefixes=(DOCS_STATIC, "/ui-static/"))
+    app.add_middleware(RequestDeadline, seconds=settings.request_timeout_s)
+
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError):
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
 
-    @app.get("/health", tags=["health"])
-    def health() -> dict:
-        with app.state.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        return {"status": "ok", "database": app.state.engine.dialect.name}
+    install_error_handlers(app)
+
+    @app.get(
+        "/health",
+        tags=["health"],
+        response_model=Health,
+        responses={503: {"model": Health, "description": "the database does not answer"}},
+    )
+    def health():
+        dialect = app.state.engine.dialect.name
+        try:
+            with app.state.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
+            return JSONResponse(
+                status_code=503,
+                content={"status": "unavailable", "database": dialect},
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        return {"status": "ok", "database": dialect}
 
     app.include_router(api_router, prefix="/v1")
     app.include_router(ui_router)  # web UIs: students at /, admins at /admin

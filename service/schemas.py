@@ -7,25 +7,77 @@ rationale: :class:`NextQuestion` has no such field.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Role = Literal["student", "author", "publisher", "admin"]
 DifficultyLabel = Literal["easy", "medium", "hard"]
 
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+MAX_TEXT = 20_000  # characters of any text field without a tighter limit
+# Bounded to the database columns, so an out-of-range number is a 422 here, not a driver error.
+Id = Annotated[int, Field(ge=1, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Version = Annotated[int, Field(ge=1, le=INT32_MAX)]
+
+
+def refuse_unstorable(value, path: str):
+    """Raise ValueError naming ``path`` for what no column can store and JSON cannot carry:
+    a non-finite number, an integer beyond int64, a NUL or a lone surrogate in a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path}: must be a finite number, not {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+        raise ValueError(f"{path}: integer out of range (at most {INT64_MAX} in magnitude)")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{path}: must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{path}: must be valid Unicode (no lone surrogates)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_unstorable(key, f"{path} key")
+            refuse_unstorable(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            refuse_unstorable(item, f"{path}[{index}]")
+    return value
+
+
+class Strict(BaseModel):
+    """A request body: finite numbers, storable integers and text, bounded lengths (422 naming the field)."""
+
+    model_config = ConfigDict(allow_inf_nan=False, str_max_length=MAX_TEXT)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value, info: ValidationInfo):
+        if _holds_models(cls.model_fields[info.field_name].annotation):
+            return value  # a nested model checks its own fields, naming them
+        return refuse_unstorable(value, info.field_name)
+
+
+def _holds_models(annotation) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_models(arg) for arg in get_args(annotation))
+
 
 # ------------------------------------------------------------------ auth
-class MockLogin(BaseModel):
+class MockLogin(Strict):
     user_id: str = Field(min_length=1, max_length=128)
-    roles: list[Role] = Field(min_length=1)
+    roles: list[Role] = Field(min_length=1, max_length=4)
     tenant_id: str | None = Field(None, min_length=1, max_length=64)
 
 
-class Login(BaseModel):
+class Login(Strict):
     username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1)
+    password: str = Field(min_length=1, max_length=1024)
     tenant_id: str | None = Field(None, min_length=1, max_length=64)
 
 
@@ -36,10 +88,10 @@ class Token(BaseModel):
     tenant_id: str
 
 
-class UserCreate(BaseModel):
+class UserCreate(Strict):
     username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=8)
-    roles: list[Role] = Field(min_length=1)
+    password: str = Field(min_length=8, max_length=1024)
+    roles: list[Role] = Field(min_length=1, max_length=4)
 
 
 class UserOut(BaseModel):
@@ -50,7 +102,7 @@ class UserOut(BaseModel):
 
 
 # ------------------------------------------------------------------ authoring
-class OptionIn(BaseModel):
+class OptionIn(Strict):
     label: str = Field(min_length=1, max_length=1, pattern=r"^[A-Za-z]$")
     text_md: str = Field(min_length=1)
     is_correct: bool
@@ -61,13 +113,13 @@ class OptionIn(BaseModel):
         return value.upper()
 
 
-class QuestionContent(BaseModel):
+class QuestionContent(Strict):
     """A question's content; options need unique labels and exactly one correct option."""
 
     external_ref: str | None = Field(None, max_length=128)
     topic_name: str = Field(min_length=1, max_length=200)
     stem_md: str = Field(min_length=1)
-    lead_in: str = ""
+    lead_in: str = Field("", max_length=2000)
     rationale_md: str = Field(min_length=1)
     difficulty_label: DifficultyLabel | None = "medium"
     bloom_level: int | None = Field(None, ge=1, le=6)
@@ -131,16 +183,16 @@ class QuestionOut(BaseModel):
 
 
 # ------------------------------------------------------------------ quizzes
-class QuizFilters(BaseModel):
-    topics: list[str] | None = None
-    difficulty: list[DifficultyLabel] | None = None
-    b_min: float | None = None
-    b_max: float | None = None
+class QuizFilters(Strict):
+    topics: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=500)
+    difficulty: list[DifficultyLabel] | None = Field(None, max_length=3)
+    b_min: float | None = Field(None, ge=-50, le=50)
+    b_max: float | None = Field(None, ge=-50, le=50)
     num_questions: int = Field(40, ge=1, le=120)
     se_target: float | None = Field(None, gt=0, le=2)
     min_questions: int = Field(5, ge=1, le=120)
     mode: Literal["tutor", "exam"] = "tutor"
-    exam_code: str | None = "DEMO-EXAM"
+    exam_code: str | None = Field("DEMO-EXAM", min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _range(self):
@@ -149,11 +201,13 @@ class QuizFilters(BaseModel):
         return self
 
 
-class QuizCreate(BaseModel):
-    tenant_id: str | None = Field(None, min_length=8)
+class QuizCreate(Strict):
+    tenant_id: str | None = Field(None, min_length=8, max_length=64)
     filters: QuizFilters = Field(default_factory=QuizFilters)
     adaptive: bool = True
-    blueprint_quota: dict[str, int] | None = None
+    blueprint_quota: dict[Annotated[str, Field(max_length=200)], Annotated[int, Field(le=120)]] | None = (
+        Field(None, max_length=500)
+    )
 
     @field_validator("blueprint_quota")
     @classmethod
@@ -197,12 +251,12 @@ class NextQuestion(BaseModel):
     max_questions: int
 
 
-class AnswerSubmit(BaseModel):
-    question_id: int
+class AnswerSubmit(Strict):
+    question_id: Id
     selected: str = Field(min_length=1, max_length=1)
-    time_taken_ms: int | None = Field(0, ge=0)
-    client_latency_ms: int | None = Field(0, ge=0)
-    position: int | None = Field(None, ge=0)
+    time_taken_ms: Count | None = 0
+    client_latency_ms: Count | None = 0
+    position: Count | None = None
 
     @field_validator("selected")
     @classmethod
@@ -277,18 +331,18 @@ class ItemRow(BaseModel):
     window_quizzes: int = 0
 
 
-class SetSh(BaseModel):
-    question_id: int
-    version: int = Field(ge=1)
+class SetSh(Strict):
+    question_id: Id
+    version: Version
     sh_p: float = Field(ge=0.0, le=1.0)
 
 
-class Reestimate(BaseModel):
+class Reestimate(Strict):
     tau: float = Field(0.2, gt=0.0, le=1.0)
     days: int = Field(7, ge=1, le=365)
     floor: float = Field(0.05, ge=0.0, le=1.0)
     ceil: float = Field(1.0, ge=0.0, le=1.0)
-    min_sessions: int = Field(1, ge=1)
+    min_sessions: int = Field(1, ge=1, le=INT32_MAX)
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -313,12 +367,12 @@ class CalibrationImported(BaseModel):
     )
 
 
-class FlagSet(BaseModel):
+class FlagSet(Strict):
     enabled: bool = True
     value_json: dict = Field(default_factory=dict)
 
 
-class CohortSet(BaseModel):
+class CohortSet(Strict):
     user_id: str = Field(min_length=1, max_length=128)
     cohort_key: str = Field(min_length=1, max_length=128)
     cohort_value: str = Field(min_length=1, max_length=128)

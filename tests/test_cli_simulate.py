@@ -67,7 +67,7 @@ def test_bad_input_gets_a_clear_message(tmp_path):
     bad_pool.write_text("item_id,a,b,c\nQ1,1,0,0.2\nQ2,-1,0,0.2\n")
     runner = CliRunner()
     result = runner.invoke(cli, ["simulate", "--pool", str(bad_pool), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "a must be > 0; bad items: ['Q2']" in result.output
+    assert result.exit_code == 2 and "a must be in (0, 20]; bad items: ['Q2']" in result.output
     assert "Traceback" not in result.output
     k_file = tmp_path / "k.csv"
     k_file.write_text("item_id,sh_p\nDEMO-0001,1.5\n")

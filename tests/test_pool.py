@@ -25,7 +25,7 @@ def test_demo_pool_loads_with_topics():
         ("item_id,a,b\nQ1,1,0\n", r"missing column\(s\) \['c'\]"),
         (
             "item_id,a,b,c\nQ1,1,0,0.2\nQ17,0,0,0.2\nQ203,-1,0,0.2\n",
-            r"a must be > 0; bad items: \['Q17', 'Q203'\]",
+            r"a must be in \(0, 20\]; bad items: \['Q17', 'Q203'\]",
         ),
         ("item_id,a,b,c\nQ1,1,0,1.0\nQ2,1,0,0.2\n", r"c must be in \[0, 1\); bad items: \['Q1'\]"),
         ("item_id,a,b,c\nQ1,1,0,-0.1\n", r"c must be in \[0, 1\)"),
@@ -33,7 +33,12 @@ def test_demo_pool_loads_with_topics():
         ("item_id,a,b,c\nQ1,1,abc,0.2\n", r"column 'b' must be a finite number; bad items: \['Q1'\]"),
         ("item_id,a,b,c\nQ1,1,,0.2\n", r"column 'b' must be a finite number; bad items: \['Q1'\]"),
         ("item_id,a,b,c\n,1,0,0.2\n", r"item_id is empty in data row\(s\) \[1\]"),
-        ("item_id,a,b,c,D\nQ1,1,0,0.2,0\n", r"D must be > 0"),
+        ("item_id,a,b,c,D\nQ1,1,0,0.2,0\n", r"D must be in \(0, 2\]"),
+        (
+            "item_id,a,b,c\nQ1,1,1e308,0.2\nQ2,1,-21,0.2\n",
+            r"b must be in \[-20, 20\]; bad items: \['Q1', 'Q2'\]",
+        ),
+        ("item_id,a,b,c\nQ1,1,1e999,0.2\n", r"column 'b' must be a finite number"),
         ("item_id,a,b,c\n", r"no items"),
     ],
 )

@@ -292,6 +292,20 @@ def _schema_problems(bundle) -> list[str]:
     return problems
 
 
+def _nonfinite_problems(value, path: str) -> list[str]:
+    """Where the document holds NaN or an infinity (Python's JSON reader accepts NaN, Infinity
+    and 1e999); JSON Schema calls them numbers, and no calculation or checksum can use them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path or '(document)'}: must be a finite number, not {value}"]
+    if isinstance(value, dict):
+        return [
+            p for k, v in value.items() for p in _nonfinite_problems(v, f"{path}.{k}" if path else str(k))
+        ]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nonfinite_problems(v, f"{path}[{i}]")]
+    return []
+
+
 def _finite(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
@@ -513,6 +527,9 @@ def validate_bundle(bundle, pool: ItemPool | None = None, *, min_validation_exam
     """
     if not isinstance(bundle, dict):
         return [f"(document): must be a JSON object, got {type(bundle).__name__}"]
+    problems = _nonfinite_problems(bundle, "")
+    if problems:
+        return problems
     problems = _schema_problems(bundle)
     if problems:
         return problems

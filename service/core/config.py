@@ -45,7 +45,16 @@ class Settings(DatabaseSettings):
     token_ttl_minutes: int = Field(120, ge=1)
     quiz_ttl_minutes: int = Field(120, ge=1)
     exam_code: str = "DEMO-EXAM"
+    # Browsers may send the caller's credentials to these origins; "*" is refused (any site could).
     cors_origins: list[str] = []
+    # Hardening (service.core.hardening): bodies over this are refused with 413 before parsing;
+    # a request with no answer after request_timeout_s gets 503; the database timeouts make a
+    # database that is down, frozen or saturated a 503 with Retry-After, not a hang.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    request_timeout_s: float = Field(30, gt=0)
+    db_connect_timeout_s: float = Field(3, gt=0)
+    db_statement_timeout_s: float = Field(10, gt=0)
+    db_pool_timeout_s: float = Field(10, gt=0)
     # Requests run in a thread pool; more threads than the database can serve at once only queue
     # inside it (PostgreSQL gets at most 2 x db_pool_size connections per process).
     worker_threads: int = Field(8, ge=1, le=1000)
@@ -57,6 +66,14 @@ class Settings(DatabaseSettings):
     # (qbank.selection.session_rng), derived from this seed, the tenant, the user and the user's
     # quiz count, so a simulated cohort repeats bit for bit. None: random ids (uuid4).
     quiz_seed: int | None = None
+
+    @model_validator(mode="after")
+    def _refuse_wildcard_origin(self):
+        if "*" in self.cors_origins:
+            raise ValueError(
+                "QBANK_CORS_ORIGINS: '*' is refused; the API allows credentials, so list the origins"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secret(self):

@@ -176,7 +176,7 @@ def test_calibration_upload_ties_parameters_to_the_live_version(api, session_fac
     assert detail["versions"][0]["calibration"]["b"] == -0.4 and detail["versions"][1]["calibration"] is None
 
     bad = [
-        (b"item_id,a,b,c\nCAL-1,-1,0,0.2\n", "a must be > 0; bad items: ['CAL-1']"),
+        (b"item_id,a,b,c\nCAL-1,-1,0,0.2\n", "a must be in (0, 20]; bad items: ['CAL-1']"),
         (b"item_id,a,b\nCAL-1,1,0\n", "missing column(s) ['c']"),
         (b"item_id,a,b,c\nNOPE,1,0,0.2\n", "match no question's external_ref, e.g. ['NOPE']"),
         (b"item_id,a,b,c\nCAL-1,1,zero,0.2\n", "column 'b' must be a finite number; bad items: ['CAL-1']"),

@@ -51,7 +51,7 @@ def test_load_demo_create_user_and_import_calibration(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("item_id,a,b,c\nDEMO-0001,0,0,0.2\n")
     r = runner.invoke(cli, ["import-calibration", str(bad), "--database-url", url])
-    assert r.exit_code == 2 and "a must be > 0; bad items: ['DEMO-0001']" in r.output
+    assert r.exit_code == 2 and "a must be in (0, 20]; bad items: ['DEMO-0001']" in r.output
     r = runner.invoke(cli, ["load-demo", "--database-url", "mysql://nobody@localhost/x"])
     assert r.exit_code == 1 and "unsupported database 'mysql'" in r.output
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Path, Query, UploadFile
 
 from service import admin
 from service.api.deps import AdminUser, SessionDep
@@ -95,7 +95,12 @@ def upload_calibration(
 
 
 @router.put("/flags/{key}")
-def set_flag(key: str, body: FlagSet, user: AdminUser, session: SessionDep) -> dict:
+def set_flag(
+    key: Annotated[str, Path(min_length=1, max_length=128)],
+    body: FlagSet,
+    user: AdminUser,
+    session: SessionDep,
+) -> dict:
     admin.set_flag(session, user.tenant, user.sub, key, body.enabled, body.value_json)
     return {"ok": True}
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
 
 from service import authoring
 from service.api.deps import AuthorUser, ContentReader, PublisherUser, SessionDep
-from service.schemas import PublishOut, QuestionContent, QuestionCreate, QuestionOut, QuestionSaved
+from service.schemas import INT64_MAX, PublishOut, QuestionContent, QuestionCreate, QuestionOut, QuestionSaved
 
 router = APIRouter(prefix="/author", tags=["authoring"])
+QuestionId = Annotated[int, Path(ge=1, le=INT64_MAX)]
 
 
 def _saved(row) -> QuestionSaved:
@@ -25,24 +28,24 @@ def create_question(body: QuestionCreate, user: AuthorUser, session: SessionDep)
 
 @router.put("/questions/{question_id}", response_model=QuestionSaved)
 def edit_question(
-    question_id: int, body: QuestionContent, user: AuthorUser, session: SessionDep
+    question_id: QuestionId, body: QuestionContent, user: AuthorUser, session: SessionDep
 ) -> QuestionSaved:
     """Edit a question: writes the next version as a draft; the live version stays live."""
     return _saved(authoring.edit_question(session, user.tenant, user.sub, question_id, body))
 
 
 @router.get("/questions/{question_id}", response_model=QuestionOut)
-def get_question(question_id: int, user: ContentReader, session: SessionDep) -> dict:
+def get_question(question_id: QuestionId, user: ContentReader, session: SessionDep) -> dict:
     return authoring.question_detail(session, user.tenant, question_id)
 
 
 @router.post("/publish/{question_id}", response_model=PublishOut)
 def publish(
-    question_id: int,
+    question_id: QuestionId,
     user: PublisherUser,
     session: SessionDep,
     exam_code: str = Query("DEMO-EXAM", min_length=1, max_length=64),
-    version: int | None = Query(None, ge=1),
+    version: int | None = Query(None, ge=1, le=2**31 - 1),
 ) -> PublishOut:
     """Make a version (default: the newest) live for an exam."""
     row = authoring.publish(session, user.tenant, user.sub, question_id, exam_code, version)

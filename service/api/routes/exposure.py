@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from qbank.exposure import BUNDLE_JSON_SCHEMA
 from service import exposure_admin
 from service.api.deps import AdminUser, SessionDep, SettingsDep
 from service.exposure_admin import BundleRefused
+from service.schemas import Id, Strict, Version
 
 router = APIRouter(prefix="/admin", tags=["exposure administration"])
+BundleId = Annotated[str, Path(min_length=1, max_length=64)]
+ExamCode = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 _BUNDLE_BODY = {
     "requestBody": {
@@ -40,12 +44,12 @@ _BUNDLE_BODY = {
 }
 
 
-class Override(BaseModel):
-    question_id: int
-    version: int = Field(ge=1)
+class Override(Strict):
+    question_id: Id
+    version: Version
     sh_p: float = Field(ge=0.0, le=1.0)
     stratum: int | None = Field(
-        None, ge=0, description="a theta stratum of a conditional bundle; all when omitted"
+        None, ge=0, le=1000, description="a theta stratum of a conditional bundle; all when omitted"
     )
 
 
@@ -96,7 +100,7 @@ async def upload_bundle(
 def list_bundles(
     user: AdminUser,
     session: SessionDep,
-    exam_code: str | None = None,
+    exam_code: ExamCode = None,
     status_: str | None = Query(None, alias="status", pattern="^(staged|draft|active|superseded)$"),
 ) -> list:
     """Bundle summaries, newest first."""
@@ -104,22 +108,20 @@ def list_bundles(
 
 
 @router.get("/exposure/bundles/{bundle_id}")
-def bundle_detail(bundle_id: str, user: AdminUser, session: SessionDep) -> dict:
+def bundle_detail(bundle_id: BundleId, user: AdminUser, session: SessionDep) -> dict:
     """A bundle's summary, document and history."""
     return exposure_admin.bundle_detail(session, user.tenant, bundle_id)
 
 
 @router.post("/exposure/bundles/{bundle_id}/promote")
-def promote_bundle(bundle_id: str, user: AdminUser, session: SessionDep) -> dict:
+def promote_bundle(bundle_id: BundleId, user: AdminUser, session: SessionDep) -> dict:
     """Re-check and promote: every item's sh_p (per stratum when conditional) becomes the bundle's,
     atomically; the previous bundle becomes ``superseded``. Returns the bundle summary."""
     return exposure_admin.promote_bundle(session, user.tenant, user.sub, bundle_id)
 
 
 @router.post("/exposure/rollback")
-def rollback(
-    user: AdminUser, session: SessionDep, settings: SettingsDep, exam_code: str | None = None
-) -> dict:
+def rollback(user: AdminUser, session: SessionDep, settings: SettingsDep, exam_code: ExamCode = None) -> dict:
     """Promote again the bundle that was in force before the current one; returns its summary."""
     return exposure_admin.rollback_bundle(session, user.tenant, user.sub, exam_code or settings.exam_code)
 
@@ -138,7 +140,7 @@ def drift(
     user: AdminUser,
     session: SessionDep,
     settings: SettingsDep,
-    exam_code: str | None = None,
+    exam_code: ExamCode = None,
     days: int = Query(7, ge=1, le=365),
     alpha: float = Query(0.01, gt=0, lt=1),
 ) -> dict:
@@ -156,8 +158,8 @@ def drift(
 def ab_report(
     user: AdminUser,
     session: SessionDep,
-    exam_code: str | None = None,
-    experiment: str | None = None,
+    exam_code: ExamCode = None,
+    experiment: Annotated[str | None, Query(max_length=128)] = None,
     days: int = Query(7, ge=1, le=365),
 ) -> dict:
     """Per cohort: ``{cohort, rules, quizzes, users, finished, mean_final_se, mean_final_theta,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
 
 from service import quizzes
 from service.api.deps import CurrentUser, SessionDep, SettingsDep, StudentUser
 from service.schemas import AnswerResult, AnswerSubmit, NextQuestion, QuizCreate, QuizCreated, QuizSummary
 
 router = APIRouter(prefix="/quizzes", tags=["quizzes"])
+QuizId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.post("", response_model=QuizCreated, status_code=status.HTTP_201_CREATED)
@@ -28,18 +31,18 @@ def create_quiz(
 
 
 @router.get("/{quiz_id}/next", response_model=NextQuestion)
-def next_question(quiz_id: str, user: StudentUser, session: SessionDep) -> dict:
+def next_question(quiz_id: QuizId, user: StudentUser, session: SessionDep) -> dict:
     """The pending item (the same one until it is answered); no key, no rationale."""
     return quizzes.next_item(session, user, quiz_id)
 
 
 @router.post("/{quiz_id}/answers", response_model=AnswerResult)
-def submit_answer(quiz_id: str, body: AnswerSubmit, user: StudentUser, session: SessionDep) -> dict:
+def submit_answer(quiz_id: QuizId, body: AnswerSubmit, user: StudentUser, session: SessionDep) -> dict:
     """Answer the pending item; replaying the same answer returns the stored result."""
     return quizzes.submit_answer(session, user, quiz_id, body)
 
 
 @router.get("/{quiz_id}", response_model=QuizSummary)
-def get_quiz(quiz_id: str, user: CurrentUser, session: SessionDep) -> dict:
+def get_quiz(quiz_id: QuizId, user: CurrentUser, session: SessionDep) -> dict:
     """Progress; theta, SE and per-topic results once finished (owner, or an admin of the tenant)."""
     return quizzes.summary(session, user, quiz_id)
