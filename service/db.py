@@ -129,3 +129,15 @@ def commit_or_conflict(session: Session, message: str) -> None:
     except IntegrityError:
         session.rollback()
         raise Conflict(message) from None
+
+
+def dialect_insert(session: Session):
+    """The INSERT construct of the session's backend, which has ``on_conflict_do_update``."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - make_engine admits only these two
+        raise NotImplementedError(f"no UPSERT for {dialect}")
+    return insert

@@ -65,6 +65,7 @@ from qbank.exposure import (
 from qbank.pool import ItemPool, PoolError
 from qbank.selection import RULES, Selector
 from qbank.simulation import simulate
+from service.db import dialect_insert
 from service.errors import Conflict, Invalid, NotFound
 from service.events import audit, emit
 from service.exposure_models import ExposureBundleInfo, ExposureKSet, ItemDailyExposure, ItemExposureStratum
@@ -933,15 +934,7 @@ def quiz_selector(session: Session, config: dict, view: PoolView) -> Selector:
     )
 
 
-def _upsert(session: Session):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:  # pragma: no cover - make_engine admits only these two
-        raise NotImplementedError(f"no UPSERT for {dialect}")
-    return dialect_insert
+_upsert = dialect_insert
 
 
 def claim_daily_exposure(

@@ -25,6 +25,7 @@ from service.core.hardening import (
 )
 from service.db import make_engine, make_session_factory
 from service.errors import ServiceError
+from service.sign_in import Revocations
 from service.ui import router as ui_router
 
 DOCS_STATIC = "/docs-static"
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool_timeout_s=settings.db_pool_timeout_s,
     )
     app.state.session_factory = make_session_factory(app.state.engine)
+    app.state.revocations = Revocations(app.state.session_factory, settings.revocation_refresh_s)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -90,7 +90,7 @@ class Token(BaseModel):
 
 class UserCreate(Strict):
     username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=8, max_length=1024)
+    password: str = Field(min_length=1, max_length=1024)  # the policy: service.core.passwords
     roles: list[Role] = Field(min_length=1, max_length=4)
 
 

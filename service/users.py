@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.core.security import ROLES, hash_password, verify_password
+from service.core.passwords import password_problem
+from service.core.security import ROLES, hash_password
 from service.db import commit_or_conflict
 from service.errors import Invalid
 from service.events import audit
@@ -17,13 +17,15 @@ from service.models import User
 def create_user(
     session: Session, tenant_id: str, username: str, password: str, roles: list[str], actor: str = "cli"
 ) -> User:
-    """Create a user; commits. Raises :class:`Invalid` for bad roles or a short password,
+    """Create a user; commits. Raises :class:`Invalid` for bad roles or a weak password
+    (:func:`service.core.passwords.password_problem`),
     :class:`Conflict` when the username is taken in the tenant."""
     bad = sorted(set(roles) - set(ROLES))
     if bad or not roles:
         raise Invalid(f"roles: {bad or roles} not allowed; choose from {list(ROLES)}")
-    if len(password) < 8:
-        raise Invalid("password: must have at least 8 characters")
+    problem = password_problem(password, username)
+    if problem:
+        raise Invalid(f"password: {problem}")
     if not username.strip():
         raise Invalid("username: must not be empty")
     user = User(
@@ -45,11 +47,4 @@ def create_user(
         {"username": user.username, "roles": user.roles},
     )
     commit_or_conflict(session, f"username {username!r} already exists in tenant {tenant_id!r}")
-    return user
-
-
-def authenticate(session: Session, tenant_id: str, username: str, password: str) -> User | None:
-    user = session.scalar(select(User).where(User.tenant_id == tenant_id, User.username == username))
-    if user is None or not user.is_active or not verify_password(user.password_hash, password):
-        return None
     return user

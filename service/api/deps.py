@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -34,6 +35,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 async def get_current_user(
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenUser:
@@ -42,13 +44,26 @@ async def get_current_user(
             status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
     try:
-        return decode_token(credentials.credentials, secret=settings.secret_key)
+        user = decode_token(credentials.credentials, secret=settings.secret_key)
     except InvalidToken as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             f"invalid or expired token: {exc}",
             headers={"WWW-Authenticate": "Bearer"},
         ) from None
+    await check_not_revoked(request, user)
+    return user
+
+
+async def check_not_revoked(request: Request, user: TokenUser) -> None:
+    """401 for a signed-out token (``service.sign_in.Revocations``)."""
+    revocations = request.app.state.revocations
+    if revocations.stale():
+        await anyio.to_thread.run_sync(revocations.refresh)
+    if user.jti in revocations:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "token signed out", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 CurrentUser = Annotated[TokenUser, Depends(get_current_user)]

@@ -55,6 +55,14 @@ class Settings(DatabaseSettings):
     db_connect_timeout_s: float = Field(3, gt=0)
     db_statement_timeout_s: float = Field(10, gt=0)
     db_pool_timeout_s: float = Field(10, gt=0)
+    # Sign-in (service.sign_in): failed logins allowed per account and per client address within
+    # login_window_s before 429; password hashes computed at once per process; how stale this
+    # process's list of signed-out tokens may get.
+    login_max_failures_per_account: int = Field(5, ge=1)
+    login_max_failures_per_client: int = Field(100, ge=1)
+    login_window_s: int = Field(900, ge=1)
+    hash_concurrency: int = Field(1, ge=1)
+    revocation_refresh_s: float = Field(1.0, gt=0)
     # Requests run in a thread pool; more threads than the database can serve at once only queue
     # inside it (PostgreSQL gets at most 2 x db_pool_size connections per process).
     worker_threads: int = Field(8, ge=1, le=1000)

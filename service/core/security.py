@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -21,6 +22,8 @@ class TokenUser(BaseModel):
     sub: str
     roles: list[str]
     tenant: str
+    jti: str | None = None  # the token's id, for sign-out (service.sign_in.revoke)
+    exp: int | None = None
 
     def has_any(self, *roles: str) -> bool:
         return bool(set(self.roles) & set(roles))
@@ -32,6 +35,10 @@ class InvalidToken(Exception):
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+# Verified when the username is unknown, so that an unknown and a known user take the same time.
+DUMMY_HASH = _hasher.hash(uuid.uuid4().hex)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
@@ -48,6 +55,7 @@ def create_token(user_id: str, roles: list[str], tenant: str, *, secret: str, tt
         "roles": list(roles),
         "tenant": tenant,
         "iat": int(now.timestamp()),
+        "jti": uuid.uuid4().hex,
         "exp": int((now + timedelta(minutes=ttl_minutes)).timestamp()),
     }
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
@@ -62,4 +70,10 @@ def decode_token(token: str, *, secret: str) -> TokenUser:
     roles, tenant = payload.get("roles"), payload.get("tenant")
     if not isinstance(roles, list) or not isinstance(tenant, str) or not tenant:
         raise InvalidToken("token lacks roles or tenant")
-    return TokenUser(sub=str(payload["sub"]), roles=[r for r in roles if r in ROLES], tenant=tenant)
+    return TokenUser(
+        sub=str(payload["sub"]),
+        roles=[r for r in roles if r in ROLES],
+        tenant=tenant,
+        jti=str(payload["jti"]) if payload.get("jti") else None,
+        exp=int(payload["exp"]),
+    )

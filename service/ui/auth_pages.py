@@ -8,6 +8,7 @@ tenants and the dev switch identically.
 
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
@@ -16,6 +17,7 @@ from service.api.deps import SessionDep, SettingsDep
 from service.api.routes import auth as auth_routes
 from service.core.security import InvalidToken, TokenUser, decode_token
 from service.schemas import Login, MockLogin
+from service.sign_in import revoke
 from service.ui.rendering import page, static_response
 from service.ui.session import (
     CSRF_FIELD,
@@ -72,7 +74,7 @@ def _signed_in_redirect(request: Request, settings, access_token: str, requested
 
 
 @router.post("/signin")
-def signin_form(
+async def signin_form(
     request: Request,
     settings: SettingsDep,
     session: SessionDep,
@@ -83,8 +85,11 @@ def signin_form(
 ) -> Response:
     """The sign-in form without JavaScript: the ``/v1/auth/login`` handler itself."""
     try:
-        token = auth_routes.login(
-            Login(username=username, password=password, tenant_id=tenant_id or None), session, settings
+        token = await auth_routes.login(
+            Login(username=username, password=password, tenant_id=tenant_id or None),
+            request,
+            session,
+            settings,
         )
     except ValidationError:
         error = "Enter your username and password."
@@ -139,10 +144,11 @@ def start_session(body: SessionStart, request: Request, settings: SettingsDep) -
 
 
 @router.post("/signout")
-async def sign_out(request: Request, settings: SettingsDep) -> Response:
-    current = signed_in(request, settings)
+async def sign_out(request: Request, settings: SettingsDep, session: SessionDep) -> Response:
+    current = await anyio.to_thread.run_sync(signed_in, request, settings)
     if current is not None:
         check_csrf(current, (await request.form()).get(CSRF_FIELD))
+        await anyio.to_thread.run_sync(revoke, session, request.app.state.revocations, current.user)
     response = RedirectResponse("/signin", status_code=status.HTTP_303_SEE_OTHER)
     clear_session_cookie(response)
     return response

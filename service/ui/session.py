@@ -46,13 +46,20 @@ def csrf_token_for(access_token: str, secret: str) -> str:
 
 
 def signed_in(request: Request, settings: Settings) -> UiUser | None:
-    """The caller named by the session cookie, or None when there is none or it is no longer valid."""
+    """The caller named by the session cookie, or None when there is none or it is no longer valid
+    (expired or signed out). Reads the database at most every ``revocation_refresh_s``: call it
+    from a thread, not the event loop."""
     token = request.cookies.get(COOKIE_NAME)
     if not token:
         return None
     try:
         user = decode_token(token, secret=settings.secret_key)
     except InvalidToken:
+        return None
+    revocations = request.app.state.revocations  # signed out (service.sign_in)
+    if revocations.stale():
+        revocations.refresh()
+    if user.jti in revocations:
         return None
     return UiUser(user=user, csrf_token=csrf_token_for(token, settings.secret_key))
 

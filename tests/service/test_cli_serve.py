@@ -43,7 +43,7 @@ def test_load_demo_create_user_and_import_calibration(tmp_path):
     r = runner.invoke(
         cli, ["create-user", "yan", "--role", "student", "--password", "short", "--database-url", url]
     )
-    assert r.exit_code == 1 and "at least 8 characters" in r.output
+    assert r.exit_code == 1 and "at least 10 characters" in r.output
     r = runner.invoke(
         cli, ["import-calibration", str(ROOT / "data" / "demo_pool.csv"), "--database-url", url]
     )

@@ -1,13 +1,13 @@
-"""Tokens: password login for real users; mock login only when ``QBANK_ENV=dev``."""
+"""Tokens: password login for real users, sign-out; mock login only when ``QBANK_ENV=dev``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import CurrentUser, SessionDep, SettingsDep
 from service.core.security import create_token
 from service.schemas import Login, MockLogin, Token
-from service.users import authenticate
+from service.sign_in import password_login, revoke
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -24,12 +24,13 @@ def mock_login(body: MockLogin, settings: SettingsDep) -> Token:
 
 
 @router.post("/login", response_model=Token)
-def login(body: Login, session: SessionDep, settings: SettingsDep) -> Token:
-    tenant = body.tenant_id or settings.default_tenant
-    user = authenticate(session, tenant, body.username, body.password)
-    if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username, password or tenant")
-    token = create_token(
-        user.id, user.roles, tenant, secret=settings.secret_key, ttl_minutes=settings.token_ttl_minutes
-    )
-    return Token(access_token=token, roles=user.roles, tenant_id=tenant)
+async def login(body: Login, request: Request, session: SessionDep, settings: SettingsDep) -> Token:
+    """A token for a user's password; 429 with Retry-After after too many failed logins for the
+    account or from the client (``service.sign_in``)."""
+    return await password_login(request, session, settings, body)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+def logout(request: Request, user: CurrentUser, session: SessionDep) -> None:
+    """Sign the bearer token out: it is refused from now on, on every instance."""
+    revoke(session, request.app.state.revocations, user)
