@@ -68,6 +68,25 @@ def _holds_models(annotation) -> bool:
     return any(_holds_models(arg) for arg in get_args(annotation))
 
 
+# ------------------------------------------------------------------ errors
+class Problem(BaseModel):
+    """Every error but a request validation error: what is wrong, naming the field or the id."""
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """A request that does not match its schema (422): one issue per field, the input not echoed."""
+
+    detail: list[ValidationIssue]
+
+
 # ------------------------------------------------------------------ auth
 class MockLogin(Strict):
     user_id: str = Field(min_length=1, max_length=128)

@@ -67,7 +67,12 @@ def parse_bundle(raw: bytes):
         ) from None
 
 
-@router.post("/exposure/bundles", status_code=status.HTTP_201_CREATED, openapi_extra=_BUNDLE_BODY)
+@router.post(
+    "/exposure/bundles",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_BUNDLE_BODY,
+    responses={200: {"description": "the same document was staged before: the stored bundle"}},
+)
 async def upload_bundle(
     request: Request,
     response: Response,
