@@ -3,6 +3,7 @@ test may stop, freeze and restart it: never the shared server on 5432."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -70,14 +71,10 @@ class OwnPostgres:
             os.kill(pid, signal.SIGCONT)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError, FileNotFoundError):
             self.thaw()
-        except (OSError, ValueError, FileNotFoundError):
-            pass
-        try:
+        with contextlib.suppress(subprocess.SubprocessError):
             self.stop()
-        except subprocess.SubprocessError:
-            pass
         deadline = time.monotonic() + 10
         while (self.data / "postmaster.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
