@@ -8,10 +8,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
 
 from qbank.estimation import EAP, EDGE_SHARE
-from qbank.irt import probability
+from qbank.irt import probability, probability_elementwise
 from qbank.selection import Selector, exposure_draws, select_next
 
 
@@ -137,9 +136,7 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
             cell_counts = np.bincount(cell_of[got] + item, minlength=stratum_sel.size)
             stratum_sel += cell_counts
             stratum_adm += cell_counts
-        p_true = pool.c[item] + (1.0 - pool.c[item]) * expit(
-            pool.D[item] * pool.a[item] * (theta[who] - pool.b[item])
-        )
+        p_true = probability_elementwise(theta[who], pool.a[item], pool.b[item], pool.c[item], pool.D[item])
         correct = response_draws[who, step] < p_true
         administered[who, length[who]] = item
         responses[who, length[who]] = correct

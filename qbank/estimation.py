@@ -25,6 +25,8 @@ import numpy as np
 from scipy.special import expit
 from scipy.stats import norm
 
+from qbank import irt
+
 __all__ = ["EAP", "MAP", "MLE", "dodd_step", "eap_from_posterior", "make_estimator", "touches_edge"]
 
 
@@ -39,8 +41,8 @@ def _check_shapes(a, b, c, D, responses):
 
 def _response_probability(theta, a, b, c, D):
     """P for (n_e, n_q) grid points against (n_e, t) items -> (n_e, n_q, t)."""
-    return c[:, None, :] + (1.0 - c[:, None, :]) * expit(
-        D[:, None, :] * a[:, None, :] * (theta[..., None] - b[:, None, :])
+    return irt.probability_elementwise(
+        theta[..., None], a[:, None, :], b[:, None, :], c[:, None, :], D[:, None, :]
     )
 
 
@@ -205,8 +207,8 @@ class EAP:
         return theta, se
 
 
-def _expected_information(logistic, p, a, c, D, answered):
-    return np.where(answered, (D * a) ** 2 * (1.0 - c) * logistic**2 * (1.0 - logistic) / p, 0.0).sum(axis=1)
+def _expected_information(logistic, a, c, D, answered):
+    return np.where(answered, irt.information_from_logistic(logistic, a, c, D), 0.0).sum(axis=1)
 
 
 def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, n_iter):
@@ -223,8 +225,8 @@ def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, 
     u = np.where(answered, responses, 0.0)
     lo, hi = bounds
     for _ in range(n_iter):
-        logistic = expit(D * a * (theta[:, None] - b))
-        p = c + (1.0 - c) * logistic
+        logistic = expit(irt.logit(theta[:, None], a, b, D))
+        p = irt.probability_from_logistic(logistic, c)
         q = 1.0 - p
         dp = D * a * (1.0 - c) * logistic * (1.0 - logistic)
         d2p = dp * D * a * (1.0 - 2.0 * logistic)
@@ -234,7 +236,7 @@ def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, 
         ).sum(axis=1)
         score = score - prior_precision * (theta - prior_mean)
         observed = prior_precision - curvature
-        expected = _expected_information(logistic, p, a, c, D, answered) + prior_precision
+        expected = _expected_information(logistic, a, c, D, answered) + prior_precision
         info = np.where(observed > 0, observed, expected)
         step = np.where(info > 0, score / np.maximum(info, 1e-12), 0.0)
         new_theta = np.clip(theta + np.clip(step, -1.0, 1.0), lo, hi)
@@ -242,9 +244,8 @@ def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, 
         theta = new_theta
         if settled:
             break
-    logistic = expit(D * a * (theta[:, None] - b))
-    p = c + (1.0 - c) * logistic
-    info = _expected_information(logistic, p, a, c, D, answered)
+    logistic = expit(irt.logit(theta[:, None], a, b, D))
+    info = _expected_information(logistic, a, c, D, answered)
     with np.errstate(divide="ignore"):
         se = 1.0 / np.sqrt(info + prior_precision)
     return theta, se

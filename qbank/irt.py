@@ -22,16 +22,37 @@ from scipy.special import expit
 __all__ = [
     "information",
     "information_elementwise",
+    "information_from_logistic",
     "information_peak",
     "log_likelihood",
+    "logit",
     "probability",
+    "probability_elementwise",
+    "probability_from_logistic",
     "test_information",
 ]
 
 
+# The one 3PL kernel: every module (estimation, simulation, calibration, the service) computes
+# P and I through these functions; tests/test_irt.py checks that no other module writes them out.
+def logit(theta, a, b, D=1.0):
+    """``D a (theta - b)``, all arguments broadcast elementwise."""
+    return D * a * (theta - b)
+
+
+def probability_from_logistic(logistic, c):
+    """3PL probability ``c + (1 - c) L`` from the logistic ``L = 1 / (1 + exp(-D a (theta - b)))``."""
+    return c + (1.0 - c) * logistic
+
+
+def probability_elementwise(theta, a, b, c=0.0, D=1.0):
+    """3PL probability with all arguments broadcast elementwise (shapes chosen by the caller:
+    a grid against items, or each examinee against the item it was given)."""
+    return probability_from_logistic(expit(logit(theta, a, b, D)), c)
+
+
 def _logit(theta, a, b, D):
-    theta = np.asarray(theta, dtype=float)
-    return D * a * (theta[..., None] - b)
+    return logit(np.asarray(theta, dtype=float)[..., None], a, b, D)
 
 
 def probability(theta, a, b, c=0.0, D=1.0):
@@ -49,10 +70,11 @@ def probability(theta, a, b, c=0.0, D=1.0):
     -------
     ndarray of shape (n_examinees, n_items)
     """
-    return c + (1.0 - c) * expit(_logit(theta, a, b, D))
+    return probability_from_logistic(expit(_logit(theta, a, b, D)), c)
 
 
-def _information_from_logistic(logistic, a, c, D):
+def information_from_logistic(logistic, a, c, D):
+    """3PL information from the logistic ``L`` (see :func:`information`), elementwise."""
     one_minus_c = 1.0 - c
     return (D * a) ** 2 * one_minus_c * logistic**2 * (1.0 - logistic) / (c + one_minus_c * logistic)
 
@@ -63,7 +85,7 @@ def information_elementwise(theta, a, b, c=0.0, D=1.0):
     Used where each examinee has its own short list of candidate items: ``theta`` of shape
     ``(n_examinees, 1)`` against parameters of shape ``(n_examinees, n_candidates)``.
     """
-    return _information_from_logistic(expit(D * a * (theta - b)), a, c, D)
+    return information_from_logistic(expit(logit(theta, a, b, D)), a, c, D)
 
 
 def information(theta, a, b, c=0.0, D=1.0):
@@ -77,7 +99,7 @@ def information(theta, a, b, c=0.0, D=1.0):
     -------
     ndarray of shape (n_examinees, n_items)
     """
-    return _information_from_logistic(expit(_logit(theta, a, b, D)), a, c, D)
+    return information_from_logistic(expit(_logit(theta, a, b, D)), a, c, D)
 
 
 def test_information(theta, a, b, c=0.0, D=1.0):

@@ -1,7 +1,17 @@
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from qbank import irt
+from qbank.irt import (
+    information,
+    information_from_logistic,
+    probability,
+    probability_elementwise,
+    probability_from_logistic,
+)
 
 
 @pytest.mark.parametrize("a,b,c,D", [(1.3, 0.4, 0.2, 1.0), (0.7, -1.2, 0.0, 1.702), (2.1, 1.5, 0.3, 1.0)])
@@ -59,3 +69,50 @@ def test_log_likelihood_skips_missing():
     resp = np.array([[1.0, np.nan, 0.0]])
     a, b, c = np.ones(3), np.zeros(3), np.zeros(3)
     assert irt.log_likelihood([0.0], resp, a, b, c)[0] == pytest.approx(2 * np.log(0.5))
+
+
+_WRITTEN_OUT = (
+    re.compile(r"\+\s*\(1(\.0)?\s*-\s*[^)]*\)\s*\*\s*(expit|logistic|1\s*/)"),  # c + (1 - c) * ...
+    re.compile(r"expit\([^)]*\*\s*\("),  # expit(D * a * (theta - b))
+    re.compile(r"1(\.0)?\s*\+\s*(np\.)?exp\(\s*-"),  # 1 / (1 + exp(-D * a * (theta - b)))
+)
+
+
+def _written_out(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if any(p.search(line) for p in _WRITTEN_OUT)]
+
+
+def test_the_3pl_formula_is_written_only_in_the_kernel():
+    root = Path(__file__).resolve().parents[1]
+    found = {
+        str(path.relative_to(root)): _written_out(path.read_text())
+        for folder in ("qbank", "service")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path != root / "qbank" / "irt.py" and "migrations" not in path.parts
+    }
+    assert {path: lines for path, lines in found.items() if lines} == {}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "p = c + (1.0 - c) * expit(D * a * (theta - b))",
+        "p_true = pool.c[i] + (1.0 - pool.c[i]) * expit(",
+        "return c[:, None, :] + (1.0 - c[:, None, :]) * logistic",
+        "p = 1.0 / (1.0 + np.exp(-1.7 * a * (theta - b)))",
+    ],
+)
+def test_the_check_sees_a_written_out_formula(line):
+    assert _written_out(line) == [line]
+
+
+def test_elementwise_kernel_matches_the_batch_functions():
+    rng = np.random.default_rng(4)
+    theta, a, b, c = rng.normal(size=7), rng.uniform(0.5, 2, 5), rng.normal(size=5), rng.uniform(0, 0.3, 5)
+    batch = probability(theta, a, b, c, 1.7)
+    assert np.array_equal(probability_elementwise(theta[:, None], a, b, c, 1.7), batch)
+    logistic = 1.0 / (1.0 + np.exp(-1.7 * a * (theta[:, None] - b)))  # independent of the kernel
+    np.testing.assert_allclose(probability_from_logistic(logistic, c), batch, rtol=1e-14)
+    np.testing.assert_allclose(
+        information_from_logistic(logistic, a, c, 1.7), information(theta, a, b, c, 1.7), rtol=1e-13
+    )

@@ -25,6 +25,8 @@ import numpy as np
 from scipy import sparse
 from scipy.special import expit, logit
 
+from qbank import irt
+
 LOGA, B, C = 0, 1, 2
 # Bounds keep a Newton step from leaving the region where the likelihood is informative.
 BOUNDS = np.array([[np.log(0.05), np.log(8.0)], [-8.0, 8.0], [0.0, 0.6]])
@@ -154,7 +156,7 @@ def latent_log_weights(theta: np.ndarray, post: np.ndarray, kind: str) -> np.nda
 
 def item_probability(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
     """3PL probability on the grid, clipped away from 0 and 1, shape (n_quad, n_items)."""
-    p = x[:, C] + (1.0 - x[:, C]) * expit(np.exp(x[:, LOGA]) * (theta[:, None] - x[:, B]))
+    p = irt.probability_elementwise(theta[:, None], np.exp(x[:, LOGA]), x[:, B], x[:, C])
     return np.clip(p, _P_EPS, 1.0 - _P_EPS)
 
 
@@ -186,9 +188,9 @@ def expected_counts(answered, correct, post: np.ndarray) -> tuple[np.ndarray, np
 def _derivatives(theta, x):
     """P and dP/d(log a, b, c) on the grid; P (n_quad, n_items), dP (3, n_quad, n_items)."""
     a = np.exp(x[:, LOGA])
-    z = a * (theta[:, None] - x[:, B])
+    z = irt.logit(theta[:, None], a, x[:, B])
     logistic = expit(z)
-    p = np.clip(x[:, C] + (1.0 - x[:, C]) * logistic, _P_EPS, 1.0 - _P_EPS)
+    p = np.clip(irt.probability_from_logistic(logistic, x[:, C]), _P_EPS, 1.0 - _P_EPS)
     slope = (1.0 - x[:, C]) * logistic * (1.0 - logistic)
     return p, np.stack([slope * z, -slope * a, 1.0 - logistic])
 
