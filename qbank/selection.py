@@ -150,6 +150,11 @@ class Selector:
         return out
 
 
+# The former name, read-only: ``k`` is an init-only keyword of the dataclass, so the alias is
+# attached after the class is built (a property in the body would become its default).
+Selector.k = property(lambda self: self.randomesque_size, doc="Former name of randomesque_size.")
+
+
 @dataclass(frozen=True)
 class Selection:
     """Result of one selection step.

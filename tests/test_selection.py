@@ -162,6 +162,8 @@ def test_session_rng_is_replayable():
 def test_randomesque_size_has_its_own_name_and_k_still_works():
     assert Selector("randomesque", randomesque_size=3).depth == 3
     assert Selector("randomesque", k=2).randomesque_size == 2  # the former keyword
+    assert Selector("randomesque", randomesque_size=4).k == 4  # and the former attribute
+    assert Selector("randomesque").k == 5
     assert Selector("randomesque", k=2).to_dict() == {"rule": "randomesque", "k": 2}
     with pytest.raises(ValueError, match="randomesque_size must be >= 1"):
         Selector("randomesque", randomesque_size=0)
