@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy.orm import Session
 
 from service.models import AuditLog, OutboxEvent
+from service.relay.envelope import ENVELOPE_KEYS
 
 EVENT_TYPES = ("quiz_started", "question_served", "answer_submitted", "quiz_finished", "bundle_promoted")
 
@@ -17,6 +18,9 @@ def emit(
 ) -> None:
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
+    shadowed = sorted(set(payload) & set(ENVELOPE_KEYS))
+    if shadowed:  # the relay's envelope spreads the payload beside these keys
+        raise ValueError(f"{event_type} payload must not carry the envelope's keys {shadowed}")
     session.add(
         OutboxEvent(
             event_id=str(uuid.uuid4()),

@@ -25,6 +25,8 @@ from service.core.hardening import (
 )
 from service.db import make_engine, make_session_factory
 from service.errors import ServiceError
+from service.relay.outbox import outbox_lag
+from service.schemas import OutboxLagOut
 from service.sign_in import Revocations
 from service.ui import router as ui_router
 
@@ -34,6 +36,8 @@ DOCS_STATIC = "/docs-static"
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     database: str
+    # how far the relay is behind (docs/relay.md); absent when the database does not answer
+    outbox: OutboxLagOut | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -87,17 +91,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={503: {"model": Health, "description": "the database does not answer"}},
     )
     def health():
+        """Database reachable, and the outbox lag: unsent events and the oldest one's age (a
+        growing age means the relay or its broker is down, see docs/relay.md)."""
         dialect = app.state.engine.dialect.name
         try:
             with app.state.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
+                lag = outbox_lag(connection)
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
             return JSONResponse(
                 status_code=503,
                 content={"status": "unavailable", "database": dialect},
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        return {"status": "ok", "database": dialect}
+        return {"status": "ok", "database": dialect, "outbox": lag.as_dict()}
 
     app.include_router(api_router, prefix="/v1")
     app.include_router(ui_router)  # web UIs: students at /, admins at /admin

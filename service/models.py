@@ -335,7 +335,11 @@ class OutboxEvent(Base):
     """Events written in the same transaction as the change; a relay/CDC ships them on."""
 
     __tablename__ = "outbox_events"
-    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_unpublished", "published_at", "id"),
+        # the relay's per-quiz order check looks up a quiz's earlier unsent events
+        Index("ix_outbox_aggregate", "aggregate_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
@@ -346,6 +350,18 @@ class OutboxEvent(Base):
     payload: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class OutboxRelayLease(Base):
+    """Which relay may ship the outbox on SQLite (one at a time) and until when; a relay renews
+    its lease every batch, and another takes over only after it expired."""
+
+    __tablename__ = "outbox_relay_lease"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AuditLog(Base):

@@ -303,6 +303,8 @@ def start_quiz(
             "exposure_bundle_id": bundle_id,
             "filters": filter_dict,
             "blueprint": blueprint,
+            "theta": quiz.theta,  # the prior's, until the first answer
+            "se": quiz.se,
         },
     )
     session.commit()

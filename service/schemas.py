@@ -395,3 +395,11 @@ class CohortSet(Strict):
     user_id: str = Field(min_length=1, max_length=128)
     cohort_key: str = Field(min_length=1, max_length=128)
     cohort_value: str = Field(min_length=1, max_length=128)
+
+
+class OutboxLagOut(BaseModel):
+    """How far ``qbank relay`` is behind: unsent events and the oldest one's age (null: none)."""
+
+    backlog: int
+    oldest_unsent_age_s: float | None
+    oldest_unsent_at: datetime | None

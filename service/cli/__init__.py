@@ -28,6 +28,10 @@ COMMANDS = {
         "service.cli.demo:demo",
         "Simulation study on the demo pool (simulations/demo.toml); with --serve, the whole loop.",
     ),
+    "relay": (
+        "service.cli.relay:relay",
+        "Publish the outbox's events to a broker, at least once and in order per quiz.",
+    ),
     "analytics export": (
         "service.cli.analytics:export",
         "Write a Parquet snapshot (facts and views) of the service database to --out.",

@@ -21,6 +21,7 @@ from service import admin
 from service.api.deps import SessionDep
 from service.errors import ServiceError
 from service.quiz_window import DEFINITION
+from service.relay.outbox import outbox_lag
 from service.schemas import SetSh
 from service.ui import queries
 from service.ui.rendering import page
@@ -76,6 +77,13 @@ def exposure_rows(session, tenant_id: str) -> list[dict]:
             }
         )
     return rows
+
+
+@router.get("/admin/outbox")
+def outbox_page(request: Request, current: AdminPage, session: SessionDep):
+    """The relay's lag: what ``GET /v1/admin/outbox`` returns, for people."""
+    lag = outbox_lag(session.connection())
+    return page(request, "admin_outbox.html", current=current, session=session, lag=lag)
 
 
 @router.get("/admin")

@@ -169,7 +169,9 @@ def test_serve_migrates_loads_the_demo_and_answers(tmp_path):
         while True:
             assert server.poll() is None, server.stdout.read()
             try:
-                if httpx.get(f"{base}/health", timeout=1).json() == {"status": "ok", "database": "sqlite"}:
+                health = httpx.get(f"{base}/health", timeout=1).json()
+                if health == {"status": "ok", "database": "sqlite", "outbox": health.get("outbox")}:
+                    assert health["outbox"]["backlog"] >= 0  # the relay's lag (docs/relay.md)
                     break
             except httpx.TransportError:
                 pass

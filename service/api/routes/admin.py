@@ -15,11 +15,13 @@ from service.calibration import (
     pool_from_csv_bytes,
     report_items_from_bytes,
 )
+from service.relay.outbox import outbox_lag
 from service.schemas import (
     CalibrationImported,
     CohortSet,
     FlagSet,
     ItemRow,
+    OutboxLagOut,
     Reestimate,
     ReestimateOut,
     SetSh,
@@ -29,6 +31,13 @@ from service.schemas import (
 from service.users import create_user
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.get("/outbox", response_model=OutboxLagOut)
+def outbox(user: AdminUser, session: SessionDep) -> dict:
+    """How far the relay is behind (all tenants: one relay ships the whole outbox): ``backlog``
+    unsent events, ``oldest_unsent_age_s`` and ``oldest_unsent_at`` (null when none waits)."""
+    return outbox_lag(session.connection()).as_dict()
 
 
 @router.get("/exposure/items", response_model=list[ItemRow])
