@@ -14,6 +14,9 @@ answer, uniform on 0.5-1.5 x ``--think-ms``, default 1 s: still far faster than 
     python benchmarks/bench_service_load.py                      # both databases, both pacings
     python benchmarks/bench_service_load.py --backends postgresql --think-ms 1000 --pacings paced
 
+With ``--relay nats://127.0.0.1:4222`` a ``qbank relay`` runs next to the server (issue 17) and
+the outbox lag is sampled from /health during the run; the events reaching the stream are counted.
+
 Target (issue 5): p99 of answer + next under 50 ms on PostgreSQL on the 2-core dev machine.
 The client, the server and PostgreSQL share those 2 cores.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -212,11 +216,25 @@ async def _take_quiz(client, user, theta, length, knowledge, rng, think_s, timin
         item = r.json()
 
 
-async def _run_students(port: int, n_students: int, length: int, knowledge: dict, seed: int, think_s: float):
+async def _sample_lag(port: int, samples: list, stop: asyncio.Event) -> None:
+    """The outbox lag from /health every 0.25 s while the students run (--relay)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        while not stop.is_set():
+            outbox = (await client.get("/health")).json()["outbox"]
+            samples.append((outbox["backlog"], outbox["oldest_unsent_age_s"] or 0.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+
+async def _run_students(
+    port: int, n_students: int, length: int, knowledge: dict, seed: int, think_s: float, lag: list | None
+):
     rng = np.random.default_rng(seed)
     thetas = rng.normal(0.0, 1.0, n_students)
     children = rng.spawn(n_students)
     timings = {"answer": [], "next": [], "pair": []}
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_lag(port, lag, stop)) if lag is not None else None
     start = time.perf_counter()
     await asyncio.gather(
         *(
@@ -225,7 +243,72 @@ async def _run_students(port: int, n_students: int, length: int, knowledge: dict
         )
     )
     wall = time.perf_counter() - start
+    if sampler is not None:
+        stop.set()
+        await sampler
     return wall, {k: np.array(v) * 1000 for k, v in timings.items()}
+
+
+def _start_relay(url: str, broker: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """``qbank relay`` next to the server, into a stream of this run only; returns it and the stream."""
+    tag = secrets.token_hex(4)
+    stream = f"QBANK_BENCH_{tag.upper()}"
+    relay = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qbank.cli.main",
+            "relay",
+            "--database-url",
+            url,
+            "--broker",
+            f"{broker}?stream={stream}&subject=bench{tag}.events",
+        ],
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return relay, stream
+
+
+def _finish_relay(relay: subprocess.Popen, url: str, port: int, broker: str, stream: str) -> dict:
+    """Wait for the relay to drain the outbox, stop it, and count what reached the stream."""
+    import nats
+    from sqlalchemy import func, select
+
+    from service.db import make_engine
+    from service.models import OutboxEvent
+
+    start = time.perf_counter()
+    while time.perf_counter() - start < 120:
+        if httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).json()["outbox"]["backlog"] == 0:
+            break
+        time.sleep(0.1)
+    drain_s = time.perf_counter() - start
+    relay.terminate()
+    relay.communicate(timeout=30)
+
+    async def _count():
+        nc = await nats.connect(servers=[broker])
+        try:
+            js = nc.jetstream()
+            messages = (await js.stream_info(stream)).state.messages
+            await js.delete_stream(stream)
+            return messages
+        finally:
+            await nc.close()
+
+    engine = make_engine(url, pool_size=1)
+    with engine.connect() as connection:
+        outbox = connection.scalar(select(func.count()).select_from(OutboxEvent))
+    engine.dispose()
+    return {
+        "drain_after_load_s": drain_s,
+        "events_in_outbox": int(outbox),
+        "events_on_stream": asyncio.run(_count()),
+    }
 
 
 def run_backend(backend: str, think_ms: float, args) -> dict:
@@ -236,13 +319,21 @@ def run_backend(backend: str, think_ms: float, args) -> dict:
             knowledge = _bank_knowledge(url)
             port = _free_port()
             server = _start_server(url, port, args.workers, workdir)
+            lag = [] if args.relay else None
+            relay, stream = _start_relay(url, args.relay, workdir) if args.relay else (None, None)
             try:
                 wall, ms = asyncio.run(
-                    _run_students(port, args.students, args.length, knowledge, args.seed, think_ms / 1000)
+                    _run_students(
+                        port, args.students, args.length, knowledge, args.seed, think_ms / 1000, lag
+                    )
                 )
+                relayed = _finish_relay(relay, url, port, args.relay, stream) if relay else {}
             except Exception:
                 server.terminate()
                 print(server.communicate(timeout=30)[0][-5000:], file=sys.stderr)
+                if relay is not None:
+                    relay.terminate()
+                    print(relay.communicate(timeout=30)[0][-5000:], file=sys.stderr)
                 raise
             server.terminate()
             server.communicate(timeout=30)
@@ -262,6 +353,20 @@ def run_backend(backend: str, think_ms: float, args) -> dict:
         "answers_expected": n_answers,
         **{f"{k}_p50_ms": float(np.percentile(v, 50)) for k, v in ms.items()},
         **{f"{k}_p99_ms": float(np.percentile(v, 99)) for k, v in ms.items()},
+        **(_lag_figures(lag) if lag else {}),
+        **relayed,
+    }
+
+
+def _lag_figures(lag: list) -> dict:
+    backlog, age = np.array(lag, dtype=float).T
+    return {
+        "lag_samples": len(lag),
+        "lag_backlog_p50": float(np.percentile(backlog, 50)),
+        "lag_backlog_max": float(backlog.max()),
+        "lag_age_p50_s": float(np.percentile(age, 50)),
+        "lag_age_p99_s": float(np.percentile(age, 99)),
+        "lag_age_max_s": float(age.max()),
     }
 
 
@@ -283,6 +388,12 @@ def main(argv=None) -> int:
         "--pacings", nargs="+", default=["saturated", "paced"], choices=["saturated", "paced"]
     )
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--relay",
+        metavar="NATS_URL",
+        help="also run `qbank relay` to this NATS server (a stream of the run's own) and report the "
+        "outbox lag from /health every 0.25 s",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args, _unknown = parser.parse_known_args(argv)
 
@@ -310,6 +421,18 @@ def main(argv=None) -> int:
             f"{r['pair_p99_ms']:>8.1f}ms{r['answer_p99_ms']:>9.1f}ms{r['next_p99_ms']:>7.1f}ms"
             f"{r['answers_stored']:>6}/{r['answers_expected']}{'' if ok else '  MISSING ANSWERS'}"
         )
+    for r in results:
+        if "lag_samples" in r:
+            lost = r["events_in_outbox"] - r["events_on_stream"]
+            print(
+                f"relay {r['backend']:<11}{r['think_ms']:>5.0f}ms: outbox lag backlog p50 {r['lag_backlog_p50']:.0f} "
+                f"max {r['lag_backlog_max']:.0f} events, oldest unsent p50 {r['lag_age_p50_s'] * 1000:.0f} ms "
+                f"p99 {r['lag_age_p99_s'] * 1000:.0f} ms max {r['lag_age_max_s'] * 1000:.0f} ms "
+                f"({r['lag_samples']} samples); drained {r['drain_after_load_s']:.2f} s after the load; "
+                f"{r['events_on_stream']}/{r['events_in_outbox']} events on the stream"
+                f"{'' if lost == 0 else '  EVENTS MISSING'}"
+            )
+            failed |= lost != 0
     for think in sorted({r["think_ms"] for r in results}):
         by = {r["backend"]: r for r in results if r["think_ms"] == think}
         if {"postgresql", "sqlite"} <= set(by):
