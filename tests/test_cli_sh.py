@@ -69,7 +69,7 @@ def test_simulate_rechecks_a_bundle_and_accepts_its_k_file(sh_run, pool_csv, tmp
     assert result.exit_code == 0, result.output
     assert (
         "bundle re-check, overall: max exposure" in result.output
-        and "within r_max + tolerance" in result.output
+        and "within the limit r_max + 3 SE" in result.output
     )
     summary = json.loads((tmp_path / "re" / "summary.json").read_text())
     assert summary["stopping"] == {"rule": "fixed_length", "length": 6} and summary["exposure_target"] == 0.25

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -21,8 +22,10 @@ from qbank.exposure import (
     noise_tolerance,
     read_bundle,
     sympson_hetter_update,
+    target_margin,
     validate_bundle,
     validate_exposure,
+    validation_limit,
     write_bundle,
     write_report,
 )
@@ -181,17 +184,21 @@ def test_cross_tallies_follow_the_estimate_each_step_used(pool):
 
 # ---------------------------------------------------------------------------- the procedure
 def test_withdrawn_items_count_as_selected_and_the_top_item_is_capped(pool):
-    calibration = calibrate_exposure(pool, 0.3, stopping=FixedLength(5), n_examinees=4000, max_iter=2, rng=1)
+    calibration = calibrate_exposure(
+        pool, 0.3, stopping=FixedLength(5), n_examinees=4000, warm_up_examinees=4000, max_iter=2, rng=1
+    )
     selection, exposure = (
         calibration.final_rates["selection"][:, 0],
         calibration.final_rates["exposure"][:, 0],
     )
     first = np.argmax(selection)
-    # Everyone starts at theta = 0 with the same best item: selected by all, administered to ~K = r,
-    # withdrawn (never offered again) for the rest.
+    # Everyone starts at theta = 0 with the same best item: selected by all, administered to ~K = r'
+    # (r less the margin), withdrawn (never offered again) for the rest.
+    targets = calibration.trace["target"].to_numpy()
     assert selection[first] == 1.0
-    assert calibration.sh_p[first] == pytest.approx(0.3)
-    assert exposure[first] == pytest.approx(0.3, abs=4 * np.sqrt(0.21 / 4000))
+    assert calibration.sh_p[first] == pytest.approx(targets[-1])
+    assert exposure[first] == pytest.approx(targets[0], abs=4 * np.sqrt(0.21 / 4000))
+    assert 0.3 - targets[0] == pytest.approx(target_margin(0.3, 3 * 4000, (selection > 0.3).sum()), rel=0.2)
     assert (selection >= exposure).all() and selection.sum() > exposure.sum()
     np.testing.assert_allclose(exposure.sum(), 5.0)  # every test still has 5 items
 
@@ -203,7 +210,11 @@ def test_converges_within_noise_and_the_trace_shows_why(converged):
     window = calibration.settings["window"]
     last = trace[trace["iteration"] > calibration.n_iterations - window]
     assert len(last) == window and last["within_tolerance"].all() and last["k_stable"].all()
-    assert (last["max_exposure"] <= 0.25 + last["tolerance"]).all()
+    assert (last["max_exposure"] <= last["target"] + last["tolerance"]).all()
+    # The target sits below r by the margin for the simulees behind the averaged parameters.
+    assert (last["target"] < 0.25).all()
+    margin = target_margin(0.25, window * 3000, last["n_capped"].iloc[-1])
+    assert 0.25 - last["target"].iloc[-1] == pytest.approx(margin, rel=0.1)  # n capped at r vs at r'
     assert trace["max_exposure"].iloc[0] == 1.0  # K = 1 at the start: plain maximum information
     assert not trace["within_tolerance"].iloc[0]
     # The default tolerance comes from the noise of 3000 simulees with the items at the cap.
@@ -211,6 +222,10 @@ def test_converges_within_noise_and_the_trace_shows_why(converged):
     assert row["tolerance"] == pytest.approx(noise_tolerance(0.25, 3000, row["n_capped"], k_examinees=3000))
     assert validation.passed, validation.problems
     assert validation.max_exposure[0] <= 0.25 + validation.tolerance[0]
+    n_val = validation.n_examinees
+    assert validation.tolerance[0] == pytest.approx(3 * np.sqrt(0.25 * 0.75 / n_val))
+    assert validation_limit(0.25, n_val) == pytest.approx(0.25 + validation.tolerance[0])
+    assert validation.items_over_limit().empty
     assert validation.uncontrolled.summary["max_exposure"] == 1.0
     figures = validation.figures()
     assert figures.loc["items_over_limit", "with exposure control"] == 0
@@ -224,10 +239,15 @@ def test_converges_within_noise_and_the_trace_shows_why(converged):
 def test_convergence_needs_window_consecutive_passing_iterations(pool, window):
     # r = 1 needs no control: every iteration passes, so it stops after exactly `window` of them.
     calibration = calibrate_exposure(
-        pool, 1.0, stopping=FixedLength(5), n_examinees=200, window=window, rng=1
+        pool, 1.0, stopping=FixedLength(5), n_examinees=200, window=window, warm_up_examinees=200, rng=1
     )
     assert calibration.converged and calibration.n_iterations == window
     np.testing.assert_array_equal(calibration.sh_p, 1.0)
+    # With a warm-up, its iterations (on fewer simulees) never count towards the window.
+    warmed = calibrate_exposure(pool, 1.0, stopping=FixedLength(5), n_examinees=200, window=window, rng=1)
+    assert warmed.n_iterations == window + 1
+    assert warmed.trace["warm_up"].tolist() == [True] + [False] * window
+    assert warmed.trace["n_examinees"].tolist() == [50] + [200] * window
 
 
 def test_zero_tolerance_does_not_converge_and_says_so(pool):
@@ -240,6 +260,28 @@ def test_zero_tolerance_does_not_converge_and_says_so(pool):
     assert not validation.passed and "did not converge" in validation.problems[0]
     with pytest.raises(BundleError, match="did not converge"):
         build_bundle(calibration, validation)
+
+
+def test_target_margin_known_values():
+    # z_n sqrt(r (1 - r) / N_K), z_n the 0.99 quantile of the largest of n standard normals.
+    assert target_margin(0.2, 60_000, 1) == pytest.approx(norm.ppf(0.99) * np.sqrt(0.16 / 60_000))
+    assert target_margin(0.2, 60_000, 130) == pytest.approx(
+        norm.ppf(0.99 ** (1 / 130)) * np.sqrt(0.16 / 60_000)
+    )
+    np.testing.assert_array_equal(target_margin(0.2, np.array([4, 0]), np.array([1, 1]))[1], 0.0)
+    assert target_margin(0.2, 240_000, 5) == pytest.approx(target_margin(0.2, 60_000, 5) / 2)
+
+
+def test_validation_lists_items_over_the_limit(converged):
+    """Uncapped parameters on the converged rules: the first items exceed r + 3 SE and are named."""
+    calibration = dataclasses.replace(converged[0], sh_p=np.ones_like(converged[0].sh_p))
+    validation = validate_exposure(calibration, n_examinees=2000, rng=21, compare_uncontrolled=False)
+    over = validation.items_over_limit()
+    limit = validation_limit(0.25, 2000)
+    assert not validation.passed and f"exceeds the limit r_max + 3 SE = {limit:.4f}" in validation.problems[0]
+    rates = validation.controlled.exposure_rate
+    assert set(over["item_id"]) == set(calibration.pool.item_id[rates > limit])
+    assert over["exposure_rate"].is_monotonic_decreasing and (over["limit"] == limit).all()
 
 
 def test_validation_needs_a_fresh_seed(converged):

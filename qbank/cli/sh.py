@@ -20,10 +20,10 @@ from qbank.exposure import (
     bundle_simulation_settings,
     calibrate_exposure,
     comparison_table,
-    noise_tolerance,
     read_bundle,
     stratum_labels,
     validate_exposure,
+    validation_limit,
     write_bundle,
     write_report,
 )
@@ -62,34 +62,24 @@ def bundle_run_settings(path: str, pool) -> tuple[dict, dict]:
 
 
 def recheck_lines(result, bundle: dict) -> list[str]:
-    """Lines comparing a re-run of ``bundle`` (a SimulationResult) with r_max plus the noise
-    tolerance of the re-run's own size (and of the bundle's calibration size, behind K)."""
+    """Lines comparing a re-run of ``bundle`` (a SimulationResult) with the validation limit
+    ``r_max + 3 SE`` of the re-run's own size (per controlled stratum)."""
     r_max = bundle["r_max"]
-    sh_p = np.array([item["sh_p"] for item in bundle["items"]], dtype=float)
     if bundle["strata"] is not None:
         _, exposure = result.stratum_rates()
         maxima = np.nan_to_num(exposure).max(axis=0)
         labels = stratum_labels(bundle["strata"]["theta_cuts"])
         n_examinees = result.stratum_examinee_count
-        n_capped = (sh_p < 1).sum(axis=0)
     else:
         maxima, labels = [result.summary["max_exposure"]], ["overall"]
-        n_examinees, n_capped = [result.n_examinees], [int((sh_p < 1).sum())]
-    tolerance = np.atleast_1d(
-        noise_tolerance(
-            r_max,
-            np.asarray(n_examinees),
-            np.asarray(n_capped),
-            k_examinees=bundle["simulation"]["n_examinees"],
-            confidence=bundle["simulation"].get("confidence", 0.95),
-        )
-    )
+        n_examinees = [result.n_examinees]
+    limits = np.atleast_1d(validation_limit(r_max, np.asarray(n_examinees)))
     lines = []
-    for label, value, tol, n in zip(labels, maxima, tolerance, np.atleast_1d(n_examinees)):
-        verdict = "within" if value <= r_max + tol else "ABOVE"
+    for label, value, limit, n in zip(labels, maxima, limits, np.atleast_1d(n_examinees)):
+        verdict = "within" if value <= limit else "ABOVE"
         lines.append(
-            f"bundle re-check, {label}: max exposure {value:.4f} {verdict} r_max + tolerance "
-            f"{r_max + tol:.4f} (noise tolerance for {int(n)} simulees)"
+            f"bundle re-check, {label}: max exposure {value:.4f} {verdict} the limit r_max + 3 SE "
+            f"{limit:.4f} ({int(n)} simulees)"
         )
     return lines
 
@@ -147,14 +137,14 @@ def recheck_lines(result, bundle: dict) -> list[str]:
     "--tol",
     type=click.FloatRange(min=0),
     default=None,
-    help="Tolerance above r (default: from the Monte-Carlo noise, see report.md).",
+    help="Convergence tolerance above the target r' (default: from the Monte-Carlo noise, see report.md).",
 )
 @click.option(
     "--window",
     type=click.IntRange(min=1),
     default=3,
     show_default=True,
-    help="Consecutive iterations that must meet r + tol with stable parameters.",
+    help="Consecutive iterations that must meet r' + tol with stable parameters (their K are averaged).",
 )
 @click.option(
     "--confidence",

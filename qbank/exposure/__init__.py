@@ -22,22 +22,21 @@ from ._bundle import (
     validate_bundle,
     write_bundle,
 )
-from ._calibrate import (
+from ._calibrate import ExposureCalibration, calibrate_exposure
+from ._report import write_report
+from ._updates import (
     METHODS,
-    ExposureCalibration,
     ExposureTargetError,
-    ExposureValidation,
-    calibrate_exposure,
     check_exposure_target,
-    comparison_table,
     eligibility_update,
     monte_carlo_se,
     noise_tolerance,
     stratum_labels,
     sympson_hetter_update,
-    validate_exposure,
+    target_margin,
+    validation_limit,
 )
-from ._report import write_report
+from ._validate import ExposureValidation, comparison_table, validate_exposure
 
 __all__ = [
     "BUNDLE_JSON_SCHEMA",
@@ -60,8 +59,10 @@ __all__ = [
     "read_bundle",
     "stratum_labels",
     "sympson_hetter_update",
+    "target_margin",
     "validate_bundle",
     "validate_exposure",
+    "validation_limit",
     "write_bundle",
     "write_report",
 ]

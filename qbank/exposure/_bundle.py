@@ -53,7 +53,9 @@ from qbank.pool import ItemPool, PoolError
 from qbank.selection import Selector
 from qbank.stopping import FixedLength, StandardError
 
-from ._calibrate import METHODS, ExposureCalibration, ExposureValidation
+from ._calibrate import ExposureCalibration
+from ._updates import METHODS
+from ._validate import ExposureValidation
 
 __all__ = [
     "BUNDLE_JSON_SCHEMA",

@@ -8,9 +8,18 @@ import pandas as pd
 
 from qbank._tables import markdown_table
 
-from ._calibrate import ExposureCalibration, ExposureValidation, stratum_labels
+from ._calibrate import ExposureCalibration
+from ._updates import stratum_labels
+from ._validate import ExposureValidation
 
-__all__ = ["write_report"]
+__all__ = ["OVER_LIMIT_NOTE", "write_report"]
+
+OVER_LIMIT_NOTE = (
+    "Over r_max = the observed rate exceeds the target r, which Monte-Carlo noise alone does for "
+    "about half the items whose true rate is r; over the limit = it exceeds r + 3 SE of the "
+    "validation (SE = sqrt(r(1-r)/N)), which noise alone does with probability 0.00135 per item, "
+    "so the validation fails."
+)
 
 
 def _trace_table(calibration: ExposureCalibration) -> pd.DataFrame:
@@ -19,6 +28,7 @@ def _trace_table(calibration: ExposureCalibration) -> pd.DataFrame:
         table = trace.set_index("iteration")[
             [
                 "max_exposure",
+                "target",
                 "tolerance",
                 "k_shift",
                 "n_capped",
@@ -28,14 +38,24 @@ def _trace_table(calibration: ExposureCalibration) -> pd.DataFrame:
                 "wall_seconds",
             ]
         ]
-        table.columns = ["max P(A)", "tol", "K shift", "capped", "within", "stable", "RMSE", "seconds"]
+        table.columns = [
+            "max P(A)",
+            "target r'",
+            "tol",
+            "K shift",
+            "capped",
+            "within",
+            "stable",
+            "RMSE",
+            "seconds",
+        ]
         return table
-    wide = trace.pivot(index="iteration", columns="stratum", values=["max_exposure", "tolerance"])
+    wide = trace.pivot(index="iteration", columns="stratum", values=["max_exposure", "target", "tolerance"])
     table = pd.DataFrame(index=wide.index)
     for j in sorted(trace["stratum"].unique()):
-        table[f"max P(A|{j}) / limit"] = [
-            f"{m:.4f} / {calibration.r_max + t:.4f}"
-            for m, t in zip(wide[("max_exposure", j)], wide[("tolerance", j)])
+        table[f"max P(A|{j}) / r' + tol"] = [
+            f"{m:.4f} / {g + t:.4f}"
+            for m, g, t in zip(wide[("max_exposure", j)], wide[("target", j)], wide[("tolerance", j)])
         ]
     per_iteration = trace.groupby("iteration").agg(
         shift=("k_shift", "max"),
@@ -112,8 +132,11 @@ def write_report(
         f"estimator {type(calibration.estimator).__name__}",
         f"- {settings['n_examinees']} simulees per iteration from {settings['theta_distribution']} "
         f"{settings['theta_params']}, at most {settings['max_iter']} iterations, seed {settings['seed']}",
-        f"- converged = every controlled max P(A) <= r + tol and the implied change of P(A) by the parameter "
-        f"update <= tol, for {settings['window']} consecutive iterations",
+        f"- converged = every controlled max P(A) <= r' + tol and the implied change of P(A) by the parameter "
+        f"update <= tol, for {settings['window']} consecutive iterations, whose parameters are then averaged; "
+        f"r' = r less the margin z_n sqrt(r(1-r)/N_K) (N_K = {settings['window']} x N simulees behind the "
+        f"averaged parameters, z_n the {settings.get('margin_confidence', 0.99):.0%} quantile of the largest "
+        "of n capped items), so that fresh simulees stay under r + 3 SE",
     ]
     if calibration.conditional:
         lines.append(
@@ -155,14 +178,21 @@ def write_report(
             "",
             f"**Validation {verdict}.** Largest controlled exposure "
             + ", ".join(
-                f"{m:.4f} (limit {r_max + t:.4f})"
+                f"{m:.4f} (limit r + 3 SE = {r_max + t:.4f})"
                 for m, t in zip(validation.max_exposure, validation.tolerance)
             )
             + ".",
             "",
             markdown_table(figures.reset_index()),
             "",
+            OVER_LIMIT_NOTE,
+            "",
         ]
+        over = validation.items_over_limit()
+        if over.empty:
+            lines += ["No item is over the limit.", ""]
+        else:
+            lines += [f"Items over the limit ({len(over)}):", "", markdown_table(over), ""]
         if validation.uncontrolled is not None:
             price = validation.controlled.summary["rmse"] - validation.uncontrolled.summary["rmse"]
             lines += [f"Price of exposure control in RMSE: {price:+.4f}.", ""]
