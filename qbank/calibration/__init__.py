@@ -1,4 +1,4 @@
-"""Item calibration: marginal maximum likelihood 1PL/2PL/3PL by the Bock-Aitkin EM algorithm.
+"""Item calibration: marginal maximum likelihood Rasch/1PL/2PL/3PL by the Bock-Aitkin EM algorithm.
 
 Complete or sparse (CAT) responses, wide or long (the delivery service's
 ``person_id, item_id, response`` log), MAP priors, standard errors, and fixed-parameter

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,192 +12,22 @@ from threadpoolctl import threadpool_limits
 
 from qbank._messages import shown
 from qbank.calibration import _em
-from qbank.calibration._data import CalibrationError, ResponseMatrix, read_responses
+from qbank.calibration._data import (
+    CalibrationError,
+    CalibrationWarning,
+    drop_invariant,
+    fixed_items,
+    read_responses,
+)
 from qbank.calibration._em import Hierarchical
-from qbank.pool import ItemPool, PoolError, load_pool, save_pool
+from qbank.calibration._priors import check_prior, log_prior, parse_prior
+from qbank.calibration._report import CalibrationReport
+from qbank.pool import ItemPool
 
 __all__ = ["MODELS", "CalibrationReport", "CalibrationWarning", "Calibrator", "calibrate", "parse_prior"]
 
-MODELS = ("1PL", "2PL", "3PL")
+MODELS = ("Rasch", "1PL", "2PL", "3PL")
 _BOUND_TOLERANCE = 1e-6
-
-
-class CalibrationWarning(UserWarning):
-    """Something in a calibration deserves a look (non-convergence, dropped or bounded items)."""
-
-
-def parse_prior(text: str | None, kind: str, option: str = "prior"):
-    """Parse ``'beta:5,17'``, ``'normal:0,0.5'`` or ``'none'`` into a tuple (or None).
-
-    For a normal prior, ``'hierarchical'`` or ``'hierarchical:mean,sd'`` gives a
-    :class:`Hierarchical` prior (default 0, 0.5) whose mean is re-estimated every EM cycle.
-
-    Parameters
-    ----------
-    text : str or None
-    kind : {'beta', 'normal'}
-        The family the parameter takes.
-    option : str
-        Name used in error messages.
-
-    Raises
-    ------
-    CalibrationError
-        Wrong family, not two numbers, sd <= 0, alpha or beta < 1.
-    """
-    if text is None or str(text).strip().lower() in {"none", "off", ""}:
-        return None
-    family, _, values = str(text).partition(":")
-    if kind == "normal" and family.strip().lower() == "hierarchical":
-        if not values.strip():
-            return Hierarchical()
-        try:
-            mean, sd = (float(v) for v in values.split(","))
-        except ValueError:
-            raise CalibrationError(
-                f"{option} needs two numbers after 'hierarchical:', got {text!r}"
-            ) from None
-        return _check_prior(Hierarchical(mean, sd), kind, option)
-    if family.strip().lower() != kind:
-        also = ", 'hierarchical[:mean,sd]'" if kind == "normal" else ""
-        raise CalibrationError(f"{option} must look like '{kind}:x,y'{also} or 'none', got {text!r}")
-    try:
-        first, second = (float(v) for v in values.split(","))
-    except ValueError:
-        raise CalibrationError(f"{option} needs two numbers after '{kind}:', got {text!r}") from None
-    return _check_prior((first, second), kind, option)
-
-
-def _check_prior(prior, kind, option):
-    if prior is None:
-        return None
-    if kind == "normal" and isinstance(prior, str):
-        return parse_prior(prior, kind, option)
-    if kind == "normal" and isinstance(prior, Hierarchical):
-        mean, sd = _check_prior((prior.mean, prior.sd), kind, option)
-        _check_prior((0.0, prior.hyper_sd), kind, f"{option} hyper_sd")
-        return Hierarchical(mean, sd, float(prior.hyper_sd))
-    try:
-        first, second = (float(v) for v in prior)
-    except (TypeError, ValueError):
-        raise CalibrationError(f"{option} must be two numbers or None, got {prior!r}") from None
-    if not (math.isfinite(first) and math.isfinite(second)):
-        raise CalibrationError(f"{option} must be finite, got {prior!r}")
-    if kind == "normal" and second <= 0:
-        raise CalibrationError(f"{option}: the normal sd must be > 0, got {second}")
-    # alpha, beta >= 1 keep the log prior concave, so the M-step stays a maximisation.
-    if kind == "beta" and (first < 1 or second < 1):
-        raise CalibrationError(f"{option}: Beta alpha and beta must be >= 1, got {first}, {second}")
-    return (first, second)
-
-
-@dataclass
-class CalibrationReport:
-    """What a calibration produced.
-
-    Attributes
-    ----------
-    pool : ItemPool
-        Calibrated items (plus, in fixed-parameter calibration, the fixed items unchanged),
-        logistic metric ``D = 1``.
-    items : DataFrame indexed by item_id
-        ``a, b, c, D, se_a, se_b, se_c, n, p_correct, fixed, at_bound, poorly_determined``; an SE
-        is NaN exactly where the parameter was not estimated (fixed item, ``c`` of a 2PL, ...);
-        ``poorly_determined`` marks estimated items at a bound or with ``se_b`` above the
-        Calibrator's ``se_b_limit``.
-    summary : dict
-        Model, priors, counts, iterations, convergence, log-likelihood, latent mean and sd, seconds.
-    latent : DataFrame
-        ``theta, weight``: the latent distribution on the quadrature grid (N(0, 1) unless estimated).
-    log_likelihood_trace : ndarray of shape (n_iterations,)
-        Marginal log-likelihood at the start of every EM cycle.
-    """
-
-    pool: ItemPool
-    items: pd.DataFrame
-    summary: dict
-    latent: pd.DataFrame
-    log_likelihood_trace: np.ndarray = field(repr=False)
-
-    def to_dict(self) -> dict:
-        items = self.items.reset_index().astype(object).where(self.items.reset_index().notna(), None)
-        return {
-            "summary": self.summary,
-            "items": items.to_dict(orient="records"),
-            "latent": self.latent.to_dict(orient="list"),
-            "log_likelihood_trace": [float(v) for v in self.log_likelihood_trace],
-        }
-
-    def to_json(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default))
-        return path
-
-    @staticmethod
-    def read_items(path) -> pd.DataFrame:
-        """The ``items`` table of a report written by :meth:`to_json` (or :meth:`save`), indexed by item_id.
-
-        Raises
-        ------
-        CalibrationError
-            The file is missing or unreadable, or see :meth:`items_from_json`.
-        """
-        path = Path(path)
-        try:
-            content = path.read_bytes()
-        except FileNotFoundError:
-            raise CalibrationError(f"{path}: no such calibration report") from None
-        except OSError as exc:
-            raise CalibrationError(f"{path}: not a readable calibration report ({exc})") from None
-        return CalibrationReport.items_from_json(content, str(path))
-
-    @staticmethod
-    def items_from_json(content: str | bytes, source: str = "report") -> pd.DataFrame:
-        """The ``items`` table of a report's JSON text (:meth:`to_json`), indexed by item_id.
-
-        Raises
-        ------
-        CalibrationError
-            Not JSON, no non-empty ``items`` list of records, or items without ``item_id, a, b, c,
-            n`` and ``poorly_determined`` (a report from before that flag names the missing column).
-        """
-        try:
-            document = json.loads(content)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CalibrationError(f"{source}: not a readable calibration report ({exc})") from None
-        rows = document.get("items") if isinstance(document, dict) else None
-        if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
-            raise CalibrationError(
-                f"{source}: a calibration report needs a non-empty 'items' list of records"
-            )
-        items = pd.DataFrame(rows)
-        missing = [c for c in ("item_id", "a", "b", "c", "n", "poorly_determined") if c not in items.columns]
-        if missing:
-            raise CalibrationError(
-                f"{source}: the report's items lack column(s) {missing}; re-run qbank calibrate"
-            )
-        items["item_id"] = items["item_id"].astype(str)
-        items["poorly_determined"] = items["poorly_determined"].fillna(False).astype(bool)
-        return items.set_index("item_id")
-
-    def save(self, pool_path) -> dict:
-        """Write the pool (CSV or Parquet by extension) and ``<stem>.report.json`` beside it."""
-        pool_path = Path(pool_path)
-        report_path = pool_path.with_name(pool_path.stem + ".report.json")
-        return {"pool": save_pool(self.pool, pool_path), "report": self.to_json(report_path)}
-
-
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return None if not np.isfinite(value) else float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 class Calibrator:
@@ -215,8 +42,9 @@ class Calibrator:
 
     Parameters
     ----------
-    model : {'1PL', '2PL', '3PL'}
-        1PL: one common discrimination and per-item difficulty; 2PL: ``c = 0``.
+    model : {'Rasch', '1PL', '2PL', '3PL'}
+        Rasch: ``a = 1`` (logistic metric, D = 1) and per-item difficulty (Rasch 1960); 1PL: one
+        common, estimated discrimination and per-item difficulty; 2PL: ``c = 0``.
     prior_c : (alpha, beta) or None
         Beta prior on the 3PL lower asymptote.
     prior_loga : (mean, sd), 'hierarchical', Hierarchical or None
@@ -310,17 +138,17 @@ class Calibrator:
 
     # ------------------------------------------------------------------ checks
     def _check_settings(self):
-        model = str(self.model).upper()
-        if model not in MODELS:
+        model = {m.upper(): m for m in MODELS}.get(str(self.model).upper())
+        if model is None:
             raise CalibrationError(f"model must be one of {list(MODELS)}, got {self.model!r}")
-        loga = _check_prior(self.prior_loga, "normal", "prior_loga")
-        b = _check_prior(self.prior_b, "normal", "prior_b")
+        loga = check_prior(self.prior_loga, "normal", "prior_loga")
+        b = check_prior(self.prior_b, "normal", "prior_b")
         loga_hyper = loga if isinstance(loga, Hierarchical) else None
         b_hyper = b if isinstance(b, Hierarchical) else None
         priors = _em.Priors(
             loga=(loga.mean, loga.sd) if loga_hyper else loga,
             b=(b.mean, b.sd) if b_hyper else b,
-            c=_check_prior(self.prior_c, "beta", "prior_c") if model == "3PL" else None,
+            c=check_prior(self.prior_c, "beta", "prior_c") if model == "3PL" else None,
             loga_hyper=loga_hyper,
             b_hyper=b_hyper,
         )
@@ -348,65 +176,6 @@ class Calibrator:
         ):
             raise CalibrationError(f"se_b_limit must be a finite number > 0 or None, got {self.se_b_limit!r}")
         return model, priors, np.linspace(low, high, int(self.n_quad))
-
-    def _fixed(self, data: ResponseMatrix, model: str):
-        """Fixed items' parameters aligned with the data, and the pool's unused items."""
-        pool = self.fixed_pool
-        if pool is None:
-            return None, np.zeros(data.n_items, dtype=bool)
-        if not isinstance(pool, ItemPool):
-            try:
-                pool = load_pool(pool)
-            except PoolError as exc:
-                raise CalibrationError(f"fixed_pool: {exc}") from None
-        in_pool = np.isin(data.item_id, pool.item_id)
-        if not in_pool.any():
-            raise CalibrationError(
-                f"fixed_pool: none of its {pool.n_items} item ids occur in the responses "
-                f"(pool ids e.g. {shown(pool.item_id, 5)}, response ids e.g. {shown(data.item_id, 5)})"
-            )
-        if in_pool.all():
-            raise CalibrationError(
-                "fixed_pool: every item in the responses is fixed; there is nothing to calibrate"
-            )
-        unused = pool.item_id[~np.isin(pool.item_id, data.item_id)]
-        if unused.size:
-            warnings.warn(
-                f"fixed_pool: {unused.size} item(s) have no responses and are carried over unchanged: {shown(unused)}",
-                CalibrationWarning,
-                stacklevel=4,
-            )
-        if model == "1PL":
-            effective_a = pool.a * pool.D
-            if not np.allclose(effective_a, effective_a[0], rtol=1e-6):
-                raise CalibrationError(
-                    "fixed_pool: a 1PL calibration needs a bank with one common D*a; "
-                    f"this bank has D*a from {effective_a.min():.3g} to {effective_a.max():.3g}"
-                )
-        return pool, in_pool
-
-    def _drop_invariant(self, data: ResponseMatrix, free: np.ndarray):
-        """Raise on (or drop) free items whose answers are all equal; returns data, free mask, dropped ids."""
-        n_answered, n_correct = data.item_counts()
-        invariant = free & ((n_correct == 0) | (n_correct == n_answered))
-        if not invariant.any():
-            return data, free, []
-        described = [
-            f"{item} ({'no responses' if n == 0 else f'all {int(k > 0)} in {int(n)} responses'})"
-            for item, n, k in zip(data.item_id[invariant], n_answered[invariant], n_correct[invariant])
-        ]
-        if not self.drop_invariant:
-            raise CalibrationError(
-                f"{invariant.sum()} item(s) have no variance, so their parameters are not identified: "
-                f"{shown(described)}; remove them or pass drop_invariant=True (--drop-invariant)"
-            )
-        warnings.warn(
-            f"dropped {invariant.sum()} item(s) with no variance: {shown(described)}",
-            CalibrationWarning,
-            stacklevel=4,
-        )
-        keep = ~invariant
-        return data.select(items=keep), free[keep], [str(i) for i in data.item_id[invariant]]
 
     # ------------------------------------------------------------------ fitting
     def fit(self, responses, format="auto"):
@@ -437,8 +206,8 @@ class Calibrator:
             return self._fit(data, model, priors, theta, started)
 
     def _fit(self, data, model, priors, theta, started):
-        pool, fixed_mask = self._fixed(data, model)
-        data, free_mask, dropped = self._drop_invariant(data, ~fixed_mask)
+        pool, fixed_mask = fixed_items(self.fixed_pool, data, model)
+        data, free_mask, dropped = drop_invariant(data, ~fixed_mask, self.drop_invariant)
         fixed_mask = ~free_mask
         n_answered_person, _ = data.person_counts()
         n_empty_persons = int((n_answered_person == 0).sum())
@@ -449,6 +218,7 @@ class Calibrator:
         free = data.select(items=~fixed_mask)
 
         cols, shared_a = {
+            "Rasch": ([_em.B], False),  # log a stays at its start, 0
             "1PL": ([_em.LOGA, _em.B], True),
             "2PL": ([_em.LOGA, _em.B], False),
             "3PL": ([_em.LOGA, _em.B, _em.C], False),
@@ -474,6 +244,11 @@ class Calibrator:
             theta_start = start_post @ theta
             if model == "1PL":
                 shared_a, cols = False, [_em.B]  # the common a is the bank's
+            if model == "Rasch" and not np.allclose(x_fixed[:, _em.LOGA], 0.0, atol=1e-6):
+                raise CalibrationError(
+                    "fixed_pool: a Rasch calibration needs a bank with D*a = 1; this bank has D*a = "
+                    f"{np.exp(x_fixed[0, _em.LOGA]):.3g}"
+                )
         x = _em.start_values(free.answered, free.correct, c_start, theta_start)
         if pool is not None and model == "1PL":
             x[:, _em.LOGA] = x_fixed[0, _em.LOGA]
@@ -531,16 +306,18 @@ class Calibrator:
                 if estimate_latent:
                     # Kim (2006) MWU: the latent distribution is re-estimated from every E-step's
                     # posterior, as a histogram or as a normal with the posterior's mean and sd.
-                    before = _moments(theta, log_weights)
+                    before = _em.latent_moments(theta, log_weights)
                     log_weights = _em.latent_log_weights(theta, post, self.latent)
-                    latent_change = float(np.abs(np.subtract(_moments(theta, log_weights), before)).max())
+                    latent_change = float(
+                        np.abs(np.subtract(_em.latent_moments(theta, log_weights), before)).max()
+                    )
                 r, n = _em.expected_counts(free.answered, free.correct, post)
                 updated = _em.m_step(theta, r, n, x, priors, cols, shared_a)
                 # Mislevy (1986): the hierarchical prior means are an M-step of their own.
                 loga_rows = None if _em.LOGA not in cols else slice(0, 1) if shared_a else slice(None)
                 priors, hyper_change = priors.with_hyper_update(updated, loga_rows)
                 change = max(
-                    float(np.abs(_natural(updated) - _natural(x)).max()), latent_change, hyper_change
+                    float(np.abs(_em.natural(updated) - _em.natural(x)).max()), latent_change, hyper_change
                 )
                 x = updated
                 if bar is not None:
@@ -731,7 +508,7 @@ class Calibrator:
             "tol": float(self.tol),
             "last_max_change": float(last_change),
             "log_likelihood": float(marginal),
-            "log_posterior": float(marginal + _log_prior(priors, x, cols, shared_a)),
+            "log_posterior": float(marginal + log_prior(priors, x, cols, shared_a)),
             "latent_estimated": None if pool is None else self.latent,
             "latent_mean": latent_mean,
             "latent_sd": latent_sd,
@@ -765,36 +542,13 @@ class Calibrator:
         )
 
 
-def _log_prior(priors, x, cols, shared_a) -> float:
-    """Log prior of the estimated parameters; a common 1PL log a counts once."""
-    per_item = _em.Priors(
-        loga=priors.loga if _em.LOGA in cols and not shared_a else None, b=priors.b, c=priors.c
-    )
-    total = float(per_item.log_density(x).sum())
-    if shared_a:
-        total += float(_em.Priors(loga=priors.loga, b=None, c=None).log_density(x[:1])[0])
-    return total
-
-
-def _moments(theta, log_weights):
-    weights = np.exp(log_weights - log_weights.max())
-    weights /= weights.sum()
-    mean = float(weights @ theta)
-    return mean, float(np.sqrt(max(weights @ theta**2 - mean**2, 0.0)))
-
-
-def _natural(x):
-    """(a, b, c) from (log a, b, c), for the convergence check in the reported metric."""
-    return np.column_stack([np.exp(x[:, _em.LOGA]), x[:, _em.B], x[:, _em.C]])
-
-
 def calibrate(responses, model="3PL", *, fixed_pool=None, format="auto", **options) -> CalibrationReport:
     """Calibrate items by Bock-Aitkin MML-EM; ``Calibrator(model, ...).fit(responses).report_``.
 
     Parameters
     ----------
     responses : path, DataFrame, array_like of shape (n_persons, n_items) or ResponseMatrix
-    model : {'1PL', '2PL', '3PL'}
+    model : {'Rasch', '1PL', '2PL', '3PL'}
     fixed_pool : ItemPool, path or None
         Fixed-parameter calibration against these bank items (Kim 2006).
     format : {'auto', 'wide', 'long'}

@@ -13,6 +13,7 @@ parser row by row.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,17 @@ import pandas as pd
 from scipy import sparse
 
 from qbank._messages import SHOWN, shown
+from qbank.pool import ItemPool, PoolError, load_pool
 
-__all__ = ["LONG_COLUMNS", "CalibrationError", "ResponseMatrix", "read_responses"]
+__all__ = [
+    "LONG_COLUMNS",
+    "CalibrationError",
+    "CalibrationWarning",
+    "ResponseMatrix",
+    "drop_invariant",
+    "fixed_items",
+    "read_responses",
+]
 
 LONG_COLUMNS = ("person_id", "item_id", "response")
 _DENSE_MAX_CELLS = 4_000_000  # below this many person x item cells dense BLAS beats sparse products
@@ -374,3 +384,67 @@ def read_responses(source, format: str = "auto") -> ResponseMatrix:
             return ResponseMatrix.from_long(source)
         return ResponseMatrix.from_wide(source)
     return ResponseMatrix.from_wide(source)
+
+
+class CalibrationWarning(UserWarning):
+    """Something in a calibration deserves a look (non-convergence, dropped or bounded items)."""
+
+
+def fixed_items(pool, data: ResponseMatrix, model: str):
+    """The fixed pool (loaded) and the mask of response items it fixes; warns about its unused items."""
+    if pool is None:
+        return None, np.zeros(data.n_items, dtype=bool)
+    if not isinstance(pool, ItemPool):
+        try:
+            pool = load_pool(pool)
+        except PoolError as exc:
+            raise CalibrationError(f"fixed_pool: {exc}") from None
+    in_pool = np.isin(data.item_id, pool.item_id)
+    if not in_pool.any():
+        raise CalibrationError(
+            f"fixed_pool: none of its {pool.n_items} item ids occur in the responses "
+            f"(pool ids e.g. {shown(pool.item_id, 5)}, response ids e.g. {shown(data.item_id, 5)})"
+        )
+    if in_pool.all():
+        raise CalibrationError(
+            "fixed_pool: every item in the responses is fixed; there is nothing to calibrate"
+        )
+    unused = pool.item_id[~np.isin(pool.item_id, data.item_id)]
+    if unused.size:
+        warnings.warn(
+            f"fixed_pool: {unused.size} item(s) have no responses and are carried over unchanged: {shown(unused)}",
+            CalibrationWarning,
+            stacklevel=4,
+        )
+    if model in ("Rasch", "1PL"):
+        effective_a = pool.a * pool.D
+        if not np.allclose(effective_a, effective_a[0], rtol=1e-6):
+            raise CalibrationError(
+                "fixed_pool: a 1PL calibration needs a bank with one common D*a; "
+                f"this bank has D*a from {effective_a.min():.3g} to {effective_a.max():.3g}"
+            )
+    return pool, in_pool
+
+
+def drop_invariant(data: ResponseMatrix, free: np.ndarray, drop: bool):
+    """Raise on (or drop) free items whose answers are all equal; returns data, free mask, dropped ids."""
+    n_answered, n_correct = data.item_counts()
+    invariant = free & ((n_correct == 0) | (n_correct == n_answered))
+    if not invariant.any():
+        return data, free, []
+    described = [
+        f"{item} ({'no responses' if n == 0 else f'all {int(k > 0)} in {int(n)} responses'})"
+        for item, n, k in zip(data.item_id[invariant], n_answered[invariant], n_correct[invariant])
+    ]
+    if not drop:
+        raise CalibrationError(
+            f"{invariant.sum()} item(s) have no variance, so their parameters are not identified: "
+            f"{shown(described)}; remove them or pass drop_invariant=True (--drop-invariant)"
+        )
+    warnings.warn(
+        f"dropped {invariant.sum()} item(s) with no variance: {shown(described)}",
+        CalibrationWarning,
+        stacklevel=4,
+    )
+    keep = ~invariant
+    return data.select(items=keep), free[keep], [str(i) for i in data.item_id[invariant]]

@@ -369,3 +369,16 @@ def cross_product_covariance(scores, prior_curvature, n_items, n_cols, full_limi
     cross[:, np.arange(n_cols), np.arange(n_cols)] += prior_curvature.reshape(n_cols, n_items).T
     inverse = np.linalg.inv(cross)
     return inverse[:, np.arange(n_cols), np.arange(n_cols)].T.ravel(), "xpd-item-blocks"
+
+
+def latent_moments(theta, log_weights):
+    """Mean and sd of the latent distribution given by log weights on the grid."""
+    weights = np.exp(log_weights - log_weights.max())
+    weights /= weights.sum()
+    mean = float(weights @ theta)
+    return mean, float(np.sqrt(max(weights @ theta**2 - mean**2, 0.0)))
+
+
+def natural(x):
+    """(a, b, c) from (log a, b, c), for the convergence check in the reported metric."""
+    return np.column_stack([np.exp(x[:, LOGA]), x[:, B], x[:, C]])

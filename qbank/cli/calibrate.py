@@ -127,7 +127,7 @@ def calibrate(
     except CalibrationError as exc:
         raise click.BadParameter(str(exc), param_hint="--responses") from None
     calibrator = Calibrator(
-        model.upper(),
+        model,
         fixed_pool=fixed_pool,
         latent=latent,
         drop_invariant=drop_invariant,
