@@ -203,3 +203,21 @@ def test_calibrate_names_poorly_determined_items(tmp_path):
         cli, ["calibrate", "--responses", str(responses), "--se-b-limit", "0", "--out", str(out)]
     )
     assert bad.exit_code == 2 and "--se-b-limit" in bad.output
+
+
+def test_calibrate_rasch_fixes_a_at_one(tmp_path):
+    pool = ItemPool.from_arrays(np.ones(10), np.linspace(-1.5, 1.5, 10), np.zeros(10))
+    responses = tmp_path / "responses.csv"
+    _long_responses(pool, 1500, seed=4).to_csv(responses, index=False)
+    out = tmp_path / "rasch.csv"
+    result = CliRunner().invoke(
+        cli, ["calibrate", "--responses", str(responses), "--model", "rasch", "--out", str(out), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    calibrated = load_pool(out)
+    np.testing.assert_array_equal(calibrated.a, 1.0)
+    np.testing.assert_array_equal(calibrated.c, 0.0)
+    np.testing.assert_allclose(calibrated.b, pool.b, atol=0.25)
+    report = json.loads((tmp_path / "rasch.report.json").read_text())
+    assert report["summary"]["model"] == "Rasch"
+    assert all(item["se_a"] is None for item in report["items"])  # a is not estimated
