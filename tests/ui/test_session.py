@@ -78,3 +78,17 @@ def test_forms_without_the_csrf_token_are_refused(database_url):
         assert started.status_code == 403 and "CSRF" in started.json()["detail"]
         signed_out = client.post("/signout", data={"csrf_token": "wrong"})
         assert signed_out.status_code == 403
+
+
+def test_sign_out_revokes_the_session_token(database_url):
+    import re
+
+    with _client(database_url, "dev") as client:
+        client.post("/signin/dev", data={"user_id": "bob", "role": "student"})
+        token = client.cookies.get(COOKIE_NAME)
+        home = client.get("/")
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', home.text).group(1)
+        assert client.post("/signout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+        # The token itself is refused now, by the API too, not only forgotten by the browser.
+        r = client.get("/v1/quizzes/none", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401 and r.json()["detail"] == "token signed out"
