@@ -38,6 +38,14 @@ _EXPORTS = {
         "session_rng",
         "sh_p_from_frame",
     ),
+    "qbank.rules": (
+        "CatRules",
+        "FirstItem",
+        "audit_test",
+        "rules_from_bundle",
+        "rules_from_settings",
+        "run_test",
+    ),
     "qbank.simulation": ("SimulationResult", "draw_abilities", "simulate"),
     "qbank.stopping": ("FixedLength", "StandardError"),
 }

@@ -11,6 +11,7 @@ import numpy as np
 
 from qbank.estimation import EAP, EDGE_SHARE
 from qbank.irt import probability, probability_elementwise
+from qbank.rules import FirstItem, first_estimate
 from qbank.selection import Selector, exposure_draws, select_next
 
 
@@ -54,7 +55,9 @@ def _estimate_from_history(pool, estimator, administered, responses, rows):
     return estimator.estimate(pool.a[safe], pool.b[safe], pool.c[safe], pool.D[safe], resp)
 
 
-def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, theta_bins, strata_cuts):
+def _simulate_chunk(
+    pool, theta, stopping, selector, estimator, rng, index, theta_bins, strata_cuts, first_item
+):
     """Run one chunk of examinees through the whole test (validation assumed).
 
     Returns integer counts, the float sums by true-theta bin ``(n_bins, 5)`` and the
@@ -86,13 +89,7 @@ def _simulate_chunk(pool, theta, stopping, selector, estimator, rng, index, thet
         likelihood_table = np.concatenate([p_table, 1.0 - p_table])  # correct rows, then wrong
         moment_basis = np.stack([np.ones_like(grid), grid, grid * grid], axis=1)
         posterior = np.tile(estimator.prior, (n, 1))
-        no_answers = np.empty((1, 0))
-        start = estimator.estimate(no_answers, no_answers, no_answers, no_answers, no_answers)
-        theta_hat, se = np.full(n, start[0][0]), np.full(n, start[1][0])
-    else:
-        prior_mean = getattr(estimator, "prior_mean", 0.0)
-        theta_hat = np.full(n, prior_mean)
-        se = np.full(n, getattr(estimator, "prior_sd", 1.0))
+    theta_hat, se = first_estimate(estimator, first_item, n)  # the service's start too
 
     active = np.arange(n)
     exhausted = 0
@@ -197,6 +194,7 @@ class _Rules:
     chunk_size: int
     keep_estimates: bool
     keep_examinees: bool
+    first_item: FirstItem
 
 
 @dataclass
@@ -226,6 +224,7 @@ def _run_task(pool, index, rules: _Rules, theta, generators) -> _TaskResult:
             index,
             rules.theta_bins,
             rules.strata_cuts,
+            rules.first_item,
         )
         if total is None:
             total = counts

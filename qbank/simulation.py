@@ -28,6 +28,7 @@ import pandas as pd
 from qbank._chunk import _Rules, _run_task, _TaskResult
 from qbank.estimation import EAP, MLE
 from qbank.pool import ItemPool
+from qbank.rules import FirstItem
 from qbank.scale_out import Task, executor_for
 from qbank.selection import InformationIndex, Selector
 from qbank.stopping import FixedLength
@@ -320,7 +321,9 @@ def simulate(
     keep_examinees: bool = True,
     keep_estimates: bool = True,
     strata_cuts=None,
-    progress: bool = False,
+    first_item=None,
+    rules=None,
+    progress=False,
     client=None,
 ) -> SimulationResult:
     """Simulate computerized adaptive tests for many examinees at once.
@@ -355,8 +358,15 @@ def simulate(
     strata_cuts : array_like, optional
         Cut points of true-theta strata; selections and administrations are then also
         tallied per (item, stratum) (see :meth:`SimulationResult.stratum_rates`).
-    progress : bool
-        Show a progress bar over tasks (groups of chunks).
+    first_item : FirstItem, optional
+        Where the first item is chosen (default: at the estimator's starting estimate).
+    rules : CatRules, optional
+        The complete rules (:func:`qbank.rules_from_bundle`, :func:`qbank.rules_from_settings`)
+        instead of ``selector``, ``stopping``, ``estimator``, ``first_item`` and (unless given)
+        ``exposure_target``.
+    progress : bool or callable
+        Show a progress bar over tasks (groups of chunks); a callable is called
+        ``progress(done, n_tasks)`` as tasks finish instead.
     client : dask.distributed.Client, optional
         Run the chunks as tasks on this Dask cluster (see docs/scale-out.md); the result is the
         same, bit for bit, as in-process. Default: in this process, without importing Dask.
@@ -365,6 +375,16 @@ def simulate(
     -------
     SimulationResult
     """
+    if rules is not None:
+        if any(x is not None for x in (selector, stopping, estimator, first_item)):
+            raise ValueError("give rules, or selector/stopping/estimator/first_item, not both")
+        selector, stopping, estimator, first_item = (
+            rules.selector,
+            rules.stopping,
+            rules.estimator,
+            rules.first_item,
+        )
+        exposure_target = rules.exposure_target if exposure_target is None else exposure_target
     executor = executor_for(client)
     run = plan_simulation(
         pool,
@@ -382,14 +402,20 @@ def simulate(
         keep_examinees=keep_examinees,
         keep_estimates=keep_estimates,
         strata_cuts=strata_cuts,
+        first_item=first_item,
         slots=executor.slots,
     )
+    if callable(progress):
+        return run_simulations([run], executor, on_task=progress)[0]
     return run_simulations([run], executor, progress="simulating" if progress else None)[0]
 
 
-def run_simulations(runs: list, executor, progress: str | None = None) -> list[SimulationResult]:
+def run_simulations(
+    runs: list, executor, progress: str | None = None, on_task=None
+) -> list[SimulationResult]:
     """Run the tasks of several planned simulations together (one pool of tasks, so a study
-    keeps every worker busy) and assemble each run's result."""
+    keeps every worker busy) and assemble each run's result; ``on_task(done, n_tasks)`` is
+    called as tasks finish."""
     tasks, owner = [], []
     for r, run in enumerate(runs):
         tasks.extend(run.tasks)
@@ -397,7 +423,9 @@ def run_simulations(runs: list, executor, progress: str | None = None) -> list[S
     outcomes = [[None] * len(run.tasks) for run in runs]
     offsets = np.cumsum([0] + [len(run.tasks) for run in runs])
     arrivals = [[] for _ in runs]
-    for i, outcome, arrival in executor.run(tasks, progress):
+    for done, (i, outcome, arrival) in enumerate(executor.run(tasks, progress), start=1):
+        if on_task is not None:
+            on_task(done, len(tasks))
         r = owner[i]
         outcomes[r][i - offsets[r]] = outcome
         arrivals[r].append((arrival - outcome.seconds, arrival))
@@ -476,6 +504,7 @@ def plan_simulation(
     keep_examinees=True,
     keep_estimates=True,
     strata_cuts=None,
+    first_item=None,
     slots: int = 1,
 ) -> SimulationPlan:
     """Check the arguments of :func:`simulate` (same meaning), draw the true abilities, spawn one
@@ -518,6 +547,7 @@ def plan_simulation(
     index = None
     if selector.rule != "a_stratified":
         index = InformationIndex.tiers(pool, stopping.max_length + max(selector.depth, 10), bounds=bounds)
+    first_item = first_item if isinstance(first_item, FirstItem) else FirstItem.from_dict(first_item)
     rules = _Rules(
         stopping,
         selector,
@@ -527,6 +557,7 @@ def plan_simulation(
         int(chunk_size),
         keep_estimates,
         keep_examinees,
+        first_item,
     )
     # Tasks of about _EXAMINEE_STEPS_PER_TASK (scheduler overhead stays small), yet at least
     # _TASKS_PER_SLOT per worker thread when the run has that many chunks (load balance).
@@ -543,6 +574,7 @@ def plan_simulation(
         "selector": selector.to_dict(),
         "estimator": type(estimator).__name__.lower(),
         "stopping": stopping.to_dict(),
+        "first_item": first_item.to_dict(),
         "chunk_size": int(chunk_size),
     }
     return SimulationPlan(pool, theta, rules, tasks, exposure_target, settings)

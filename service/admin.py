@@ -22,10 +22,10 @@ def exposure_items(session: Session, tenant_id: str, limit: int, days: int = 7) 
     return exposure_admin.exposure_items(session, tenant_id, limit, days)
 
 
-def set_sh(session: Session, tenant_id: str, actor: str, question_id: int, version: int, sh_p: float) -> None:
-    """Set K_i of a question version of the tenant, every stratum included (new quizzes use it);
-    audited; commits."""
-    exposure_admin.set_override(session, tenant_id, actor, question_id, version, sh_p)
+def set_sh(session: Session, tenant_id: str, actor: str, question_id: int, version: int, sh_p: float) -> dict:
+    """Set K_i of a question version of the tenant, every stratum included, as a new unvalidated
+    bundle revision (in force once validated and promoted); audited; commits."""
+    return exposure_admin.set_override(session, tenant_id, actor, question_id, version, sh_p)
 
 
 def reestimate(
@@ -38,11 +38,20 @@ def reestimate(
     floor: float,
     ceil: float,
     min_sessions: int = 1,
+    exam_code: str = "DEMO-EXAM",
 ) -> dict:
     """The scaffold's heuristic on exposure rates (share of the window's quizzes that administered
     each item; :func:`exposure_admin.reestimate_heuristic`); commits."""
     return exposure_admin.reestimate_heuristic(
-        session, tenant_id, actor, tau=tau, days=days, floor=floor, ceil=ceil, min_sessions=min_sessions
+        session,
+        tenant_id,
+        actor,
+        tau=tau,
+        days=days,
+        floor=floor,
+        ceil=ceil,
+        min_sessions=min_sessions,
+        exam_code=exam_code,
     )
 
 

@@ -42,7 +42,6 @@ The exposure rate of an item is the share of quizzes that administered it (DESIG
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import uuid
@@ -51,31 +50,31 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
-from sqlalchemy import delete, distinct, func, insert, select, update
+from sqlalchemy import distinct, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from qbank._messages import shown
 from qbank.exposure import (
     BUNDLE_JSON_SCHEMA,
-    bundle_simulation_settings,
     noise_tolerance,
     validate_bundle,
 )
 from qbank.pool import ItemPool, PoolError
-from qbank.selection import RULES, Selector
+from qbank.rules import rules_from_bundle
+from qbank.selection import RULES
 from qbank.simulation import simulate
 from service.db import dialect_insert
 from service.errors import Conflict, Invalid, NotFound
 from service.events import audit, emit
-from service.exposure_models import ExposureBundleInfo, ExposureKSet, ItemDailyExposure, ItemExposureStratum
+from service.exposure.rules import active_bundle
+from service.exposure_models import ExposureBundleInfo, ItemDailyExposure
 from service.models import (
     AuditLog,
     CohortAssignment,
     ExposureBundle,
     FeatureFlag,
     ItemCalibration,
-    ItemExposureControl,
     Question,
     QuestionPublication,
     QuestionVersion,
@@ -84,20 +83,17 @@ from service.models import (
     UserResponse,
     utcnow,
 )
-from service.pools import _LRU, PoolView
 from service.quiz_window import window_clauses
 
 SELECTOR_FLAG = "selector_strategy"
 SELECTOR_ALIASES = {"vanilla": "max_info"}
 SELECTOR_RULES = RULES
 EXPOSURE_RULES = ("sympson_hetter", "conditional_sympson_hetter")
-BUNDLE_STATUSES = ("staged", "draft", "active", "superseded")
+BUNDLE_STATUSES = ("staged", "draft", "unvalidated", "active", "superseded")
 # Every reason a bundle is refused falls under one of these checks (named in the refusal).
 CHECKS = ("malformed", "converged", "validation", "live_calibration", "checksum", "consistency")
 PREDICTION_EXAMINEES = 20_000  # simulees behind a bundle's predicted per-item exposure rates
 AUDIT_PREFIXES = ("bundle.", "exposure.", "flag.", "cohort.", "calibration.")
-
-_K_SETS = _LRU(64)  # immutable, content-addressed: safe to share across sessions and threads
 
 
 class BundleRefused(Invalid):
@@ -231,7 +227,13 @@ def _classify(problem: str) -> str:
 
 
 def check_against_live(
-    session: Session, tenant_id: str, exam_code: str, document, *, with_calibration: bool = False
+    session: Session,
+    tenant_id: str,
+    exam_code: str,
+    document,
+    *,
+    with_calibration: bool = False,
+    require_validation: bool = True,
 ) -> pd.DataFrame:
     """Check a bundle for ``exam_code``: schema, convergence, validation within ``r_max + tolerance``,
     checksums, and agreement with the live calibration (ids, order, parameters; with
@@ -265,7 +267,7 @@ def check_against_live(
     except PoolError as exc:
         pool = None
         problems.append(f"items: {exc}")
-    problems += validate_bundle(document, pool)
+    problems += validate_bundle(document, pool, require_validation=require_validation)
     if problems:
         checks = [check for check in CHECKS if any(_classify(p) == check for p in problems)]
         raise BundleRefused(checks, problems)
@@ -275,7 +277,7 @@ def check_against_live(
 # ---------------------------------------------------------------------------- bundles
 def _summary(bundle: ExposureBundle, info: ExposureBundleInfo | None) -> dict:
     doc = bundle.document
-    validation = doc.get("validation", {})
+    validation = doc.get("validation")
     return {
         "id": bundle.id,
         "exam_code": bundle.exam_code,
@@ -295,8 +297,15 @@ def _summary(bundle: ExposureBundle, info: ExposureBundleInfo | None) -> dict:
         "source": info.source if info else "upload",
         "carries_calibration": bool(info.carries_calibration) if info else False,
         "note": info.note if info else "",
+        "parent_id": bundle.parent_id,
+        "reason": bundle.reason,
+        "revision": doc.get("revision"),
+        "validated": validation is not None,
+        "validation_state": info.validation_state if info else None,
+        "validation_progress": info.validation_progress if info else None,
+        "validation_message": info.validation_message if info else None,
         "validation": {
-            key: validation.get(key)
+            key: (validation or {}).get(key)
             for key in (
                 "n_examinees",
                 "max_exposure",
@@ -458,66 +467,6 @@ def bundle_detail(session: Session, tenant_id: str, bundle_id: str) -> dict:
     }
 
 
-def active_bundle(session: Session, tenant_id: str, exam_code: str) -> ExposureBundle | None:
-    """The bundle in force for the exam, if any."""
-    return session.scalar(
-        select(ExposureBundle).where(
-            ExposureBundle.tenant_id == tenant_id,
-            ExposureBundle.exam_code == exam_code,
-            ExposureBundle.status == "active",
-        )
-    )
-
-
-def _strata_bounds(cuts) -> list[tuple]:
-    edges = [None, *cuts, None]
-    return list(itertools.pairwise(edges))
-
-
-def _write_parameters(session: Session, tenant_id: str, bundle: ExposureBundle, rows: pd.DataFrame) -> None:
-    """K in force := the bundle's, for its items (``rows``: live items in bundle order)."""
-    doc = bundle.document
-    question_ids = [int(q) for q in rows["question_id"]]
-    session.execute(delete(ItemExposureStratum).where(ItemExposureStratum.question_id.in_(question_ids)))
-    if doc["selector"] == "conditional_sympson_hetter":
-        bounds = _strata_bounds(doc["strata"]["theta_cuts"])
-        session.execute(
-            insert(ItemExposureStratum),
-            [
-                {
-                    "question_id": int(qid),
-                    "version": int(version),
-                    "stratum": j,
-                    "tenant_id": tenant_id,
-                    "theta_low": low,
-                    "theta_high": high,
-                    "sh_p": float(k),
-                    "bundle_id": bundle.id,
-                    "updated_at": utcnow(),
-                }
-                for qid, version, item in zip(rows["question_id"], rows["version"], doc["items"])
-                for j, ((low, high), k) in enumerate(zip(bounds, item["sh_p"]))
-            ],
-        )
-        return
-    existing = {
-        (r.question_id, r.version): r
-        for r in session.scalars(
-            select(ItemExposureControl).where(ItemExposureControl.question_id.in_(question_ids))
-        )
-    }
-    for qid, version, item in zip(rows["question_id"], rows["version"], doc["items"]):
-        row = existing.get((int(qid), int(version)))
-        if row is None:
-            session.add(
-                ItemExposureControl(
-                    question_id=int(qid), version=int(version), tenant_id=tenant_id, sh_p=float(item["sh_p"])
-                )
-            )
-        else:
-            row.sh_p, row.tenant_id = float(item["sh_p"]), tenant_id
-
-
 def _import_bundle_calibration(
     session: Session, tenant_id: str, bundle: ExposureBundle, rows: pd.DataFrame
 ) -> None:
@@ -554,7 +503,13 @@ def _import_bundle_calibration(
 
 
 def promote_bundle(
-    session: Session, tenant_id: str, actor: str, bundle_id: str, *, action: str = "bundle.promote"
+    session: Session,
+    tenant_id: str,
+    actor: str,
+    bundle_id: str,
+    *,
+    action: str = "bundle.promote",
+    force: bool = False,
 ) -> dict:
     """Make a bundle the one in force for its exam, atomically; commits.
 
@@ -594,11 +549,25 @@ def promote_bundle(
     if bundle.status == "active":
         session.rollback()
         raise Conflict(f"exposure bundle {bundle_id} is already active for exam {bundle.exam_code!r}")
+    unvalidated = bundle.document.get("validation") is None
+    if unvalidated and not force:
+        session.rollback()
+        raise Conflict(
+            f"exposure bundle {bundle_id} is an unvalidated revision: run a validation "
+            "(POST .../validate) or promote it with force=true"
+        )
+    if unvalidated:
+        action = "bundle.promote_unvalidated"
     info = session.get(ExposureBundleInfo, bundle.id)
     carries = bool(info and info.carries_calibration)
     try:
         live = check_against_live(
-            session, tenant_id, bundle.exam_code, bundle.document, with_calibration=carries
+            session,
+            tenant_id,
+            bundle.exam_code,
+            bundle.document,
+            with_calibration=carries,
+            require_validation=not unvalidated,
         )
     except BundleRefused:
         session.rollback()
@@ -606,7 +575,6 @@ def promote_bundle(
     rows = live.set_index("ref").loc[[item["item_id"] for item in bundle.document["items"]]].reset_index()
     if carries:
         _import_bundle_calibration(session, tenant_id, bundle, rows)
-    _write_parameters(session, tenant_id, bundle, rows)
     now = utcnow()
     previous = [b.id for b in current]
     for old in current:
@@ -659,88 +627,6 @@ def rollback_bundle(session: Session, tenant_id: str, actor: str, exam_code: str
 
 
 # ---------------------------------------------------------------------------- parameters in force
-def _version_exists(session: Session, tenant_id: str, question_id: int, version: int) -> bool:
-    return (
-        session.scalar(
-            select(QuestionVersion.id)
-            .join(Question, Question.id == QuestionVersion.question_id)
-            .where(
-                Question.tenant_id == tenant_id,
-                QuestionVersion.question_id == question_id,
-                QuestionVersion.version == version,
-            )
-        )
-        is not None
-    )
-
-
-def set_override(
-    session: Session,
-    tenant_id: str,
-    actor: str,
-    question_id: int,
-    version: int,
-    sh_p: float,
-    stratum: int | None = None,
-) -> dict:
-    """Override ``K`` of a question version by hand; audited (``exposure.set``); commits.
-
-    Without ``stratum`` it sets the classic ``sh_p`` and every per-stratum value the item has;
-    with ``stratum`` only that stratum's (which a conditional bundle must have written).
-    New quizzes use it; running ones keep what they pinned.
-
-    Returns
-    -------
-    dict
-        ``{question_id, version, stratum, sh_p, previous}`` (``previous``: the classic value, or
-        the stratum's).
-
-    Raises
-    ------
-    Invalid (sh_p outside [0, 1], unknown stratum), NotFound
-    """
-    if not (isinstance(sh_p, (int, float)) and 0.0 <= float(sh_p) <= 1.0):
-        raise Invalid(f"sh_p: must be a number in [0, 1], got {sh_p!r}")
-    if not _version_exists(session, tenant_id, question_id, version):
-        raise NotFound(f"question {question_id} version {version} not found")
-    sh_p = float(sh_p)
-    strata = session.scalars(
-        select(ItemExposureStratum)
-        .where(ItemExposureStratum.question_id == question_id, ItemExposureStratum.version == version)
-        .order_by(ItemExposureStratum.stratum)
-    ).all()
-    if stratum is None:
-        row = session.get(ItemExposureControl, (question_id, version))
-        previous = 1.0 if row is None else row.sh_p
-        if row is None:
-            session.add(
-                ItemExposureControl(question_id=question_id, version=version, tenant_id=tenant_id, sh_p=sh_p)
-            )
-        else:
-            row.sh_p = sh_p
-        for cell in strata:
-            cell.sh_p = sh_p
-    else:
-        cell = next((c for c in strata if c.stratum == stratum), None)
-        if cell is None:
-            where = f"in stratum {stratum}" if strata else "(no conditional bundle was promoted for it)"
-            raise Invalid(
-                f"stratum: question {question_id} version {version} has no per-stratum sh_p {where}"
-            )
-        previous, cell.sh_p = cell.sh_p, sh_p
-    # The scaffold's audit entry ({"sh_p"}) for the classic value; a stratum's says which and what it was.
-    details = {"sh_p": sh_p} if stratum is None else {"sh_p": sh_p, "stratum": stratum, "previous": previous}
-    audit(session, tenant_id, actor, "exposure.set", "question_version", f"{question_id}:{version}", details)
-    session.commit()
-    return {
-        "question_id": question_id,
-        "version": version,
-        "stratum": stratum,
-        "sh_p": sh_p,
-        "previous": previous,
-    }
-
-
 def _window_exposure(
     session: Session, tenant_id: str, days: int, exam_code: str | None = None
 ) -> tuple[int, dict]:
@@ -758,19 +644,22 @@ def _window_exposure(
 
 
 def exposure_items(session: Session, tenant_id: str, limit: int, days: int = 7) -> list[dict]:
-    """Live item versions with the exposure parameters in force and their recent exposure.
+    """Live item versions with the K in force (the active bundle revision's) and their recent exposure.
 
     Returns
     -------
     list of dict
-        Most attempted first: ``question_id, version, topic_id, sh_p`` (classic K in force, 1.0
-        when unset), ``sh_p_strata`` (per-stratum K in force, or null), ``bundle_sh_p`` (the
-        active bundle's K for the item: a number, a list per stratum, or null when no active
-        bundle holds it), ``overridden`` (K in force differs from the active bundle's),
-        ``recent_attempts`` (answers in the window), ``quizzes_administered`` and
-        ``exposure_rate`` (share of the window's quizzes that administered the item; null
-        without quizzes), ``window_quizzes``.
+        Most attempted first: ``question_id, version, topic_id, sh_p`` (classic K of the active
+        bundle, 1.0 without one; the first stratum's for a conditional bundle), ``sh_p_strata``
+        (per-stratum K of a conditional active bundle, or null), ``bundle_sh_p`` (the active
+        bundle's K: a number, a list per stratum, or null when no active bundle holds the item),
+        ``pending_sh_p`` and ``overridden`` (K in the exam's newest revision awaiting validation
+        or promotion, and whether it differs from the active one), ``recent_attempts`` (answers
+        in the window), ``quizzes_administered`` and ``exposure_rate`` (share of the window's
+        quizzes that administered the item; null without quizzes), ``window_quizzes``.
     """
+    from service.exposure.revisions import parent_revision
+
     cutoff = utcnow() - timedelta(days=days)
     attempts = (
         select(UserResponse.question_version_id, func.count().label("n"))
@@ -778,61 +667,49 @@ def exposure_items(session: Session, tenant_id: str, limit: int, days: int = 7) 
         .group_by(UserResponse.question_version_id)
         .subquery()
     )
-    live = select(QuestionPublication.question_version_id).where(QuestionPublication.tenant_id == tenant_id)
     rows = session.execute(
         select(
             QuestionVersion.question_id,
             QuestionVersion.version,
             QuestionVersion.topic_id,
             Question.external_ref,
-            ItemExposureControl.sh_p,
+            QuestionPublication.exam_code,
             func.coalesce(attempts.c.n, 0).label("recent"),
         )
         .join(Question, Question.id == QuestionVersion.question_id)
-        .where(QuestionVersion.id.in_(live))
-        .outerjoin(
-            ItemExposureControl,
-            (ItemExposureControl.question_id == QuestionVersion.question_id)
-            & (ItemExposureControl.version == QuestionVersion.version),
-        )
+        .join(QuestionPublication, QuestionPublication.question_version_id == QuestionVersion.id)
+        .where(QuestionPublication.tenant_id == tenant_id)
         .outerjoin(attempts, attempts.c.question_version_id == QuestionVersion.id)
         .order_by(func.coalesce(attempts.c.n, 0).desc(), QuestionVersion.question_id)
         .limit(limit)
     ).all()
-    question_ids = [int(r[0]) for r in rows]
-    strata: dict = {}
-    for cell in session.scalars(
-        select(ItemExposureStratum)
-        .where(ItemExposureStratum.tenant_id == tenant_id, ItemExposureStratum.question_id.in_(question_ids))
-        .order_by(ItemExposureStratum.stratum)
-    ):
-        strata.setdefault((cell.question_id, cell.version), []).append(cell.sh_p)
-    bundle_k = {}
-    for bundle in session.scalars(
-        select(ExposureBundle).where(ExposureBundle.tenant_id == tenant_id, ExposureBundle.status == "active")
-    ):
-        bundle_k.update({item["item_id"]: item["sh_p"] for item in bundle.document["items"]})
+    active_k, pending_k = {}, {}
+    for exam_code in sorted({r.exam_code for r in rows}):
+        bundle = active_bundle(session, tenant_id, exam_code)
+        if bundle is not None:
+            active_k[exam_code] = {item["item_id"]: item["sh_p"] for item in bundle.document["items"]}
+        pending = parent_revision(session, tenant_id, exam_code)
+        if pending is not None and pending is not bundle:
+            pending_k[exam_code] = {item["item_id"]: item["sh_p"] for item in pending.document["items"]}
     n_quizzes, administered = _window_exposure(session, tenant_id, days)
     session.commit()  # ends the read transaction
     out = []
-    for qid, version, topic_id, ref, sh_p, recent in rows:
-        in_force = 1.0 if sh_p is None else float(sh_p)
-        in_force_strata = strata.get((qid, version))
-        from_bundle = bundle_k.get(ref if ref else f"question:{qid}")
-        if isinstance(from_bundle, list):
-            overridden = in_force_strata is None or not np.allclose(in_force_strata, from_bundle, atol=1e-12)
-        else:
-            overridden = from_bundle is not None and abs(in_force - from_bundle) > 1e-12
+    for qid, version, topic_id, ref, exam_code, recent in rows:
+        ref = ref if ref else f"question:{qid}"
+        from_bundle = active_k.get(exam_code, {}).get(ref)
+        pending = pending_k.get(exam_code, {}).get(ref)
+        in_force = 1.0 if from_bundle is None else from_bundle
         n_administered = administered.get((int(qid), int(version)), 0)
         out.append(
             {
                 "question_id": qid,
                 "version": version,
                 "topic_id": topic_id,
-                "sh_p": in_force,
-                "sh_p_strata": in_force_strata,
+                "sh_p": float(in_force[0] if isinstance(in_force, list) else in_force),
+                "sh_p_strata": in_force if isinstance(in_force, list) else None,
                 "bundle_sh_p": from_bundle,
-                "overridden": bool(overridden),
+                "pending_sh_p": pending,
+                "overridden": pending is not None and pending != in_force,
                 "recent_attempts": int(recent),
                 "quizzes_administered": n_administered,
                 "exposure_rate": n_administered / n_quizzes if n_quizzes else None,
@@ -842,98 +719,7 @@ def exposure_items(session: Session, tenant_id: str, limit: int, days: int = 7) 
     return out
 
 
-# ---------------------------------------------------------------------------- live exposure control
-def _k_set_id(tenant_id: str, cuts: list, sh_p: list) -> str:
-    canonical = json.dumps({"tenant": tenant_id, "cuts": cuts, "sh_p": sh_p}, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def ensure_k_set(session: Session, tenant_id: str, view: PoolView, cuts: list) -> str:
-    """Id of the per-stratum parameters in force for ``view``'s items (pool order), writing
-    the row if new (no commit). Items without per-stratum values use their classic ``sh_p``
-    in every stratum."""
-    n_strata = len(cuts) + 1
-    sh_p = np.repeat(view.sh_p[:, None], n_strata, axis=1)
-    position = {(int(q), int(v)): i for i, (q, v) in enumerate(zip(view.question_id, view.version))}
-    cells = session.execute(
-        select(
-            ItemExposureStratum.question_id,
-            ItemExposureStratum.version,
-            ItemExposureStratum.stratum,
-            ItemExposureStratum.sh_p,
-        ).where(
-            ItemExposureStratum.tenant_id == tenant_id,
-            ItemExposureStratum.question_id.in_([int(q) for q in view.question_id]),
-        )
-    ).all()
-    for qid, version, stratum, k in cells:
-        i = position.get((int(qid), int(version)))
-        if i is not None and stratum < n_strata:
-            sh_p[i, stratum] = k
-    matrix = sh_p.tolist()
-    cuts = [float(c) for c in cuts]
-    k_set_id = _k_set_id(tenant_id, cuts, matrix)
-    if session.get(ExposureKSet, k_set_id) is None:
-        try:
-            with session.begin_nested():
-                session.add(ExposureKSet(id=k_set_id, tenant_id=tenant_id, theta_cuts=cuts, sh_p=matrix))
-        except IntegrityError:
-            pass  # another request wrote the same content first
-    return k_set_id
-
-
-def pin_exposure(
-    session: Session,
-    tenant_id: str,
-    exam_code: str,
-    view: PoolView,
-    selector: dict,
-    *,
-    daily_cap: int | None = None,
-) -> tuple[str | None, dict]:
-    """What a new quiz pins: the active bundle's id and, in its selector configuration, the
-    per-stratum parameters (``k_set``, ``theta_cuts``) for the conditional rule and the daily cap.
-
-    The conditional rule needs an active conditional bundle (its strata); without one the
-    quiz runs classic Sympson-Hetter and says so in ``fallback``.
-    """
-    bundle = active_bundle(session, tenant_id, exam_code)
-    config = dict(selector)
-    if bundle is not None:
-        config["bundle_id"] = bundle.id
-    if config["rule"] == "conditional_sympson_hetter":
-        if bundle is None or bundle.document["selector"] != "conditional_sympson_hetter":
-            config["rule"] = "sympson_hetter"
-            config["fallback"] = "conditional_sympson_hetter needs an active conditional bundle for the exam"
-        else:
-            cuts = bundle.document["strata"]["theta_cuts"]
-            config["theta_cuts"] = cuts
-            config["k_set"] = ensure_k_set(session, tenant_id, view, cuts)
-    if daily_cap:
-        config["daily_cap"] = int(daily_cap)
-    return (None if bundle is None else bundle.id), config
-
-
-def quiz_selector(session: Session, config: dict, view: PoolView) -> Selector:
-    """The core's selector for a quiz's pinned configuration (see :func:`pin_exposure`)."""
-    rule = config["rule"]
-    if rule == "conditional_sympson_hetter":
-        matrix = _K_SETS.get(config["k_set"])
-        if matrix is None:
-            row = session.get(ExposureKSet, config["k_set"])
-            if row is None:
-                raise NotFound(f"exposure parameter set {config['k_set']} not found")
-            matrix = np.asarray(row.sh_p, dtype=float)
-            _K_SETS.put(config["k_set"], matrix)
-        return Selector(rule, sh_p=matrix, theta_cuts=np.asarray(config["theta_cuts"], dtype=float))
-    return Selector(
-        rule,
-        k=config.get("k", 5),
-        n_strata=config.get("n_strata", 4),
-        sh_p=view.sh_p if rule == "sympson_hetter" else None,
-    )
-
-
+# ---------------------------------------------------------------------------- daily cap
 _upsert = dialect_insert
 
 
@@ -1321,7 +1107,7 @@ def predicted_rates(session: Session, bundle: ExposureBundle) -> tuple[dict, int
     n_examinees = int(min(doc["validation"]["n_examinees"], PREDICTION_EXAMINEES))
     seed = doc["validation"]["seed"]
     distribution = doc["simulation"]["theta_distribution"]
-    settings = bundle_simulation_settings(doc, pool)
+    settings = rules_from_bundle(doc, pool).simulation_kwargs()
     settings.pop("strata_cuts", None)
     result = simulate(
         pool,
@@ -1476,88 +1262,6 @@ def audit_trail(session: Session, tenant_id: str, limit: int = 100) -> list[dict
 
 
 # ---------------------------------------------------------------------------- re-estimation
-def reestimate_heuristic(
-    session: Session,
-    tenant_id: str,
-    actor: str,
-    *,
-    tau: float,
-    days: int,
-    floor: float,
-    ceil: float,
-    min_sessions: int = 1,
-    exam_code: str | None = None,
-) -> dict:
-    """The scaffold's heuristic on exposure rates; audited (``exposure.reestimate``); commits.
-
-    For every item administered in the quizzes started in the last ``days``, with
-    ``P(A_i)`` = share of those quizzes that administered it and ``K_i`` the classic ``sh_p``
-    in force: ``K_i <- K_i tau / P(A_i)`` when ``P(A_i) > tau``, else ``K_i (1 + (tau - P(A_i)) / 4)``,
-    clipped to ``[floor, ceil]``. Under Sympson-Hetter ``P(A_i) = K_i P(S_i)``, so the first
-    branch is the Sympson & Hetter (1985) update ``tau / P(S_i)`` written with what the
-    service observes; the second lets a controlled item regain exposure slowly.
-
-    Returns
-    -------
-    dict
-        ``{updated, sessions, items: [{question_id, version, exposure_rate, sh_p_old, sh_p_new}]}``.
-    """
-    n_sessions, administered = _window_exposure(session, tenant_id, days, exam_code)
-    if n_sessions < min_sessions or n_sessions == 0:
-        session.commit()
-        return {"updated": 0, "sessions": n_sessions, "items": []}
-    current = {
-        (r.question_id, r.version): r
-        for r in session.scalars(
-            select(ItemExposureControl).where(ItemExposureControl.tenant_id == tenant_id)
-        )
-    }
-    changes = []
-    for (question_id, version), n in sorted(administered.items()):
-        rate = n / n_sessions
-        row = current.get((question_id, version))
-        old = 1.0 if row is None else row.sh_p
-        new = old * tau / rate if rate > tau else old * (1.0 + (tau - rate) * 0.25)
-        new = min(max(new, floor), ceil)
-        if abs(new - old) > 1e-12:
-            if row is None:
-                session.add(
-                    ItemExposureControl(
-                        question_id=question_id, version=version, tenant_id=tenant_id, sh_p=new
-                    )
-                )
-            else:
-                row.sh_p = new
-            changes.append(
-                {
-                    "question_id": question_id,
-                    "version": version,
-                    "exposure_rate": rate,
-                    "sh_p_old": old,
-                    "sh_p_new": new,
-                }
-            )
-    audit(
-        session,
-        tenant_id,
-        actor,
-        "exposure.reestimate",
-        "exam",
-        exam_code or "*",
-        {
-            "tau": tau,
-            "days": days,
-            "floor": floor,
-            "ceil": ceil,
-            "sessions": n_sessions,
-            "updated": len(changes),
-            "mode": "heuristic",
-        },
-    )
-    session.commit()
-    return {"updated": len(changes), "sessions": n_sessions, "items": changes}
-
-
 class ReestimateError(Exception):
     """The nightly job could not stage a bundle; the message says why."""
 
@@ -1736,8 +1440,8 @@ def stage_reestimated_bundle(
         doc = current.document
         selector_rule = doc["selector"]
         cuts = doc["strata"]["theta_cuts"] if doc["strata"] else None
-        rules = bundle_simulation_settings(doc, _bundle_items_pool(doc))
-        stopping, estimator = rules["stopping"], rules["estimator"]
+        rules = rules_from_bundle(doc, _bundle_items_pool(doc))
+        stopping, estimator = rules.stopping, rules.estimator
         notes.append(
             f"rules of the active bundle {current.id} ({selector_rule}, test length {doc['test_length']})"
         )
@@ -1828,3 +1532,7 @@ def stage_reestimated_bundle(
         "validation_max_exposure": [float(m) for m in validation.max_exposure],
         "notes": notes,
     }
+
+
+# The revision model's entry points, under their old names for the routes and the CLI.
+from service.exposure.revisions import reestimate_heuristic, set_override  # noqa: E402, F401

@@ -1,8 +1,8 @@
 """SQLAlchemy 2 tables of the delivery service (request/response schemas live in ``schemas.py``).
 
 The scaffold's schema (topics, questions, versions, options, publications, quiz sessions,
-quiz items, responses, item calibration, item exposure control, feature flags, cohort
-assignments) plus what a real service needs: users, exposure bundles, pool snapshots,
+quiz items, responses, item calibration, feature flags, cohort assignments; its per-item
+exposure-control rows went in migration 0014: K lives in bundle revisions only) plus what a real service needs: users, exposure bundles, pool snapshots,
 outbox events and an audit log. Every tenant-owned row carries ``tenant_id`` and every
 query filters on it.
 """
@@ -170,20 +170,11 @@ class ItemCalibration(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class ItemExposureControl(Base):
-    """Sympson-Hetter ``sh_p`` (K_i) of one question version, set by an admin."""
-
-    __tablename__ = "item_exposure_control"
-
-    question_id: Mapped[int] = mapped_column(BigId, ForeignKey("questions.id"), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64))
-    sh_p: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-
-
 class ExposureBundle(Base):
-    """A validated exposure-control bundle (see DESIGN.md); promotion comes in a later issue."""
+    """A bundle revision: the one store of K (see DESIGN.md). ``status``: staged | draft (made by
+    the nightly job) | unvalidated (a derived revision before a validation passed) | active |
+    superseded; ``parent_id`` and ``reason`` for a revision derived from another, whose author is
+    ``created_by``."""
 
     __tablename__ = "exposure_bundles"
     __table_args__ = (Index("ix_bundles_exam", "tenant_id", "exam_code", "status"),)
@@ -199,6 +190,10 @@ class ExposureBundle(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     promoted_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    parent_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("exposure_bundles.id"), nullable=True
+    )
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class FeatureFlag(Base):
@@ -226,7 +221,7 @@ class PoolSnapshot(Base):
     """The item pool a quiz runs on, frozen when it starts and shared by identical pools.
 
     ``items`` holds column lists in pool order (sorted by question id): question and version
-    ids, calibration ids and parameters, topics, difficulty labels and ``sh_p``. The id is the
+    ids, references, calibration ids and parameters, topics and difficulty labels. The id is the
     SHA-256 of that content, so any instance can cache it forever.
     """
 

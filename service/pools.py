@@ -1,7 +1,9 @@
 """The item pool of an exam as the core sees it, frozen per quiz in a content-addressed snapshot.
 
 A quiz pins the snapshot taken when it starts: the exam's live versions (sorted by question
-id, a fixed order), their current calibrations and ``sh_p``. Later publications or
+id, a fixed order), their references (the item ids of bundles) and current calibrations.
+Exposure-control parameters are not here: they live in the bundle revision a quiz pins
+(:mod:`service.exposure.rules`). Later publications or
 calibrations change new quizzes only, so a served sequence replays. Snapshots and question
 versions never change once written, so each engine's session factory caches them by id (``session.info["caches"]``, see
 :func:`service.db.make_session_factory`); nothing in these caches is state that another
@@ -29,7 +31,6 @@ from qbank.pool import ItemPool
 from service.errors import NotFound
 from service.models import (
     ItemCalibration,
-    ItemExposureControl,
     PoolSnapshot,
     Question,
     QuestionOption,
@@ -101,7 +102,7 @@ class PoolView:
     topic_code: np.ndarray
     topic_names: list
     difficulty_label: np.ndarray
-    sh_p: np.ndarray
+    ref: np.ndarray
 
     @property
     def n_items(self) -> int:
@@ -126,7 +127,7 @@ def _snapshot_items(session: Session, tenant_id: str, exam_code: str) -> dict:
             ItemCalibration.b,
             ItemCalibration.c,
             ItemCalibration.D,
-            ItemExposureControl.sh_p,
+            Question.external_ref,
         )
         .join(QuestionPublication, QuestionPublication.question_version_id == QuestionVersion.id)
         .join(Question, Question.id == QuestionVersion.question_id)
@@ -134,13 +135,6 @@ def _snapshot_items(session: Session, tenant_id: str, exam_code: str) -> dict:
         .outerjoin(
             ItemCalibration,
             and_(ItemCalibration.question_version_id == QuestionVersion.id, ItemCalibration.is_current),
-        )
-        .outerjoin(
-            ItemExposureControl,
-            and_(
-                ItemExposureControl.question_id == QuestionVersion.question_id,
-                ItemExposureControl.version == QuestionVersion.version,
-            ),
         )
         .where(
             QuestionPublication.tenant_id == tenant_id,
@@ -163,10 +157,10 @@ def _snapshot_items(session: Session, tenant_id: str, exam_code: str) -> dict:
             "b",
             "c",
             "D",
-            "sh_p",
+            "ref",
         )
     }
-    for qid, vid, version, topic_id, topic, label, cal_id, a, b, c, d, sh_p in rows:
+    for qid, vid, version, topic_id, topic, label, cal_id, a, b, c, d, ref in rows:
         columns["question_id"].append(int(qid))
         columns["question_version_id"].append(int(vid))
         columns["version"].append(int(version))
@@ -180,7 +174,7 @@ def _snapshot_items(session: Session, tenant_id: str, exam_code: str) -> dict:
         columns["b"].append(float(b))
         columns["c"].append(float(c))
         columns["D"].append(float(d))
-        columns["sh_p"].append(1.0 if sh_p is None else float(sh_p))
+        columns["ref"].append(ref if ref else f"question:{qid}")
     return columns
 
 
@@ -216,6 +210,14 @@ def ensure_snapshot(session: Session, tenant_id: str, exam_code: str) -> str:
     return snapshot_id
 
 
+def _refs(session: Session, question_ids) -> list[str]:
+    """References of a snapshot written before snapshots carried them."""
+    refs = dict(
+        session.execute(select(Question.id, Question.external_ref).where(Question.id.in_(question_ids))).all()
+    )
+    return [refs.get(q) or f"question:{q}" for q in question_ids]
+
+
 def pool_view(session: Session, snapshot_id: str) -> PoolView:
     """The (cached) arrays of a snapshot."""
     views = _caches(session).views
@@ -248,7 +250,7 @@ def pool_view(session: Session, snapshot_id: str) -> PoolView:
         topic_code=np.searchsorted(np.array(topic_names, dtype=object), topic).astype(np.intp),
         topic_names=topic_names,
         difficulty_label=np.array(items["difficulty_label"], dtype=object),
-        sh_p=np.array(items["sh_p"], dtype=float),
+        ref=np.array(items.get("ref") or _refs(session, items["question_id"]), dtype=object),
     )
     views.put(snapshot_id, view)
     return view

@@ -1,20 +1,20 @@
 """Quiz sessions: start, serve the next item, take an answer, summarise.
 
-All state is in the database: the session row holds the running EAP estimate, the pinned
-pool snapshot and selector, and the items withdrawn by Sympson-Hetter; ``quiz_items`` holds
+All state is in the database: the session row holds the running estimate, the pinned pool
+snapshot, bundle revision and rules, and the items withdrawn by Sympson-Hetter; ``quiz_items`` holds
 what was served, ``user_responses`` what was answered. A request locks its quiz row
 (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so one quiz's
 requests apply one at a time, whichever instance serves them.
 
-Selection is :func:`qbank.selection.select_next` and estimation :class:`qbank.estimation.EAP`,
-both called with one examinee. Random draws come from :func:`qbank.selection.session_rng`
-of the quiz id, in this order: the per-test exposure uniforms ``(1, n_items)``
-(Sympson-Hetter rules only), then one uniform per position ``(max_length,)`` (randomesque
-only; for a linear quiz, the plan's shuffle), so any served sequence replays. An adaptive quiz
-pins the exposure bundle in force, its per-stratum K and the daily cap when it starts
-(:func:`service.exposure_admin.pin_exposure`); an item already served ``cap`` times that UTC
-day is withdrawn like one rejected by its exposure draw, and the ``question_served`` event
-names it.
+A quiz runs the complete rules it pinned when it started (:mod:`service.exposure.rules`: the
+active bundle revision's selector, K, estimator, stopping and first-item rules, or explicit
+settings without a bundle), through the same one-examinee steps as the core's
+:func:`qbank.rules.run_test` (:meth:`~qbank.rules.CatRules.select`,
+:meth:`~qbank.rules.CatRules.estimate`, with the draws of
+:meth:`~qbank.rules.CatRules.session_draws` from the quiz id; for a linear quiz the plan's
+shuffle), so any served sequence replays in the core. An item already served ``cap`` times
+that UTC day is withdrawn like one rejected by its exposure draw, and the ``question_served``
+event names it.
 """
 
 from __future__ import annotations
@@ -28,30 +28,21 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from qbank.estimation import EAP
-from qbank.selection import blueprint_mask, exposure_draws, select_next, session_rng
+from qbank.rules import available_items, stopping_from_dict
+from qbank.selection import session_rng
 from qbank.stopping import FixedLength, StandardError
 from service.core.config import Settings
 from service.core.security import TokenUser
 from service.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 from service.events import emit
-from service.exposure_admin import (
-    SELECTOR_RULES,
-    capped_today,
-    choose_selector,
-    claim_daily_exposure,
-    pin_exposure,
-    quiz_selector,
-)
+from service.exposure.rules import describe, pin_rules, quiz_rules
+from service.exposure_admin import SELECTOR_RULES, capped_today, choose_selector, claim_daily_exposure
 from service.models import QuizItem, QuizSession, UserResponse, utcnow
 from service.pools import PoolView, ensure_snapshot, item_contents, pool_view
 from service.schemas import AnswerSubmit, QuizCreate
 
-ESTIMATOR = (
-    EAP()
-)  # 81 points on [-6, 6] widened where the posterior reaches an end, N(0, 1) prior (DESIGN.md)
-# Rules a flag or cohort may choose; conditional Sympson-Hetter runs when a conditional bundle
-# is in force for the exam (else classic, see service.exposure_admin.pin_exposure).
+# Rules a flag or cohort may choose; an exposure-controlled cohort runs the active bundle's
+# selector (see service.exposure.rules.pin_rules).
 COHORT_RULES = SELECTOR_RULES
 
 
@@ -63,9 +54,7 @@ def selector_for_user(session: Session, tenant_id: str, user_id: str) -> dict:
 
 
 def _stopping(config: dict):
-    if config["rule"] == "fixed_length":
-        return FixedLength(config["length"])
-    return StandardError(config["se_target"], config["min_length"], config["max_length"])
+    return stopping_from_dict(config)
 
 
 def _eligible(view: PoolView, filters: dict) -> np.ndarray:
@@ -84,25 +73,21 @@ def _eligible(view: PoolView, filters: dict) -> np.ndarray:
 
 def _available(view: PoolView, quiz: QuizSession, served: list[int], max_length: int) -> np.ndarray:
     """Items the quiz may still get: eligible, not served, not withdrawn, within quotas."""
-    mask = _eligible(view, quiz.filters)
-    mask[np.asarray(served, dtype=np.intp)] = False
-    mask[np.asarray(quiz.withdrawn, dtype=np.intp)] = False
-    if quiz.blueprint:
-        n_topics = len(view.topic_names)
-        maximum = np.full(n_topics, max_length)
-        minimum = np.zeros(n_topics, dtype=np.int64)
-        for name, count in quiz.blueprint["quota"].items():
-            code = view.topic_names.index(name)
-            maximum[code] = minimum[code] = count
-        counts = np.bincount(view.topic_code[np.asarray(served, dtype=np.intp)], minlength=n_topics)
-        mask &= blueprint_mask(
-            view.topic_code,
-            counts[None, :],
-            maximum=maximum,
-            minimum=minimum,
-            remaining=np.array([max_length - len(served)]),
-        )[0]
-    return mask
+    return available_items(
+        _eligible(view, quiz.filters),
+        served,
+        quiz.withdrawn,
+        topic_code=view.topic_code,
+        quota=quota_codes(view, quiz.blueprint),
+        max_length=max_length,
+    )
+
+
+def quota_codes(view: PoolView, blueprint: dict | None) -> dict | None:
+    """A quiz's blueprint quotas by topic code (what :func:`qbank.rules.available_items` takes)."""
+    if not blueprint:
+        return None
+    return {view.topic_names.index(name): count for name, count in blueprint["quota"].items()}
 
 
 def _resolve_quota(view: PoolView, eligible: np.ndarray, quota: dict | None, max_length: int) -> dict | None:
@@ -243,22 +228,23 @@ def start_quiz(
         selector = {"rule": "linear", "source": "request"}
         plan = _linear_plan(view, eligible, blueprint, max_length, session_rng(quiz_id))
         max_length = len(plan)
-    # The bundle in force (and the conditional K and daily cap) are pinned for the whole quiz.
-    bundle_id, selector = pin_exposure(
+    if filters.se_target is None:
+        requested = FixedLength(max_length)
+    else:
+        requested = StandardError(filters.se_target, min(filters.min_questions, max_length), max_length)
+    # The bundle revision in force and its rules (or the explicit settings) and the daily cap
+    # are pinned for the whole quiz.
+    bundle_id, selector, stopping, rules = pin_rules(
         session,
         user.tenant,
         exam_code,
         view,
         selector,
+        requested,
+        adaptive=body.adaptive,
         daily_cap=settings.max_daily_exposures if body.adaptive else None,
     )
-    if filters.se_target is None:
-        stopping = FixedLength(max_length)
-    else:
-        stopping = StandardError(filters.se_target, min(filters.min_questions, max_length), max_length)
-    theta, se = ESTIMATOR.estimate(
-        np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0)), np.empty((1, 0))
-    )
+    theta, se = rules.first_estimate(1)
     now = utcnow()
     quiz = QuizSession(
         id=quiz_id,
@@ -271,7 +257,7 @@ def start_quiz(
         filters=filter_dict,
         blueprint=blueprint,
         selector=selector,
-        stopping=stopping.to_dict(),
+        stopping=stopping,
         pool_snapshot_id=snapshot_id,
         exposure_bundle_id=bundle_id,
         plan=plan,
@@ -349,23 +335,12 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     else:
         served = list(session.scalars(select(QuizItem.pool_index).where(QuizItem.quiz_id == quiz.id)))
         available = _available(view, quiz, served, max_length)
-        selector = quiz_selector(session, quiz.selector, view)
-        rng = session_rng(quiz.id)
-        draws = exposure_draws(rng, 1, view.n_items) if selector.uses_exposure_draws else None
-        step = rng.random(max_length)[position : position + 1] if selector.rule == "randomesque" else None
+        rules = quiz_rules(session, quiz, view)
+        draws, steps = rules.session_draws(quiz.id, view.n_items)
         cap = quiz.selector.get("daily_cap")
         at_cap: set | None = None  # items at today's cap, read once the cap first bites
         while True:
-            selection = select_next(
-                view.pool,
-                np.array([quiz.theta]),
-                available[None, :],
-                selector=selector,
-                position=position,
-                test_length=max_length,
-                exposure_draws=draws,
-                step_draws=step,
-            )
+            selection = rules.select(view.pool, quiz.theta, available, position, draws, steps)
             withdrawn += selection.withdrawn_items.tolist()
             available[selection.withdrawn_items] = False
             index = int(selection.item[0])
@@ -461,7 +436,7 @@ def _result(
 def submit_answer(
     session: Session, user: TokenUser, quiz_id: str, body: AnswerSubmit, _retry: bool = True
 ) -> dict:
-    """Record the answer to the pending item and re-estimate theta by EAP; commits.
+    """Record the answer to the pending item and re-estimate theta under the quiz's rules; commits.
 
     A replay of a recorded answer returns the stored result; a different answer to an
     answered position, or an answer to anything but the pending item, is a conflict.
@@ -514,15 +489,8 @@ def submit_answer(
     is_correct = body.selected == content.correct_option
     earlier = [(row.pool_index, ok) for row, ok in served if row.position < item.position]
     answered = np.array([r[0] for r in earlier] + [item.pool_index], dtype=np.intp)
-    responses = np.array([float(r[1]) for r in earlier] + [float(is_correct)])[None, :]
-    pool = view.pool
-    theta, se = ESTIMATOR.estimate(
-        pool.a[answered][None, :],
-        pool.b[answered][None, :],
-        pool.c[answered][None, :],
-        pool.D[answered][None, :],
-        responses,
-    )
+    responses = [float(r[1]) for r in earlier] + [float(is_correct)]
+    theta, se = quiz_rules(session, quiz, view).estimate(view.pool, answered, responses)
     now = utcnow()
     response = UserResponse(
         tenant_id=quiz.tenant_id,
@@ -540,12 +508,12 @@ def submit_answer(
         server_elapsed_ms=int((now - item.served_at).total_seconds() * 1000),
         theta_before=quiz.theta,
         se_before=quiz.se,
-        theta_after=float(theta[0]),
-        se_after=float(se[0]),
+        theta_after=theta,
+        se_after=se,
         created_at=now,
     )
     session.add(response)
-    quiz.theta, quiz.se = float(theta[0]), float(se[0])
+    quiz.theta, quiz.se = theta, se
     quiz.n_answered += 1
     quiz.n_correct += int(is_correct)
     emit(
@@ -636,6 +604,7 @@ def summary(session: Session, user: TokenUser, quiz_id: str) -> dict:
         "adaptive": quiz.adaptive,
         "exam_code": quiz.exam_code,
         "selector": quiz.selector["rule"],
+        "rules": describe(quiz),
         "max_questions": _stopping(quiz.stopping).max_length,
         "answered": quiz.n_answered,
         "correct": quiz.n_correct if (finished or quiz.mode == "tutor") else None,

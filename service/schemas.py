@@ -315,6 +315,19 @@ class QuizItemOut(BaseModel):
     rationale_md: str | None = None
 
 
+class QuizRules(BaseModel):
+    """The rules a quiz runs: the bundle revision it pinned (none without a bundle in force) and
+    the rules without K, which stays in the bundle."""
+
+    bundle_id: str | None
+    bundle_sha256: str | None
+    k_from_bundle: bool
+    selector: dict
+    estimator: dict
+    stopping: dict
+    first_item: dict
+
+
 class QuizSummary(BaseModel):
     quiz_id: str
     status: Literal["active", "finished", "expired"]
@@ -323,6 +336,7 @@ class QuizSummary(BaseModel):
     adaptive: bool
     exam_code: str
     selector: str
+    rules: QuizRules
     max_questions: int
     answered: int
     correct: int | None
@@ -344,6 +358,7 @@ class ItemRow(BaseModel):
     # Exposure administration (see service.exposure_admin.exposure_items).
     sh_p_strata: list[float] | None = None
     bundle_sh_p: float | list[float] | None = None
+    pending_sh_p: float | list[float] | None = None
     overridden: bool = False
     quizzes_administered: int = 0
     exposure_rate: float | None = None
@@ -374,6 +389,7 @@ class ReestimateOut(BaseModel):
     updated: int
     sessions: int
     items: list[dict]
+    revision_id: str | None = None  # the new unvalidated bundle revision holding the new K
 
 
 class CalibrationImported(BaseModel):

@@ -13,7 +13,6 @@ from qbank.exposure import (
     ExposureTargetError,
     build_bundle,
     bundle_sha256,
-    bundle_simulation_settings,
     calibrate_exposure,
     check_exposure_target,
     comparison_table,
@@ -30,6 +29,7 @@ from qbank.exposure import (
     write_report,
 )
 from qbank.pool import ItemPool
+from qbank.rules import rules_from_bundle
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +336,7 @@ def test_bundle_round_trip(tmp_path, pool, converged, bundle):
         loaded["simulation"]["iterations"] == calibration.n_iterations == len(loaded["simulation"]["trace"])
     )
     assert loaded["validation"]["seed"] == 6 and loaded["validation"]["converged"] is True
-    settings = bundle_simulation_settings(loaded, pool)
+    settings = rules_from_bundle(loaded, pool).simulation_kwargs()
     np.testing.assert_array_equal(settings["selector"].sh_p, calibration.sh_p)
     assert settings["stopping"] == FixedLength(6) and settings["estimator"] == EAP()
     # Re-running the bundle on fresh simulees stays within its validation limit.
@@ -346,7 +346,7 @@ def test_bundle_round_trip(tmp_path, pool, converged, bundle):
 
 def test_bundle_maps_items_by_id_not_position(pool, bundle):
     shuffled = pool.subset(np.arange(pool.n_items)[::-1])
-    settings = bundle_simulation_settings(bundle, shuffled)
+    settings = rules_from_bundle(bundle, shuffled).simulation_kwargs()
     assert settings["selector"].sh_p[0] == bundle["items"][-1]["sh_p"]
 
 

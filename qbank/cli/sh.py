@@ -17,7 +17,6 @@ from qbank.exposure import (
     BundleError,
     ExposureTargetError,
     build_bundle,
-    bundle_simulation_settings,
     calibrate_exposure,
     comparison_table,
     read_bundle,
@@ -27,6 +26,7 @@ from qbank.exposure import (
     write_bundle,
     write_report,
 )
+from qbank.rules import rules_from_bundle
 
 
 def load_bundle_or_fail(path: str, pool, option: str = "--bundle") -> dict:
@@ -58,7 +58,7 @@ def bundle_run_settings(path: str, pool) -> tuple[dict, dict]:
             f"--bundle fixes the selector, K, stopping rule, estimator and r_max; drop {flags}"
         )
     bundle = load_bundle_or_fail(path, pool)
-    return bundle, bundle_simulation_settings(bundle, pool)
+    return bundle, rules_from_bundle(bundle, pool).simulation_kwargs()
 
 
 def recheck_lines(result, bundle: dict) -> list[str]:

@@ -16,8 +16,7 @@ from qbank.cli._common import (
     stopping_from_options,
 )
 from qbank.cli.sh import bundle_run_settings, recheck_lines
-from qbank.estimation import make_estimator
-from qbank.selection import Selector
+from qbank.rules import rules_from_settings
 from qbank.simulation import simulate as run_simulation
 
 SELECTORS = ["max_info", "randomesque", "sympson_hetter", "a_stratified"]
@@ -127,13 +126,15 @@ def simulate(
     elif k_file is not None:
         raise click.UsageError("--k-file only applies to --selector sympson_hetter")
     stopping = stopping_from_options(length, se_target, min_length)
-    rule = Selector(selector, k=randomesque_k, n_strata=n_strata, sh_p=sh_p)
-    run = {
-        "stopping": stopping,
-        "selector": rule,
-        "estimator": make_estimator(estimator),
-        "exposure_target": exposure_target,
-    }
+    run = rules_from_settings(
+        selector,
+        k=randomesque_k,
+        n_strata=n_strata,
+        sh_p=sh_p,
+        estimator=estimator,
+        stopping=stopping,
+        exposure_target=exposure_target,
+    ).simulation_kwargs()
     bundle = None
     if bundle_path is not None:
         bundle, run = bundle_run_settings(bundle_path, pool)

@@ -16,7 +16,6 @@ from ._bundle import (
     BundleError,
     build_bundle,
     bundle_sha256,
-    bundle_simulation_settings,
     check_bundle,
     read_bundle,
     validate_bundle,
@@ -24,6 +23,7 @@ from ._bundle import (
 )
 from ._calibrate import ExposureCalibration, calibrate_exposure
 from ._report import write_report
+from ._revision import base_revision, derive_revision, validate_revision
 from ._updates import (
     METHODS,
     ExposureTargetError,
@@ -46,13 +46,14 @@ __all__ = [
     "ExposureCalibration",
     "ExposureTargetError",
     "ExposureValidation",
+    "base_revision",
     "build_bundle",
     "bundle_sha256",
-    "bundle_simulation_settings",
     "calibrate_exposure",
     "check_bundle",
     "check_exposure_target",
     "comparison_table",
+    "derive_revision",
     "eligibility_update",
     "monte_carlo_se",
     "noise_tolerance",
@@ -62,6 +63,7 @@ __all__ = [
     "target_margin",
     "validate_bundle",
     "validate_exposure",
+    "validate_revision",
     "validation_limit",
     "write_bundle",
     "write_report",

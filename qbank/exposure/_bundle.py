@@ -17,8 +17,9 @@ Schema ``qbank.exposure-bundle/1``::
     r_max           target maximum exposure rate, in (0, 1]
     test_length     maximum test length; stopping {rule: fixed_length, length} or
                     {rule: standard_error, se_target, min_length, max_length}
-    estimator       {name: eap, n_points, grid_min, grid_max, prior_mean, prior_sd} |
-                    {name: map, prior_mean, prior_sd, bounds, n_iter} | {name: mle, bounds, n_iter, dodd, b_range, start}
+    estimator       {name: eap | map | mle, and the estimator's constructor parameters}, e.g.
+                    {name: eap, n_points, grid_min, grid_max, prior_mean, prior_sd}
+    first_item      optional (default {rule: prior_mean}): {rule: prior_mean} | {rule: theta, theta}
     simulation      method, n_examinees (per iteration), iterations, max_iterations, window, seed,
                     theta_distribution {name, params}, tolerance_source, confidence,
                     monte_carlo_se[], tolerance[], converged, wall_seconds, trace[] (per iteration:
@@ -38,7 +39,6 @@ Schema ``qbank.exposure-bundle/1``::
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -48,10 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from qbank.estimation import make_estimator
 from qbank.pool import ItemPool, PoolError
-from qbank.selection import Selector
-from qbank.stopping import FixedLength, StandardError
+from qbank.rules import FirstItem, estimator_from_dict, estimator_to_dict
 
 from ._calibrate import ExposureCalibration
 from ._updates import METHODS
@@ -63,7 +61,6 @@ __all__ = [
     "BundleError",
     "build_bundle",
     "bundle_sha256",
-    "bundle_simulation_settings",
     "check_bundle",
     "read_bundle",
     "validate_bundle",
@@ -138,99 +135,100 @@ BUNDLE_JSON_SCHEMA = {
                     ),
                 ]
             },
+            # Generic: the estimator's name and its constructor parameters (qbank.rules.estimator_to_dict),
+            # so new parameters travel; whether they construct an estimator is checked in Python.
             "estimator": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"enum": ["eap", "map", "mle"]},
+                    "n_points": {"type": "integer", "minimum": 2},
+                    "grid_min": _NUMBER,
+                    "grid_max": _NUMBER,
+                    "prior_mean": _NUMBER,
+                    "prior_sd": {"type": "number", "exclusiveMinimum": 0},
+                    "bounds": _BOUNDS,
+                    "n_iter": {"type": "integer", "minimum": 1},
+                    "dodd": {"type": "boolean"},
+                    "b_range": {"oneOf": [{"type": "null"}, _BOUNDS]},
+                    "start": _NUMBER,
+                },
+            },
+            "first_item": {
                 "oneOf": [
+                    _object({"rule": {"const": "prior_mean"}}),
+                    _object({"rule": {"const": "theta"}, "theta": _NUMBER}),
+                ]
+            },
+            "simulation": {
+                "oneOf": [
+                    {"type": "null"},
                     _object(
                         {
-                            "name": {"const": "eap"},
-                            "n_points": {"type": "integer", "minimum": 2},
-                            "grid_min": _NUMBER,
-                            "grid_max": _NUMBER,
-                            "prior_mean": _NUMBER,
-                            "prior_sd": {"type": "number", "exclusiveMinimum": 0},
+                            "method": {"enum": list(METHODS)},
+                            "n_examinees": {"type": "integer", "minimum": 1},
+                            "iterations": {"type": "integer", "minimum": 1},
+                            "max_iterations": {"type": "integer", "minimum": 1},
+                            "window": {"type": "integer", "minimum": 1},
+                            "seed": _SEED,
+                            "theta_distribution": _object(
+                                {"name": {"enum": ["normal", "uniform"]}, "params": {**_BOUNDS}}
+                            ),
+                            "tolerance_source": {"enum": ["noise", "user"]},
+                            "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                            "monte_carlo_se": _array(_NON_NEGATIVE),
+                            "tolerance": _array(_NON_NEGATIVE),
+                            "converged": {"type": "boolean"},
+                            "wall_seconds": _NON_NEGATIVE,
+                            "trace": _array(
+                                _object(
+                                    {
+                                        "iteration": {"type": "integer", "minimum": 1},
+                                        "max_exposure": _array(_RATE),
+                                        "tolerance": _array(_NON_NEGATIVE),
+                                        "k_shift": _array(_NON_NEGATIVE),
+                                        "n_capped": _array(_COUNT),
+                                        "rmse": _NON_NEGATIVE,
+                                        "tests_ended_short": _COUNT,
+                                        "wall_seconds": _NON_NEGATIVE,
+                                    }
+                                )
+                            ),
                         }
-                    ),
-                    _object(
-                        {
-                            "name": {"const": "map"},
-                            "prior_mean": _NUMBER,
-                            "prior_sd": {"type": "number", "exclusiveMinimum": 0},
-                            "bounds": _BOUNDS,
-                            "n_iter": {"type": "integer", "minimum": 1},
-                        }
-                    ),
-                    _object(
-                        {
-                            "name": {"const": "mle"},
-                            "bounds": _BOUNDS,
-                            "n_iter": {"type": "integer", "minimum": 1},
-                            "dodd": {"type": "boolean"},
-                            "b_range": {"oneOf": [{"type": "null"}, _BOUNDS]},
-                            "start": _NUMBER,
-                        },
-                        optional=("dodd", "b_range", "start"),
                     ),
                 ]
             },
-            "simulation": _object(
-                {
-                    "method": {"enum": list(METHODS)},
-                    "n_examinees": {"type": "integer", "minimum": 1},
-                    "iterations": {"type": "integer", "minimum": 1},
-                    "max_iterations": {"type": "integer", "minimum": 1},
-                    "window": {"type": "integer", "minimum": 1},
-                    "seed": _SEED,
-                    "theta_distribution": _object(
-                        {"name": {"enum": ["normal", "uniform"]}, "params": {**_BOUNDS}}
+            "validation": {
+                "oneOf": [
+                    {"type": "null"},
+                    _object(
+                        {
+                            "n_examinees": {"type": "integer", "minimum": 2},
+                            "seed": _SEED,
+                            "controlled_max_exposure": _array(_RATE),
+                            "tolerance": _array(_NON_NEGATIVE),
+                            **_FIGURES,
+                            "items_over_r_max": _COUNT,
+                            "tests_ended_short": _COUNT,
+                            "converged": {"type": "boolean"},
+                            "passed": {"type": "boolean"},
+                            "uncontrolled": {"oneOf": [{"type": "null"}, _object(_FIGURES)]},
+                            "conditional": _array(
+                                _object(
+                                    {
+                                        "theta_low": {"type": ["number", "null"]},
+                                        "theta_high": {"type": ["number", "null"]},
+                                        "n": {"type": "integer", "minimum": 1},
+                                        "bias": _NUMBER,
+                                        "rmse": _NON_NEGATIVE,
+                                        "mean_se": _NON_NEGATIVE,
+                                    }
+                                )
+                            ),
+                        }
                     ),
-                    "tolerance_source": {"enum": ["noise", "user"]},
-                    "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                    "monte_carlo_se": _array(_NON_NEGATIVE),
-                    "tolerance": _array(_NON_NEGATIVE),
-                    "converged": {"type": "boolean"},
-                    "wall_seconds": _NON_NEGATIVE,
-                    "trace": _array(
-                        _object(
-                            {
-                                "iteration": {"type": "integer", "minimum": 1},
-                                "max_exposure": _array(_RATE),
-                                "tolerance": _array(_NON_NEGATIVE),
-                                "k_shift": _array(_NON_NEGATIVE),
-                                "n_capped": _array(_COUNT),
-                                "rmse": _NON_NEGATIVE,
-                                "tests_ended_short": _COUNT,
-                                "wall_seconds": _NON_NEGATIVE,
-                            }
-                        )
-                    ),
-                }
-            ),
-            "validation": _object(
-                {
-                    "n_examinees": {"type": "integer", "minimum": 2},
-                    "seed": _SEED,
-                    "controlled_max_exposure": _array(_RATE),
-                    "tolerance": _array(_NON_NEGATIVE),
-                    **_FIGURES,
-                    "items_over_r_max": _COUNT,
-                    "tests_ended_short": _COUNT,
-                    "converged": {"type": "boolean"},
-                    "passed": {"type": "boolean"},
-                    "uncontrolled": {"oneOf": [{"type": "null"}, _object(_FIGURES)]},
-                    "conditional": _array(
-                        _object(
-                            {
-                                "theta_low": {"type": ["number", "null"]},
-                                "theta_high": {"type": ["number", "null"]},
-                                "n": {"type": "integer", "minimum": 1},
-                                "bias": _NUMBER,
-                                "rmse": _NON_NEGATIVE,
-                                "mean_se": _NON_NEGATIVE,
-                            }
-                        )
-                    ),
-                }
-            ),
+                ]
+            },
             "strata": {"oneOf": [{"type": "null"}, _object({"theta_cuts": _array(_NUMBER)})]},
             "items": _array(
                 _object(
@@ -245,8 +243,27 @@ BUNDLE_JSON_SCHEMA = {
                     optional=("D",),
                 )
             ),
+            "revision": _object(
+                {
+                    "parent_sha256": {"oneOf": [{"type": "null"}, _HEX64]},
+                    "kind": {"enum": ["manual", "heuristic"]},
+                    "author": {"type": "string", "minLength": 1},
+                    "reason": {"type": "string"},
+                    "changes": _array(
+                        _object(
+                            {
+                                "item_id": {"type": "string", "minLength": 1},
+                                "sh_p_old": {"oneOf": [_RATE, _array(_RATE, min_items=2)]},
+                                "sh_p_new": {"oneOf": [_RATE, _array(_RATE, min_items=2)]},
+                            }
+                        ),
+                        min_items=0,
+                    ),
+                }
+            ),
             "bundle_sha256": _HEX64,
-        }
+        },
+        optional=("first_item", "revision"),
     ),
 }
 
@@ -339,24 +356,68 @@ def _pool_from_items(bundle: dict) -> ItemPool:
     return ItemPool.from_frame(frame, name=bundle["pool"]["id"], source="items")
 
 
-def _stopping_from(table: dict):
-    if table["rule"] == "fixed_length":
-        return FixedLength(int(table["length"]))
-    return StandardError(float(table["se_target"]), int(table["min_length"]), int(table["max_length"]))
-
-
-def _estimator_from(table: dict):
-    params = {k: (tuple(v) if k == "bounds" else v) for k, v in table.items() if k != "name"}
-    return make_estimator(table["name"], **params)
-
-
-def _estimator_to(estimator) -> dict:
-    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(estimator).items()}
-    return {"name": type(estimator).__name__.lower(), **params}
-
-
 # ---------------------------------------------------------------------------- semantic checks
-def _semantic_problems(bundle: dict, pool: ItemPool | None, min_validation_examinees: int) -> list[str]:
+def _run_problems(bundle, simulation, validation, n_controlled, min_validation_examinees) -> list[str]:
+    """Checks of the calibration run and of the validation run, where the bundle has them."""
+    problems = []
+    if simulation is not None:
+        if simulation["iterations"] != len(simulation["trace"]):
+            problems.append(
+                f"simulation.trace: {len(simulation['trace'])} entries for {simulation['iterations']} iterations"
+            )
+        if simulation["iterations"] > simulation["max_iterations"]:
+            problems.append("simulation.iterations: exceeds max_iterations")
+        for position, entry in enumerate(simulation["trace"]):
+            if entry["iteration"] != position + 1:
+                problems.append(f"simulation.trace[{position}].iteration: expected {position + 1}")
+            for key in ("max_exposure", "tolerance", "k_shift", "n_capped"):
+                if len(entry[key]) != n_controlled:
+                    problems.append(f"simulation.trace[{position}].{key}: needs {n_controlled} value(s)")
+        for key in ("monte_carlo_se", "tolerance"):
+            if len(simulation[key]) != n_controlled:
+                problems.append(f"simulation.{key}: needs {n_controlled} value(s)")
+
+    if (simulation is not None and not simulation["converged"]) or (
+        validation is not None and not validation["converged"]
+    ):
+        problems.append(
+            "simulation.converged: the calibration did not converge; such a result is not a bundle"
+        )
+    if validation is None:
+        return problems
+    if not validation["passed"]:
+        problems.append("validation.passed: the validation did not pass")
+    if validation["n_examinees"] < min_validation_examinees:
+        problems.append(
+            f"validation.n_examinees: {validation['n_examinees']} simulees; at least "
+            f"{min_validation_examinees} required"
+        )
+    if simulation is not None and validation["seed"] is not None and validation["seed"] == simulation["seed"]:
+        problems.append(
+            f"validation.seed: {validation['seed']} is the calibration's seed; validation needs "
+            "fresh simulees"
+        )
+    if validation["tests_ended_short"]:
+        problems.append(
+            f"validation.tests_ended_short: {validation['tests_ended_short']} test(s) ended "
+            "because exposure control left no item"
+        )
+    maxima, tolerance = validation["controlled_max_exposure"], validation["tolerance"]
+    if len(maxima) != n_controlled or len(tolerance) != n_controlled:
+        problems.append(f"validation.controlled_max_exposure/tolerance: need {n_controlled} value(s) each")
+    else:
+        for j, (value, tol) in enumerate(zip(maxima, tolerance)):
+            if value > bundle["r_max"] + tol + 1e-12:
+                problems.append(
+                    f"validation.controlled_max_exposure[{j}]: {value:.4f} exceeds r_max + tolerance "
+                    f"= {bundle['r_max'] + tol:.4f}"
+                )
+    return problems
+
+
+def _semantic_problems(
+    bundle: dict, pool: ItemPool | None, min_validation_examinees: int, require_validation: bool = True
+) -> list[str]:
     problems = []
     conditional = bundle["selector"] == "conditional_sympson_hetter"
     strata = bundle["strata"]
@@ -389,6 +450,10 @@ def _semantic_problems(bundle: dict, pool: ItemPool | None, min_validation_exami
         if not conditional and isinstance(sh_p, list):
             problems.append(f"items[{position}].sh_p: sympson_hetter needs one number, got a list")
 
+    try:
+        estimator_from_dict(bundle["estimator"])
+    except ValueError as exc:
+        problems.append(f"estimator: {str(exc).removeprefix('estimator: ')}")
     stopping = bundle["stopping"]
     length = stopping["length"] if stopping["rule"] == "fixed_length" else stopping["max_length"]
     if length != bundle["test_length"]:
@@ -409,53 +474,11 @@ def _semantic_problems(bundle: dict, pool: ItemPool | None, min_validation_exami
         problems.append(f"created_at: not an ISO 8601 date-time: {bundle['created_at']!r}")
 
     simulation, validation = bundle["simulation"], bundle["validation"]
-    if simulation["iterations"] != len(simulation["trace"]):
-        problems.append(
-            f"simulation.trace: {len(simulation['trace'])} entries for {simulation['iterations']} iterations"
-        )
-    if simulation["iterations"] > simulation["max_iterations"]:
-        problems.append("simulation.iterations: exceeds max_iterations")
-    for position, entry in enumerate(simulation["trace"]):
-        if entry["iteration"] != position + 1:
-            problems.append(f"simulation.trace[{position}].iteration: expected {position + 1}")
-        for key in ("max_exposure", "tolerance", "k_shift", "n_capped"):
-            if len(entry[key]) != n_controlled:
-                problems.append(f"simulation.trace[{position}].{key}: needs {n_controlled} value(s)")
-    for key in ("monte_carlo_se", "tolerance"):
-        if len(simulation[key]) != n_controlled:
-            problems.append(f"simulation.{key}: needs {n_controlled} value(s)")
-
-    if not simulation["converged"] or not validation["converged"]:
-        problems.append(
-            "simulation.converged: the calibration did not converge; such a result is not a bundle"
-        )
-    if not validation["passed"]:
-        problems.append("validation.passed: the validation did not pass")
-    if validation["n_examinees"] < min_validation_examinees:
-        problems.append(
-            f"validation.n_examinees: {validation['n_examinees']} simulees; at least "
-            f"{min_validation_examinees} required"
-        )
-    if validation["seed"] is not None and validation["seed"] == simulation["seed"]:
-        problems.append(
-            f"validation.seed: {validation['seed']} is the calibration's seed; validation needs "
-            "fresh simulees"
-        )
-    if validation["tests_ended_short"]:
-        problems.append(
-            f"validation.tests_ended_short: {validation['tests_ended_short']} test(s) ended "
-            "because exposure control left no item"
-        )
-    maxima, tolerance = validation["controlled_max_exposure"], validation["tolerance"]
-    if len(maxima) != n_controlled or len(tolerance) != n_controlled:
-        problems.append(f"validation.controlled_max_exposure/tolerance: need {n_controlled} value(s) each")
-    else:
-        for j, (value, tol) in enumerate(zip(maxima, tolerance)):
-            if value > bundle["r_max"] + tol + 1e-12:
-                problems.append(
-                    f"validation.controlled_max_exposure[{j}]: {value:.4f} exceeds r_max + tolerance "
-                    f"= {bundle['r_max'] + tol:.4f}"
-                )
+    if simulation is None and bundle.get("revision") is None:
+        problems.append("simulation: only a revision (with revision.parent_sha256 null) may lack one")
+    if validation is None and require_validation:
+        problems.append("validation: none: an unvalidated revision (run a validation before promoting it)")
+    problems.extend(_run_problems(bundle, simulation, validation, n_controlled, min_validation_examinees))
 
     try:
         items_pool = _pool_from_items(bundle)
@@ -503,7 +526,13 @@ def _pool_mismatch(items_pool: ItemPool, pool: ItemPool) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- public functions
-def validate_bundle(bundle, pool: ItemPool | None = None, *, min_validation_examinees: int = 1) -> list[str]:
+def validate_bundle(
+    bundle,
+    pool: ItemPool | None = None,
+    *,
+    min_validation_examinees: int = 1,
+    require_validation: bool = True,
+) -> list[str]:
     """Every reason to refuse ``bundle``; an empty list means it is acceptable.
 
     Checks the JSON Schema :data:`BUNDLE_JSON_SCHEMA`, then: selector and strata agree, one
@@ -521,6 +550,8 @@ def validate_bundle(bundle, pool: ItemPool | None = None, *, min_validation_exam
         Live calibration the bundle must agree with.
     min_validation_examinees : int
         Policy minimum of validation simulees.
+    require_validation : bool
+        Refuse an unvalidated revision (``validation`` null); off to store one.
 
     Returns
     -------
@@ -535,12 +566,20 @@ def validate_bundle(bundle, pool: ItemPool | None = None, *, min_validation_exam
     problems = _schema_problems(bundle)
     if problems:
         return problems
-    return _semantic_problems(bundle, pool, min_validation_examinees)
+    return _semantic_problems(bundle, pool, min_validation_examinees, require_validation)
 
 
-def check_bundle(bundle, pool: ItemPool | None = None, *, min_validation_examinees: int = 1) -> dict:
+def check_bundle(
+    bundle,
+    pool: ItemPool | None = None,
+    *,
+    min_validation_examinees: int = 1,
+    require_validation: bool = True,
+) -> dict:
     """:func:`validate_bundle`, raising :class:`BundleError` with every problem; returns ``bundle``."""
-    problems = validate_bundle(bundle, pool, min_validation_examinees=min_validation_examinees)
+    problems = validate_bundle(
+        bundle, pool, min_validation_examinees=min_validation_examinees, require_validation=require_validation
+    )
     if problems:
         raise BundleError(problems)
     return bundle
@@ -619,7 +658,8 @@ def build_bundle(
         "r_max": calibration.r_max,
         "test_length": int(calibration.stopping.max_length),
         "stopping": stopping,
-        "estimator": _estimator_to(calibration.estimator),
+        "estimator": estimator_to_dict(calibration.estimator),
+        "first_item": FirstItem().to_dict(),
         "simulation": {
             "method": calibration.method,
             "n_examinees": settings["n_examinees"],
@@ -688,25 +728,3 @@ def read_bundle(path, pool: ItemPool | None = None, *, min_validation_examinees:
             [f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
         ) from None
     return check_bundle(bundle, pool, min_validation_examinees=min_validation_examinees)
-
-
-def bundle_simulation_settings(bundle: dict, pool: ItemPool) -> dict:
-    """Keyword arguments for :func:`qbank.simulate` that re-run a (checked) bundle on ``pool``:
-    ``selector`` (its parameters mapped to the pool's order by item id), ``stopping``,
-    ``estimator``, ``exposure_target`` (``r_max``) and, when conditional, ``strata_cuts``."""
-    positions = pool.index_of([item["item_id"] for item in bundle["items"]])
-    sh_p = np.asarray([item["sh_p"] for item in bundle["items"]], dtype=float)
-    ordered = np.empty_like(sh_p)
-    ordered[positions] = sh_p
-    settings = {
-        "stopping": _stopping_from(bundle["stopping"]),
-        "estimator": _estimator_from(bundle["estimator"]),
-        "exposure_target": float(bundle["r_max"]),
-    }
-    if bundle["selector"] == "conditional_sympson_hetter":
-        cuts = np.asarray(bundle["strata"]["theta_cuts"], dtype=float)
-        settings["selector"] = Selector("conditional_sympson_hetter", sh_p=ordered, theta_cuts=cuts)
-        settings["strata_cuts"] = cuts
-    else:
-        settings["selector"] = Selector("sympson_hetter", sh_p=ordered)
-    return settings

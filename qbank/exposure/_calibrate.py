@@ -169,6 +169,15 @@ class ExposureCalibration:
         return Selector("sympson_hetter", sh_p=self.sh_p)
 
     @property
+    def rules(self):
+        """The complete rules these parameters run under (:func:`qbank.rules.rules_from_settings`)."""
+        from qbank.rules import rules_from_settings
+
+        return rules_from_settings(
+            self.selector, estimator=self.estimator, stopping=self.stopping, exposure_target=self.r_max
+        )
+
+    @property
     def monte_carlo_se(self) -> np.ndarray:
         """SE of an exposure rate near r per true stratum in the last iteration."""
         return monte_carlo_se(self.r_max, self.examinees)

@@ -20,6 +20,11 @@ COMMANDS = {
         "service.cli.serve:create_user_command",
         "Create a user who logs in with POST /v1/auth/login (password stored as an argon2 hash).",
     ),
+    "audit-quiz": (
+        "service.cli.serve:audit_quiz_command",
+        "Replay a served quiz in the core under the rules it pinned: identical, or the first position "
+        "where it diverges and why (exit status 1).",
+    ),
     "reestimate": (
         "service.cli.reestimate:reestimate",
         "Re-estimate exposure control from the service's recent quizzes (the nightly job).",

@@ -35,6 +35,11 @@ def _heuristic(session, tenant, exam_code, days, tau, floor, ceil):
         )
     if len(out["items"]) > 20:
         click.echo(f"  ... and {len(out['items']) - 20} more")
+    if out.get("revision_id"):
+        click.echo(
+            f"new bundle revision {out['revision_id']} (unvalidated): validate it, then promote it, "
+            "before new quizzes use it"
+        )
 
 
 def _simulate(session, tenant, exam_code, days, tau, options):

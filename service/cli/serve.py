@@ -244,3 +244,25 @@ def serve(host, port, workers, database_url, dev, with_demo, log_level):
     uvicorn.run(
         "service.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level
     )
+
+
+@click.command("audit-quiz")
+@click.argument("quiz_id")
+@click.option("--database-url", help=_DB_HELP)
+@click.option("--tenant", help=_TENANT_HELP)
+def audit_quiz_command(quiz_id, database_url, tenant):
+    """Replay a served quiz in the core under the rules it pinned: "identical", or the first
+    position where it diverges and why (exit status 1)."""
+    from service.exposure.audit import audit_quiz
+
+    url, tenant = _database_url(database_url), _tenant(tenant)
+    with _session(url) as session:
+        result = audit_quiz(session, tenant, quiz_id)
+    bundle = result["bundle_id"] or "no bundle (explicit settings)"
+    if result["identical"]:
+        click.echo(f"quiz {quiz_id}: identical ({result['positions']} position(s), rules of {bundle})")
+        return
+    click.echo(
+        f"quiz {quiz_id}: diverges at position {result['position']} (rules of {bundle}): {result['reason']}"
+    )
+    raise SystemExit(1)

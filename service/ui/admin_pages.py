@@ -177,11 +177,17 @@ async def set_sh(request: Request, current: AdminPage, session: SessionDep) -> J
         detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"detail": detail}, status_code=422)
     try:
-        admin.set_sh(
+        result = admin.set_sh(
             session, current.user.tenant, current.user.sub, body.question_id, body.version, body.sh_p
         )
     except ServiceError as exc:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
     return JSONResponse(
-        {"ok": True, "question_id": body.question_id, "version": body.version, "sh_p": body.sh_p}
+        {
+            "ok": True,
+            "question_id": body.question_id,
+            "version": body.version,
+            "sh_p": body.sh_p,
+            "revision_id": result["revision_id"],
+        }
     )

@@ -8,10 +8,11 @@ token, and promotion and rollback first show a confirmation page.
 
 from __future__ import annotations
 
+import functools
 import math
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, BackgroundTasks, Request, status
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +20,7 @@ from service import admin, exposure_admin
 from service.api.deps import SessionDep
 from service.api.routes.exposure import parse_bundle
 from service.errors import ServiceError
+from service.exposure import revisions
 from service.quiz_window import DEFINITION
 from service.ui import figures
 from service.ui.admin_pages import SMALL_SAMPLE
@@ -27,7 +29,15 @@ from service.ui.session import CSRF_FIELD, AdminPage, check_csrf
 
 router = APIRouter(include_in_schema=False)
 
-BUNDLE_ACTIONS = ("bundle.upload", "bundle.promote", "bundle.rollback")
+BUNDLE_ACTIONS = (
+    "bundle.upload",
+    "bundle.promote",
+    "bundle.promote_unvalidated",
+    "bundle.rollback",
+    "bundle.revision",
+    "bundle.validate",
+    "bundle.validated",
+)
 # Variants an admin may weigh on the flags page (the issue's three strategies).
 SELECTOR_VARIANTS = ("vanilla", "sympson_hetter", "conditional_sympson_hetter")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -251,19 +261,27 @@ def promote_confirm(request: Request, bundle_id: str, current: AdminPage, sessio
         possible=True,
         question=(
             f"Promote bundle {bundle_id[:8]} ({bundle['selector']}, r_max {bundle['r_max']}, "
-            f"{bundle['n_items']} items) for exam {bundle['exam_code']}? Its sh_p replaces the "
-            "values in force, manual overrides included, for quizzes started from now on."
+            f"{bundle['n_items']} items) for exam {bundle['exam_code']}? Its rules and sh_p are "
+            "in force for quizzes started from now on."
+            + ("" if bundle["validated"] else " It is an UNVALIDATED revision: no validation run has passed.")
         ),
+        force_label=None
+        if bundle["validated"]
+        else "Promote it unvalidated (recorded in the audit log as a forced promotion)",
         cancel=f"/admin/bundles/{bundle_id}",
     )
 
 
 @router.post("/admin/bundles/{bundle_id}/promote")
 async def promote(request: Request, bundle_id: str, current: AdminPage, session: SessionDep):
-    await _form(request, current)
+    form = await _form(request, current)
     try:
         await run_in_threadpool(
-            exposure_admin.promote_bundle, session, current.user.tenant, current.user.sub, bundle_id
+            functools.partial(exposure_admin.promote_bundle, force=form.get("force") == "true"),
+            session,
+            current.user.tenant,
+            current.user.sub,
+            bundle_id,
         )
     except ServiceError as exc:
         session.rollback()
@@ -271,6 +289,23 @@ async def promote(request: Request, bundle_id: str, current: AdminPage, session:
             request, current, session, error=f"Not promoted: {exc.detail}", status_code=exc.status_code
         )
     return _see("/admin/bundles?done=promoted")
+
+
+@router.post("/admin/bundles/{bundle_id}/validate")
+async def validate(
+    request: Request, bundle_id: str, background: BackgroundTasks, current: AdminPage, session: SessionDep
+):
+    """Start a validation run of a revision in the background; its page shows the progress."""
+    await _form(request, current)
+    try:
+        revisions.start_validation(session, current.user.tenant, current.user.sub, bundle_id)
+    except ServiceError as exc:
+        session.rollback()
+        return _bundles_page(
+            request, current, session, error=f"Not validated: {exc.detail}", status_code=exc.status_code
+        )
+    background.add_task(revisions.run_validation, request.app.state.session_factory, bundle_id)
+    return _see(f"/admin/bundles/{bundle_id}")
 
 
 # ---------------------------------------------------------------------------- flags and cohorts

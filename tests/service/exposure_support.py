@@ -13,9 +13,10 @@ import numpy as np
 from scipy.special import expit
 from sqlalchemy import select
 
+from qbank.estimation import EAP
 from qbank.exposure import build_bundle, bundle_sha256, calibrate_exposure, validate_exposure
 from qbank.pool import ItemPool, load_pool
-from qbank.stopping import FixedLength
+from qbank.stopping import FixedLength, StandardError
 from service import quizzes
 from service.core.config import DEFAULT_TENANT, Settings
 from service.core.security import TokenUser
@@ -37,13 +38,22 @@ def service_settings(url: str, **overrides) -> Settings:
 
 @cache
 def _bundle_json(
-    r_max: float, length: int, cuts: tuple | None, n_examinees: int, validation_examinees: int
+    r_max: float,
+    length: int,
+    cuts: tuple | None,
+    n_examinees: int,
+    validation_examinees: int,
+    method: str = "sympson_hetter",
+    se_target: tuple | None = None,
+    eap: tuple | None = None,
 ) -> str:
     pool = load_pool(DEMO_POOL)
     calibration = calibrate_exposure(
         pool,
         r_max,
-        stopping=FixedLength(length),
+        method=method,
+        stopping=StandardError(*se_target, length) if se_target else FixedLength(length),
+        estimator=EAP(*eap) if eap else None,
         n_examinees=n_examinees,
         strata_cuts=list(cuts) if cuts else None,
         rng=0,
@@ -59,9 +69,12 @@ def demo_bundle(
     cuts: tuple | None = None,
     n_examinees: int = 4000,
     validation_examinees: int = 8000,
+    **rules,
 ) -> dict:
-    """A fresh copy of a validated bundle of the demo pool (computed once per run and settings)."""
-    return json.loads(_bundle_json(r_max, length, cuts, n_examinees, validation_examinees))
+    """A fresh copy of a validated bundle of the demo pool (computed once per run and settings);
+    ``rules``: ``method``, ``se_target`` ((se_target, min_length)) and ``eap`` ((n_points,
+    grid_min, grid_max)) for other rules than fixed-length EAP Sympson-Hetter."""
+    return json.loads(_bundle_json(r_max, length, cuts, n_examinees, validation_examinees, **rules))
 
 
 def rehash(bundle: dict) -> dict:

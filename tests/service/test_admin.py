@@ -47,12 +47,26 @@ def serve(api, user, topics, n):
 
 
 def test_reestimate_is_the_scaffold_heuristic_on_exposure_rates(api, session_factory):
-    x = publish(api, "X", "t1", "medium")  # provisional b = 0: the most informative at theta = 0
+    x = publish(api, "X", "t1", "medium")
     y = publish(api, "Y", "t2", "hard")
     z = publish(api, "Z", "t3", "easy")
+    csv = b"item_id,a,b,c\nX,1,0,0\nY,1,1,0\nZ,1,-1,0\n"  # X is the most informative at theta = 0
+    assert (
+        api.post("/v1/admin/calibrations", files={"file": ("cal.csv", csv, "text/csv")}, **ADMIN).status_code
+        == 200
+    )
     assert api.post(
         "/v1/admin/exposure/set", json={"question_id": x, "version": 1, "sh_p": 0.0}, **ADMIN
     ).json() == {"ok": True}
+    # K is stored once, in a bundle revision: the change is a new unvalidated revision of the
+    # exam's K = 1 root, in force once promoted (here with force, audited as such).
+    (revision,) = api.get("/v1/admin/exposure/bundles?status=unvalidated", **ADMIN).json()[:1]
+    assert revision["parent_id"] and revision["validated"] is False and revision["created_by"] == "root"
+    assert revision["revision"]["changes"] == [{"item_id": "X", "sh_p_old": 1.0, "sh_p_new": 0.0}]
+    r = api.post(f"/v1/admin/exposure/bundles/{revision['id']}/promote", **ADMIN)
+    assert r.status_code == 409 and "force=true" in r.json()["detail"]
+    r = api.post(f"/v1/admin/exposure/bundles/{revision['id']}/promote?force=true", **ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "active"
     assert (
         api.put(
             "/v1/admin/cohorts",
@@ -87,8 +101,15 @@ def test_reestimate_is_the_scaffold_heuristic_on_exposure_rates(api, session_fac
     assert by_id[x]["exposure_rate"] == pytest.approx(0.6) and by_id[y]["exposure_rate"] == pytest.approx(0.6)
     assert by_id[x]["sh_p_old"] == 0.0 and by_id[x]["sh_p_new"] == pytest.approx(0.05)
     assert by_id[y]["sh_p_old"] == 1.0 and by_id[y]["sh_p_new"] == pytest.approx(0.5 / 0.6)
+    assert out["revision_id"]
     items = {row["question_id"]: row for row in api.get("/v1/admin/exposure/items", **ADMIN).json()}
-    assert items[x]["sh_p"] == pytest.approx(0.05) and items[z]["sh_p"] == 1.0
+    # In force: the promoted revision's K; pending: the heuristic's unvalidated revision.
+    assert (items[x]["sh_p"], items[x]["pending_sh_p"], items[x]["overridden"]) == (
+        0.0,
+        pytest.approx(0.05),
+        True,
+    )
+    assert items[z]["sh_p"] == 1.0 and items[z]["overridden"] is False
     assert [items[q]["recent_attempts"] for q in (x, y, z)] == [3, 3, 1]
     listed = api.get("/v1/admin/exposure/items?limit=2", **ADMIN).json()
     assert len(listed) == 2 and listed[0]["recent_attempts"] >= listed[1]["recent_attempts"]
@@ -102,7 +123,11 @@ def test_reestimate_is_the_scaffold_heuristic_on_exposure_rates(api, session_fac
     )
     with session_factory() as session:
         actions = session.scalars(select(AuditLog.action).where(AuditLog.action.like("exposure.%"))).all()
+        promotions = session.scalars(
+            select(AuditLog.action).where(AuditLog.action.like("bundle.promote%"))
+        ).all()
     assert actions == ["exposure.set", "exposure.reestimate", "exposure.reestimate"]
+    assert promotions == ["bundle.promote_unvalidated"]
 
 
 def test_admin_validation_and_unknown_items(api):

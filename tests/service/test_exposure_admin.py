@@ -15,13 +15,13 @@ from sqlalchemy import func, select
 
 from qbank.exposure import noise_tolerance
 from qbank.pool import ItemPool, load_pool
-from qbank.selection import Selector, exposure_draws, select_next, session_rng
+from qbank.rules import rules_from_bundle
 from service import exposure_admin
 from service.calibration import import_calibration
 from service.core.security import TokenUser
 from service.db import make_engine, make_session_factory, migrate
 from service.demo import DEMO_POOL, load_demo
-from service.exposure_models import ExposureKSet, ItemDailyExposure
+from service.exposure_models import ItemDailyExposure
 from service.models import ItemCalibration, OutboxEvent, Question, QuizItem, QuizSession
 from service.pools import pool_view
 from service.quizzes import start_quiz
@@ -174,28 +174,17 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
         quizzes = {
             q: session.get(QuizSession, q) for q in (before["quiz_id"], pinned_a["quiz_id"], csh["quiz_id"])
         }
-        k_set = session.get(ExposureKSet, quizzes[csh["quiz_id"]].selector["k_set"])
         view = pool_view(session, quizzes[csh["quiz_id"]].pool_snapshot_id)
-        served = session.scalars(
-            select(QuizItem).where(QuizItem.quiz_id == csh["quiz_id"]).order_by(QuizItem.position)
-        ).all()
     assert quizzes[before["quiz_id"]].exposure_bundle_id is None
     assert quizzes[pinned_a["quiz_id"]].exposure_bundle_id == a_id  # pinned: B's promotion changes nothing
     assert quizzes[csh["quiz_id"]].exposure_bundle_id == b_id
+    # K is the pinned bundle's, by item id in the quiz's pool order; the quiz replays from it alone.
     by_ref = {item["item_id"]: item["sh_p"] for item in conditional["items"]}
     expected = [by_ref[loaded_bank.ref[int(q)]] for q in view.question_id]
-    assert k_set.sh_p == expected and k_set.theta_cuts == [0.0]
-    # The conditional quiz replays from its id and the pinned K set alone.
-    selector = Selector("conditional_sympson_hetter", sh_p=np.array(k_set.sh_p), theta_cuts=np.array([0.0]))
-    draws = exposure_draws(session_rng(csh["quiz_id"]), 1, view.n_items)
-    available = np.ones((1, view.n_items), dtype=bool)
-    for item in served:
-        selection = select_next(
-            view.pool, [item.theta_before], available, selector=selector, exposure_draws=draws
-        )
-        available[0, selection.withdrawn_items] = False
-        assert selection.item[0] == item.pool_index
-        available[0, item.pool_index] = False
+    rules = rules_from_bundle(conditional, view.pool, item_ids=list(view.ref))
+    assert rules.selector.sh_p.tolist() == expected and rules.selector.theta_cuts.tolist() == [0.0]
+    assert api.get(f"/v1/quizzes/{csh['quiz_id']}", **ADMIN).json()["rules"]["bundle_id"] == b_id
+    assert api.get(f"/v1/admin/quizzes/{csh['quiz_id']}/audit", **ADMIN).json()["identical"] is True
 
     r = api.post("/v1/admin/exposure/rollback", **ADMIN)
     assert r.status_code == 200 and (r.json()["id"], r.json()["status"]) == (a_id, "active")
@@ -204,13 +193,17 @@ def test_promote_then_rollback_with_pinned_quizzes(api, loaded_bank, session_fac
         rows[refs[i["item_id"]]]["sh_p"] == i["sh_p"] and rows[refs[i["item_id"]]]["sh_p_strata"] is None
         for i in classic["items"]
     )
-    fallback = start(api, "csh")  # no conditional bundle in force: classic Sympson-Hetter, said so
+    fallback = start(api, "csh")  # a classic bundle in force: its rules run, the request is recorded
     with session_factory() as session:
         config = session.get(QuizSession, fallback["quiz_id"]).selector
         events = session.scalar(
             select(func.count()).select_from(OutboxEvent).where(OutboxEvent.event_type == "bundle_promoted")
         )
-    assert config["rule"] == "sympson_hetter" and "needs an active conditional bundle" in config["fallback"]
+    assert (config["rule"], config["requested"], config["bundle_id"]) == (
+        "sympson_hetter",
+        "conditional_sympson_hetter",
+        a_id,
+    )
     assert events == 3
     detail = api.get(f"{BUNDLES}/{a_id}", **ADMIN).json()
     assert [h["action"] for h in detail["history"]] == ["bundle.upload", "bundle.promote", "bundle.rollback"]
@@ -298,16 +291,28 @@ def test_manual_override_is_audited_and_shown(api, loaded_bank):
         json={"question_id": qid, "version": 1, "sh_p": 0.125, "stratum": 1},
         **ADMIN,
     )
-    assert r.status_code == 200 and r.json() == {
+    first = r.json()
+    assert r.status_code == 200 and first == {
         "question_id": qid,
         "version": 1,
         "stratum": 1,
         "sh_p": 0.125,
         "previous": item["sh_p"][1],
+        "revision_id": first["revision_id"],
+        "status": "unvalidated",
     }
+    # K in force stays the active bundle's; the change waits in a revision derived from it.
     row = in_force(api)[qid]
-    assert row["sh_p_strata"] == [item["sh_p"][0], 0.125] and row["overridden"] is True
-    # The scaffold's endpoint sets the classic value and every stratum.
+    assert row["sh_p_strata"] == item["sh_p"] and row["pending_sh_p"] == [item["sh_p"][0], 0.125]
+    assert row["overridden"] is True
+    revision = api.get(f"{BUNDLES}/{first['revision_id']}", **ADMIN).json()
+    assert (revision["parent_id"], revision["status"], revision["created_by"]) == (
+        b_id,
+        "unvalidated",
+        "root",
+    )
+    assert "stratum 1" in revision["reason"] and revision["validated"] is False
+    # The scaffold's endpoint sets every stratum, in a revision derived from the first.
     assert (
         api.post(
             "/v1/admin/exposure/set", json={"question_id": qid, "version": 1, "sh_p": 0.5}, **ADMIN
@@ -315,7 +320,20 @@ def test_manual_override_is_audited_and_shown(api, loaded_bank):
         == 200
     )
     row = in_force(api)[qid]
-    assert (row["sh_p"], row["sh_p_strata"]) == (0.5, [0.5, 0.5])
+    assert (row["sh_p_strata"], row["pending_sh_p"]) == (item["sh_p"], [0.5, 0.5])
+    second = api.get(f"{BUNDLES}?status=unvalidated", **ADMIN).json()[0]
+    assert second["parent_id"] == first["revision_id"]
+    # Promotion needs a passing validation (or force); the validation runs in the background.
+    assert api.post(f"{BUNDLES}/{second['id']}/promote", **ADMIN).status_code == 409
+    r = api.post(f"{BUNDLES}/{second['id']}/validate?n_examinees=4000", **ADMIN)
+    assert r.status_code == 202 and r.json()["validation_state"] == "running"
+    validated = api.get(f"{BUNDLES}/{second['id']}", **ADMIN).json()
+    assert (validated["validation_state"], validated["validation_progress"]) == ("passed", 1.0)
+    assert validated["status"] == "staged" and validated["document"]["validation"]["n_examinees"] == 4000
+    assert api.post(f"{BUNDLES}/{second['id']}/validate", **ADMIN).status_code == 409
+    assert api.post(f"{BUNDLES}/{second['id']}/promote", **ADMIN).status_code == 200
+    row = in_force(api)[qid]
+    assert (row["sh_p"], row["sh_p_strata"], row["overridden"]) == (0.5, [0.5, 0.5], False)
     r = api.post(
         "/v1/admin/exposure/override",
         json={"question_id": qid, "version": 1, "sh_p": 0.5, "stratum": 2},
@@ -326,8 +344,8 @@ def test_manual_override_is_audited_and_shown(api, loaded_bank):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "sh_p"
     trail = [e for e in api.get("/v1/admin/exposure/audit", **ADMIN).json() if e["action"] == "exposure.set"]
     assert [e["details"] for e in trail] == [
-        {"sh_p": 0.5},
-        {"sh_p": 0.125, "stratum": 1, "previous": item["sh_p"][1]},
+        {"sh_p": 0.5, "revision": second["id"]},
+        {"sh_p": 0.125, "stratum": 1, "previous": item["sh_p"][1], "revision": first["revision_id"]},
     ]
 
 

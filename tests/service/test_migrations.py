@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
+from datetime import UTC, datetime
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 import service
 from service.db import alembic_config, make_engine, migrate
@@ -29,6 +32,8 @@ def test_migrated_schema_matches_the_models(database_url):
     finally:
         engine.dispose()
     assert differences == []
+    # K lives in bundle revisions only (migration 0014 dropped the mirrors).
+    assert not {"item_exposure_control", "item_exposure_strata", "exposure_k_sets"} & tables
     assert {
         "users",
         "topics",
@@ -37,7 +42,6 @@ def test_migrated_schema_matches_the_models(database_url):
         "question_options",
         "question_publications",
         "item_calibration",
-        "item_exposure_control",
         "exposure_bundles",
         "feature_flags",
         "cohort_assignments",
@@ -61,5 +65,71 @@ def test_downgrade_and_upgrade_again(tmp_path):
         migrate(url)
         with engine.connect() as connection:
             assert len(inspect(connection).get_table_names()) == len(Base.metadata.tables) + 1
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fresh_url(request, tmp_path):
+    """An empty database of each backend of its own (migrated up and down by the test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    from conftest import _create_pg_database, _drop_pg_database
+
+    name = _create_pg_database()
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        _drop_pg_database(name)
+
+
+def test_0014_drops_the_k_mirrors_and_records_their_rows(fresh_url):
+    """Rows of the dropped K tables go to the audit log, per tenant; down and up again work."""
+    config = alembic_config(fresh_url)
+    command.upgrade(config, "0003_exposure_admin")
+    engine = make_engine(fresh_url, pool_size=1)
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO questions (id, tenant_id, external_ref, created_by, is_deleted, created_at) "
+                    "VALUES (7, 't1', 'Q7', 'a', false, :now)"
+                ),
+                {"now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO item_exposure_control (question_id, version, tenant_id, sh_p, updated_at) "
+                    "VALUES (7, 1, 't1', 0.4, :now)"
+                ),
+                {"now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO item_exposure_strata (question_id, version, stratum, tenant_id, sh_p, updated_at) "
+                    "VALUES (7, 1, 1, 't1', 0.25, :now)"
+                ),
+                {"now": now},
+            )
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT tenant_id, action, details FROM audit_log WHERE action = 'exposure.k_rows_dropped'"
+                )
+            ).all()
+            tables = set(inspect(connection).get_table_names())
+            columns = {c["name"] for c in inspect(connection).get_columns("exposure_bundles")}
+        details = rows[0][2] if isinstance(rows[0][2], dict) else json.loads(rows[0][2])
+        assert [(r[0], r[1]) for r in rows] == [("t1", "exposure.k_rows_dropped")]
+        assert details == {"item_exposure_control": [[7, 1, 0.4]], "item_exposure_strata": [[7, 1, 1, 0.25]]}
+        assert not {"item_exposure_control", "item_exposure_strata", "exposure_k_sets"} & tables
+        assert {"parent_id", "reason"} <= columns
+        command.downgrade(config, "0003_exposure_admin")
+        with engine.connect() as connection:
+            assert {"item_exposure_control", "exposure_k_sets"} <= set(inspect(connection).get_table_names())
+        command.upgrade(config, "head")
     finally:
         engine.dispose()

@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from qbank.selection import Selector, exposure_draws, select_next, session_rng
 from service.models import OutboxEvent, QuizItem, QuizSession, UserResponse
 from service.pools import pool_view
 
@@ -352,6 +351,16 @@ def test_sympson_hetter_cohort_withdraws_and_replays(api, loaded_bank, session_f
     )
     for qid in top[1:]:
         api.post("/v1/admin/exposure/set", json={"question_id": int(qid), "version": 1, "sh_p": 0.3}, **admin)
+    # The manual changes accumulate in one chain of unvalidated revisions; the newest holds them all.
+    newest = api.get("/v1/admin/exposure/bundles?status=unvalidated", **admin).json()[0]
+    assert len(newest["revision"]["changes"]) == 1 and newest["parent_id"]
+    k = {
+        item["item_id"]: item["sh_p"]
+        for item in api.get(f"/v1/admin/exposure/bundles/{newest['id']}", **admin).json()["document"]["items"]
+    }
+    assert [k[loaded_bank.ref[int(q)]] for q in top] == [0.0] + [0.3] * 24
+    r = api.post(f"/v1/admin/exposure/bundles/{newest['id']}/promote?force=true", **admin)
+    assert r.status_code == 200, r.text
     quiz = start(api, num_questions=12)
     assert quiz["selector"] == "sympson_hetter"
     take_quiz(api, quiz["quiz_id"], lambda item: loaded_bank.key[item["question_id"]])
@@ -364,17 +373,11 @@ def test_sympson_hetter_cohort_withdraws_and_replays(api, loaded_bank, session_f
     assert int(top[0]) in withdrawn and int(top[0]) not in served
     assert not withdrawn & set(served)
 
-    # An audit replays the served sequence from the stored session alone (docs/architecture.md).
-    selector = Selector("sympson_hetter", sh_p=view.sh_p)
-    draws = exposure_draws(session_rng(quiz["quiz_id"]), 1, view.n_items)
-    available = np.ones((1, view.n_items), dtype=bool)
-    for item in items:
-        selection = select_next(
-            view.pool, [item.theta_before], available, selector=selector, exposure_draws=draws
-        )
-        available[0, selection.withdrawn_items] = False
-        assert selection.item[0] == item.pool_index
-        available[0, item.pool_index] = False
+    # An audit replays the served sequence in the core from the pinned revision alone (docs/architecture.md).
+    audit = api.get(f"/v1/admin/quizzes/{quiz['quiz_id']}/audit", **admin).json()
+    assert (
+        audit["identical"] is True and audit["bundle_id"] == newest["id"] and audit["positions"] == len(items)
+    )
 
 
 def test_selector_flag_applies_to_new_quizzes(api, loaded_bank, take_quiz):

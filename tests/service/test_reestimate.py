@@ -21,7 +21,6 @@ from service.exposure_models import ExposureBundleInfo
 from service.models import (
     ExposureBundle,
     ItemCalibration,
-    ItemExposureControl,
     Question,
     QuizItem,
     QuizSession,
@@ -53,10 +52,23 @@ def test_heuristic_uses_exposure_rates(db, loaded_bank, session_factory):
         f"heuristic: 8 quiz(zes) of DEMO-EXAM in the last 7 day(s); {len(expected)} item(s) changed"
         in result.output
     )
+    # The new K is an unvalidated bundle revision derived from the exam's K = 1 root, nothing else.
     with session_factory() as session:
-        stored = {row.question_id: row.sh_p for row in session.scalars(select(ItemExposureControl))}
+        revision = session.scalars(
+            select(ExposureBundle).where(ExposureBundle.status == "unvalidated")
+        ).all()[-1]
+        document, parent = revision.document, session.get(ExposureBundle, revision.parent_id)
+    qid_of = {ref: qid for qid, ref in loaded_bank.ref.items()}
+    stored = {qid_of[item["item_id"]]: item["sh_p"] for item in document["items"] if item["sh_p"] != 1.0}
     assert stored == pytest.approx(expected)
+    assert (document["revision"]["kind"], document["validation"], revision.created_by) == (
+        "heuristic",
+        None,
+        "qbank reestimate",
+    )
+    assert parent.parent_id is None and all(item["sh_p"] == 1.0 for item in parent.document["items"])
     assert "exposure rate 1.000, sh_p 1.0000 -> 0.3000" in result.output
+    assert f"new bundle revision {revision.id} (unvalidated)" in result.output
     assert reestimate(db, "--floor", "0.9", "--ceil", "0.5").exit_code == 2
 
 
@@ -114,7 +126,7 @@ def test_simulate_stages_a_draft_bundle_on_the_observed_population(served_exam):
     with factory() as session:
         bundle = session.scalars(select(ExposureBundle)).one()
         info = session.get(ExposureBundleInfo, bundle.id)
-        in_force = session.scalars(select(ItemExposureControl)).all()
+        in_force = exposure_admin.active_bundle(session, TENANT, "DEMO-EXAM")
     document = bundle.document
     assert (bundle.status, info.source, info.carries_calibration) == ("draft", "reestimate", True)
     assert validate_bundle(document) == [] and document["r_max"] == 0.3 and document["test_length"] == 6
@@ -122,7 +134,7 @@ def test_simulate_stages_a_draft_bundle_on_the_observed_population(served_exam):
     params = document["simulation"]["theta_distribution"]
     assert params["name"] == "normal"
     assert params["params"] == pytest.approx([theta.mean(), np.sqrt(theta.var(ddof=1) + np.mean(se**2))])
-    assert in_force == []  # staged, not promoted
+    assert in_force is None  # staged, not promoted
 
     with factory() as session:
         live_before = dict(

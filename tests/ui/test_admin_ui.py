@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from service.models import AuditLog, ItemExposureControl, Question
+from service.models import AuditLog, ExposureBundle, Question
 
 pytestmark = pytest.mark.browser
 
@@ -82,38 +82,56 @@ def test_inline_sh_p_edit_validates_saves_and_audits(page, ui_server, sign_in, s
     field.fill("0.35")
     dialog.get_by_role("button", name="Save sh_p", exact=True).click()
     dialog.wait_for(state="hidden")
-    assert page.locator(".sh-value").inner_text() == "0.350"
-    assert _count_line(page) == "Saved: sh_p of DEMO-0042 is 0.350."
+    # K is stored once, in bundle revisions: the edit is a new unvalidated revision, pending.
+    assert page.locator(".sh-value").inner_text() == "1.000"
+    assert page.locator(".sh-pending").inner_text() == "→ 0.350 pending"
+    assert _count_line(page).startswith("Saved: sh_p of DEMO-0042 is 0.350 in unvalidated revision ")
 
     with ui_server.session_factory() as session:
         question_id = session.scalar(select(Question.id).where(Question.external_ref == "DEMO-0042"))
-        assert session.get(ItemExposureControl, (question_id, 1)).sh_p == 0.35
         entry = session.scalars(
             select(AuditLog).where(AuditLog.action == "exposure.set").order_by(AuditLog.id.desc())
         ).first()
-        assert (entry.actor, entry.entity_id, entry.details) == (
+        revision = session.get(ExposureBundle, entry.details["revision"])
+        assert (entry.actor, entry.entity_id, entry.details["sh_p"]) == (
             "admin-editor",
             f"{question_id}:1",
-            {"sh_p": 0.35},
+            0.35,
         )
+        assert revision.status == "unvalidated" and revision.created_by == "admin-editor"
+        assert {"item_id": "DEMO-0042", "sh_p_old": 1.0, "sh_p_new": 0.35} in revision.document["revision"][
+            "changes"
+        ]
     listing = httpx.get(
         f"{ui_server.base_url}/v1/admin/exposure/items",
         params={"limit": 10_000},
         headers=ui_server.api_headers("auditor"),
     ).json()
-    assert next(r["sh_p"] for r in listing if r["question_id"] == question_id) == 0.35
+    row = next(r for r in listing if r["question_id"] == question_id)
+    assert (row["sh_p"], row["pending_sh_p"]) == (1.0, 0.35)
 
-    page.goto("/admin/exposure?controlled=true&q=DEMO-0042")  # a reload shows the stored value
-    assert _column(page, "Item") == ["DEMO-0042"] and _column(page, "sh_p")[0].startswith("0.350")
+    page.goto("/admin/exposure?q=DEMO-0042")  # a reload shows the pending value
+    assert _column(page, "Item") == ["DEMO-0042"] and "0.350 pending" in _column(page, "sh_p")[0]
     shot(page, "admin-sh-edited")
+
+    # The revision's page shows it unvalidated and runs a validation in the background.
+    page.goto(f"/admin/bundles/{revision.id}")
+    assert "unvalidated" in page.locator("#validation-state").inner_text()
+    page.get_by_role("button", name="Run a validation", exact=True).click()
+    page.wait_for_url(f"**/admin/bundles/{revision.id}")
+    page.wait_for_function("document.querySelector('#validation-state').innerText.includes('validat')")
+    shot(page, "admin-revision-validation")
 
 
 def test_sh_p_edit_needs_the_pages_csrf_token_and_admin_role(page, ui_server, sign_in):
     sign_in.dev(page, "admin-csrf", role="admin", next_path="/admin/exposure")
     body = {"question_id": 1, "version": 1, "sh_p": 0.5}
-    with ui_server.session_factory() as session:
-        before = session.get(ItemExposureControl, (1, 1))  # None, or what a promoted bundle set
-        before = None if before is None else before.sh_p
+
+    def revisions():
+        with ui_server.session_factory() as session:
+            return session.scalar(select(func.count()).select_from(ExposureBundle))
+
+    before = revisions()
     assert page.request.post("/admin/exposure/set", data=body).status == 403
     assert (
         page.request.post("/admin/exposure/set", data=body, headers={"X-CSRF-Token": "forged"}).status == 403
@@ -126,6 +144,4 @@ def test_sh_p_edit_needs_the_pages_csrf_token_and_admin_role(page, ui_server, si
         assert refused.status == 303 and "/signin?next=" in refused.headers["location"]
     finally:
         student.close()
-    with ui_server.session_factory() as session:
-        after = session.get(ItemExposureControl, (1, 1))
-        assert (None if after is None else after.sh_p) == before != 0.5
+    assert revisions() == before  # refused: no revision was made

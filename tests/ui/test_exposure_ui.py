@@ -16,7 +16,7 @@ from qbank.exposure import build_bundle, calibrate_exposure, validate_exposure
 from qbank.pool import load_pool
 from qbank.stopping import FixedLength
 from service import exposure_admin
-from service.models import FeatureFlag, ItemExposureControl, Question
+from service.models import FeatureFlag, Question
 
 pytestmark = pytest.mark.browser
 
@@ -111,7 +111,9 @@ def test_upload_refusal_promote_rollback_and_audit(page, ui_server, sign_in, sho
         question_id = session.scalar(
             select(Question.id).where(Question.external_ref == controlled["item_id"])
         )
-        assert session.get(ItemExposureControl, (question_id, 1)).sh_p == pytest.approx(controlled["sh_p"])
+    # In force = the active bundle's K, read through the API (the bundle is its one store).
+    listing = {r["question_id"]: r for r in page.request.get("/v1/admin/exposure/items?limit=10000").json()}
+    assert listing[question_id]["sh_p"] == pytest.approx(controlled["sh_p"])
 
     # A second bundle replaces it; rolling back (after confirming) brings the first back.
     _upload(page, bundle_files[0.3])

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Path, Query, UploadFile
 
 from service import admin
-from service.api.deps import AdminUser, SessionDep
+from service.api.deps import AdminUser, SessionDep, SettingsDep
 from service.calibration import (
     CheckedPool,
     check_against_report,
@@ -52,11 +52,13 @@ def set_sh(body: SetSh, user: AdminUser, session: SessionDep) -> dict:
 
 
 @router.post("/exposure/reestimate", response_model=ReestimateOut)
-def reestimate(body: Reestimate, user: AdminUser, session: SessionDep) -> dict:
+def reestimate(body: Reestimate, user: AdminUser, session: SessionDep, settings: SettingsDep) -> dict:
+    """The scaffold's heuristic; its K is a new unvalidated bundle revision (``revision_id``)."""
     return admin.reestimate(
         session,
         user.tenant,
         user.sub,
+        exam_code=settings.exam_code,
         tau=body.tau,
         days=body.days,
         floor=body.floor,

@@ -19,13 +19,14 @@ import json
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response, status
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from qbank.exposure import BUNDLE_JSON_SCHEMA
 from service import exposure_admin
 from service.api.deps import AdminUser, SessionDep, SettingsDep
+from service.exposure import audit, revisions
 from service.exposure_admin import BundleRefused
 from service.schemas import Id, Strict, Version
 
@@ -106,7 +107,9 @@ def list_bundles(
     user: AdminUser,
     session: SessionDep,
     exam_code: ExamCode = None,
-    status_: str | None = Query(None, alias="status", pattern="^(staged|draft|active|superseded)$"),
+    status_: str | None = Query(
+        None, alias="status", pattern="^(staged|draft|unvalidated|active|superseded)$"
+    ),
 ) -> list:
     """Bundle summaries, newest first."""
     return exposure_admin.list_bundles(session, user.tenant, exam_code, status_)
@@ -118,11 +121,38 @@ def bundle_detail(bundle_id: BundleId, user: AdminUser, session: SessionDep) -> 
     return exposure_admin.bundle_detail(session, user.tenant, bundle_id)
 
 
+@router.get("/quizzes/{quiz_id}/audit")
+def audit_quiz(
+    quiz_id: Annotated[str, Path(min_length=1, max_length=64)], user: AdminUser, session: SessionDep
+) -> dict:
+    """Replay a quiz in the core under the rules it pinned: ``identical: true``, or the first
+    ``position`` where the record departs from the replay and the ``reason``."""
+    return audit.audit_quiz(session, user.tenant, quiz_id)
+
+
 @router.post("/exposure/bundles/{bundle_id}/promote")
-def promote_bundle(bundle_id: BundleId, user: AdminUser, session: SessionDep) -> dict:
-    """Re-check and promote: every item's sh_p (per stratum when conditional) becomes the bundle's,
-    atomically; the previous bundle becomes ``superseded``. Returns the bundle summary."""
-    return exposure_admin.promote_bundle(session, user.tenant, user.sub, bundle_id)
+def promote_bundle(bundle_id: BundleId, user: AdminUser, session: SessionDep, force: bool = False) -> dict:
+    """Re-check and promote: the bundle revision (its K and rules) is in force for new quizzes,
+    atomically; the previous one becomes ``superseded``. An unvalidated revision needs
+    ``force=true`` (audited ``bundle.promote_unvalidated``). Returns the bundle summary."""
+    return exposure_admin.promote_bundle(session, user.tenant, user.sub, bundle_id, force=force)
+
+
+@router.post("/exposure/bundles/{bundle_id}/validate", status_code=status.HTTP_202_ACCEPTED)
+def validate_revision(
+    bundle_id: BundleId,
+    request: Request,
+    background: BackgroundTasks,
+    user: AdminUser,
+    session: SessionDep,
+    n_examinees: int = Query(revisions.VALIDATION_EXAMINEES, ge=1000, le=500_000),
+) -> dict:
+    """Start validating an unvalidated revision in the background (its own rules on fresh
+    simulees); the bundle summary's ``validation_state`` and ``validation_progress`` follow it,
+    and a passing revision becomes ``staged``."""
+    started = revisions.start_validation(session, user.tenant, user.sub, bundle_id)
+    background.add_task(revisions.run_validation, request.app.state.session_factory, bundle_id, n_examinees)
+    return started
 
 
 @router.post("/exposure/rollback")
@@ -133,8 +163,8 @@ def rollback(user: AdminUser, session: SessionDep, settings: SettingsDep, exam_c
 
 @router.post("/exposure/override")
 def override(body: Override, user: AdminUser, session: SessionDep) -> dict:
-    """Manual, audited sh_p of a question version (one stratum or all):
-    ``{question_id, version, stratum, sh_p, previous}``."""
+    """Manual, audited sh_p of a question version (one stratum or all), as a new unvalidated bundle
+    revision: ``{question_id, version, stratum, sh_p, previous, revision_id, status}``."""
     return exposure_admin.set_override(
         session, user.tenant, user.sub, body.question_id, body.version, body.sh_p, body.stratum
     )

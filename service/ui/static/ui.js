@@ -94,10 +94,14 @@ function setupShEditor() {
       question_id: Number(target.dataset.questionId), version: Number(target.dataset.version), sh_p: value,
     }, { "X-CSRF-Token": csrfToken() });
     if (!result.ok) { errorBox.textContent = `Not saved: ${detailOf(result)}.`; return; }
-    target.dataset.sh = String(result.data.sh_p);
-    target.closest("td").querySelector(".sh-value").textContent = result.data.sh_p.toFixed(3);
+    // K is stored once, in bundle revisions: the change is a new revision, unvalidated until a
+    // validation run passes; the value in force stays until that revision is promoted.
+    target.closest("td").querySelector(".sh-pending").textContent = `→ ${result.data.sh_p.toFixed(3)} pending`;
     const status = document.getElementById("exposure-count");
-    if (status) status.textContent = `Saved: sh_p of ${target.dataset.ref} is ${result.data.sh_p.toFixed(3)}.`;
+    if (status) {
+      status.textContent = `Saved: sh_p of ${target.dataset.ref} is ${result.data.sh_p.toFixed(3)} in unvalidated ` +
+        `revision ${result.data.revision_id.slice(0, 8)}; validate and promote it on the Bundles page.`;
+    }
     dialog.close();
   });
 }

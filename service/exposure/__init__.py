@@ -1,0 +1,1 @@
+"""Exposure administration of the delivery service, by concern (see each module)."""
