@@ -251,7 +251,7 @@ def serve(host, port, workers, database_url, dev, with_demo, log_level):
 @click.option("--database-url", help=_DB_HELP)
 @click.option("--tenant", help=_TENANT_HELP)
 def audit_quiz_command(quiz_id, database_url, tenant):
-    """Replay a served quiz in the core under the rules it pinned: "identical", or the first
+    """Replay a served quiz in the core under the rules it pinned: identical, or the first
     position where it diverges and why (exit status 1)."""
     from service.exposure.audit import audit_quiz
 
