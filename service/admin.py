@@ -1,7 +1,7 @@
 """Admin operations behind the scaffold's endpoints: item exposure control (``sh_p``), its
 re-estimation from served quizzes, selector flags and cohorts.
 
-The work is done in :mod:`service.exposure_admin` (bundles, parameters in force, flags with
+The work is done in :mod:`service.exposure` (bundles, parameters in force, flags with
 weighted variants, reports); these keep the scaffold's signatures for the routes and the
 admin UI.
 """
@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from service import exposure_admin
+from service import exposure
 from service.events import audit
-from service.exposure_admin import SELECTOR_FLAG, rule_of
+from service.exposure import SELECTOR_FLAG, rule_of
 from service.models import CohortAssignment
 
 
 def exposure_items(session: Session, tenant_id: str, limit: int, days: int = 7) -> list[dict]:
     """Live item versions with their ``sh_p`` (1.0 when unset), responses in the last ``days``,
-    the window's exposure rate and the active bundle's ``sh_p`` (:func:`exposure_admin.exposure_items`)."""
-    return exposure_admin.exposure_items(session, tenant_id, limit, days)
+    the window's exposure rate and the active bundle's ``sh_p`` (:func:`exposure.exposure_items`)."""
+    return exposure.exposure_items(session, tenant_id, limit, days)
 
 
 def set_sh(session: Session, tenant_id: str, actor: str, question_id: int, version: int, sh_p: float) -> dict:
     """Set K_i of a question version of the tenant, every stratum included, as a new unvalidated
     bundle revision (in force once validated and promoted); audited; commits."""
-    return exposure_admin.set_override(session, tenant_id, actor, question_id, version, sh_p)
+    return exposure.set_override(session, tenant_id, actor, question_id, version, sh_p)
 
 
 def reestimate(
@@ -41,8 +41,8 @@ def reestimate(
     exam_code: str = "DEMO-EXAM",
 ) -> dict:
     """The scaffold's heuristic on exposure rates (share of the window's quizzes that administered
-    each item; :func:`exposure_admin.reestimate_heuristic`); commits."""
-    return exposure_admin.reestimate_heuristic(
+    each item; :func:`exposure.reestimate_heuristic`); commits."""
+    return exposure.reestimate_heuristic(
         session,
         tenant_id,
         actor,
@@ -57,7 +57,7 @@ def reestimate(
 
 def set_flag(session: Session, tenant_id: str, actor: str, key: str, enabled: bool, value_json: dict) -> None:
     """Set a feature flag; ``selector_strategy`` values must name selection rules; commits."""
-    exposure_admin.set_flag(session, tenant_id, actor, key, enabled, value_json)
+    exposure.set_flag(session, tenant_id, actor, key, enabled, value_json)
 
 
 def assign_cohort(

@@ -35,8 +35,8 @@ from service.core.config import Settings
 from service.core.security import TokenUser
 from service.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 from service.events import emit
+from service.exposure import SELECTOR_RULES, capped_today, choose_selector, claim_daily_exposure
 from service.exposure.rules import describe, pin_rules, quiz_rules
-from service.exposure_admin import SELECTOR_RULES, capped_today, choose_selector, claim_daily_exposure
 from service.models import QuizItem, QuizSession, UserResponse, utcnow
 from service.pools import PoolView, ensure_snapshot, item_contents, pool_view
 from service.schemas import AnswerSubmit, QuizCreate
@@ -49,7 +49,7 @@ COHORT_RULES = SELECTOR_RULES
 # ---------------------------------------------------------------------------- configuration
 def selector_for_user(session: Session, tenant_id: str, user_id: str) -> dict:
     """The selection rule for a new quiz: the user's sticky variant of a weighted flag, else the
-    user's cohort, else the tenant's flag, else max_info (:func:`service.exposure_admin.choose_selector`)."""
+    user's cohort, else the tenant's flag, else max_info (:func:`service.exposure.choose_selector`)."""
     return choose_selector(session, tenant_id, user_id)
 
 

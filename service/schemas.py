@@ -355,7 +355,7 @@ class ItemRow(BaseModel):
     topic_id: int | None = None
     sh_p: float
     recent_attempts: int | None = 0
-    # Exposure administration (see service.exposure_admin.exposure_items).
+    # Exposure administration (see service.exposure.exposure_items).
     sh_p_strata: list[float] | None = None
     bundle_sh_p: float | list[float] | None = None
     pending_sh_p: float | list[float] | None = None

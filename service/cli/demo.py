@@ -24,7 +24,7 @@ DEMO_POOL = REPO / "data" / "demo_pool.csv"
 def _promote_demo_bundle(url: str, bundle_path: Path) -> dict:
     """Upload and promote the demo bundle and switch quizzes to Sympson-Hetter; returns the promotion."""
     from service.cli.serve import _session, _tenant
-    from service.exposure_admin import SELECTOR_FLAG, promote_bundle, set_flag, upload_bundle
+    from service.exposure import SELECTOR_FLAG, promote_bundle, set_flag, upload_bundle
 
     tenant = _tenant(None)
     document = json.loads(bundle_path.read_text())

@@ -19,7 +19,7 @@ from service.cli.serve import _DB_HELP, _TENANT_HELP, _database_url, _redact, _s
 
 
 def _heuristic(session, tenant, exam_code, days, tau, floor, ceil):
-    from service.exposure_admin import reestimate_heuristic
+    from service.exposure import reestimate_heuristic
 
     out = reestimate_heuristic(
         session, tenant, "qbank reestimate", tau=tau, days=days, floor=floor, ceil=ceil, exam_code=exam_code
@@ -43,7 +43,7 @@ def _heuristic(session, tenant, exam_code, days, tau, floor, ceil):
 
 
 def _simulate(session, tenant, exam_code, days, tau, options):
-    from service.exposure_admin import ReestimateError, stage_reestimated_bundle
+    from service.exposure import ReestimateError, stage_reestimated_bundle
 
     try:
         out = stage_reestimated_bundle(

@@ -6,15 +6,14 @@ scaffold's heuristic re-estimation (:func:`reestimate_heuristic`) each store a n
 (:func:`qbank.exposure.derive_revision`) derived from the exam's newest revision that descends
 from the active bundle (so successive edits accumulate), or from the active bundle, or, for an
 exam without any, from a ``K = 1`` document of its live items; with its parent, author and
-reason, status ``unvalidated``. :func:`run_validation` (a background job started by
-:func:`start_validation`, progress in ``exposure_bundle_info``) simulates the revision's own
-rules on fresh simulees; when it passes the revision becomes ``staged`` and can be promoted.
+reason, status ``unvalidated``. A validation run (:mod:`service.exposure.validation`) simulates
+the revision's own rules on fresh simulees; when it passes the revision becomes ``staged`` and can
+be promoted.
 Promoting an unvalidated revision takes ``force`` and is audited as such.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import timedelta
 
@@ -22,18 +21,17 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from qbank.exposure import base_revision, derive_revision, validate_revision
+from qbank.exposure import base_revision, derive_revision
 from qbank.pool import ItemPool
 from qbank.rules import rules_from_settings
 from qbank.stopping import FixedLength
-from service.errors import Conflict, Invalid, NotFound
+from service.errors import Invalid, NotFound
 from service.events import audit
 from service.exposure.rules import active_bundle
 from service.exposure_models import ExposureBundleInfo
 from service.models import ExposureBundle, Question, QuestionPublication, QuestionVersion, QuizSession, utcnow
 
 BASE_R_MAX = 0.25  # r_max of the K = 1 document an exam without a bundle starts from (if reachable)
-VALIDATION_EXAMINEES = 20_000
 
 
 def _exam_of(session: Session, tenant_id: str, question_id: int, version: int) -> tuple[str, str]:
@@ -55,7 +53,7 @@ def _exam_of(session: Session, tenant_id: str, question_id: int, version: int) -
 
 
 def _base_document(session: Session, tenant_id: str, exam_code: str, actor: str) -> dict:
-    from service.exposure_admin import _live_items
+    from service.exposure.checks import _live_items
 
     live = _live_items(session, tenant_id, exam_code)
     if live.empty:
@@ -246,7 +244,8 @@ def reestimate_heuristic(
         ``{updated, sessions, items: [{question_id, version, exposure_rate, sh_p_old, sh_p_new}],
         revision_id}`` (no revision when nothing changes).
     """
-    from service.exposure_admin import _live_items, _window_exposure
+    from service.exposure.checks import _live_items
+    from service.exposure.items import _window_exposure
 
     n_sessions, administered = _window_exposure(session, tenant_id, days, exam_code)
     if n_sessions < min_sessions or n_sessions == 0:
@@ -313,87 +312,3 @@ def reestimate_heuristic(
         "items": changes,
         "revision_id": None if revision is None else revision.id,
     }
-
-
-# ---------------------------------------------------------------------------- validation
-def _info(session: Session, bundle: ExposureBundle) -> ExposureBundleInfo:
-    info = session.get(ExposureBundleInfo, bundle.id)
-    if info is None:
-        info = ExposureBundleInfo(bundle_id=bundle.id, source="upload", carries_calibration=False, note="")
-        session.add(info)
-    return info
-
-
-def start_validation(session: Session, tenant_id: str, actor: str, bundle_id: str) -> dict:
-    """Mark a revision's validation as running (the caller runs :func:`run_validation` in the
-    background); audited; commits. Returns ``{bundle_id, validation_state, validation_progress}``.
-
-    Raises
-    ------
-    NotFound, Conflict (already validated, or a validation is running)
-    """
-    bundle = session.scalar(
-        select(ExposureBundle).where(ExposureBundle.id == bundle_id, ExposureBundle.tenant_id == tenant_id)
-    )
-    if bundle is None:
-        raise NotFound(f"exposure bundle {bundle_id} not found")
-    if bundle.document.get("validation") is not None:
-        raise Conflict(f"exposure bundle {bundle_id} is validated already")
-    info = _info(session, bundle)
-    if info.validation_state == "running":
-        raise Conflict(f"a validation of exposure bundle {bundle_id} is running")
-    info.validation_state, info.validation_progress, info.validation_message = "running", 0.0, None
-    audit(session, tenant_id, actor, "bundle.validate", "exposure_bundle", bundle.id, {})
-    session.commit()
-    return {"bundle_id": bundle.id, "validation_state": "running", "validation_progress": 0.0}
-
-
-def run_validation(session_factory, bundle_id: str, n_examinees: int = VALIDATION_EXAMINEES) -> None:
-    """Validate a revision (its own rules, fresh simulees: the seed comes from its checksum) and
-    store the result: a passing revision becomes ``staged`` with its ``validation`` filled, a
-    failing one stays ``unvalidated`` with the reason in ``validation_message``."""
-    with session_factory() as session:
-        bundle = session.get(ExposureBundle, bundle_id)
-        document = bundle.document
-        session.commit()
-
-    def progress(done, total):
-        with session_factory() as progress_session:
-            info = progress_session.get(ExposureBundleInfo, bundle_id)
-            info.validation_progress = min(done / total, 0.99)
-            progress_session.commit()
-
-    seed = int(hashlib.sha256(document["bundle_sha256"].encode()).hexdigest()[:8], 16)
-    try:
-        validated = validate_revision(document, n_examinees=n_examinees, seed=seed, progress=progress)
-        error = None
-    except Exception as exc:  # a failed job must say why instead of staying "running"
-        validated, error = None, f"{type(exc).__name__}: {exc}"
-    with session_factory() as session:
-        bundle = session.get(ExposureBundle, bundle_id)
-        info = session.get(ExposureBundleInfo, bundle_id)
-        info.validation_progress = 1.0
-        if validated is not None and validated["validation"]["passed"]:
-            bundle.document, bundle.sha256 = validated, validated["bundle_sha256"]
-            if bundle.status == "unvalidated":
-                bundle.status = "staged"
-            info.validation_state, info.validation_message = "passed", None
-            info.predicted_rates = None  # the prediction follows the validated document
-        else:
-            info.validation_state = "failed"
-            info.validation_message = error or (
-                f"max exposure {validated['validation']['controlled_max_exposure']} exceeds r_max "
-                f"{validated['r_max']} + tolerance {validated['validation']['tolerance']}"
-                if validated["validation"]["tests_ended_short"] == 0
-                else f"{validated['validation']['tests_ended_short']} test(s) ended short"
-            )
-        audit(
-            session,
-            bundle.tenant_id,
-            "validation job",
-            "bundle.validated",
-            "exposure_bundle",
-            bundle.id,
-            {"state": info.validation_state, "message": info.validation_message},
-        )
-        session.commit()

@@ -65,7 +65,7 @@ def pin_rules(
 ) -> tuple[str | None, dict, dict, CatRules]:
     """What a new quiz pins: ``(bundle id, selector record, stopping record, rules)``.
 
-    ``choice`` is the cohort's selection (:func:`service.exposure_admin.choose_selector`, or
+    ``choice`` is the cohort's selection (:func:`service.exposure.choose_selector`, or
     ``{"rule": "linear"}``); ``requested_stopping`` is the request's rule, used only without a
     bundle (or for a linear quiz, whose length is the request's).
     """

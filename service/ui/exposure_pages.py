@@ -1,7 +1,7 @@
 """Admin pages of exposure administration: bundles (upload, validation report, promote, roll
 back, audit trail), the selector flag with its cohorts and A/B report, and the drift report.
 
-Every page calls the same functions as ``service/api/routes/exposure.py`` (``service.exposure_admin``);
+Every page calls the same functions as ``service/api/routes/exposure.py`` (``service.exposure``);
 refusals are the service's own messages. Changes go through POST forms carrying the page's CSRF
 token, and promotion and rollback first show a confirmation page.
 """
@@ -16,11 +16,11 @@ from fastapi import APIRouter, BackgroundTasks, Request, status
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from service import admin, exposure_admin
+from service import admin, exposure
 from service.api.deps import SessionDep
 from service.api.routes.exposure import parse_bundle
 from service.errors import ServiceError
-from service.exposure import revisions
+from service.exposure import validation
 from service.quiz_window import DEFINITION
 from service.ui import figures
 from service.ui.admin_pages import SMALL_SAMPLE
@@ -68,10 +68,10 @@ async def _form(request: Request, current) -> dict:
 def _bundles_page(
     request: Request, current, session, *, message: str = "", error: str = "", status_code: int = 200
 ):
-    bundles = exposure_admin.list_bundles(session, current.user.tenant)
+    bundles = exposure.list_bundles(session, current.user.tenant)
     audit = [
         entry
-        for entry in exposure_admin.audit_trail(session, current.user.tenant, 200)
+        for entry in exposure.audit_trail(session, current.user.tenant, 200)
         if entry["action"] in BUNDLE_ACTIONS
     ][:50]
     can_roll_back = any(
@@ -127,7 +127,7 @@ async def upload_bundle(request: Request, current: AdminPage, session: SessionDe
     try:
         document = parse_bundle(raw)
         summary, created = await run_in_threadpool(
-            exposure_admin.upload_bundle,
+            exposure.upload_bundle,
             session,
             current.user.tenant,
             current.user.sub,
@@ -146,7 +146,7 @@ async def upload_bundle(request: Request, current: AdminPage, session: SessionDe
 @router.get("/admin/bundles/rollback")
 def rollback_confirm(request: Request, current: AdminPage, session: SessionDep):
     exam_code = _exam_code(request)
-    bundles = exposure_admin.list_bundles(session, current.user.tenant, exam_code)
+    bundles = exposure.list_bundles(session, current.user.tenant, exam_code)
     active = next((b for b in bundles if b["status"] == "active"), None)
     earlier = sorted(
         (b for b in bundles if b["status"] == "superseded"), key=lambda b: b["promoted_at"], reverse=True
@@ -176,7 +176,7 @@ def rollback_confirm(request: Request, current: AdminPage, session: SessionDep):
 async def rollback(request: Request, current: AdminPage, session: SessionDep):
     await _form(request, current)
     try:
-        exposure_admin.rollback_bundle(session, current.user.tenant, current.user.sub, _exam_code(request))
+        exposure.rollback_bundle(session, current.user.tenant, current.user.sub, _exam_code(request))
     except ServiceError as exc:
         session.rollback()
         return _bundles_page(
@@ -186,7 +186,7 @@ async def rollback(request: Request, current: AdminPage, session: SessionDep):
 
 
 def _detail(session, current, bundle_id: str) -> dict:
-    return exposure_admin.bundle_detail(session, current.user.tenant, bundle_id)
+    return exposure.bundle_detail(session, current.user.tenant, bundle_id)
 
 
 @router.get("/admin/bundles/{bundle_id}")
@@ -277,7 +277,7 @@ async def promote(request: Request, bundle_id: str, current: AdminPage, session:
     form = await _form(request, current)
     try:
         await run_in_threadpool(
-            functools.partial(exposure_admin.promote_bundle, force=form.get("force") == "true"),
+            functools.partial(exposure.promote_bundle, force=form.get("force") == "true"),
             session,
             current.user.tenant,
             current.user.sub,
@@ -298,13 +298,13 @@ async def validate(
     """Start a validation run of a revision in the background; its page shows the progress."""
     await _form(request, current)
     try:
-        revisions.start_validation(session, current.user.tenant, current.user.sub, bundle_id)
+        validation.start_validation(session, current.user.tenant, current.user.sub, bundle_id)
     except ServiceError as exc:
         session.rollback()
         return _bundles_page(
             request, current, session, error=f"Not validated: {exc.detail}", status_code=exc.status_code
         )
-    background.add_task(revisions.run_validation, request.app.state.session_factory, bundle_id)
+    background.add_task(validation.run_validation, request.app.state.session_factory, bundle_id)
     return _see(f"/admin/bundles/{bundle_id}")
 
 
@@ -322,16 +322,16 @@ def _flags_page(
 ):
     tenant = current.user.tenant
     flag = next(
-        (f for f in exposure_admin.list_flags(session, tenant) if f["key"] == exposure_admin.SELECTOR_FLAG),
+        (f for f in exposure.list_flags(session, tenant) if f["key"] == exposure.SELECTOR_FLAG),
         None,
     )
     options = dict(flag["value_json"] or {}) if flag else {}
-    experiment = options.get("experiment") or exposure_admin.SELECTOR_FLAG
+    experiment = options.get("experiment") or exposure.SELECTOR_FLAG
     # After a refusal the form shows what the admin entered, for correction.
     weights = entered or {name: options.get("variants", {}).get(name, "") for name in SELECTOR_VARIANTS}
     experiment_field = options.get("experiment", "") if entered_experiment is None else entered_experiment
-    cohorts = exposure_admin.cohort_sizes(session, tenant, experiment)
-    report = exposure_admin.ab_report(session, tenant, days=7, experiment=experiment)
+    cohorts = exposure.cohort_sizes(session, tenant, experiment)
+    report = exposure.ab_report(session, tenant, days=7, experiment=experiment)
     return page(
         request,
         "admin_flags.html",
@@ -389,7 +389,7 @@ async def set_selector_flag(request: Request, current: AdminPage, session: Sessi
             session,
             current.user.tenant,
             current.user.sub,
-            exposure_admin.SELECTOR_FLAG,
+            exposure.SELECTOR_FLAG,
             form.get("enabled") == "true",
             value_json,
         )
@@ -409,7 +409,7 @@ async def set_selector_flag(request: Request, current: AdminPage, session: Sessi
 
 # ---------------------------------------------------------------------------- drift
 def _drift(request: Request, current, session, days: int) -> dict:
-    return exposure_admin.exposure_drift(session, current.user.tenant, _exam_code(request), days=days)
+    return exposure.exposure_drift(session, current.user.tenant, _exam_code(request), days=days)
 
 
 @router.get("/admin/drift")

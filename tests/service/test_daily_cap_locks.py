@@ -12,7 +12,7 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from service.exposure_admin import claim_daily_exposure
+from service.exposure import claim_daily_exposure
 from service.models import Question
 
 TENANT = "00000000-0000-0000-0000-000000000001"

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from qbank.exposure import noise_tolerance
 from qbank.pool import ItemPool, load_pool
 from qbank.rules import rules_from_bundle
-from service import exposure_admin
+from service import exposure
 from service.calibration import import_calibration
 from service.core.security import TokenUser
 from service.db import make_engine, make_session_factory, migrate
@@ -225,19 +225,19 @@ def test_concurrent_promotions_leave_one_bundle_active(db, loaded_bank):
     bundles = [demo_bundle(), demo_bundle(0.3), demo_bundle(0.35)]
     try:
         with factory() as session:
-            ids = [exposure_admin.upload_bundle(session, TENANT, "root", b, EXAM)[0]["id"] for b in bundles]
+            ids = [exposure.upload_bundle(session, TENANT, "root", b, EXAM)[0]["id"] for b in bundles]
         barrier = threading.Barrier(len(ids))
 
         def promote(bundle_id):
             barrier.wait()
             with factory() as session:
-                return exposure_admin.promote_bundle(session, TENANT, "root", bundle_id)["promoted_at"]
+                return exposure.promote_bundle(session, TENANT, "root", bundle_id)["promoted_at"]
 
         with ThreadPoolExecutor(len(ids)) as pool:
             promoted_at = list(pool.map(promote, ids))
         with factory() as session:
-            statuses = {b["id"]: b["status"] for b in exposure_admin.list_bundles(session, TENANT)}
-            rows = {r["question_id"]: r["sh_p"] for r in exposure_admin.exposure_items(session, TENANT, 1000)}
+            statuses = {b["id"]: b["status"] for b in exposure.list_bundles(session, TENANT)}
+            rows = {r["question_id"]: r["sh_p"] for r in exposure.exposure_items(session, TENANT, 1000)}
             refs = dict(session.execute(select(Question.external_ref, Question.id)).all())
     finally:
         engine.dispose()
@@ -353,18 +353,18 @@ def test_manual_override_is_audited_and_shown(api, loaded_bank):
 def test_assign_variant_is_deterministic_and_follows_the_weights():
     users = [f"user-{i}" for i in range(20_000)]
     weights = {"vanilla": 1, "sympson_hetter": 3}
-    variants = np.array([exposure_admin.assign_variant("exp", u, weights) for u in users])
+    variants = np.array([exposure.assign_variant("exp", u, weights) for u in users])
     share = np.mean(variants == "sympson_hetter")
     assert abs(share - 0.75) < 4 * np.sqrt(0.75 * 0.25 / len(users))
-    assert [exposure_admin.assign_variant("exp", u, weights) for u in users[:50]] == variants[:50].tolist()
+    assert [exposure.assign_variant("exp", u, weights) for u in users[:50]] == variants[:50].tolist()
     # Another experiment key reshuffles users independently: agreement of two 50/50 splits ~ 1/2.
     half = {"vanilla": 1, "sympson_hetter": 1}
-    first = np.array([exposure_admin.assign_variant("exp-1", u, half) for u in users])
-    second = np.array([exposure_admin.assign_variant("exp-2", u, half) for u in users])
+    first = np.array([exposure.assign_variant("exp-1", u, half) for u in users])
+    second = np.array([exposure.assign_variant("exp-2", u, half) for u in users])
     assert abs(np.mean(first == second) - 0.5) < 4 * np.sqrt(0.25 / len(users))
-    assert {
-        exposure_admin.assign_variant("exp", u, {"vanilla": 0, "randomesque": 2}) for u in users[:200]
-    } == {"randomesque"}
+    assert {exposure.assign_variant("exp", u, {"vanilla": 0, "randomesque": 2}) for u in users[:200]} == {
+        "randomesque"
+    }
 
 
 def test_weighted_selector_flag_assigns_sticky_cohorts(api, loaded_bank):
@@ -373,9 +373,9 @@ def test_weighted_selector_flag_assigns_sticky_cohorts(api, loaded_bank):
     users = [f"student-{i}" for i in range(24)]
     started = {u: start(api, u, length=1, serve=True)["selector"] for u in users}
     expected = {
-        u: exposure_admin.SELECTOR_ALIASES.get(v, v)
+        u: exposure.SELECTOR_ALIASES.get(v, v)
         for u in users
-        for v in [exposure_admin.assign_variant("sh-rollout", u, flag["variants"])]
+        for v in [exposure.assign_variant("sh-rollout", u, flag["variants"])]
     }
     assert started == expected and set(started.values()) == {"max_info", "sympson_hetter"}
     sizes = api.get("/v1/admin/cohorts?cohort_key=sh-rollout", **ADMIN).json()
@@ -428,7 +428,7 @@ def test_daily_cap_holds_under_concurrent_claims(db, loaded_bank):
         barrier.wait()
         for _ in range(claims_each):
             with factory() as session:
-                won += exposure_admin.claim_daily_exposure(session, TENANT, question_id, 1, cap)
+                won += exposure.claim_daily_exposure(session, TENANT, question_id, 1, cap)
                 session.commit()
         return won
 
@@ -528,8 +528,8 @@ def demo_service(tmp_path_factory):
     bundle = demo_bundle(0.25, 5, None, 20_000, 20_000)
     with factory() as session:
         load_demo(session, TENANT)
-        summary, _ = exposure_admin.upload_bundle(session, TENANT, "root", bundle, EXAM)
-        exposure_admin.promote_bundle(session, TENANT, "root", summary["id"])
+        summary, _ = exposure.upload_bundle(session, TENANT, "root", bundle, EXAM)
+        exposure.promote_bundle(session, TENANT, "root", summary["id"])
     yield url, factory, bundle
     engine.dispose()
 
@@ -539,14 +539,12 @@ def test_two_thousand_quizzes_stay_within_r_max(demo_service):
     url, factory, bundle = demo_service
     settings = service_settings(url, max_daily_exposures=None)
     with factory() as session:
-        exposure_admin.set_flag(
-            session, TENANT, "root", "selector_strategy", True, {"value": "sympson_hetter"}
-        )
+        exposure.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "sympson_hetter"})
     controlled = run_students(
         factory, settings, [f"sh-{i}" for i in range(2000)], 20261124, length=5, tenant=TENANT
     )
     with factory() as session:
-        exposure_admin.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "vanilla"})
+        exposure.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "vanilla"})
     run_students(factory, settings, [f"plain-{i}" for i in range(100)], 20261125, length=5, tenant=TENANT)
 
     with factory() as session:
@@ -555,8 +553,8 @@ def test_two_thousand_quizzes_stay_within_r_max(demo_service):
             .where(QuizItem.quiz_id.in_(controlled))
             .group_by(QuizItem.question_id)
         ).all()
-        drift = exposure_admin.exposure_drift(session, TENANT, EXAM, alpha=0.001)
-        report = {c["cohort"]: c for c in exposure_admin.ab_report(session, TENANT)["cohorts"]}
+        drift = exposure.exposure_drift(session, TENANT, EXAM, alpha=0.001)
+        report = {c["cohort"]: c for c in exposure.ab_report(session, TENANT)["cohorts"]}
     observed = np.array([n for _, n in counts]) / 2000
     # Sampling error of the largest rate: the maximum of the items at the cap over 2,000 quizzes,
     # with K itself estimated from the bundle's calibration simulees (qbank.exposure.noise_tolerance).

@@ -87,7 +87,7 @@ def fresh_url(request, tmp_path):
 def test_0014_drops_the_k_mirrors_and_records_their_rows(fresh_url):
     """Rows of the dropped K tables go to the audit log, per tenant; down and up again work."""
     config = alembic_config(fresh_url)
-    command.upgrade(config, "0003_exposure_admin")
+    command.upgrade(config, "0017_outbox_relay")
     engine = make_engine(fresh_url, pool_size=1)
     now = datetime.now(UTC)
     try:
@@ -127,7 +127,7 @@ def test_0014_drops_the_k_mirrors_and_records_their_rows(fresh_url):
         assert details == {"item_exposure_control": [[7, 1, 0.4]], "item_exposure_strata": [[7, 1, 1, 0.25]]}
         assert not {"item_exposure_control", "item_exposure_strata", "exposure_k_sets"} & tables
         assert {"parent_id", "reason"} <= columns
-        command.downgrade(config, "0003_exposure_admin")
+        command.downgrade(config, "0017_outbox_relay")
         with engine.connect() as connection:
             assert {"item_exposure_control", "exposure_k_sets"} <= set(inspect(connection).get_table_names())
         command.upgrade(config, "head")

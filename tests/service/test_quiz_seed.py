@@ -7,7 +7,7 @@ from exposure_support import SECRET, TENANT, run_students, service_settings
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from service import exposure_admin
+from service import exposure
 from service.core.config import Settings
 from service.db import make_engine, make_session_factory, migrate
 from service.demo import load_demo
@@ -23,7 +23,7 @@ def _cohort(tmp_path, name, quiz_seed, users=("s1", "s2", "s3")):
     factory = make_session_factory(engine)
     with factory() as session:
         load_demo(session, TENANT, limit=40)
-        exposure_admin.set_flag(
+        exposure.set_flag(
             session, TENANT, "root", "selector_strategy", True, {"value": "randomesque", "k": 12}
         )
     settings = service_settings(url, quiz_seed=quiz_seed)

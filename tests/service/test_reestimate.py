@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from qbank.cli.main import cli
 from qbank.exposure import validate_bundle
-from service import exposure_admin
+from service import exposure
 from service.db import make_engine, make_session_factory, migrate
 from service.demo import load_demo
 from service.exposure_models import ExposureBundleInfo
@@ -81,7 +81,7 @@ def served_exam(tmp_path_factory):
     factory = make_session_factory(engine)
     with factory() as session:
         load_demo(session, TENANT, limit=40)
-        exposure_admin.set_flag(
+        exposure.set_flag(
             session, TENANT, "root", "selector_strategy", True, {"value": "randomesque", "k": 12}
         )
     # Seeded quiz ids: the randomesque draws, and so which items reach 60 responses, repeat every run.
@@ -126,7 +126,7 @@ def test_simulate_stages_a_draft_bundle_on_the_observed_population(served_exam):
     with factory() as session:
         bundle = session.scalars(select(ExposureBundle)).one()
         info = session.get(ExposureBundleInfo, bundle.id)
-        in_force = exposure_admin.active_bundle(session, TENANT, "DEMO-EXAM")
+        in_force = exposure.active_bundle(session, TENANT, "DEMO-EXAM")
     document = bundle.document
     assert (bundle.status, info.source, info.carries_calibration) == ("draft", "reestimate", True)
     assert validate_bundle(document) == [] and document["r_max"] == 0.3 and document["test_length"] == 6
@@ -144,7 +144,7 @@ def test_simulate_stages_a_draft_bundle_on_the_observed_population(served_exam):
                 .where(ItemCalibration.is_current)
             ).all()
         )
-        exposure_admin.promote_bundle(session, TENANT, "root", bundle.id)
+        exposure.promote_bundle(session, TENANT, "root", bundle.id)
         live_after = dict(
             session.execute(
                 select(Question.external_ref, ItemCalibration.a)

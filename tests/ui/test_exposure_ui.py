@@ -15,7 +15,7 @@ from test_admin_ui import DEMO_POOL, _column
 from qbank.exposure import build_bundle, calibrate_exposure, validate_exposure
 from qbank.pool import load_pool
 from qbank.stopping import FixedLength
-from service import exposure_admin
+from service import exposure
 from service.models import FeatureFlag, Question
 
 pytestmark = pytest.mark.browser
@@ -221,7 +221,7 @@ def test_selector_flag_weights_cohorts_and_ab_report(page, ui_server, sign_in, s
         _take_quizzes(ui_server, users)
         expected = {}
         for user in users:
-            variant = exposure_admin.assign_variant(
+            variant = exposure.assign_variant(
                 "ui-selector-test", user, {"vanilla": 3.0, "sympson_hetter": 1.0}
             )
             expected[variant] = expected.get(variant, 0) + 1
@@ -244,20 +244,20 @@ def test_selector_flag_weights_cohorts_and_ab_report(page, ui_server, sign_in, s
         shot(page, "admin-flags")
     finally:  # later tests' students keep the default selector
         with ui_server.session_factory() as session:
-            exposure_admin.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
+            exposure.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
 
 
 def test_drift_table_and_plot(page, ui_server, sign_in, shot, active_bundle):
     _take_quizzes(ui_server, [f"drift-student-{i}" for i in range(3)])
     with ui_server.session_factory() as session:
-        exposure_admin.set_flag(
+        exposure.set_flag(
             session, ui_server.tenant, "ui-tests", "selector_strategy", True, {"value": "sympson_hetter"}
         )
     try:
         _take_quizzes(ui_server, [f"drift-sh-student-{i}" for i in range(4)])
     finally:
         with ui_server.session_factory() as session:
-            exposure_admin.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
+            exposure.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
     sign_in.dev(page, "drift-admin", role="admin", next_path="/admin/drift")
     summary = page.locator("#drift-summary").inner_text()
     report = httpx.get(

@@ -13,7 +13,7 @@ import pytest
 from test_exposure_ui import _take_quizzes, active_bundle, bundle_files  # noqa: F401 (fixtures)
 from test_student_ui import _choose, _item_facts, _served_question_id, _start_quiz
 
-from service import exposure_admin
+from service import exposure
 from service.authoring import question_detail
 
 pytestmark = pytest.mark.browser
@@ -56,14 +56,14 @@ def test_item_ids_stay_on_one_line_and_rates_show_their_sample_size(page, ui_ser
 
 def test_drift_table_is_paginated_with_its_limit_in_0_1(page, ui_server, sign_in, shot, active_bundle):  # noqa: F811
     with ui_server.session_factory() as session:  # quizzes under the bundle's rule count for drift
-        exposure_admin.set_flag(
+        exposure.set_flag(
             session, ui_server.tenant, "ui-tests", "selector_strategy", True, {"value": "sympson_hetter"}
         )
     try:
         _take_quizzes(ui_server, ["drift-page-student"])
     finally:
         with ui_server.session_factory() as session:
-            exposure_admin.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
+            exposure.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
     sign_in.dev(page, "drift-page-admin", role="admin", next_path="/admin/drift")
     report = _api(ui_server, "/v1/admin/exposure/drift")
     assert len(report["items"]) == 600
@@ -86,7 +86,7 @@ def test_flags_and_drift_pages_count_the_same_quizzes(page, ui_server, sign_in, 
     experiment = "count-check"
     before = _api(ui_server, "/v1/admin/exposure/drift")["quizzes"]
     with ui_server.session_factory() as session:
-        exposure_admin.set_flag(
+        exposure.set_flag(
             session,
             ui_server.tenant,
             "ui-tests",
@@ -120,7 +120,7 @@ def test_flags_and_drift_pages_count_the_same_quizzes(page, ui_server, sign_in, 
         assert window in definition and window in page.locator("#drift-definition").inner_text()
     finally:
         with ui_server.session_factory() as session:
-            exposure_admin.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
+            exposure.set_flag(session, ui_server.tenant, "ui-tests", "selector_strategy", False, {})
 
 
 def test_sign_in_tenant_control_looks_like_a_control(page, shot):

@@ -1,4 +1,4 @@
-"""Admin endpoints of exposure administration (see ``service.exposure_admin``): bundles and their
+"""Admin endpoints of exposure administration (see ``service.exposure``): bundles and their
 promotion, manual overrides, the daily counters, the audit trail, flags, cohort sizes and the
 reports. The scaffold's ``/admin/exposure/items|set|reestimate`` stay in ``routes/admin.py``.
 
@@ -24,10 +24,10 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from qbank.exposure import BUNDLE_JSON_SCHEMA
-from service import exposure_admin
+from service import exposure
 from service.api.deps import AdminUser, SessionDep, SettingsDep
-from service.exposure import audit, revisions
-from service.exposure_admin import BundleRefused
+from service.exposure import BundleRefused, audit, validation
+from service.models import utcnow
 from service.schemas import Id, Strict, Version
 
 router = APIRouter(prefix="/admin", tags=["exposure administration"])
@@ -89,7 +89,7 @@ async def upload_bundle(
     parameters become the live calibration when it is promoted."""
     document = parse_bundle(await request.body())
     summary, created = await run_in_threadpool(
-        exposure_admin.upload_bundle,
+        exposure.upload_bundle,
         session,
         user.tenant,
         user.sub,
@@ -112,13 +112,13 @@ def list_bundles(
     ),
 ) -> list:
     """Bundle summaries, newest first."""
-    return exposure_admin.list_bundles(session, user.tenant, exam_code, status_)
+    return exposure.list_bundles(session, user.tenant, exam_code, status_)
 
 
 @router.get("/exposure/bundles/{bundle_id}")
 def bundle_detail(bundle_id: BundleId, user: AdminUser, session: SessionDep) -> dict:
     """A bundle's summary, document and history."""
-    return exposure_admin.bundle_detail(session, user.tenant, bundle_id)
+    return exposure.bundle_detail(session, user.tenant, bundle_id)
 
 
 @router.get("/quizzes/{quiz_id}/audit")
@@ -135,7 +135,7 @@ def promote_bundle(bundle_id: BundleId, user: AdminUser, session: SessionDep, fo
     """Re-check and promote: the bundle revision (its K and rules) is in force for new quizzes,
     atomically; the previous one becomes ``superseded``. An unvalidated revision needs
     ``force=true`` (audited ``bundle.promote_unvalidated``). Returns the bundle summary."""
-    return exposure_admin.promote_bundle(session, user.tenant, user.sub, bundle_id, force=force)
+    return exposure.promote_bundle(session, user.tenant, user.sub, bundle_id, force=force)
 
 
 @router.post("/exposure/bundles/{bundle_id}/validate", status_code=status.HTTP_202_ACCEPTED)
@@ -145,27 +145,27 @@ def validate_revision(
     background: BackgroundTasks,
     user: AdminUser,
     session: SessionDep,
-    n_examinees: int = Query(revisions.VALIDATION_EXAMINEES, ge=1000, le=500_000),
+    n_examinees: int = Query(validation.VALIDATION_EXAMINEES, ge=1000, le=500_000),
 ) -> dict:
     """Start validating an unvalidated revision in the background (its own rules on fresh
     simulees); the bundle summary's ``validation_state`` and ``validation_progress`` follow it,
     and a passing revision becomes ``staged``."""
-    started = revisions.start_validation(session, user.tenant, user.sub, bundle_id)
-    background.add_task(revisions.run_validation, request.app.state.session_factory, bundle_id, n_examinees)
+    started = validation.start_validation(session, user.tenant, user.sub, bundle_id)
+    background.add_task(validation.run_validation, request.app.state.session_factory, bundle_id, n_examinees)
     return started
 
 
 @router.post("/exposure/rollback")
 def rollback(user: AdminUser, session: SessionDep, settings: SettingsDep, exam_code: ExamCode = None) -> dict:
     """Promote again the bundle that was in force before the current one; returns its summary."""
-    return exposure_admin.rollback_bundle(session, user.tenant, user.sub, exam_code or settings.exam_code)
+    return exposure.rollback_bundle(session, user.tenant, user.sub, exam_code or settings.exam_code)
 
 
 @router.post("/exposure/override")
 def override(body: Override, user: AdminUser, session: SessionDep) -> dict:
     """Manual, audited sh_p of a question version (one stratum or all), as a new unvalidated bundle
     revision: ``{question_id, version, stratum, sh_p, previous, revision_id, status}``."""
-    return exposure_admin.set_override(
+    return exposure.set_override(
         session, user.tenant, user.sub, body.question_id, body.version, body.sh_p, body.stratum
     )
 
@@ -184,7 +184,7 @@ def drift(
     z_critical, limit, n_drifting, n_over_r_max, max_observed, max_predicted, items: [{item_id,
     question_id, version, predicted_rate, observed_rate, quizzes_administered, z, drift,
     over_r_max}]}``."""
-    return exposure_admin.exposure_drift(
+    return exposure.exposure_drift(
         session, user.tenant, exam_code or settings.exam_code, days=days, alpha=alpha
     )
 
@@ -199,18 +199,16 @@ def ab_report(
 ) -> dict:
     """Per cohort: ``{cohort, rules, quizzes, users, finished, mean_final_se, mean_final_theta,
     mean_score, mean_length, max_exposure_rate, test_overlap}`` under ``cohorts``."""
-    return exposure_admin.ab_report(
-        session, user.tenant, days=days, exam_code=exam_code, experiment=experiment
-    )
+    return exposure.ab_report(session, user.tenant, days=days, exam_code=exam_code, experiment=experiment)
 
 
 @router.get("/exposure/daily")
 def daily(user: AdminUser, session: SessionDep, settings: SettingsDep, day: date | None = None) -> dict:
     """Administrations counted per item on a UTC day (today by default) against the daily cap:
     ``{day, cap, items: [{question_id, version, administrations}]}``."""
-    counts = exposure_admin.daily_exposures(session, user.tenant, day)
+    counts = exposure.daily_exposures(session, user.tenant, day)
     return {
-        "day": day or exposure_admin.utcnow().date(),
+        "day": day or utcnow().date(),
         "cap": settings.max_daily_exposures or None,
         "items": [
             {"question_id": q, "version": v, "administrations": n} for (q, v), n in sorted(counts.items())
@@ -222,21 +220,21 @@ def daily(user: AdminUser, session: SessionDep, settings: SettingsDep, day: date
 def audit_trail(user: AdminUser, session: SessionDep, limit: int = Query(100, ge=1, le=10_000)) -> list:
     """Audit entries of bundles, overrides, re-estimations, flags, cohorts and calibrations,
     newest first: ``[{id, at, actor, action, entity_type, entity_id, details}]``."""
-    return exposure_admin.audit_trail(session, user.tenant, limit)
+    return exposure.audit_trail(session, user.tenant, limit)
 
 
 @router.get("/flags")
 def list_flags(user: AdminUser, session: SessionDep) -> list:
     """``[{key, enabled, value_json, updated_at}]``; set one with ``PUT /v1/admin/flags/{key}``."""
-    return exposure_admin.list_flags(session, user.tenant)
+    return exposure.list_flags(session, user.tenant)
 
 
 @router.get("/cohorts")
 def cohort_sizes(
     user: AdminUser,
     session: SessionDep,
-    cohort_key: str = Query(exposure_admin.SELECTOR_FLAG, min_length=1, max_length=128),
+    cohort_key: str = Query(exposure.SELECTOR_FLAG, min_length=1, max_length=128),
 ) -> dict:
     """Users per cohort of ``cohort_key`` (an experiment key; default selector_strategy):
     ``{cohort_key, total, sizes, shares, weights}``."""
-    return exposure_admin.cohort_sizes(session, user.tenant, cohort_key)
+    return exposure.cohort_sizes(session, user.tenant, cohort_key)

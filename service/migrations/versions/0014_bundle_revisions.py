@@ -7,7 +7,7 @@ hold are written to the audit log (``exposure.k_rows_dropped``, per tenant) befo
 are dropped, so no value is lost unseen; an admin re-creates what should stay as a revision.
 
 Revision ID: 0014_bundle_revisions
-Revises: 0003_exposure_admin
+Revises: 0017_outbox_relay
 Create Date: 2026-12-04 17:00:00
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_bundle_revisions"
-down_revision = "0003_exposure_admin"
+down_revision = "0017_outbox_relay"
 branch_labels = None
 depends_on = None
 
