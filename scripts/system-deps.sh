@@ -6,6 +6,9 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # the outbox relay's tests run NATS JetStream servers (the shared one and their own)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+# the outage tests run a PostgreSQL of their own (initdb, pg_ctl; pgrep to freeze it)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
   echo "qbank: please install these Debian packages: ${need[*]}" >&2
