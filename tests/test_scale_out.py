@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qbank import Selector, StandardError, generate_pool, simulate
+from qbank import FixedLength, Selector, StandardError, generate_pool, simulate
 from qbank.cli.main import cli
+from qbank.exposure import calibrate_exposure, validate_exposure
 from qbank.scale_out import connect, executor_for
 from qbank.study import load_study, run_study
 
@@ -144,6 +145,31 @@ def test_study_on_dask_equals_in_process(thread_client, tmp_path):
         _assert_identical(local_results[name], results[name])
     assert (tmp_path / "report.md").read_text().count("means over 2 replications") == 1
     assert len((tmp_path / "replications.csv").read_text().splitlines()) == 1 + 2 * 2
+
+
+@pytest.mark.parametrize(
+    "method,strata_cuts",
+    [("sympson_hetter", [0.0]), ("item_eligibility", None)],
+    ids=["conditional_sh", "eligibility"],
+)
+def test_exposure_calibration_and_validation_on_dask(thread_client, process_client, method, strata_cuts):
+    settings = dict(
+        method=method, strata_cuts=strata_cuts, stopping=FixedLength(8), n_examinees=600, max_iter=3
+    )
+    local = calibrate_exposure(POOL, 0.3, rng=5, **settings)
+    remote = calibrate_exposure(POOL, 0.3, rng=5, client=thread_client, **settings)
+    assert np.array_equal(local.sh_p, remote.sh_p) and local.n_iterations == remote.n_iterations
+    figures = [c for c in local.trace.columns if c != "wall_seconds"]
+    assert local.trace[figures].equals(remote.trace[figures])
+    checked = validate_exposure(local, n_examinees=800, rng=6)
+    checked_remote = validate_exposure(remote, n_examinees=800, rng=6, client=process_client)
+    for name in ARRAYS[:1] + ARRAYS[6:]:
+        for run in ("controlled", "uncontrolled"):
+            a, b = getattr(getattr(checked, run), name), getattr(getattr(checked_remote, run), name)
+            assert np.array_equal(a, b), (run, name)
+    rows = [r for r in checked.figures().index if r != "wall_seconds"]
+    assert checked.figures().loc[rows].equals(checked_remote.figures().loc[rows])
+    assert checked.passed == checked_remote.passed
 
 
 def test_bad_scheduler_is_a_clear_error(tmp_path):

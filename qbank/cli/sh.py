@@ -10,7 +10,14 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from qbank.cli._common import out_dir, parse_numbers, read_pool, stopping_from_options
+from qbank.cli._common import (
+    out_dir,
+    parse_numbers,
+    read_pool,
+    scheduler_client,
+    scheduler_option,
+    stopping_from_options,
+)
 from qbank.estimation import make_estimator
 from qbank.exposure import (
     METHODS,
@@ -164,6 +171,7 @@ def recheck_lines(result, bundle: dict) -> list[str]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration.")
 @click.option("--validation-seed", type=int, default=None, help="Seed of the validation [default: seed + 1].")
 @click.option("--out", "out_path", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@scheduler_option
 def sh(
     pool_path,
     r_max,
@@ -186,6 +194,7 @@ def sh(
     seed,
     validation_seed,
     out_path,
+    scheduler,
 ):
     """Calibrate exposure-control parameters by iterated simulation (Sympson & Hetter 1985;
     conditional: Stocking & Lewis 1998; item eligibility: van der Linden & Veldkamp 2004),
@@ -222,29 +231,13 @@ def sh(
         progress=True,
     )
     methods = [method] + ([m for m in METHODS if m != method] if compare else [])
-    runs = {}
-    for name in methods:
-        try:
-            calibration = calibrate_exposure(pool, r_max, method=name, **common)
-        except ExposureTargetError as exc:
-            raise click.UsageError(str(exc)) from None
-        click.echo(f"{name}: {calibration.message} ({calibration.wall_seconds:.1f} s)")
-        validation = None
-        if calibration.converged:
-            validation = validate_exposure(
-                calibration, n_examinees=validation_examinees, rng=validation_seed, progress=True
+    with scheduler_client(scheduler) as client:
+        runs = {
+            name: _calibrate_and_validate(
+                pool, r_max, name, common, validation_examinees, validation_seed, client
             )
-            limits = ", ".join(
-                f"{m:.4f} <= {r_max + t:.4f}" if m <= r_max + t else f"{m:.4f} > {r_max + t:.4f}"
-                for m, t in zip(validation.max_exposure, validation.tolerance)
-            )
-            click.echo(
-                f"{name}: validation on {validation.n_examinees} fresh simulees "
-                f"{'passed' if validation.passed else 'FAILED'}: max exposure {limits}; RMSE "
-                f"{validation.controlled.summary['rmse']:.4f} (without control "
-                f"{validation.uncontrolled.summary['rmse']:.4f})"
-            )
-        runs[name] = (calibration, validation)
+            for name in methods
+        }
 
     calibration, validation = runs[method]
     comparison = comparison_table(dict(runs.items())) if compare else None
@@ -259,3 +252,28 @@ def sh(
         reasons = validation.problems if validation is not None else [calibration.message]
         raise click.ClickException("no bundle written: " + "; ".join(reasons))
     click.echo(f"bundle: {bundle_path}")
+
+
+def _calibrate_and_validate(pool, r_max, name, common, validation_examinees, validation_seed, client):
+    """One method's calibration and, when it converged, its validation (both echoed)."""
+    try:
+        calibration = calibrate_exposure(pool, r_max, method=name, client=client, **common)
+    except ExposureTargetError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"{name}: {calibration.message} ({calibration.wall_seconds:.1f} s)")
+    validation = None
+    if calibration.converged:
+        validation = validate_exposure(
+            calibration, n_examinees=validation_examinees, rng=validation_seed, progress=True, client=client
+        )
+        limits = ", ".join(
+            f"{m:.4f} <= {r_max + t:.4f}" if m <= r_max + t else f"{m:.4f} > {r_max + t:.4f}"
+            for m, t in zip(validation.max_exposure, validation.tolerance)
+        )
+        click.echo(
+            f"{name}: validation on {validation.n_examinees} fresh simulees "
+            f"{'passed' if validation.passed else 'FAILED'}: max exposure {limits}; RMSE "
+            f"{validation.controlled.summary['rmse']:.4f} (without control "
+            f"{validation.uncontrolled.summary['rmse']:.4f})"
+        )
+    return calibration, validation

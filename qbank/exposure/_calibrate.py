@@ -244,6 +244,7 @@ def calibrate_exposure(
     warm_up_examinees: int | None = None,
     rng=None,
     progress: bool = False,
+    client=None,
 ) -> ExposureCalibration:
     """Iterate exposure-control parameters until fresh simulees will meet ``r_max + 3 SE``.
 
@@ -292,6 +293,9 @@ def calibrate_exposure(
         Seed; each iteration gets its own child generator (``rng.spawn``).
     progress : bool
         tqdm bar over iterations.
+    client : dask.distributed.Client, optional
+        Run each iteration's simulation as tasks on this Dask cluster (same result bit for bit;
+        docs/scale-out.md). Default: in this process.
 
     Returns
     -------
@@ -366,7 +370,9 @@ def calibrate_exposure(
             rng=rng.spawn(1)[0],
             exposure_target=r_max,
             keep_examinees=False,
+            keep_estimates=False,  # counts only: the update and the trace need nothing per examinee
             strata_cuts=cuts,
+            client=client,
         )
         tallies = _Tallies.of(result, conditional)
         # ... then update the parameters

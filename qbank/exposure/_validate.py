@@ -153,6 +153,7 @@ def validate_exposure(
     rng=None,
     compare_uncontrolled: bool = True,
     progress: bool = False,
+    client=None,
 ) -> ExposureValidation:
     """Check the calibrated parameters on fresh simulees (new seed, same rules and population).
 
@@ -171,6 +172,8 @@ def validate_exposure(
     compare_uncontrolled : bool
         Also run plain maximum information on the same simulees (the price of control in RMSE).
     progress : bool
+    client : dask.distributed.Client, optional
+        Run the simulations as tasks on this Dask cluster (same result bit for bit).
 
     Returns
     -------
@@ -189,8 +192,10 @@ def validate_exposure(
         estimator=calibration.estimator,
         exposure_target=calibration.r_max,
         keep_examinees=False,
+        keep_estimates=False,
         strata_cuts=cuts,
         progress=progress,
+        client=client,
     )
     seeds = rng.spawn(2)
     controlled = simulate(
