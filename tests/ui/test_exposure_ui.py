@@ -9,14 +9,14 @@ from functools import cache
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from test_admin_ui import DEMO_POOL, _column
 
 from qbank.exposure import build_bundle, calibrate_exposure, validate_exposure
 from qbank.pool import load_pool
 from qbank.stopping import FixedLength
 from service import exposure
-from service.models import FeatureFlag, Question
+from service.models import ExposureBundle, FeatureFlag, Question
 
 pytestmark = pytest.mark.browser
 
@@ -43,6 +43,18 @@ def bundle_files(tmp_path_factory):
         files[r_max] = folder / f"bundle-{r_max}.json"
         files[r_max].write_text(_bundle_json(r_max))
     return files
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_bundle_in_force_afterwards(ui_server):
+    """Bundles these tests promote govern every later quiz's rules (the bundle's stopping rule, not
+    the request's length); the other UI modules start quizzes with no bundle in force."""
+    yield
+    with ui_server.session_factory() as session:
+        session.execute(
+            update(ExposureBundle).where(ExposureBundle.status == "active").values(status="superseded")
+        )
+        session.commit()
 
 
 def _upload(page, path) -> None:
@@ -143,7 +155,7 @@ def test_upload_refusal_promote_rollback_and_audit(page, ui_server, sign_in, sho
 
 
 @pytest.fixture(scope="module")
-def active_bundle(ui_server, bundle_files) -> dict:
+def active_bundle(ui_server, bundle_files):
     """The r_max 0.25 bundle of the demo pool, uploaded (or found) and promoted through the API
     unless it is active already; returns its summary."""
     headers = ui_server.api_headers("bundle-fixture")
@@ -163,7 +175,8 @@ def active_bundle(ui_server, bundle_files) -> dict:
         )
         assert promoted.status_code == 200, promoted.text
         summary = promoted.json()
-    return summary
+    yield summary
+    _supersede_active(ui_server)  # later tests start quizzes with no bundle in force
 
 
 def _take_quizzes(ui_server, users: list[str], length: int = 3) -> None:
@@ -304,3 +317,12 @@ def test_changes_need_the_pages_csrf_token(page, ui_server, sign_in, active_bund
         headers=ui_server.api_headers("auditor"),
     ).json()
     assert [b["id"] for b in active] == [active_bundle["id"]]  # the forged rollback changed nothing
+
+
+def _supersede_active(ui_server) -> None:
+    """No bundle in force: later tests start quizzes under explicit settings (their own length)."""
+    with ui_server.session_factory() as session:
+        session.execute(
+            update(ExposureBundle).where(ExposureBundle.status == "active").values(status="superseded")
+        )
+        session.commit()
