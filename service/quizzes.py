@@ -28,7 +28,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from qbank.rules import available_items, stopping_from_dict
+from qbank.rules import stopping_from_dict
 from qbank.selection import session_rng
 from qbank.stopping import FixedLength, StandardError
 from service.core.config import Settings
@@ -39,6 +39,7 @@ from service.exposure import SELECTOR_RULES, capped_today, choose_selector, clai
 from service.exposure.rules import describe, pin_rules, quiz_rules
 from service.models import QuizItem, QuizSession, UserResponse, utcnow
 from service.pools import PoolView, ensure_snapshot, item_contents, pool_view
+from service.quiz_items import available_for_quiz, eligible_items, linear_plan, resolve_quota
 from service.schemas import AnswerSubmit, QuizCreate
 
 # Rules a flag or cohort may choose; an exposure-controlled cohort runs the active bundle's
@@ -55,84 +56,6 @@ def selector_for_user(session: Session, tenant_id: str, user_id: str) -> dict:
 
 def _stopping(config: dict):
     return stopping_from_dict(config)
-
-
-def _eligible(view: PoolView, filters: dict) -> np.ndarray:
-    """Items passing the topic, difficulty-label and b-range filters, shape (n_items,)."""
-    mask = np.ones(view.n_items, dtype=bool)
-    if filters.get("topics"):
-        mask &= np.isin(view.topic, np.array(filters["topics"], dtype=object))
-    if filters.get("difficulty"):
-        mask &= np.isin(view.difficulty_label, np.array(filters["difficulty"], dtype=object))
-    if filters.get("b_min") is not None:
-        mask &= view.pool.b >= filters["b_min"]
-    if filters.get("b_max") is not None:
-        mask &= view.pool.b <= filters["b_max"]
-    return mask
-
-
-def _available(view: PoolView, quiz: QuizSession, served: list[int], max_length: int) -> np.ndarray:
-    """Items the quiz may still get: eligible, not served, not withdrawn, within quotas."""
-    return available_items(
-        _eligible(view, quiz.filters),
-        served,
-        quiz.withdrawn,
-        topic_code=view.topic_code,
-        quota=quota_codes(view, quiz.blueprint),
-        max_length=max_length,
-    )
-
-
-def quota_codes(view: PoolView, blueprint: dict | None) -> dict | None:
-    """A quiz's blueprint quotas by topic code (what :func:`qbank.rules.available_items` takes)."""
-    if not blueprint:
-        return None
-    return {view.topic_names.index(name): count for name, count in blueprint["quota"].items()}
-
-
-def _resolve_quota(view: PoolView, eligible: np.ndarray, quota: dict | None, max_length: int) -> dict | None:
-    """Quota keys (topic names or topic ids) as topic names, checked against the pool."""
-    if not quota:
-        return None
-    by_id = {str(tid): name for tid, name in zip(view.topic_id, view.topic) if tid is not None}
-    resolved, unknown = {}, []
-    for key, count in quota.items():
-        name = key if key in view.topic_names else by_id.get(str(key))
-        if name is None:
-            unknown.append(key)
-        else:
-            resolved[name] = resolved.get(name, 0) + int(count)
-    if unknown:
-        raise Invalid(f"blueprint_quota: unknown topic(s) {sorted(unknown)}; the exam has {view.topic_names}")
-    short = {
-        name: int((eligible & (view.topic == name)).sum())
-        for name, n in resolved.items()
-        if n > int((eligible & (view.topic == name)).sum())
-    }
-    if short:
-        raise Invalid(f"blueprint_quota: not enough eligible items for {sorted(short)} (available: {short})")
-    if sum(resolved.values()) > max_length:
-        raise Invalid(
-            f"blueprint_quota: quotas add up to {sum(resolved.values())}, more than the "
-            f"{max_length} questions of the quiz"
-        )
-    return {"quota": resolved}
-
-
-def _linear_plan(
-    view: PoolView, eligible: np.ndarray, blueprint: dict | None, max_length: int, rng: np.random.Generator
-) -> list[int]:
-    """A fixed form: the quota items of each topic, filled at random from the rest, shuffled."""
-    chosen: list[int] = []
-    open_items = eligible.copy()
-    for name, count in sorted((blueprint or {}).get("quota", {}).items()):
-        members = np.flatnonzero(eligible & (view.topic == name))
-        chosen.extend(rng.choice(members, size=count, replace=False).tolist())
-        open_items &= view.topic != name
-    rest = np.flatnonzero(open_items)
-    n_fill = min(max_length - len(chosen), rest.size)
-    chosen.extend(rng.choice(rest, size=n_fill, replace=False).tolist())
-    return [int(i) for i in rng.permutation(np.array(chosen, dtype=np.intp))]
 
 
 # ---------------------------------------------------------------------------- sessions
@@ -214,19 +137,19 @@ def start_quiz(
                 f"filters.topics: unknown topic(s) {unknown}; exam {exam_code!r} has {view.topic_names}"
             )
     filter_dict = filters.model_dump(include={"topics", "difficulty", "b_min", "b_max"})
-    eligible = _eligible(view, filter_dict)
+    eligible = eligible_items(view, filter_dict)
     n_eligible = int(eligible.sum())
     if n_eligible == 0:
         raise Invalid(f"filters: no published item of exam {exam_code!r} matches {filter_dict}")
     max_length = min(filters.num_questions, n_eligible)
-    blueprint = _resolve_quota(view, eligible, body.blueprint_quota, max_length)
+    blueprint = resolve_quota(view, eligible, body.blueprint_quota, max_length)
     quiz_id = _new_quiz_id(session, settings, user)
     plan = None
     if body.adaptive:
         selector = selector_for_user(session, user.tenant, user.sub)
     else:
         selector = {"rule": "linear", "source": "request"}
-        plan = _linear_plan(view, eligible, blueprint, max_length, session_rng(quiz_id))
+        plan = linear_plan(view, eligible, blueprint, max_length, session_rng(quiz_id))
         max_length = len(plan)
     if filters.se_target is None:
         requested = FixedLength(max_length)
@@ -334,7 +257,7 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
         index = quiz.plan[position] if position < len(quiz.plan) else -1
     else:
         served = list(session.scalars(select(QuizItem.pool_index).where(QuizItem.quiz_id == quiz.id)))
-        available = _available(view, quiz, served, max_length)
+        available = available_for_quiz(view, quiz, served, max_length)
         rules = quiz_rules(session, quiz, view)
         draws, steps = rules.session_draws(quiz.id, view.n_items)
         cap = quiz.selector.get("daily_cap")
@@ -541,7 +464,9 @@ def submit_answer(
     stopping = _stopping(quiz.stopping)
     if bool(stopping.done(quiz.n_answered, quiz.se)):
         _finish(session, quiz, "se_target" if quiz.n_answered < stopping.max_length else "length")
-    elif quiz.plan is None and not _available(view, quiz, answered.tolist(), stopping.max_length).any():
+    elif (
+        quiz.plan is None and not available_for_quiz(view, quiz, answered.tolist(), stopping.max_length).any()
+    ):
         _finish(session, quiz, "pool_exhausted")
     result = _result(quiz, item, response, view, session)
     try:

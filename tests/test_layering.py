@@ -112,3 +112,14 @@ def test_the_service_commands_join_the_one_qbank_command():
     assert {"simulate", "sh", "calibrate", "study", "serve", "load-demo", "reestimate", "demo"} <= names
     analytics = cli.get_command(click.Context(cli), "analytics")
     assert {"report", "export", "targets"} <= set(analytics.list_commands(click.Context(analytics)))
+
+
+def test_modules_are_small_enough_to_read_in_one_sitting():
+    """No module of the core or the service (migrations aside) is over 600 lines."""
+    too_long = {
+        str(path.relative_to(ROOT)): n
+        for package in ("qbank", "service")
+        for path in (ROOT / package).rglob("*.py")
+        if "migrations" not in path.parts and (n := len(path.read_text().splitlines())) > 600
+    }
+    assert too_long == {}

@@ -45,7 +45,7 @@ def audit_quiz(session: Session, tenant_id: str, quiz_id: str) -> dict:
     ------
     NotFound, Invalid (a linear quiz: its items come from a plan, not from the rules)
     """
-    from service.quizzes import _eligible, quota_codes
+    from service.quiz_items import eligible_items, quota_codes
 
     quiz = session.scalar(
         select(QuizSession).where(QuizSession.id == quiz_id, QuizSession.tenant_id == tenant_id)
@@ -82,7 +82,7 @@ def audit_quiz(session: Session, tenant_id: str, quiz_id: str) -> dict:
         [bool(r.is_correct) for r in responses],
         np.array([r.theta_after for r in responses], dtype=float),
         np.array([r.se_after for r in responses], dtype=float),
-        eligible=_eligible(view, quiz.filters),
+        eligible=eligible_items(view, quiz.filters),
         topic_code=view.topic_code,
         quota=quota_codes(view, quiz.blueprint),
         capped=capped,

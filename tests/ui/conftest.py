@@ -20,11 +20,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from service.authoring import create_question, publish
 from service.core.security import TokenUser, create_token
 from service.db import make_engine, make_session_factory, migrate
 from service.demo import load_demo
+from service.models import ExposureBundle
 from service.schemas import QuestionCreate
 from service.users import create_user
 
@@ -273,3 +275,18 @@ class SignIn:
 @pytest.fixture(scope="session")
 def sign_in() -> SignIn:
     return SignIn()
+
+
+@pytest.fixture(autouse=True)
+def no_bundle_in_force(request):
+    """Every UI test starts with no exposure bundle in force: a promoted bundle's stopping rule
+    governs every later quiz of its exam, so a bundle left active by one test would change the
+    length of another's quizzes. Tests that need one ask for it (``active_bundle``), after this."""
+    if "ui_server" not in request.fixturenames:
+        return
+    server = request.getfixturevalue("ui_server")
+    with server.session_factory() as session:
+        session.execute(
+            update(ExposureBundle).where(ExposureBundle.status == "active").values(status="superseded")
+        )
+        session.commit()
