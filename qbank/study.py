@@ -12,10 +12,10 @@ import pandas as pd
 
 from qbank import plots
 from qbank._tables import markdown_table
-from qbank.estimation import make_estimator
 from qbank.pool import load_pool
+from qbank.rules import CatRules, rules_from_settings
 from qbank.scale_out import executor_for
-from qbank.selection import Selector, sh_p_from_frame
+from qbank.selection import sh_p_from_frame
 from qbank.simulation import SimulationResult, draw_abilities, plan_simulation, run_simulations
 from qbank.stopping import FixedLength, StandardError
 
@@ -115,13 +115,20 @@ def _replication_seed(seed: int, replication: int):
     return seed if replication == 0 else np.random.SeedSequence([seed, replication])
 
 
-def _selector_for(config: StudyConfig, cond: dict, pool) -> Selector:
+def _rules_for(config: StudyConfig, cond: dict, pool) -> CatRules:
+    """A condition's complete rules, through the one builder (:func:`qbank.rules.rules_from_settings`)."""
     sh_p = None
     if cond.get("k_file"):
         k_path = config.pool.parent / cond["k_file"]
         sh_p = sh_p_from_frame(pd.read_csv(k_path, dtype={"item_id": str}), pool, source=str(k_path))
-    return Selector(
-        cond["selector"], k=int(cond.get("k", 5)), n_strata=int(cond.get("n_strata", 4)), sh_p=sh_p
+    return rules_from_settings(
+        cond["selector"],
+        estimator=config.estimator,
+        stopping=config.stopping,
+        sh_p=sh_p,
+        k=int(cond.get("k", 5)),
+        n_strata=int(cond.get("n_strata", 4)),
+        exposure_target=config.exposure_target,
     )
 
 
@@ -153,27 +160,27 @@ def run_study(
     (``comparison.csv``, ``report.md``, overlaid plots) to ``out/``.
     """
     pool = load_pool(config.pool)
-    estimator = make_estimator(config.estimator)
-    selectors = {cond["name"]: _selector_for(config, cond, pool) for cond in config.conditions}
+    conditions = {cond["name"]: _rules_for(config, cond, pool) for cond in config.conditions}
     executor = executor_for(client)
     # All runs share the cluster: cut each into tasks for its share of the worker threads, so a
     # big grid makes tasks of the target size instead of many tiny ones.
-    slots = max(1, executor.slots // (config.replications * len(selectors)))
+    slots = max(1, executor.slots // (config.replications * len(conditions)))
     plans, labels = [], []
     for replication in range(config.replications):
         seed = _replication_seed(config.seed, replication)
         rng = np.random.default_rng(seed)
         theta = draw_abilities(config.examinees, config.theta_distribution, config.theta_params, rng)
-        for name, selector in selectors.items():
+        for name, rules in conditions.items():
             plans.append(
                 plan_simulation(
                     pool,
                     theta=theta,
-                    stopping=config.stopping,
-                    selector=selector,
-                    estimator=estimator,
+                    stopping=rules.stopping,
+                    selector=rules.selector,
+                    estimator=rules.estimator,
+                    first_item=rules.first_item,
                     rng=np.random.default_rng(seed),
-                    exposure_target=config.exposure_target,
+                    exposure_target=rules.exposure_target,
                     slots=slots,
                 )
             )

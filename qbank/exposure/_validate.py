@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from qbank.selection import Selector
+from qbank.rules import rules_from_settings
 from qbank.simulation import SimulationResult, simulate
 
 from ._calibrate import ExposureCalibration
@@ -187,10 +187,22 @@ def validate_exposure(
     rng = np.random.default_rng(rng)
     settings = calibration.settings
     cuts = calibration.strata_cuts if calibration.conditional else np.asarray(REPORT_STRATA)
-    common = dict(
-        stopping=calibration.stopping,
+    # The same builder as every other CAT (qbank.rules): the controlled run under the calibrated
+    # selector, the comparison under plain maximum information, both with the calibration's
+    # estimator and stopping rule.
+    controlled_rules = rules_from_settings(
+        calibration.selector,
         estimator=calibration.estimator,
+        stopping=calibration.stopping,
         exposure_target=calibration.r_max,
+    )
+    uncontrolled_rules = rules_from_settings(
+        "max_info",
+        estimator=calibration.estimator,
+        stopping=calibration.stopping,
+        exposure_target=calibration.r_max,
+    )
+    common = dict(
         keep_examinees=False,
         keep_estimates=False,
         strata_cuts=cuts,
@@ -203,14 +215,14 @@ def validate_exposure(
         n_examinees=n_examinees,
         theta_distribution=settings["theta_distribution"],
         theta_params=tuple(settings["theta_params"]),
-        selector=calibration.selector,
+        rules=controlled_rules,
         rng=seeds[0],
         **common,
     )
     uncontrolled = None
     if compare_uncontrolled:
         uncontrolled = simulate(
-            calibration.pool, theta=controlled.theta, selector=Selector("max_info"), rng=seeds[1], **common
+            calibration.pool, theta=controlled.theta, rules=uncontrolled_rules, rng=seeds[1], **common
         )
     r_max = calibration.r_max
     if calibration.conditional:
