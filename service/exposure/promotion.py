@@ -169,6 +169,7 @@ def rollback_bundle(session: Session, tenant_id: str, actor: str, exam_code: str
             ExposureBundle.tenant_id == tenant_id,
             ExposureBundle.exam_code == exam_code,
             ExposureBundle.status == "superseded",
+            ExposureBundle.promoted_at.is_not(None),  # a revision superseded while pending never was in force
         )
         .order_by(ExposureBundle.promoted_at.desc())
         .limit(1)

@@ -148,8 +148,11 @@ def rollback_confirm(request: Request, current: AdminPage, session: SessionDep):
     exam_code = _exam_code(request)
     bundles = exposure.list_bundles(session, current.user.tenant, exam_code)
     active = next((b for b in bundles if b["status"] == "active"), None)
+    # Only bundles that were once in force: a revision superseded while pending never was.
     earlier = sorted(
-        (b for b in bundles if b["status"] == "superseded"), key=lambda b: b["promoted_at"], reverse=True
+        (b for b in bundles if b["status"] == "superseded" and b["promoted_at"]),
+        key=lambda b: b["promoted_at"],
+        reverse=True,
     )
     return page(
         request,
@@ -168,6 +171,7 @@ def rollback_confirm(request: Request, current: AdminPage, session: SessionDep):
         if earlier
         else f"Exam {exam_code} has no earlier bundle to roll back to.",
         possible=bool(earlier),
+        force_label=None,
         cancel="/admin/bundles",
     )
 

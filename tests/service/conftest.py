@@ -63,6 +63,16 @@ def _drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def empty_pg_url():
+    """A PostgreSQL database of the test's own, empty (dropped afterwards)."""
+    name = _create_pg_database()
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        _drop_pg_database(name)
+
+
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path_factory):
     """A migrated, empty database of each backend, for the whole run."""

@@ -75,13 +75,7 @@ def fresh_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    from conftest import _create_pg_database, _drop_pg_database
-
-    name = _create_pg_database()
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        _drop_pg_database(name)
+    yield request.getfixturevalue("empty_pg_url")
 
 
 def test_0014_drops_the_k_mirrors_and_records_their_rows(fresh_url):

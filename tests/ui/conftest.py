@@ -281,8 +281,8 @@ def sign_in() -> SignIn:
 def no_bundle_in_force(request):
     """Every UI test starts with no exposure bundle in force: a promoted bundle's stopping rule
     governs every later quiz of its exam, so a bundle left active by one test would change the
-    length of another's quizzes. Tests that need one ask for it (``active_bundle``), after this."""
-    if "ui_server" not in request.fixturenames:
+    length of another's quizzes. Tests that need one ask for it (``active_bundle``, module-scoped) and keep it."""
+    if "ui_server" not in request.fixturenames or "active_bundle" in request.fixturenames:
         return
     server = request.getfixturevalue("ui_server")
     with server.session_factory() as session:

@@ -124,7 +124,13 @@ def test_upload_refusal_promote_rollback_and_audit(page, ui_server, sign_in, sho
             select(Question.id).where(Question.external_ref == controlled["item_id"])
         )
     # In force = the active bundle's K, read through the API (the bundle is its one store).
-    listing = {r["question_id"]: r for r in page.request.get("/v1/admin/exposure/items?limit=10000").json()}
+    listed = httpx.get(
+        f"{ui_server.base_url}/v1/admin/exposure/items?limit=10000",
+        headers=ui_server.api_headers("exposure-reader"),
+        timeout=60,
+    )
+    assert listed.status_code == 200, listed.text
+    listing = {r["question_id"]: r for r in listed.json()}
     assert listing[question_id]["sh_p"] == pytest.approx(controlled["sh_p"])
 
     # A second bundle replaces it; rolling back (after confirming) brings the first back.
