@@ -82,6 +82,25 @@ def _common_D(D: np.ndarray) -> float:
     return float(values[np.argmax(counts)])
 
 
+def bundle_items(pool: ItemPool, sh_p: list) -> list[dict]:
+    """The bundle's ``items``: each item's parameters (``D`` only where it differs from the pool's
+    common one) and its ``sh_p`` (a number, or one per stratum)."""
+    common_D = _common_D(pool.D)
+    items = []
+    for i in range(pool.n_items):
+        item = {
+            "item_id": str(pool.item_id[i]),
+            "a": float(pool.a[i]),
+            "b": float(pool.b[i]),
+            "c": float(pool.c[i]),
+        }
+        if pool.D[i] != common_D:
+            item["D"] = float(pool.D[i])
+        item["sh_p"] = sh_p[i]
+        items.append(item)
+    return items
+
+
 def _pool_from_items(bundle: dict) -> ItemPool:
     items = bundle["items"]
     frame = pd.DataFrame(
@@ -342,18 +361,8 @@ def build_bundle(
 
     pool = calibration.pool
     common_D = _common_D(pool.D)
-    items = []
-    for i in range(pool.n_items):
-        item = {
-            "item_id": str(pool.item_id[i]),
-            "a": float(pool.a[i]),
-            "b": float(pool.b[i]),
-            "c": float(pool.c[i]),
-        }
-        if pool.D[i] != common_D:
-            item["D"] = float(pool.D[i])
-        item["sh_p"] = calibration.sh_p[i].tolist() if calibration.conditional else float(calibration.sh_p[i])
-        items.append(item)
+    sh_p = [k.tolist() if calibration.conditional else float(k) for k in calibration.sh_p]
+    items = bundle_items(pool, sh_p)
     stopping = calibration.stopping.to_dict()
     trace = []
     for iteration, rows in calibration.trace.groupby("iteration", sort=True):

@@ -28,6 +28,7 @@ from ._bundle import (
     _finite,
     _pool_from_items,
     _semantic_problems,
+    bundle_items,
     bundle_sha256,
 )
 from ._updates import REPORT_STRATA, validation_limit
@@ -56,18 +57,7 @@ def base_revision(pool: ItemPool, *, r_max: float, stopping, estimator, author: 
     from qbank import __version__
 
     common_D = _common_D(pool.D)
-    items = []
-    for i in range(pool.n_items):
-        item = {
-            "item_id": str(pool.item_id[i]),
-            "a": float(pool.a[i]),
-            "b": float(pool.b[i]),
-            "c": float(pool.c[i]),
-        }
-        if pool.D[i] != common_D:
-            item["D"] = float(pool.D[i])
-        item["sh_p"] = 1.0
-        items.append(item)
+    items = bundle_items(pool, [1.0] * pool.n_items)
     document = {
         "schema": BUNDLE_SCHEMA,
         "created_at": _now(),
