@@ -54,6 +54,36 @@ def parse_numbers(text: str, option: str, count: int | None = None) -> tuple:
     return values
 
 
+def stopping_options(command):
+    """The stopping-rule options (``--length``, ``--se-target``, ``--min-length``) that
+    :func:`stopping_from_options` reads, shared by the commands that run CATs."""
+    options = [
+        click.option(
+            "--length",
+            type=click.IntRange(min=1),
+            default=30,
+            show_default=True,
+            help="Test length (maximum length with --se-target).",
+        ),
+        click.option(
+            "--se-target",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Stop when SE <= this (variable length).",
+        ),
+        click.option(
+            "--min-length",
+            type=click.IntRange(min=1),
+            default=5,
+            show_default=True,
+            help="Minimum length with --se-target.",
+        ),
+    ]
+    for option in reversed(options):  # applied bottom-up, like stacked decorators
+        command = option(command)
+    return command
+
+
 def stopping_from_options(length: int, se_target: float | None, min_length: int):
     """Fixed length, or SE stopping with ``--min-length`` .. ``--length`` items."""
     from qbank.stopping import FixedLength, StandardError

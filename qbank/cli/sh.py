@@ -17,6 +17,7 @@ from qbank.cli._common import (
     scheduler_client,
     scheduler_option,
     stopping_from_options,
+    stopping_options,
 )
 from qbank.estimation import make_estimator
 from qbank.exposure import (
@@ -96,26 +97,7 @@ def recheck_lines(result, bundle: dict) -> list[str]:
     "--pool", "pool_path", required=True, type=click.Path(dir_okay=False), help="Item pool CSV/Parquet."
 )
 @click.option("--r-max", type=float, required=True, help="Target maximum exposure rate r, in (0, 1].")
-@click.option(
-    "--length",
-    type=click.IntRange(min=1),
-    default=30,
-    show_default=True,
-    help="Test length (maximum length with --se-target).",
-)
-@click.option(
-    "--se-target",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Stop when SE <= this (variable length).",
-)
-@click.option(
-    "--min-length",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Minimum length with --se-target.",
-)
+@stopping_options
 @click.option(
     "--examinees",
     type=click.IntRange(min=1),

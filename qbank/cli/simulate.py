@@ -14,6 +14,7 @@ from qbank.cli._common import (
     scheduler_client,
     scheduler_option,
     stopping_from_options,
+    stopping_options,
 )
 from qbank.cli.sh import bundle_run_settings, recheck_lines
 from qbank.rules import rules_from_settings
@@ -29,26 +30,7 @@ SELECTORS = ["max_info", "randomesque", "sympson_hetter", "a_stratified"]
 @click.option(
     "--examinees", type=click.IntRange(min=1), default=10_000, show_default=True, help="Number of simulees."
 )
-@click.option(
-    "--length",
-    type=click.IntRange(min=1),
-    default=30,
-    show_default=True,
-    help="Test length (maximum length with --se-target).",
-)
-@click.option(
-    "--se-target",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Stop when SE <= this (variable length).",
-)
-@click.option(
-    "--min-length",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Minimum length with --se-target.",
-)
+@stopping_options
 @click.option("--selector", type=click.Choice(SELECTORS), default="max_info", show_default=True)
 @click.option(
     "--k",
