@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from qbank._messages import shown
+from qbank.polytomous import DICHOTOMOUS, GRM, MODEL_CODES, MODEL_NAMES
 
 __all__ = ["ItemPool", "PoolError", "generate_pool", "load_pool", "save_pool"]
 
@@ -25,15 +26,23 @@ class PoolError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class ItemPool:
-    """A validated, immutable pool of IRT items (3PL parameterisation, 1PL/2PL as special cases).
+    """A validated, immutable pool of IRT items: dichotomous (3PL parameterisation, 1PL/2PL as
+    special cases) and, in a mixed pool, polytomous items (GRM or GPCM, see :mod:`qbank.polytomous`).
 
     Attributes
     ----------
     item_id : ndarray of shape (n_items,), dtype object (str)
     a, b, c, D : ndarray of shape (n_items,), float
+        For a polytomous item ``b`` is its location, the mean of its thresholds, and ``c = 0``.
     topic : ndarray of shape (n_items,), dtype object (str), or None
     name : str
         A label for reports and bundles (usually the file stem).
+    item_model : ndarray of shape (n_items,), int8, or None
+        :data:`~qbank.polytomous.DICHOTOMOUS`, ``GRM`` or ``GPCM`` per item; None when every item
+        is dichotomous.
+    thresholds : ndarray of shape (n_items, M - 1), float, or None
+        Category thresholds ``b1 .. b{m-1}`` of the polytomous items, NaN past an item's last
+        category and for dichotomous items; None when every item is dichotomous.
     """
 
     item_id: np.ndarray
@@ -43,14 +52,24 @@ class ItemPool:
     D: np.ndarray
     topic: np.ndarray | None = None
     name: str = "pool"
+    item_model: np.ndarray | None = None
+    thresholds: np.ndarray | None = None
     _index: dict = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_index", {k: i for i, k in enumerate(self.item_id)})
-        for arr in (self.item_id, self.a, self.b, self.c, self.D):
-            arr.setflags(write=False)
-        if self.topic is not None:
-            self.topic.setflags(write=False)
+        for arr in (
+            self.item_id,
+            self.a,
+            self.b,
+            self.c,
+            self.D,
+            self.topic,
+            self.item_model,
+            self.thresholds,
+        ):
+            if arr is not None:
+                arr.setflags(write=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -83,6 +102,21 @@ class ItemPool:
         if dup.any():
             raise PoolError(f"{source}: duplicate item_id {sorted(set(item_id[dup]))[:10]}")
 
+        item_model, thresholds = _categories_from_frame(frame, item_id, source)
+        polytomous = item_model != DICHOTOMOUS
+        if polytomous.any():  # a polytomous item's b is its location, the mean of its thresholds
+            frame = frame.copy()
+            location = np.nanmean(np.where(polytomous[:, None], thresholds, np.nan)[polytomous], axis=1)
+            frame.loc[polytomous, "b"] = location
+            c_given = pd.to_numeric(frame["c"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            bad_c = polytomous & ~np.isnan(c_given) & (c_given != 0)
+            if bad_c.any():
+                raise PoolError(
+                    f"{source}: column 'c' must be 0 or empty for a GRM/GPCM item; bad items: "
+                    f"{shown(item_id[bad_c])}"
+                )
+            frame.loc[polytomous, "c"] = 0.0
+
         values = {}
         for col in PARAMETER_COLUMNS:
             if col == "D" and col not in frame.columns:
@@ -111,11 +145,22 @@ class ItemPool:
         topic = None
         if "topic" in frame.columns:
             topic = frame["topic"].fillna("").astype(str).to_numpy(dtype=object)
-        return cls(item_id, values["a"], values["b"], values["c"], values["D"], topic, name)
+        if not polytomous.any():
+            item_model = thresholds = None
+        return cls(
+            item_id, values["a"], values["b"], values["c"], values["D"], topic, name, item_model, thresholds
+        )
 
     @classmethod
-    def from_arrays(cls, a, b, c=None, D=1.0, item_id=None, topic=None, name="pool") -> ItemPool:
-        """Build a pool from parameter arrays (validated like a file)."""
+    def from_arrays(
+        cls, a, b, c=None, D=1.0, item_id=None, topic=None, name="pool", model=None, thresholds=None
+    ) -> ItemPool:
+        """Build a pool from parameter arrays (validated like a file).
+
+        ``model`` (names per item: '', '3PL', 'GRM', 'GPCM') and ``thresholds`` (shape
+        ``(n_items, M - 1)``, NaN-padded) describe polytomous items; their ``b`` may be NaN
+        (it becomes the mean of the thresholds).
+        """
         a = np.asarray(a, dtype=float)
         n_items = a.shape[0]
         frame = pd.DataFrame(
@@ -129,6 +174,11 @@ class ItemPool:
         )
         if topic is not None:
             frame["topic"] = topic
+        if model is not None:
+            frame["model"] = list(model)
+            thresholds = np.atleast_2d(np.asarray(thresholds, dtype=float))
+            for k in range(thresholds.shape[1]):
+                frame[f"b{k + 1}"] = thresholds[:, k]
         return cls.from_frame(frame, name=name)
 
     # ------------------------------------------------------------------ views
@@ -140,8 +190,38 @@ class ItemPool:
         return self.n_items
 
     @property
+    def is_polytomous(self) -> bool:
+        """Whether any item is scored in more than two categories' model (GRM or GPCM)."""
+        return self.item_model is not None
+
+    @property
+    def n_categories(self) -> np.ndarray:
+        """Number of score categories of each item (2 for a dichotomous item), shape (n_items,)."""
+        if self.thresholds is None:
+            return np.full(self.n_items, 2, dtype=np.intp)
+        return np.maximum(np.sum(~np.isnan(self.thresholds), axis=1) + 1, 2).astype(np.intp)
+
+    @property
+    def model_codes(self) -> np.ndarray:
+        """Model code of each item (all ``DICHOTOMOUS`` in a dichotomous pool), shape (n_items,)."""
+        if self.item_model is None:
+            return np.zeros(self.n_items, dtype=np.int8)
+        return self.item_model
+
+    @property
+    def threshold_table(self) -> np.ndarray:
+        """Thresholds of shape (n_items, M - 1), all NaN (one column) in a dichotomous pool."""
+        if self.thresholds is None:
+            return np.full((self.n_items, 1), np.nan)
+        return self.thresholds
+
+    @property
     def model(self) -> str:
-        """'1PL', '2PL' or '3PL': the simplest model that describes every item."""
+        """'1PL', '2PL' or '3PL': the simplest model that describes every item; 'GRM' or 'GPCM'
+        when every item is of that model, 'mixed' for any other pool with polytomous items."""
+        if self.item_model is not None:
+            kinds = set(np.unique(self.item_model).tolist())
+            return MODEL_NAMES[kinds.pop()] if len(kinds) == 1 else "mixed"
         if np.any(self.c > 0):
             return "3PL"
         if np.allclose(self.a, self.a[0]):
@@ -158,6 +238,12 @@ class ItemPool:
     def subset(self, positions) -> ItemPool:
         positions = np.asarray(positions, dtype=np.intp)
         topic = None if self.topic is None else self.topic[positions].copy()
+        item_model = thresholds = None
+        if self.item_model is not None and np.any(self.item_model[positions] != DICHOTOMOUS):
+            item_model = self.item_model[positions].copy()
+            thresholds = self.thresholds[positions].copy()
+            used = ~np.all(np.isnan(thresholds), axis=0)
+            thresholds = thresholds[:, : int(np.flatnonzero(used).max()) + 1]
         return ItemPool(
             self.item_id[positions].copy(),
             self.a[positions].copy(),
@@ -166,12 +252,21 @@ class ItemPool:
             self.D[positions].copy(),
             topic,
             self.name,
+            item_model,
+            thresholds,
         )
 
     def to_frame(self) -> pd.DataFrame:
+        """Columns ``item_id, a, b, c, D`` (+ ``topic``); a pool with polytomous items adds
+        ``model`` (empty for dichotomous items) and ``b1 .. b{M-1}``."""
         frame = pd.DataFrame({"item_id": self.item_id, "a": self.a, "b": self.b, "c": self.c, "D": self.D})
         if self.topic is not None:
             frame["topic"] = self.topic
+        if self.item_model is not None:
+            names = np.array(["", "GRM", "GPCM"], dtype=object)
+            frame["model"] = names[self.item_model]
+            for k in range(self.thresholds.shape[1]):
+                frame[f"b{k + 1}"] = self.thresholds[:, k]
         return frame
 
     def sha256(self) -> str:
@@ -183,9 +278,91 @@ class ItemPool:
             [str(i), round(float(a), 9), round(float(b), 9), round(float(c), 9), round(float(d), 9)]
             for i, a, b, c, d in zip(self.item_id, self.a, self.b, self.c, self.D)
         ]
+        if self.item_model is not None:  # dichotomous items keep the checksum they always had
+            for row, code, steps in zip(payload, self.item_model, self.thresholds):
+                if code != DICHOTOMOUS:
+                    row += [MODEL_NAMES[code], [round(float(t), 9) for t in steps if not np.isnan(t)]]
         digest = hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
         object.__setattr__(self, "_sha256", digest)
         return digest
+
+
+def _threshold_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns ``b1, b2, ...`` in order (a gap ends the list)."""
+    columns, k = [], 1
+    while f"b{k}" in frame.columns:
+        columns.append(f"b{k}")
+        k += 1
+    return columns
+
+
+def _categories_from_frame(frame: pd.DataFrame, item_id, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Model codes and NaN-padded thresholds from the optional ``model`` and ``b1 ..`` columns.
+
+    Raises
+    ------
+    PoolError
+        Unknown model; thresholds on a dichotomous item; a GRM/GPCM item with fewer than 2
+        categories, a gap or a non-finite threshold; disordered GRM thresholds.
+    """
+    n = len(frame)
+    columns = _threshold_columns(frame)
+    if "model" not in frame.columns:
+        if columns:
+            raise PoolError(
+                f"{source}: columns {columns} need a 'model' column (GRM or GPCM) to say which items use them"
+            )
+        return np.zeros(n, dtype=np.int8), np.full((n, 1), np.nan)
+    names = frame["model"].fillna("").astype(str).str.strip().str.upper()
+    unknown = ~names.isin(list(MODEL_CODES))
+    if unknown.any():
+        raise PoolError(
+            f"{source}: column 'model' must be empty, 1PL, 2PL, 3PL, GRM or GPCM; bad items: "
+            f"{shown(item_id[unknown.to_numpy()])}"
+        )
+    codes = names.map(MODEL_CODES).to_numpy(dtype=np.int8)
+    polytomous = codes != DICHOTOMOUS
+    if not columns:
+        if polytomous.any():
+            raise PoolError(
+                f"{source}: a GRM/GPCM item needs at least 2 categories, thresholds in columns b1, b2, ...; "
+                f"bad items: {shown(item_id[polytomous])}"
+            )
+        return codes, np.full((n, 1), np.nan)
+    raw = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    given = (
+        frame[columns].notna().to_numpy()
+        & (frame[columns].astype(str).apply(lambda s: s.str.strip()) != "").to_numpy()
+    )
+    checks = [
+        (given.any(axis=1) & ~polytomous, "thresholds b1, b2, ... are only for GRM/GPCM items (set 'model')"),
+        (
+            polytomous & (given & ~np.isfinite(raw)).any(axis=1),
+            "thresholds b1, b2, ... must be finite numbers",
+        ),
+        (polytomous & ~given[:, 0], "a GRM/GPCM item needs at least 2 categories (a threshold in b1)"),
+        (
+            polytomous & (np.diff(given.astype(np.int8), axis=1) > 0).any(axis=1),
+            "thresholds must fill b1, b2, ... without gaps",
+        ),
+        (
+            polytomous & (np.abs(np.where(given, raw, 0.0)) > MAX_ABS_B).any(axis=1),
+            f"thresholds must be in [-{MAX_ABS_B:g}, {MAX_ABS_B:g}]",
+        ),
+    ]
+    for bad, message in checks:
+        if bad.any():
+            raise PoolError(f"{source}: {message}; bad items: {shown(item_id[bad])}")
+    thresholds = np.where(given & polytomous[:, None], raw, np.nan)
+    with np.errstate(invalid="ignore"):
+        disordered = (codes == GRM) & (np.diff(thresholds, axis=1) <= 0).any(axis=1)
+    if disordered.any():
+        raise PoolError(
+            f"{source}: GRM thresholds must increase (b1 < b2 < ...); disordered items: {shown(item_id[disordered])}"
+        )
+    used = ~np.all(np.isnan(thresholds), axis=0)
+    width = int(np.flatnonzero(used).max()) + 1 if used.any() else 1
+    return codes, thresholds[:, :width]
 
 
 def load_pool(path, name: str | None = None) -> ItemPool:
@@ -233,11 +410,18 @@ def generate_pool(
     D=1.0,
     topics=None,
     name="synthetic",
+    polytomous_share=0.0,
+    polytomous_model="GRM",
+    n_categories=4,
 ) -> ItemPool:
     """Draw a synthetic pool: ``a ~ U(a_range)``, ``b ~ N(b_mean, b_sd)``, ``c ~ U(c_range)``.
 
     ``model='2PL'`` sets ``c = 0``; ``'1PL'`` also sets ``a = 1``. ``topics`` (a list of
-    names) assigns topics round-robin in a shuffled order.
+    names) assigns topics round-robin in a shuffled order. ``polytomous_share`` of the items
+    (drawn at random) become ``polytomous_model`` ('GRM' or 'GPCM') items with ``n_categories``
+    categories: thresholds ``b + sorted(N(0, 1))`` spread around the item's drawn ``b`` (sorted for
+    the GRM, whose thresholds must increase; the GPCM's keep their order of draw, reversals
+    included). With the default share 0 the draws, and the pool, are those of earlier versions.
     """
     if n_items < 1:
         raise PoolError(f"n_items must be >= 1, got {n_items}")
@@ -255,4 +439,19 @@ def generate_pool(
     topic = None
     if topics:
         topic = np.array([topics[i % len(topics)] for i in rng.permutation(n_items)], dtype=object)
-    return ItemPool.from_arrays(a, b, c, D=D, topic=topic, name=name)
+    if polytomous_share <= 0:
+        return ItemPool.from_arrays(a, b, c, D=D, topic=topic, name=name)
+    if polytomous_model.upper() not in {"GRM", "GPCM"} or n_categories < 2:
+        raise PoolError(
+            f"polytomous_model must be GRM or GPCM with n_categories >= 2, got {polytomous_model!r}, {n_categories}"
+        )
+    chosen = np.zeros(n_items, dtype=bool)
+    chosen[rng.choice(n_items, round(polytomous_share * n_items), replace=False)] = True
+    offsets = rng.normal(0.0, 1.0, (n_items, n_categories - 1))
+    if polytomous_model.upper() == "GRM":
+        offsets = np.sort(offsets, axis=1)
+    offsets -= offsets.mean(axis=1, keepdims=True)
+    thresholds = np.where(chosen[:, None], b[:, None] + offsets, np.nan)
+    names = np.where(chosen, polytomous_model.upper(), "")
+    c = np.where(chosen, 0.0, c)
+    return ItemPool.from_arrays(a, b, c, D=D, topic=topic, name=name, model=names, thresholds=thresholds)

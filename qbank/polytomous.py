@@ -1,0 +1,219 @@
+"""Category probabilities and information for items scored in ordered categories, and for mixed pools.
+
+An item with ``m`` categories is scored ``0 .. m-1``. Two polytomous models:
+
+- graded response model, GRM (Samejima 1969): ``P*_k = logistic(D a (theta - b_k))`` is the
+  probability of scoring ``k`` or more (``k = 1 .. m-1``, ``b_1 < b_2 < ...``), and
+  ``P_k = P*_k - P*_{k+1}`` with ``P*_0 = 1``, ``P*_m = 0``;
+- generalized partial credit model, GPCM (Muraki 1992): ``P_k`` is proportional to
+  ``exp(sum_{v <= k} D a (theta - b_v))`` (the empty sum for ``k = 0``); the step difficulties
+  ``b_v`` may be in any order.
+
+Both reduce to the 2PL with ``m = 2``. A dichotomous item is the 3PL of :mod:`qbank.irt` with
+categories ``(1 - P, P)``. Parameters of a mixed pool live in padded arrays: ``thresholds`` of shape
+``(n_items, M - 1)`` with NaN past an item's last category (``M`` the most categories of any item),
+and ``model`` codes (:data:`DICHOTOMOUS`, :data:`GRM`, :data:`GPCM`). Categories past an item's last
+have probability 0.
+
+Information is ``sum_k P_k'^2 / P_k`` (Samejima 1969, eq. for the GRM; equal to
+``(D a)^2 Var(X | theta)`` for the GPCM, Muraki 1993).
+
+References
+----------
+Samejima, F. (1969). Estimation of latent ability using a response pattern of graded scores.
+*Psychometrika Monograph Supplement*, 17.
+Muraki, E. (1992). A generalized partial credit model: application of an EM algorithm.
+*Applied Psychological Measurement*, 16, 159-176.
+Muraki, E. (1993). Information functions of the generalized partial credit model.
+*Applied Psychological Measurement*, 17, 351-363.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit, log_softmax
+
+from qbank import irt
+
+__all__ = [
+    "DICHOTOMOUS",
+    "GPCM",
+    "GRM",
+    "MODEL_CODES",
+    "MODEL_NAMES",
+    "category_information",
+    "category_log_probabilities",
+    "category_probabilities",
+    "expected_score",
+    "gpcm_information",
+    "gpcm_probabilities",
+    "grm_information",
+    "grm_probabilities",
+]
+
+DICHOTOMOUS, GRM, GPCM = 0, 1, 2
+MODEL_NAMES = ("dichotomous", "GRM", "GPCM")
+# Names a pool file may give in its ``model`` column; 1PL/2PL/3PL and blank are dichotomous.
+MODEL_CODES = {
+    "": DICHOTOMOUS,
+    "1PL": DICHOTOMOUS,
+    "2PL": DICHOTOMOUS,
+    "3PL": DICHOTOMOUS,
+    "GRM": GRM,
+    "GPCM": GPCM,
+}
+
+
+def _padded(thresholds):
+    """Thresholds with NaN (no such category) as +inf: then ``P*_k = 0`` (GRM) and the GPCM's
+    cumulative logit is ``-inf``, so the missing categories get probability exactly 0."""
+    thresholds = np.asarray(thresholds, dtype=float)
+    return np.where(np.isnan(thresholds), np.inf, thresholds)
+
+
+def _cumulative(theta, a, thresholds, D):
+    """GRM ``P*_k`` for ``k = 0 .. M``, shape ``(..., M + 1)`` (first column 1, last 0)."""
+    theta, a, D = (np.asarray(x, dtype=float)[..., None] for x in (theta, a, D))
+    star = expit(irt.logit(theta, a, _padded(thresholds), D))
+    shape = (*star.shape[:-1], 1)
+    return np.concatenate([np.ones(shape), star, np.zeros(shape)], axis=-1)
+
+
+def grm_probabilities(theta, a, thresholds, D=1.0):
+    """Graded response model category probabilities (Samejima 1969).
+
+    Parameters
+    ----------
+    theta, a, D : array_like, broadcast against each other and ``thresholds[..., 0]``
+    thresholds : array_like of shape (..., M - 1)
+        Increasing boundaries ``b_1 < ... < b_{m-1}``, NaN past an item's last category.
+
+    Returns
+    -------
+    ndarray of shape (..., M): ``P(X = k | theta)``.
+    """
+    star = _cumulative(theta, a, thresholds, D)
+    return star[..., :-1] - star[..., 1:]
+
+
+def grm_information(theta, a, thresholds, D=1.0):
+    """GRM item information ``sum_k (P*_k' - P*_{k+1}')^2 / P_k`` with ``P*' = D a P* (1 - P*)``."""
+    star = _cumulative(theta, a, thresholds, D)
+    slope = np.asarray(D, dtype=float)[..., None] * np.asarray(a, dtype=float)[..., None]
+    d_star = slope * star * (1.0 - star)
+    p = star[..., :-1] - star[..., 1:]
+    dp = d_star[..., :-1] - d_star[..., 1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, dp * dp / p, 0.0)
+    return terms.sum(axis=-1)
+
+
+def _gpcm_logits(theta, a, thresholds, D):
+    theta, a, D = (np.asarray(x, dtype=float)[..., None] for x in (theta, a, D))
+    steps = irt.logit(theta, a, _padded(thresholds), D)  # (..., M - 1), -inf past the last category
+    zero = np.zeros((*steps.shape[:-1], 1))
+    return np.concatenate([zero, np.cumsum(steps, axis=-1)], axis=-1)
+
+
+def gpcm_probabilities(theta, a, thresholds, D=1.0):
+    """Generalized partial credit model category probabilities (Muraki 1992), shape (..., M)."""
+    return np.exp(log_softmax(_gpcm_logits(theta, a, thresholds, D), axis=-1))
+
+
+def gpcm_information(theta, a, thresholds, D=1.0):
+    """GPCM item information ``(D a)^2 Var(X | theta)`` (Muraki 1993)."""
+    p = gpcm_probabilities(theta, a, thresholds, D)
+    scores = np.arange(p.shape[-1], dtype=float)
+    mean = p @ scores
+    variance = np.maximum(p @ (scores * scores) - mean * mean, 0.0)
+    return (np.asarray(D, dtype=float) * np.asarray(a, dtype=float)) ** 2 * variance
+
+
+def _mixed(theta, a, b, c, D, model, thresholds, kernels, per_category):
+    """Evaluate each item with its own model; all per-item arrays broadcast against ``theta``.
+    ``per_category``: the kernels return a trailing category axis the model mask must skip."""
+    dichotomous, grm, gpcm = kernels
+    model = np.asarray(model)
+    out = dichotomous(theta, a, b, c, D)
+    for code, kernel in ((GRM, grm), (GPCM, gpcm)):
+        if np.any(model == code):
+            mask = (model == code)[..., None] if per_category else model == code
+            out = np.where(mask, kernel(theta, a, thresholds, D), out)
+    return out
+
+
+def _dichotomous_categories(n_categories):
+    def categories(theta, a, b, c, D):
+        p = irt.probability_elementwise(theta, a, b, c, D)
+        table = np.zeros((*p.shape, n_categories))
+        table[..., 0] = 1.0 - p
+        table[..., 1] = p
+        return table
+
+    return categories
+
+
+def category_probabilities(theta, a, b, c, D, model, thresholds):
+    """``P(X = k | theta)`` for every item of a mixed pool, all arrays broadcast elementwise.
+
+    Parameters
+    ----------
+    theta, a, b, c, D, model : array_like, broadcast against each other (for an examinee-by-item
+        table pass ``theta[:, None]`` against per-item arrays of shape ``(n_items,)``)
+    thresholds : array_like of shape (..., M - 1)
+        Per-item thresholds (NaN-padded; ignored for dichotomous items, may be all NaN).
+
+    Returns
+    -------
+    ndarray of shape (..., M) with ``M >= 2``; rows sum to 1.
+    """
+    thresholds = np.asarray(thresholds, dtype=float)
+    n_categories = max(thresholds.shape[-1] + 1, 2)
+    if thresholds.shape[-1] == 0:
+        thresholds = np.full((*thresholds.shape[:-1], 1), np.nan)
+    return _mixed(
+        theta,
+        a,
+        b,
+        c,
+        D,
+        model,
+        thresholds,
+        (_dichotomous_categories(n_categories), grm_probabilities, gpcm_probabilities),
+        per_category=True,
+    )
+
+
+def category_log_probabilities(theta, a, b, c, D, model, thresholds):
+    """Natural log of :func:`category_probabilities` (``-inf`` for categories an item lacks)."""
+    with np.errstate(divide="ignore"):
+        return np.log(category_probabilities(theta, a, b, c, D, model, thresholds))
+
+
+def category_information(theta, a, b, c, D, model, thresholds):
+    """Fisher information of every item of a mixed pool (3PL, GRM or GPCM), broadcast elementwise.
+
+    Returns
+    -------
+    ndarray of the broadcast shape of ``theta`` and the per-item arrays.
+    """
+    thresholds = np.asarray(thresholds, dtype=float)
+    if thresholds.shape[-1] == 0:
+        thresholds = np.full((*thresholds.shape[:-1], 1), np.nan)
+    return _mixed(
+        theta,
+        a,
+        b,
+        c,
+        D,
+        model,
+        thresholds,
+        (irt.information_elementwise, grm_information, gpcm_information),
+        per_category=False,
+    )
+
+
+def expected_score(theta, a, b, c, D, model, thresholds):
+    """Expected item score ``sum_k k P_k`` (the probability of a correct answer for a dichotomous item)."""
+    p = category_probabilities(theta, a, b, c, D, model, thresholds)
+    return p @ np.arange(p.shape[-1], dtype=float)
