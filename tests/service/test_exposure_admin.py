@@ -1,7 +1,7 @@
 """Exposure administration on SQLite and PostgreSQL: bundle refusals by check, promotion and
 rollback, the parameters in force, pinned quizzes, manual overrides, the selector flag's
 weighted variants and sticky cohorts, the atomic daily cap and the reports; and, on SQLite,
-2,000 simulated quizzes through the service under the demo pool's bundle (r = 0.25)."""
+600 simulated quizzes through the service under the demo pool's bundle (r = 0.25)."""
 
 from __future__ import annotations
 
@@ -534,14 +534,19 @@ def demo_service(tmp_path_factory):
     engine.dispose()
 
 
+# 600 quizzes bound the largest served rate within about 0.06 of r_max = 0.25 at 99.9 %: tight enough
+# to tell control (about 0.25) from none (1.0, below); 2,000 took over 3 minutes of the suite's 15.
+N_QUIZZES = 600
+
+
 @pytest.mark.slow
-def test_two_thousand_quizzes_stay_within_r_max(demo_service):
+def test_served_quizzes_stay_within_r_max(demo_service):
     url, factory, bundle = demo_service
     settings = service_settings(url, max_daily_exposures=None)
     with factory() as session:
         exposure.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "sympson_hetter"})
     controlled = run_students(
-        factory, settings, [f"sh-{i}" for i in range(2000)], 20261124, length=5, tenant=TENANT
+        factory, settings, [f"sh-{i}" for i in range(N_QUIZZES)], 20261124, length=5, tenant=TENANT
     )
     with factory() as session:
         exposure.set_flag(session, TENANT, "root", "selector_strategy", True, {"value": "vanilla"})
@@ -555,19 +560,20 @@ def test_two_thousand_quizzes_stay_within_r_max(demo_service):
         ).all()
         drift = exposure.exposure_drift(session, TENANT, EXAM, alpha=0.001)
         report = {c["cohort"]: c for c in exposure.ab_report(session, TENANT)["cohorts"]}
-    observed = np.array([n for _, n in counts]) / 2000
-    # Sampling error of the largest rate: the maximum of the items at the cap over 2,000 quizzes,
+    observed = np.array([n for _, n in counts]) / N_QUIZZES
+    # Sampling error of the largest rate: the maximum of the items at the cap over N_QUIZZES quizzes,
     # with K itself estimated from the bundle's calibration simulees (qbank.exposure.noise_tolerance).
     n_capped = sum(item["sh_p"] < 1 for item in bundle["items"])
     limit = 0.25 + noise_tolerance(
-        0.25, 2000, n_capped, k_examinees=bundle["simulation"]["n_examinees"], confidence=0.999
+        0.25, N_QUIZZES, n_capped, k_examinees=bundle["simulation"]["n_examinees"], confidence=0.999
     )
     assert observed.max() <= limit, (observed.max(), limit)
-    assert (drift["quizzes"], drift["n_over_r_max"], drift["n_drifting"]) == (2000, 0, 0)
+    assert (drift["quizzes"], drift["n_over_r_max"], drift["n_drifting"]) == (N_QUIZZES, 0, 0)
     assert drift["max_observed"] == observed.max() and drift["limit"] == pytest.approx(limit)
     # The same service without exposure control: every quiz starts with the same item.
     assert (
-        report["sympson_hetter"]["quizzes"] == 2000 and report["sympson_hetter"]["max_exposure_rate"] <= limit
+        report["sympson_hetter"]["quizzes"] == N_QUIZZES
+        and report["sympson_hetter"]["max_exposure_rate"] <= limit
     )
     assert report["vanilla"]["quizzes"] == 100 and report["vanilla"]["max_exposure_rate"] == 1.0
     assert report["vanilla"]["test_overlap"] > 2 * report["sympson_hetter"]["test_overlap"]
