@@ -5,6 +5,11 @@ all shaped ``(n_examinees, n_answered)`` (NaN responses are padding for examinee
 answered fewer items), and returns ``theta`` and ``se`` of shape ``(n_examinees,)``.
 The simulator calls them for thousands of examinees at once, the service for one.
 
+Items of a mixed pool (:mod:`qbank.polytomous`) add the keywords ``model`` (model codes, shape
+``(n_examinees, n_answered)``) and ``thresholds`` (``(n_examinees, n_answered, M - 1)``,
+NaN-padded); responses are then category scores ``0 .. m-1``. Without them, or when every
+answered item is dichotomous, the 3PL code runs as it always has.
+
 References
 ----------
 Bock, R. D. & Mislevy, R. J. (1982). Adaptive EAP estimation of ability in a
@@ -26,17 +31,50 @@ from scipy.special import expit
 from scipy.stats import norm
 
 from qbank import irt
+from qbank.polytomous import (
+    DICHOTOMOUS,
+    category_information,
+    category_log_probabilities,
+    log_probability_derivatives,
+)
 
 __all__ = ["EAP", "MAP", "MLE", "dodd_step", "eap_from_posterior", "make_estimator", "touches_edge"]
 
 
-def _check_shapes(a, b, c, D, responses):
+def _check_shapes(a, b, c, D, responses, model=None, thresholds=None):
+    """Broadcast the gathered parameters against ``responses`` and check the responses.
+
+    Returns ``a, b, c, D, responses, categories`` with ``categories = (model, thresholds)``
+    when some answered item is polytomous, else None (the 3PL path)."""
     responses = np.atleast_2d(np.asarray(responses, dtype=float))
     a, b, c, D = (np.broadcast_to(np.asarray(x, dtype=float), responses.shape) for x in (a, b, c, D))
+    if model is not None:
+        model = np.broadcast_to(np.asarray(model, dtype=np.int8), responses.shape)
+        if np.any(model != DICHOTOMOUS):
+            thresholds = np.asarray(thresholds, dtype=float)
+            thresholds = np.broadcast_to(thresholds, (*responses.shape, thresholds.shape[-1]))
+            n_categories = np.where(model == DICHOTOMOUS, 2, np.sum(~np.isnan(thresholds), axis=-1) + 1)
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isnan(responses) & (
+                    (responses != np.floor(responses)) | (responses < 0) | (responses >= n_categories)
+                )
+            if bad.any():
+                shown = [
+                    f"row {e}, answer {j}: {responses[e, j]:g} (item with {n_categories[e, j]} categories)"
+                    for e, j in zip(*np.nonzero(bad))
+                ][:5]
+                raise ValueError(
+                    f"responses must be category scores 0 .. m-1 of their item, or NaN; got {shown}"
+                )
+            return a, b, c, D, responses, (model, thresholds)
     bad = ~np.isnan(responses) & (responses != 0.0) & (responses != 1.0)
     if bad.any():
         raise ValueError(f"responses must be 0, 1 or NaN; got {np.unique(responses[bad])[:5].tolist()}")
-    return a, b, c, D, responses
+    return a, b, c, D, responses, None
+
+
+def _rows_of(categories, rows):
+    return None if categories is None else tuple(x[rows] for x in categories)
 
 
 def _response_probability(theta, a, b, c, D):
@@ -71,13 +109,30 @@ EDGE_SHARE = 1e-6
 _WIDE_HALF_WIDTHS = (12.0, 40.0)
 
 
-def _log_likelihood_on_grid(grid, a, b, c, D, responses):
+def _log_likelihood_on_grid(grid, a, b, c, D, responses, categories=None):
     """Log-likelihood of each examinee's answers at each grid point: (n_e, n_q)."""
+    if categories is not None:
+        return _category_log_likelihood_on_grid(grid, a, b, c, D, responses, *categories)
     p = _response_probability(np.broadcast_to(grid, (responses.shape[0], grid.size)), a, b, c, D)
     answered = ~np.isnan(responses)[:, None, :]
     correct = (responses == 1.0)[:, None, :]
     with np.errstate(divide="ignore"):  # p rounds to 0 or 1 far out on the wide grids: weight 0
         return np.where(answered, np.log(np.where(correct, p, 1.0 - p)), 0.0).sum(axis=2)
+
+
+def _category_log_likelihood_on_grid(grid, a, b, c, D, responses, model, thresholds):
+    """The same for a mixed pool, from :func:`~qbank.polytomous.category_log_probabilities` of
+    each answered item (flattened over the answers, so padding costs nothing)."""
+    rows, cols = np.nonzero(~np.isnan(responses))
+    log_p = category_log_probabilities(
+        grid[None, :],
+        *(x[rows, cols][:, None] for x in (a, b, c, D, model)),
+        thresholds[rows, cols][:, None, :],
+    )  # (n_answers, n_points, M)
+    chosen = responses[rows, cols].astype(np.intp)
+    terms = np.zeros((*responses.shape, grid.size))
+    terms[rows, cols] = np.take_along_axis(log_p, chosen[:, None, None], axis=2)[:, :, 0]
+    return terms.sum(axis=1)
 
 
 def _normalised(log_post):
@@ -180,20 +235,36 @@ class EAP:
         """The base grid's range, where the selection index is built."""
         return (self.grid_min, self.grid_max)
 
-    def posterior(self, a, b, c, D, responses) -> np.ndarray:
+    def posterior(self, a, b, c, D, responses, *, model=None, thresholds=None) -> np.ndarray:
         """Normalised posterior weights on :attr:`grid`, shape (n_examinees, n_points)."""
-        a, b, c, D, responses = _check_shapes(a, b, c, D, responses)
-        return _normalised(_log_likelihood_on_grid(self.grid, a, b, c, D, responses) + self._log_prior)
+        a, b, c, D, responses, categories = _check_shapes(a, b, c, D, responses, model, thresholds)
+        return _normalised(
+            _log_likelihood_on_grid(self.grid, a, b, c, D, responses, categories) + self._log_prior
+        )
 
-    def estimate(self, a, b, c, D, responses):
+    def estimate(self, a, b, c, D, responses, *, model=None, thresholds=None):
         """EAP ability and posterior SD for each examinee.
+
+        Parameters
+        ----------
+        a, b, c, D, responses : array_like of shape (n_examinees, n_answered)
+        model : array_like of shape (n_examinees, n_answered), optional
+            Model codes of a mixed pool's items; responses are then category scores.
+        thresholds : array_like of shape (n_examinees, n_answered, M - 1), optional
 
         Returns
         -------
         theta, se : ndarray of shape (n_examinees,)
+
+        Raises
+        ------
+        ValueError
+            A response that is not a category of its item (0/1 for a dichotomous one).
         """
-        a, b, c, D, responses = _check_shapes(a, b, c, D, responses)
-        posterior = _normalised(_log_likelihood_on_grid(self.grid, a, b, c, D, responses) + self._log_prior)
+        a, b, c, D, responses, categories = _check_shapes(a, b, c, D, responses, model, thresholds)
+        posterior = _normalised(
+            _log_likelihood_on_grid(self.grid, a, b, c, D, responses, categories) + self._log_prior
+        )
         theta, se = eap_from_posterior(posterior, self.grid)
         rows = np.flatnonzero(touches_edge(posterior))
         for grid in self._wide_grids:
@@ -201,7 +272,7 @@ class EAP:
                 break
             log_prior = norm.logpdf(grid, self.prior_mean, self.prior_sd)
             sub = (x[rows] for x in (a, b, c, D, responses))
-            wide = _normalised(_log_likelihood_on_grid(grid, *sub) + log_prior)
+            wide = _normalised(_log_likelihood_on_grid(grid, *sub, _rows_of(categories, rows)) + log_prior)
             theta[rows], se[rows] = eap_from_posterior(wide, grid)
             rows = rows[touches_edge(wide)]
         return theta, se
@@ -211,7 +282,7 @@ def _expected_information(logistic, a, c, D, answered):
     return np.where(answered, irt.information_from_logistic(logistic, a, c, D), 0.0).sum(axis=1)
 
 
-def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, n_iter):
+def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, n_iter, categories=None):
     """Newton-Raphson for MLE (prior_precision = 0) or MAP, clipped to ``bounds``.
 
     Score of the 3PL log-likelihood: sum D a (u - P)(P - c) / (P (1 - c)) (Lord 1980, eq. 5-21);
@@ -219,8 +290,13 @@ def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, 
     ``P' = D a (1 - c) L (1 - L)``, ``P'' = P' D a (1 - 2 L)``), or by the expected (Fisher)
     information where the observed is not positive. Fisher scoring alone overshoots on 3PL
     tails (the expected information is half the curvature there) and can cycle.
-    SE is ``1 / sqrt(I(theta) + prior_precision)`` with the expected information.
+    SE is ``1 / sqrt(I(theta) + prior_precision)`` with the expected information. A mixed pool's
+    answers (``categories``) take the same steps with :func:`_category_scoring`.
     """
+    if categories is not None:
+        return _category_scoring(
+            theta, a, b, c, D, responses, *categories, prior_mean, prior_precision, bounds, n_iter
+        )
     answered = ~np.isnan(responses)
     u = np.where(answered, responses, 0.0)
     lo, hi = bounds
@@ -251,6 +327,39 @@ def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, 
     return theta, se
 
 
+def _category_scoring(
+    theta, a, b, c, D, responses, model, thresholds, prior_mean, prior_precision, bounds, n_iter
+):
+    """:func:`_scoring` for a mixed pool: the derivatives of each answer's log category probability
+    (:func:`~qbank.polytomous.log_probability_derivatives`) summed per examinee, the same step,
+    and the expected information of :func:`~qbank.polytomous.category_information`."""
+    rows, cols = np.nonzero(~np.isnan(responses))
+    n_examinees = responses.shape[0]
+    entries = [x[rows, cols] for x in (a, b, c, D, model, thresholds)]
+    chosen = responses[rows, cols].astype(np.intp)
+
+    def summed(values):
+        return np.bincount(rows, weights=values, minlength=n_examinees)
+
+    lo, hi = bounds
+    for _ in range(n_iter):
+        first, second = log_probability_derivatives(theta[rows], *entries, chosen)
+        score = summed(first) - prior_precision * (theta - prior_mean)
+        observed = prior_precision - summed(second)
+        expected = summed(category_information(theta[rows], *entries)) + prior_precision
+        info = np.where(observed > 0, observed, expected)
+        step = np.where(info > 0, score / np.maximum(info, 1e-12), 0.0)
+        new_theta = np.clip(theta + np.clip(step, -1.0, 1.0), lo, hi)
+        settled = np.all(np.abs(new_theta - theta) < 1e-10)
+        theta = new_theta
+        if settled:
+            break
+    info = summed(category_information(theta[rows], *entries))
+    with np.errstate(divide="ignore"):
+        se = 1.0 / np.sqrt(info + prior_precision)
+    return theta, se
+
+
 def _check_bounds(bounds):
     if len(bounds) != 2 or not bounds[0] < bounds[1]:
         raise ValueError(f"bounds must be (low, high) with low < high, got {bounds!r}")
@@ -276,12 +385,26 @@ class MAP:
     def __post_init__(self):
         object.__setattr__(self, "bounds", _check_bounds(self.bounds))
 
-    def estimate(self, a, b, c, D, responses):
-        a, b, c, D, responses = _check_shapes(a, b, c, D, responses)
-        start, _ = EAP(prior_mean=self.prior_mean, prior_sd=self.prior_sd).estimate(a, b, c, D, responses)
+    def estimate(self, a, b, c, D, responses, *, model=None, thresholds=None):
+        """MAP ability and SE per examinee (arguments as :meth:`EAP.estimate`)."""
+        a, b, c, D, responses, categories = _check_shapes(a, b, c, D, responses, model, thresholds)
+        extra = {} if categories is None else dict(zip(("model", "thresholds"), categories))
+        start, _ = EAP(prior_mean=self.prior_mean, prior_sd=self.prior_sd).estimate(
+            a, b, c, D, responses, **extra
+        )
         start = np.clip(start, *self.bounds)
         return _scoring(
-            start, a, b, c, D, responses, self.prior_mean, 1.0 / self.prior_sd**2, self.bounds, self.n_iter
+            start,
+            a,
+            b,
+            c,
+            D,
+            responses,
+            self.prior_mean,
+            1.0 / self.prior_sd**2,
+            self.bounds,
+            self.n_iter,
+            categories,
         )
 
 
@@ -347,21 +470,27 @@ class MLE:
                 raise ValueError(f"b_range must be (min b, max b), got {self.b_range!r}")
             object.__setattr__(self, "b_range", (low, high))
 
-    def estimate(self, a, b, c, D, responses):
-        a, b, c, D, responses = _check_shapes(a, b, c, D, responses)
+    def estimate(self, a, b, c, D, responses, *, model=None, thresholds=None):
+        """MLE ability and SE per examinee (arguments as :meth:`EAP.estimate`). In a mixed pool a
+        constant pattern is one scored all in the lowest, or all in the highest, category."""
+        a, b, c, D, responses, categories = _check_shapes(a, b, c, D, responses, model, thresholds)
         grid = np.linspace(self.bounds[0], self.bounds[1], 201)
-        loglik = _log_likelihood_on_grid(grid, a, b, c, D, responses)
+        loglik = _log_likelihood_on_grid(grid, a, b, c, D, responses, categories)
         start = grid[np.argmax(loglik, axis=1)]
-        theta, se = _scoring(start, a, b, c, D, responses, 0.0, 0.0, self.bounds, self.n_iter)
+        theta, se = _scoring(start, a, b, c, D, responses, 0.0, 0.0, self.bounds, self.n_iter, categories)
         answered = ~np.isnan(responses)
         n_answered = answered.sum(axis=1)
-        n_correct = (responses == 1.0).sum(axis=1)
+        top = 1.0
+        if categories is not None:
+            model, steps = categories
+            top = np.where(model == DICHOTOMOUS, 1, np.sum(~np.isnan(steps), axis=-1)).astype(float)
+        n_correct = (responses == top).sum(axis=1)
         empty = n_answered == 0
         theta[empty] = self.start
         if self.dodd:
             if self.b_range is None:
                 raise ValueError("MLE(dodd=True) needs b_range = (min b, max b) of the pool")
-            constant = ~empty & ((n_correct == 0) | (n_correct == n_answered))
+            constant = ~empty & (((responses == 0.0).sum(axis=1) == n_answered) | (n_correct == n_answered))
             rows = np.flatnonzero(constant)
             theta[rows] = dodd_step(n_answered[rows], n_correct[rows] > 0, self.b_range, self.start)
             se[rows] = _scoring(
@@ -375,6 +504,7 @@ class MLE:
                 0.0,
                 (-np.inf, np.inf),
                 0,
+                _rows_of(categories, rows),
             )[1]
         return theta, se
 

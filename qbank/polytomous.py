@@ -24,6 +24,8 @@ Samejima, F. (1969). Estimation of latent ability using a response pattern of gr
 *Psychometrika Monograph Supplement*, 17.
 Muraki, E. (1992). A generalized partial credit model: application of an EM algorithm.
 *Applied Psychological Measurement*, 16, 159-176.
+Baker, F. B. & Kim, S.-H. (2004). *Item response theory: parameter estimation techniques*
+(2nd ed.), ch. 8-9 (derivatives of the GRM and GPCM log-likelihoods in theta).
 Muraki, E. (1993). Information functions of the generalized partial credit model.
 *Applied Psychological Measurement*, 17, 351-363.
 """
@@ -49,6 +51,7 @@ __all__ = [
     "gpcm_probabilities",
     "grm_information",
     "grm_probabilities",
+    "log_probability_derivatives",
 ]
 
 DICHOTOMOUS, GRM, GPCM = 0, 1, 2
@@ -217,3 +220,65 @@ def expected_score(theta, a, b, c, D, model, thresholds):
     """Expected item score ``sum_k k P_k`` (the probability of a correct answer for a dichotomous item)."""
     p = category_probabilities(theta, a, b, c, D, model, thresholds)
     return p @ np.arange(p.shape[-1], dtype=float)
+
+
+def log_probability_derivatives(theta, a, b, c, D, model, thresholds, response):
+    """First and second derivatives in theta of ``log P(X = response | theta)``, per answer.
+
+    Parameters
+    ----------
+    theta, a, b, c, D, model, response : ndarray of shape (n_answers,)
+        One entry per answer: the examinee's theta, the item's parameters and model code, the
+        category scored (an integer ``0 .. m-1``, validation assumed).
+    thresholds : ndarray of shape (n_answers, M - 1)
+
+    Returns
+    -------
+    first, second : ndarray of shape (n_answers,)
+
+    Notes
+    -----
+    With ``s_k = logistic(D a (theta - b_k))`` (``s_0 = 1``, ``s_m = 0``) the GRM category
+    ``k`` has ``P_k = s_k - s_{k+1}`` and, since ``s' = D a s (1 - s)``,
+    ``d log P_k = D a (1 - s_k - s_{k+1})`` and ``d2 log P_k = -(D a)^2 (s_k (1 - s_k) +
+    s_{k+1} (1 - s_{k+1}))``. The GPCM is an exponential family in theta with statistic ``D a X``:
+    ``d log P_k = D a (k - E[X])``, ``d2 log P_k = -(D a)^2 Var(X)`` (Baker & Kim 2004, ch. 8-9).
+    A dichotomous item uses the 3PL's ``P' = D a (1 - c) L (1 - L)``, ``P'' = P' D a (1 - 2 L)``:
+    ``d log P = P' / P`` (correct) or ``-P' / (1 - P)`` and ``d2 log P = P'' / P - (P' / P)^2`` or
+    ``-P'' / (1 - P) - (P' / (1 - P))^2`` (Lord 1980, eq. 5-21).
+    """
+    first = np.empty(np.shape(theta))
+    second = np.empty(np.shape(theta))
+    for code in (DICHOTOMOUS, GRM, GPCM):
+        rows = np.flatnonzero(model == code)
+        if rows.size == 0:
+            continue
+        t, ai, bi, ci, di, k = (x[rows] for x in (theta, a, b, c, D, response))
+        slope = di * ai
+        if code == DICHOTOMOUS:
+            logistic = expit(irt.logit(t, ai, bi, di))
+            p = irt.probability_from_logistic(logistic, ci)
+            q = 1.0 - p
+            dp = slope * (1.0 - ci) * logistic * (1.0 - logistic)
+            d2p = dp * slope * (1.0 - 2.0 * logistic)
+            correct = k == 1
+            first[rows] = np.where(correct, dp / p, -dp / q)
+            second[rows] = np.where(correct, d2p / p - (dp / p) ** 2, -d2p / q - (dp / q) ** 2)
+        elif code == GRM:
+            steps = _padded(thresholds[rows])
+            n = rows.size
+            bounds = np.concatenate([np.full((n, 1), -np.inf), steps, np.full((n, 1), np.inf)], axis=1)
+            k = k.astype(np.intp)
+            lower = np.take_along_axis(bounds, k[:, None], axis=1)[:, 0]
+            upper = np.take_along_axis(bounds, k[:, None] + 1, axis=1)[:, 0]
+            s_lo, s_hi = expit(irt.logit(t, ai, lower, di)), expit(irt.logit(t, ai, upper, di))
+            first[rows] = slope * (1.0 - s_lo - s_hi)
+            second[rows] = -slope * slope * (s_lo * (1.0 - s_lo) + s_hi * (1.0 - s_hi))
+        else:
+            p = gpcm_probabilities(t, ai, thresholds[rows], di)
+            scores = np.arange(p.shape[-1], dtype=float)
+            mean = p @ scores
+            variance = np.maximum(p @ (scores * scores) - mean * mean, 0.0)
+            first[rows] = slope * (k - mean)
+            second[rows] = -slope * slope * variance
+    return first, second

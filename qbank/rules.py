@@ -32,6 +32,7 @@ __all__ = [
     "FirstItem",
     "TestRecord",
     "audit_test",
+    "check_category_responses",
     "estimator_from_dict",
     "estimator_to_dict",
     "first_estimate",
@@ -169,15 +170,26 @@ class CatRules:
         return first_estimate(self.estimator, self.first_item, n_examinees)
 
     def estimate(self, pool: ItemPool, items, responses) -> tuple[float, float]:
-        """Estimate and SE of one examinee after answering pool positions ``items`` (0/1 ``responses``)."""
+        """Estimate and SE of one examinee after answering pool positions ``items``.
+
+        ``responses`` are the category scores ``0 .. m-1`` of the items (0/1 for a dichotomous
+        item); a score an item does not have raises ``ValueError`` naming the item."""
         items = np.asarray(items, dtype=np.intp)
         responses = np.asarray(responses, dtype=float)[None, :]
+        categories = {}
+        if pool.is_polytomous:
+            check_category_responses(pool, items, responses[0])
+            categories = {
+                "model": pool.item_model[items][None, :],
+                "thresholds": pool.thresholds[items][None],
+            }
         theta, se = self.estimator.estimate(
             pool.a[items][None, :],
             pool.b[items][None, :],
             pool.c[items][None, :],
             pool.D[items][None, :],
             responses,
+            **categories,
         )
         return float(theta[0]), float(se[0])
 
@@ -205,6 +217,26 @@ class CatRules:
 
     def done(self, n_answered: int, se: float) -> bool:
         return bool(self.stopping.done(n_answered, se))
+
+
+def check_category_responses(pool: ItemPool, items, responses) -> None:
+    """Raise ``ValueError`` naming the items whose response is not one of their category scores
+    ``0 .. m-1`` (NaN, not administered, passes)."""
+    items = np.asarray(items, dtype=np.intp)
+    responses = np.asarray(responses, dtype=float)
+    if responses.shape != items.shape:
+        raise ValueError(f"responses: {responses.size} values for {items.size} items")
+    n_categories = pool.n_categories[items]
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isnan(responses) & (
+            (responses != np.floor(responses)) | (responses < 0) | (responses >= n_categories)
+        )
+    if bad.any():
+        shown = [
+            f"{pool.item_id[i]}: {r:g} (scores 0..{m - 1})"
+            for i, r, m in zip(items[bad], responses[bad], n_categories[bad])
+        ]
+        raise ValueError(f"responses must be a category score of the item; bad items: {shown[:10]}")
 
 
 def _k_in_pool_order(bundle: dict, pool: ItemPool, item_ids) -> np.ndarray:
@@ -374,8 +406,9 @@ def run_test(
 
     Parameters
     ----------
-    answer : callable (position, pool position) -> bool or None
-        The examinee's answer; ``None`` stops the test there (a quiz left unfinished).
+    answer : callable (position, pool position) -> int, bool or None
+        The examinee's category score (``0 .. m-1``; a bool for a dichotomous item is 0/1);
+        ``None`` stops the test there (a quiz left unfinished).
     eligible : ndarray of shape (n_items,), bool, optional
         Items the test may use (topic and difficulty filters).
     topic_code, quota : optional
@@ -428,7 +461,7 @@ def run_test(
             record.se_before.append(se)
             break
         record.items.append(index)
-        record.responses.append(bool(response))
+        record.responses.append(int(response))
         record.theta_before.append(theta)
         record.se_before.append(se)
         theta, se = rules.estimate(pool, record.items, [float(r) for r in record.responses])
@@ -464,7 +497,7 @@ def audit_test(
     def answer(position, index):
         if position >= len(items) or index != items[position] or position >= len(responses):
             return None
-        return bool(responses[position])
+        return int(responses[position])
 
     replay = run_test(
         rules, pool, session_id, answer, eligible=eligible, topic_code=topic_code, quota=quota, capped=capped

@@ -157,3 +157,26 @@ def test_thresholds_without_a_model_column_are_refused():
     frame = _frame().drop(columns=["model"])
     with pytest.raises(PoolError, match="need a 'model' column"):
         ItemPool.from_frame(frame)
+
+
+def test_log_probability_derivatives_against_numerical_derivatives():
+    """First and second theta-derivatives of log P(X = k) for 3PL, GRM and GPCM answers."""
+    pool = generate_pool(30, "3PL", rng=6, polytomous_share=0.6, polytomous_model="GPCM", n_categories=4)
+    grm = generate_pool(30, "3PL", rng=7, polytomous_share=0.6, polytomous_model="GRM", n_categories=5)
+    for p in (pool, grm):
+        rng = np.random.default_rng(1)
+        n = p.n_items
+        theta = rng.uniform(-3, 3, n)
+        k = rng.integers(0, p.n_categories)
+        args = (p.a, p.b, p.c, p.D, p.model_codes, p.threshold_table)
+
+        def log_p(t, args=args, k=k):
+            return poly.category_log_probabilities(t, *args)[np.arange(n), k]
+
+        h = 1e-4
+        first, second = poly.log_probability_derivatives(theta, *args, k)
+        np.testing.assert_allclose(
+            first, (log_p(theta + h) - log_p(theta - h)) / (2 * h), rtol=1e-6, atol=1e-7
+        )
+        numeric2 = (log_p(theta + h) - 2 * log_p(theta) + log_p(theta - h)) / h**2
+        np.testing.assert_allclose(second, numeric2, rtol=1e-4, atol=1e-4)
