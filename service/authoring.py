@@ -72,6 +72,7 @@ def _write_version(
             option_label=o.label,
             option_text_md=o.text_md,
             is_correct=o.is_correct,
+            score=o.score,
         )
         for o in content.options
     )
@@ -229,7 +230,12 @@ def question_detail(session: Session, tenant_id: str, question_id: int) -> dict:
                 "difficulty_label": v.difficulty_label,
                 "topic_name": topics.get(v.topic_id),
                 "options": [
-                    {"label": o.option_label, "text_md": o.option_text_md, "is_correct": o.is_correct}
+                    {
+                        "label": o.option_label,
+                        "text_md": o.option_text_md,
+                        "is_correct": o.is_correct,
+                        "score": o.score,
+                    }
                     for o in options
                     if o.question_version_id == v.id
                 ],
@@ -242,6 +248,7 @@ def question_detail(session: Session, tenant_id: str, question_id: int) -> dict:
                     "b": cal.b,
                     "c": cal.c,
                     "D": cal.D,
+                    "thresholds": cal.thresholds,
                     "source": cal.source,
                 },
             }

@@ -4,7 +4,10 @@ A pool row's ``item_id`` is a question's ``external_ref``. With the calibration 
 ``qbank calibrate`` writes beside the pool, :func:`check_against_report` records each item's
 respondents and stops the items the calibration flags ``poorly_determined``. The parameters are tied to the
 question's newest published version (or its newest version when none is published yet);
-earlier calibrations of that version stay in the table, no longer current.
+earlier calibrations of that version stay in the table, no longer current. A GRM or GPCM item
+(pool columns ``model, b1, b2, ...``) stores its model and thresholds; its number of score
+categories must equal the number of distinct option scores of that version (2 for a
+dichotomous item), or nothing is imported.
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from qbank._messages import shown
 from qbank.calibration import CalibrationError, CalibrationReport
+from qbank.polytomous import DICHOTOMOUS, MODEL_NAMES
 from qbank.pool import ItemPool, PoolError
 from service.errors import Invalid
 from service.events import audit
-from service.models import ItemCalibration, Question, QuestionVersion
+from service.models import ItemCalibration, Question, QuestionOption, QuestionVersion
 
 
 def pool_from_csv_bytes(content: bytes, source: str) -> ItemPool:
@@ -137,6 +141,43 @@ def check_against_report(
     return checked
 
 
+def item_models(pool: ItemPool) -> tuple[list[str], list]:
+    """Each item's model name and thresholds as stored in ``item_calibration``: 'GRM' or 'GPCM'
+    with the list ``[b1, ..]``, or the dichotomous items' simplest common model ('1PL', '2PL',
+    '3PL', as the pool's :attr:`~qbank.pool.ItemPool.model` says) with None."""
+    codes = pool.model_codes
+    dichotomous = np.flatnonzero(codes == DICHOTOMOUS)
+    plain = pool.subset(dichotomous).model if dichotomous.size else None
+    models, thresholds = [], []
+    for code, steps in zip(codes, pool.threshold_table):
+        models.append(plain if code == DICHOTOMOUS else MODEL_NAMES[code])
+        thresholds.append(None if code == DICHOTOMOUS else [float(t) for t in steps if not np.isnan(t)])
+    return models, thresholds
+
+
+def _check_categories(session: Session, pool: ItemPool, version_ids: list[int], source: str) -> None:
+    """Each item's calibration has as many score categories as its question version has distinct
+    option scores (2 for a dichotomous item); :class:`Invalid` names the items that do not."""
+    distinct = dict(
+        session.execute(
+            select(QuestionOption.question_version_id, func.count(func.distinct(QuestionOption.score)))
+            .where(QuestionOption.question_version_id.in_(set(version_ids)))
+            .group_by(QuestionOption.question_version_id)
+        ).all()
+    )
+    wanted = pool.n_categories
+    bad = [
+        f"{item_id} ({int(m)} in the calibration, {distinct.get(vid, 0)} option scores)"
+        for item_id, m, vid in zip(pool.item_id, wanted, version_ids)
+        if int(m) != distinct.get(vid, 0)
+    ]
+    if bad:
+        raise Invalid(
+            f"{source}: the number of score categories (model, b1, b2, ...) must equal the number of "
+            f"distinct option scores of the question; bad items: {shown(bad)}"
+        )
+
+
 def import_calibration(
     session: Session,
     tenant_id: str,
@@ -183,28 +224,33 @@ def import_calibration(
         if question_id not in target or rank > target[question_id][0]:
             target[question_id] = (rank, version_id, version)
     version_ids = [target[q][1] for q in questions.values()]
+    _check_categories(session, pool, [target[questions[i]][1] for i in item_ids], source)
     session.execute(
         update(ItemCalibration)
         .where(ItemCalibration.question_version_id.in_(version_ids), ItemCalibration.is_current)
         .values(is_current=False)
     )
     model = pool.model
+    models, thresholds = item_models(pool)
     session.add_all(
         ItemCalibration(
             tenant_id=tenant_id,
             question_id=questions[item_id],
             question_version_id=target[questions[item_id]][1],
             version=target[questions[item_id]][2],
-            model=model,
+            model=item_model,
             a=float(a),
             b=float(b),
             c=float(c),
             D=float(d),
+            thresholds=steps,
             n_respondents=(n_respondents or {}).get(item_id),
             source=source[:256],
             is_current=True,
         )
-        for item_id, a, b, c, d in zip(item_ids, pool.a, pool.b, pool.c, pool.D)
+        for item_id, a, b, c, d, item_model, steps in zip(
+            item_ids, pool.a, pool.b, pool.c, pool.D, models, thresholds
+        )
     )
     audit(
         session,

@@ -52,6 +52,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _full_credit_score(context) -> int:
+    """A row written without ``score`` (the scaffold's dichotomous writers): 1 when correct, else 0."""
+    return int(bool(context.get_current_parameters()["is_correct"]))
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -125,7 +130,10 @@ class QuestionOption(Base):
     question_version_id: Mapped[int] = mapped_column(BigId, ForeignKey("question_versions.id"))
     option_label: Mapped[str] = mapped_column(String(1))
     option_text_md: Mapped[str] = mapped_column(Text)
+    # Full credit: the option with the top score (the key).
     is_correct: Mapped[bool] = mapped_column(Boolean)
+    # Credit the option earns, 0 .. m-1 (m score categories; 0/1 for a dichotomous item).
+    score: Mapped[int] = mapped_column(Integer, default=_full_credit_score)
 
 
 class QuestionPublication(Base):
@@ -159,11 +167,13 @@ class ItemCalibration(Base):
     question_id: Mapped[int] = mapped_column(BigId, ForeignKey("questions.id"))
     question_version_id: Mapped[int] = mapped_column(BigId, ForeignKey("question_versions.id"))
     version: Mapped[int] = mapped_column(Integer)
-    model: Mapped[str] = mapped_column(String(8))
+    model: Mapped[str] = mapped_column(String(8))  # 1PL/2PL/3PL, or GRM/GPCM with thresholds
     a: Mapped[float] = mapped_column(Float)
     b: Mapped[float] = mapped_column(Float)
     c: Mapped[float] = mapped_column(Float)
     D: Mapped[float] = mapped_column(Float)
+    # [b1, .., b{m-1}] of a GRM/GPCM item (b is then their mean, c = 0); null when dichotomous
+    thresholds: Mapped[list | None] = mapped_column(JSON, nullable=True)
     n_respondents: Mapped[int | None] = mapped_column(Integer, nullable=True)
     source: Mapped[str] = mapped_column(String(256))
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -314,7 +324,8 @@ class UserResponse(Base):
         BigId, ForeignKey("item_calibration.id"), nullable=True
     )
     option_label: Mapped[str] = mapped_column(String(1))
-    is_correct: Mapped[bool] = mapped_column(Boolean)
+    is_correct: Mapped[bool] = mapped_column(Boolean)  # full credit
+    score: Mapped[int] = mapped_column(Integer, default=_full_credit_score)  # the category response
     time_taken_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     server_elapsed_ms: Mapped[int] = mapped_column(Integer)
     client_latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)

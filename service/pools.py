@@ -11,7 +11,13 @@ instance would need.
 
 Uncalibrated items (e.g. just authored) are *provisional*: ``a = 1, c = 0, D = 1`` and
 ``b`` from the difficulty label (easy -1, medium 0, hard +1); their responses record no
-calibration id, so analytics can tell them apart.
+calibration id, so analytics can tell them apart. A provisional item with ``m >= 3`` option
+scores is a partial credit item (GPCM with ``a = 1``, Masters 1982) with its ``m - 1`` steps
+spread evenly over ``b ± 1``.
+
+A pool with GRM/GPCM items (issue 18) carries two more columns in its snapshot, ``model``
+('' for a dichotomous item) and ``thresholds`` (a list per item, empty when dichotomous); a
+dichotomous pool's snapshot has neither, so its content and id are what they always were.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from qbank.polytomous import DICHOTOMOUS, MODEL_CODES
 from qbank.pool import ItemPool
 from service.errors import NotFound
 from service.models import (
@@ -128,6 +135,8 @@ def _snapshot_items(session: Session, tenant_id: str, exam_code: str) -> dict:
             ItemCalibration.c,
             ItemCalibration.D,
             Question.external_ref,
+            ItemCalibration.model,
+            ItemCalibration.thresholds,
         )
         .join(QuestionPublication, QuestionPublication.question_version_id == QuestionVersion.id)
         .join(Question, Question.id == QuestionVersion.question_id)
@@ -160,7 +169,9 @@ def _snapshot_items(session: Session, tenant_id: str, exam_code: str) -> dict:
             "ref",
         )
     }
-    for qid, vid, version, topic_id, topic, label, cal_id, a, b, c, d, ref in rows:
+    models, thresholds = [], []
+    categories = _uncalibrated_categories(session, [r[1] for r in rows if r[6] is None])
+    for qid, vid, version, topic_id, topic, label, cal_id, a, b, c, d, ref, model, steps in rows:
         columns["question_id"].append(int(qid))
         columns["question_version_id"].append(int(vid))
         columns["version"].append(int(version))
@@ -170,12 +181,40 @@ def _snapshot_items(session: Session, tenant_id: str, exam_code: str) -> dict:
         columns["calibration_id"].append(None if cal_id is None else int(cal_id))
         if cal_id is None:
             a, b, c, d = 1.0, PROVISIONAL_B.get(label, 0.0), 0.0, 1.0
+            m = categories.get(int(vid), 2)
+            model, steps = ("GPCM", np.linspace(b - 1.0, b + 1.0, m - 1).tolist()) if m > 2 else ("", None)
+        polytomous = MODEL_CODES.get(str(model or "").upper(), DICHOTOMOUS) != DICHOTOMOUS
+        models.append(str(model).upper() if polytomous else "")
+        thresholds.append([float(t) for t in steps] if polytomous else [])
         columns["a"].append(float(a))
         columns["b"].append(float(b))
         columns["c"].append(float(c))
         columns["D"].append(float(d))
         columns["ref"].append(ref if ref else f"question:{qid}")
+    if any(models):  # only then: a dichotomous pool's snapshot keeps its content and id
+        columns["model"], columns["thresholds"] = models, thresholds
     return columns
+
+
+def _uncalibrated_categories(session: Session, version_ids: list) -> dict[int, int]:
+    """Number of score categories (top option score + 1) of the given question versions."""
+    if not version_ids:
+        return {}
+    rows = session.execute(
+        select(QuestionOption.question_version_id, func.max(QuestionOption.score))
+        .where(QuestionOption.question_version_id.in_(version_ids))
+        .group_by(QuestionOption.question_version_id)
+    ).all()
+    return {int(vid): int(top) + 1 for vid, top in rows}
+
+
+def _threshold_table(thresholds: list) -> np.ndarray:
+    """Per-item threshold lists as an array of shape (n_items, M - 1), NaN-padded."""
+    width = max(1, max(len(t) for t in thresholds))
+    table = np.full((len(thresholds), width), np.nan)
+    for i, steps in enumerate(thresholds):
+        table[i, : len(steps)] = steps
+    return table
 
 
 def ensure_snapshot(session: Session, tenant_id: str, exam_code: str) -> str:
@@ -230,6 +269,7 @@ def pool_view(session: Session, snapshot_id: str) -> PoolView:
     items = snapshot.items
     topic = np.array(items["topic"], dtype=object)
     topic_names = sorted(set(items["topic"]))
+    polytomous = "model" in items
     pool = ItemPool.from_arrays(
         items["a"],
         items["b"],
@@ -238,6 +278,8 @@ def pool_view(session: Session, snapshot_id: str) -> PoolView:
         item_id=[str(q) for q in items["question_id"]],
         topic=topic,
         name=f"{snapshot.exam_code}@{snapshot_id[:12]}",
+        model=items["model"] if polytomous else None,
+        thresholds=_threshold_table(items["thresholds"]) if polytomous else None,
     )
     view = PoolView(
         snapshot_id=snapshot_id,
@@ -258,7 +300,8 @@ def pool_view(session: Session, snapshot_id: str) -> PoolView:
 
 @dataclass(frozen=True)
 class ItemContent:
-    """One question version: what a student may see, and the key kept for after the answer."""
+    """One question version: what a student may see, and the key and the option scores kept
+    for after the answer."""
 
     question_version_id: int
     stem_md: str
@@ -266,10 +309,20 @@ class ItemContent:
     options: tuple  # ((label, text), ...) in label order
     correct_option: str
     rationale_md: str
+    scores: tuple = ()  # credit of each option, in label order (0/1 for a dichotomous item)
 
     @property
     def labels(self) -> tuple:
         return tuple(label for label, _ in self.options)
+
+    @property
+    def max_score(self) -> int:
+        """Full credit, ``m - 1`` for ``m`` score categories."""
+        return max(self.scores, default=1)
+
+    def score_of(self, label: str) -> int:
+        """The credit option ``label`` earns: the category response the estimator takes."""
+        return self.scores[self.labels.index(label)]
 
 
 def item_contents(session: Session, version_ids) -> dict[int, ItemContent]:
@@ -292,27 +345,29 @@ def item_contents(session: Session, version_ids) -> dict[int, ItemContent]:
             ).where(QuestionVersion.id.in_(missing))
         ).all()
         options: dict[int, list] = {}
-        for vid, label, text, is_correct in session.execute(
+        for vid, label, text, is_correct, score in session.execute(
             select(
                 QuestionOption.question_version_id,
                 QuestionOption.option_label,
                 QuestionOption.option_text_md,
                 QuestionOption.is_correct,
+                QuestionOption.score,
             )
             .where(QuestionOption.question_version_id.in_(missing))
             .order_by(QuestionOption.option_label)
         ):
-            options.setdefault(vid, []).append((label, text, is_correct))
+            options.setdefault(vid, []).append((label, text, is_correct, score))
         for vid, stem, lead_in, rationale in versions:
             opts = options.get(vid, [])
-            keys = [label for label, _, ok in opts if ok]
+            keys = [label for label, _, ok, _ in opts if ok]
             content = ItemContent(
                 vid,
                 stem,
                 lead_in,
-                tuple((label, text) for label, text, _ in opts),
+                tuple((label, text) for label, text, _, _ in opts),
                 keys[0] if keys else "",
                 rationale,
+                tuple(int(score) for *_, score in opts),
             )
             contents.put(vid, content)
             out[vid] = content

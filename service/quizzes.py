@@ -341,6 +341,8 @@ def _result(
         "revealed": revealed,
         "correct": None,
         "correct_option": None,
+        "score": None,
+        "max_score": None,
         "explanation": None,
         "difficulty": None,
         "quiz_finished": quiz.status == "finished",
@@ -350,6 +352,8 @@ def _result(
         out.update(
             correct=bool(response.is_correct),
             correct_option=content.correct_option,
+            score=response.score,
+            max_score=content.max_score,
             explanation={"rationale_md": content.rationale_md},
             difficulty=float(view.pool.b[item.pool_index]),
         )
@@ -365,9 +369,9 @@ def submit_answer(
     answered position, or an answer to anything but the pending item, is a conflict.
     """
     quiz = _load(session, user, quiz_id, lock=True)
-    # Every served item with its recorded correctness (None while pending), in one query.
+    # Every served item with its recorded score (None while pending), in one query.
     served = session.execute(
-        select(QuizItem, UserResponse.is_correct)
+        select(QuizItem, UserResponse.score)
         .outerjoin(
             UserResponse,
             and_(UserResponse.quiz_id == QuizItem.quiz_id, UserResponse.position == QuizItem.position),
@@ -410,9 +414,11 @@ def submit_answer(
             f"the options are {list(content.labels)}"
         )
     is_correct = body.selected == content.correct_option
-    earlier = [(row.pool_index, ok) for row, ok in served if row.position < item.position]
+    # The option's credit is the category response (0/1 for a dichotomous item).
+    score = content.score_of(body.selected)
+    earlier = [(row.pool_index, credit) for row, credit in served if row.position < item.position]
     answered = np.array([r[0] for r in earlier] + [item.pool_index], dtype=np.intp)
-    responses = [float(r[1]) for r in earlier] + [float(is_correct)]
+    responses = [float(r[1]) for r in earlier] + [float(score)]
     theta, se = quiz_rules(session, quiz, view).estimate(view.pool, answered, responses)
     now = utcnow()
     response = UserResponse(
@@ -426,6 +432,7 @@ def submit_answer(
         calibration_id=item.calibration_id,
         option_label=body.selected,
         is_correct=is_correct,
+        score=score,
         time_taken_ms=body.time_taken_ms,
         client_latency_ms=body.client_latency_ms,
         server_elapsed_ms=int((now - item.served_at).total_seconds() * 1000),
@@ -454,6 +461,7 @@ def submit_answer(
             "calibration_id": item.calibration_id,
             "selected": body.selected,
             "is_correct": is_correct,
+            "score": score,
             "time_taken_ms": body.time_taken_ms,
             "theta_before": response.theta_before,
             "se_before": response.se_before,
@@ -511,6 +519,8 @@ def summary(session: Session, user: TokenUser, quiz_id: str) -> dict:
             row.update(
                 correct=bool(response.is_correct),
                 correct_option=content.correct_option,
+                score=response.score,
+                max_score=content.max_score,
                 rationale_md=content.rationale_md,
             )
         elif finished:

@@ -122,9 +122,13 @@ class UserOut(BaseModel):
 
 # ------------------------------------------------------------------ authoring
 class OptionIn(Strict):
+    """An option: ``is_correct`` (dichotomous item) or ``score``, its credit 0 .. m-1 (an item scored
+    in ordered categories; ``is_correct`` may then be left out: the top score is full credit)."""
+
     label: str = Field(min_length=1, max_length=1, pattern=r"^[A-Za-z]$")
     text_md: str = Field(min_length=1)
-    is_correct: bool
+    is_correct: bool | None = None
+    score: int | None = Field(None, ge=0, le=25)
 
     @field_validator("label")
     @classmethod
@@ -132,8 +136,41 @@ class OptionIn(Strict):
         return value.upper()
 
 
+def _scored(options: list[OptionIn]) -> list[OptionIn]:
+    """Options of an item scored in ordered categories, checked, with ``is_correct`` set.
+
+    Every option has a score; the distinct scores are ``0 .. m-1`` with none missing (the
+    categories of a GRM/GPCM calibration); exactly one option has the top score ``m - 1``
+    (full credit, the key); an ``is_correct`` given must say the same. ``m = 2`` is a
+    dichotomous item written with scores; ``m >= 3`` a polytomous one.
+    """
+    unscored = [o.label for o in options if o.score is None]
+    if unscored:
+        raise ValueError(f"score: once one option has a score every option needs one; missing for {unscored}")
+    scores = sorted({o.score for o in options})
+    if scores != list(range(len(scores))):
+        missing = sorted(set(range(scores[-1] + 1)) - set(scores))
+        raise ValueError(
+            f"score: the scores must be 0, 1, .., m-1 with every category present; got {scores}, "
+            f"missing {missing}"
+        )
+    if len(scores) < 2:
+        raise ValueError("score: an item needs at least 2 score categories (0 and 1); every option scores 0")
+    top = [o.label for o in options if o.score == scores[-1]]
+    if len(top) != 1:
+        raise ValueError(f"score: exactly one option must have the top score {scores[-1]}; got {top}")
+    clash = [o.label for o in options if o.is_correct is not None and o.is_correct != (o.score == scores[-1])]
+    if clash:
+        raise ValueError(
+            f"is_correct: must be true for the option with the top score only (full credit); "
+            f"contradicts the score of {clash}"
+        )
+    return [o.model_copy(update={"is_correct": o.score == scores[-1]}) for o in options]
+
+
 class QuestionContent(Strict):
-    """A question's content; options need unique labels and exactly one correct option."""
+    """A question's content; options need unique labels and exactly one correct option, or a
+    score each (``0 .. m-1``, every category present, one option with the top score)."""
 
     external_ref: str | None = Field(None, max_length=128)
     topic_name: str = Field(min_length=1, max_length=200)
@@ -152,10 +189,15 @@ class QuestionContent(Strict):
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ValueError(f"option labels must be unique; repeated: {duplicates}")
+        if any(o.score is not None for o in options):
+            return _scored(options)
+        unset = [o.label for o in options if o.is_correct is None]
+        if unset:
+            raise ValueError(f"every option needs is_correct (or every option a score); missing for {unset}")
         correct = [o.label for o in options if o.is_correct]
         if len(correct) != 1:
             raise ValueError(f"exactly one option must be correct; got {len(correct)} ({correct})")
-        return options
+        return [o.model_copy(update={"score": int(o.is_correct)}) for o in options]
 
 
 class QuestionCreate(QuestionContent):
@@ -180,6 +222,7 @@ class OptionOut(BaseModel):
     label: str
     text_md: str
     is_correct: bool
+    score: int
 
 
 class VersionOut(BaseModel):
@@ -284,7 +327,8 @@ class AnswerSubmit(Strict):
 
 
 class AnswerResult(BaseModel):
-    """Tutor mode fills correctness, key and rationale; exam mode leaves them null."""
+    """Tutor mode fills correctness (full credit), key, the credit earned (``score`` of
+    ``max_score``) and rationale; exam mode leaves them null."""
 
     quiz_id: str
     position: int
@@ -293,6 +337,8 @@ class AnswerResult(BaseModel):
     revealed: bool
     correct: bool | None
     correct_option: str | None
+    score: int | None = None
+    max_score: int | None = None
     explanation: dict | None
     difficulty: float | None
     quiz_finished: bool
@@ -312,6 +358,8 @@ class QuizItemOut(BaseModel):
     selected: str | None
     correct: bool | None = None
     correct_option: str | None = None
+    score: int | None = None  # credit earned, of max_score (once revealed)
+    max_score: int | None = None
     rationale_md: str | None = None
 
 

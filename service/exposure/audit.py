@@ -79,7 +79,7 @@ def audit_quiz(session: Session, tenant_id: str, quiz_id: str) -> dict:
         view.pool,
         quiz.id,
         [i.pool_index for i in items],
-        [bool(r.is_correct) for r in responses],
+        [int(r.score) for r in responses],  # category responses (0/1 when dichotomous)
         np.array([r.theta_after for r in responses], dtype=float),
         np.array([r.se_after for r in responses], dtype=float),
         eligible=eligible_items(view, quiz.filters),

@@ -106,7 +106,12 @@ def test_edit_makes_a_draft_and_publishing_switches_the_live_version(api, sessio
     detail = api.get(f"/v1/author/questions/{qid}", **AUTHOR).json()
     assert [(v["version"], v["state"]) for v in detail["versions"]] == [(1, "retired"), (2, "published")]
     assert detail["publications"] == {"DEMO-EXAM": 2}
-    assert detail["versions"][1]["options"][0] == {"label": "A", "text_md": "5/8", "is_correct": True}
+    assert detail["versions"][1]["options"][0] == {
+        "label": "A",
+        "text_md": "5/8",
+        "is_correct": True,
+        "score": 1,
+    }
 
     # Publishing version 1 for a second exam keeps it live there.
     r = api.post(f"/v1/author/publish/{qid}?exam_code=OTHER&version=1", **AUTHOR)
