@@ -127,3 +127,57 @@ def test_0014_drops_the_k_mirrors_and_records_their_rows(fresh_url):
         command.upgrade(config, "head")
     finally:
         engine.dispose()
+
+
+def test_0018_scores_options_and_responses_from_is_correct(fresh_url):
+    """Existing options and responses get score 1 / 0 from is_correct; down drops the columns."""
+    config = alembic_config(fresh_url)
+    command.upgrade(config, "0014_bundle_revisions")
+    engine = make_engine(fresh_url, pool_size=1)
+    now = datetime.now(UTC)
+    statements = [
+        "INSERT INTO questions (id, tenant_id, external_ref, created_by, is_deleted, created_at) "
+        "VALUES (7, 't1', 'Q7', 'a', false, :now)",
+        "INSERT INTO question_versions (id, question_id, version, state, stem_md, lead_in, rationale_md, "
+        'tags, assets, "references", created_by, created_at) '
+        "VALUES (70, 7, 1, 'published', 's', '', 'r', '{}', '[]', '[]', 'a', :now)",
+        "INSERT INTO question_options (id, question_version_id, option_label, option_text_md, is_correct) "
+        "VALUES (1, 70, 'A', 'x', true), (2, 70, 'B', 'y', false)",
+        "INSERT INTO pool_snapshots (id, tenant_id, exam_code, n_items, items, created_at) "
+        "VALUES ('p', 't1', 'E', 1, '{}', :now)",
+        "INSERT INTO quiz_sessions (id, tenant_id, user_id, mode, adaptive, exam_code, status, filters, "
+        "selector, stopping, pool_snapshot_id, withdrawn, n_served, n_answered, n_correct, theta, se, "
+        "created_at, expires_at) VALUES ('q', 't1', 'u', 'exam', true, 'E', 'active', '{}', '{}', '{}', "
+        "'p', '[]', 2, 2, 1, 0.0, 1.0, :now, :now)",
+        "INSERT INTO user_responses (id, tenant_id, quiz_id, position, user_id, question_id, version, "
+        "question_version_id, option_label, is_correct, server_elapsed_ms, theta_before, se_before, "
+        "theta_after, se_after, created_at) VALUES "
+        "(1, 't1', 'q', 0, 'u', 7, 1, 70, 'A', true, 5, 0, 1, 0.5, 0.9, :now), "
+        "(2, 't1', 'q', 1, 'u', 7, 1, 70, 'B', false, 5, 0.5, 0.9, 0.2, 0.8, :now)",
+    ]
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(text(statement), {"now": now})
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            options = connection.execute(text("SELECT id, score FROM question_options ORDER BY id")).all()
+            responses = connection.execute(text("SELECT id, score FROM user_responses ORDER BY id")).all()
+            calibration = {c["name"]: c for c in inspect(connection).get_columns("item_calibration")}
+            nullable = {c["name"]: c["nullable"] for c in inspect(connection).get_columns("user_responses")}
+            views = connection.execute(text("SELECT COUNT(*) FROM analytics_topic_mastery")).scalar()
+        assert [tuple(r) for r in options] == [(1, 1), (2, 0)]
+        assert [tuple(r) for r in responses] == [(1, 1), (2, 0)]
+        assert calibration["thresholds"]["nullable"] and nullable["score"] is False
+        assert views is not None  # the analytics views survived the table rebuilds
+        command.downgrade(config, "0014_bundle_revisions")
+        with engine.connect() as connection:
+            assert "score" not in {c["name"] for c in inspect(connection).get_columns("question_options")}
+            assert "score" not in {c["name"] for c in inspect(connection).get_columns("user_responses")}
+            assert "thresholds" not in {
+                c["name"] for c in inspect(connection).get_columns("item_calibration")
+            }
+            assert connection.execute(text("SELECT COUNT(*) FROM user_responses")).scalar() == 2
+        command.upgrade(config, "head")
+    finally:
+        engine.dispose()

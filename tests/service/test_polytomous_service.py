@@ -1,0 +1,324 @@
+"""Polytomous items in the delivery service (issue 18), on SQLite and PostgreSQL.
+
+Authors write items with scored options (0 .. m-1); a GRM/GPCM calibration imports only onto an
+item with as many score categories; a quiz on a mixed pool (dichotomous, GRM and GPCM items)
+passes the chosen option's score to the estimator as the category response, and the same
+student replayed in the core (:func:`qbank.rules.run_test`) gives identical items, theta and SE
+(``==``); the admin audit replays it as identical. Scores and keys stay on the server until
+the answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from qbank.pool import ItemPool
+from qbank.rules import rules_from_settings, run_test
+from service.models import ItemCalibration, QuestionOption, UserResponse
+
+AUTHOR = {"user": "ann", "roles": ["author", "publisher"]}
+ADMIN = {"user": "root", "roles": ["admin"]}
+LABELS = "ABCDEFGH"
+
+
+def scored(ref: str, scores, topic: str = "algebra", **changes) -> dict:
+    """A question whose option ``LABELS[k]`` earns ``scores[k]``."""
+    body = {
+        "external_ref": ref,
+        "topic_name": topic,
+        "stem_md": f"Solve {ref} and show the steps.",
+        "lead_in": "Pick the best worked answer",
+        "rationale_md": f"The full solution of {ref}.",
+        "difficulty_label": "medium",
+        "options": [
+            {"label": LABELS[k], "text_md": f"answer {LABELS[k]} of {ref}", "score": s}
+            for k, s in enumerate(scores)
+        ],
+    }
+    body.update(changes)
+    return body
+
+
+def dichotomous(ref: str, topic: str = "algebra") -> dict:
+    return {
+        "external_ref": ref,
+        "topic_name": topic,
+        "stem_md": f"What is {ref}?",
+        "rationale_md": f"{ref} explained.",
+        "options": [
+            {"label": "A", "text_md": "right", "is_correct": True},
+            {"label": "B", "text_md": "wrong", "is_correct": False},
+            {"label": "C", "text_md": "also wrong", "is_correct": False},
+        ],
+    }
+
+
+def create(api, body, publish: bool = True) -> int:
+    r = api.post("/v1/author/questions", json=body, **AUTHOR)
+    assert r.status_code == 200, r.text
+    qid = r.json()["question_id"]
+    if publish:
+        assert api.post(f"/v1/author/publish/{qid}", **AUTHOR).status_code == 200
+    return qid
+
+
+def upload(api, frame: pd.DataFrame, name: str = "poly.csv"):
+    content = frame.to_csv(index=False).encode()
+    return api.post("/v1/admin/calibrations", files={"file": (name, content, "text/csv")}, **ADMIN)
+
+
+# ---------------------------------------------------------------------------- authoring
+def opts(*scores, **extra):
+    return [{"label": LABELS[k], "text_md": f"o{k}", "score": s, **extra} for k, s in enumerate(scores)]
+
+
+@pytest.mark.parametrize(
+    "options, loc, message",
+    [
+        (opts(0, -1, 2), ["body", "options", 1, "score"], "greater than or equal to 0"),
+        (opts(0, 2, 3), ["body", "options"], "score: the scores must be 0, 1, .., m-1 with every category"),
+        (opts(1, 2, 3), ["body", "options"], "missing [0]"),
+        (opts(0, 0), ["body", "options"], "score: an item needs at least 2 score categories"),
+        (opts(0, 1, 2, 2), ["body", "options"], "score: exactly one option must have the top score 2"),
+        (
+            [*opts(0, 1), {"label": "C", "text_md": "x", "is_correct": False}],
+            ["body", "options"],
+            "score: once one option has a score every option needs one; missing for ['C']",
+        ),
+        (
+            [
+                {"label": "A", "text_md": "x", "score": 2, "is_correct": False},
+                {"label": "B", "text_md": "y", "score": 1},
+                {"label": "C", "text_md": "z", "score": 0},
+            ],
+            ["body", "options"],
+            "is_correct: must be true for the option with the top score only",
+        ),
+        (
+            [{"label": "A", "text_md": "x", "is_correct": True}, {"label": "B", "text_md": "y"}],
+            ["body", "options"],
+            "every option needs is_correct (or every option a score); missing for ['B']",
+        ),
+    ],
+)
+def test_scored_options_are_validated(api, options, loc, message):
+    r = api.post("/v1/author/questions", json=scored("V-1", [0, 1], options=options), **AUTHOR)
+    assert r.status_code == 422, r.text
+    issue = r.json()["detail"][0]
+    assert issue["loc"] == loc and message in issue["msg"], issue
+
+
+def test_scored_options_are_stored_with_full_credit_as_the_key(api):
+    qid = create(api, scored("S-1", [1, 2, 0]), publish=False)
+    options = api.get(f"/v1/author/questions/{qid}", **AUTHOR).json()["versions"][0]["options"]
+    assert [(o["label"], o["score"], o["is_correct"]) for o in options] == [
+        ("A", 1, False),
+        ("B", 2, True),
+        ("C", 0, False),
+    ]
+    # A dichotomous item keeps its API: is_correct only, the score follows (1 / 0).
+    qid = create(api, dichotomous("D-1"), publish=False)
+    options = api.get(f"/v1/author/questions/{qid}", **AUTHOR).json()["versions"][0]["options"]
+    assert [(o["score"], o["is_correct"]) for o in options] == [(1, True), (0, False), (0, False)]
+
+
+# ---------------------------------------------------------------------------- calibration
+def test_calibration_categories_must_match_the_option_scores(api, session_factory):
+    create(api, scored("G-3", [0, 1, 2]))
+    create(api, scored("P-4", [3, 0, 2, 1]))
+    create(api, dichotomous("D-2"))
+    good = pd.DataFrame(
+        {
+            "item_id": ["G-3", "P-4", "D-2"],
+            "a": [1.3, 0.9, 1.1],
+            "b": [0.0, 0.0, -0.4],
+            "c": [0.0, 0.0, 0.2],
+            "model": ["GRM", "GPCM", "3PL"],
+            "b1": [-0.8, -1.0, np.nan],
+            "b2": [0.6, 0.7, np.nan],
+            "b3": [np.nan, 0.1, np.nan],
+        }
+    )
+    wrong = good.assign(b3=[1.5, 0.1, np.nan])  # G-3 now has 4 categories, its options 3 scores
+    r = upload(api, wrong, "wrong.csv")
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == (
+        "wrong.csv: the number of score categories (model, b1, b2, ...) must equal the number of "
+        "distinct option scores of the question; bad items: ['G-3 (4 in the calibration, 3 option scores)']"
+    )
+    dichotomous_on_scored = good.assign(model=["3PL", "GPCM", "3PL"], b1=[np.nan, -1.0, np.nan])
+    dichotomous_on_scored["b2"] = [np.nan, 0.7, np.nan]
+    r = upload(api, dichotomous_on_scored, "d.csv")
+    assert r.status_code == 422 and "['G-3 (2 in the calibration, 3 option scores)']" in r.json()["detail"]
+    with session_factory() as session:
+        assert session.scalars(select(ItemCalibration)).all() == []  # nothing imported
+
+    r = upload(api, good)
+    assert r.status_code == 200 and (r.json()["imported"], r.json()["model"]) == (3, "mixed"), r.text
+    with session_factory() as session:
+        rows = {c.model: c for c in session.scalars(select(ItemCalibration))}
+    assert set(rows) == {"GRM", "GPCM", "3PL"}
+    assert (rows["GRM"].thresholds, rows["GRM"].b, rows["GRM"].c) == ([-0.8, 0.6], np.mean([-0.8, 0.6]), 0.0)
+    assert rows["GPCM"].thresholds == [-1.0, 0.7, 0.1] and rows["3PL"].thresholds is None
+    r = api.get(f"/v1/author/questions/{rows['GRM'].question_id}", **AUTHOR).json()
+    assert r["versions"][0]["calibration"]["thresholds"] == [-0.8, 0.6]
+
+
+# ---------------------------------------------------------------------------- delivery
+def mixed_bank(api) -> tuple[dict, pd.DataFrame]:
+    """Six GRM (3 categories), three GPCM (4) and nine dichotomous items, published and
+    calibrated; returns {question id: option scores by label} and the calibration frame (in
+    question id order, the pool order of the service)."""
+    rng = np.random.default_rng(18)
+    rows, scores = [], {}
+    for k in range(18):
+        ref = f"M-{k:02d}"
+        if k % 3 == 0 or k == 4:
+            m = 4 if k in (0, 9, 4) else 3
+            model = "GPCM" if m == 4 else "GRM"
+            option_scores = rng.permutation(m).tolist()
+            qid = create(api, scored(ref, option_scores, topic="t1" if k % 2 else "t2"))
+            steps = np.sort(rng.normal(0.0, 1.0, m - 1))
+            rows.append(
+                {"item_id": ref, "a": 1.0 + 0.1 * k, "b": 0.0, "c": 0.0, "model": model}
+                | {f"b{j + 1}": float(t) for j, t in enumerate(steps)}
+            )
+            scores[qid] = dict(zip(LABELS, option_scores))
+        else:
+            qid = create(api, dichotomous(ref, topic="t1" if k % 2 else "t2"))
+            rows.append(
+                {"item_id": ref, "a": 0.8 + 0.05 * k, "b": float(rng.normal()), "c": 0.15, "model": "3PL"}
+            )
+            scores[qid] = {"A": 1, "B": 0, "C": 0}
+    frame = pd.DataFrame(rows)
+    r = upload(api, frame)
+    assert r.status_code == 200 and r.json()["model"] == "mixed", r.text
+    return scores, frame
+
+
+def test_mixed_pool_quiz_replays_identically_in_the_core(api, session_factory):
+    scores, frame = mixed_bank(api)
+    qids = sorted(scores)
+    pool = ItemPool.from_frame(frame)  # created in question id order: the service's pool order
+    assert pool.is_polytomous and list(pool.n_categories[:1]) == [4]
+
+    def choice(position: int, qid: int) -> str:
+        """Partial credit on every other polytomous item: the option worth ``position % m``."""
+        table = scores[qid]
+        want = position % len(set(table.values()))
+        return next(label for label, s in table.items() if s == want)
+
+    quiz = api.post("/v1/quizzes", json={"filters": {"num_questions": 10, "mode": "tutor"}})
+    assert quiz.status_code == 201, quiz.text
+    quiz_id = quiz.json()["quiz_id"]
+    earned = []
+    for position in range(10):
+        item = api.get(f"/v1/quizzes/{quiz_id}/next")
+        assert item.status_code == 200, item.text
+        qid = item.json()["question_id"]
+        label = choice(position, qid)
+        result = api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": qid, "selected": label})
+        assert result.status_code == 200, result.text
+        body = result.json()
+        top = max(scores[qid].values())
+        assert (body["score"], body["max_score"], body["correct"]) == (
+            scores[qid][label],
+            top,
+            scores[qid][label] == top,
+        )
+        earned.append(scores[qid][label])
+    summary = api.get(f"/v1/quizzes/{quiz_id}").json()
+    assert summary["status"] == "finished"
+    assert [row["score"] for row in summary["items"]] == earned
+
+    with session_factory() as session:
+        stored = session.execute(
+            select(
+                UserResponse.question_id, UserResponse.score, UserResponse.theta_after, UserResponse.se_after
+            )
+            .where(UserResponse.quiz_id == quiz_id)
+            .order_by(UserResponse.position)
+        ).all()
+    assert [r.score for r in stored] == earned
+    assert any(0 < r.score < max(scores[r.question_id].values()) for r in stored)  # partial credit
+
+    # The same student in the core: the quiz's rules on the same pool, answering the same options.
+    rules = summary["rules"]
+    core = rules_from_settings(
+        rules["selector"]["rule"],
+        estimator=rules["estimator"],
+        stopping=rules["stopping"],
+        first_item=rules["first_item"],
+    )
+    record = run_test(core, pool, quiz_id, lambda position, i: scores[qids[i]][choice(position, qids[i])])
+    assert [qids[i] for i in record.items] == [r.question_id for r in stored]
+    assert list(zip(record.theta_after, record.se_after)) == [(r.theta_after, r.se_after) for r in stored]
+    # theta and SE are the estimator's with the category responses
+    answered = np.array(record.items, dtype=np.intp)
+    assert core.estimate(pool, answered, [float(s) for s in earned]) == (stored[-1][2], stored[-1][3])
+
+    audit = api.get(f"/v1/admin/quizzes/{quiz_id}/audit", **ADMIN)
+    assert audit.status_code == 200 and audit.json()["identical"] is True, audit.text
+
+
+def test_scores_and_key_stay_on_the_server_before_the_answer(api, session_factory):
+    scores, _ = mixed_bank(api)
+    quiz_id = api.post("/v1/quizzes", json={"filters": {"num_questions": 3, "mode": "exam"}}).json()[
+        "quiz_id"
+    ]
+    for _ in range(3):
+        item = api.get(f"/v1/quizzes/{quiz_id}/next")
+        payload = item.json()
+        assert set(payload) == {"quiz_id", "position", "question_id", "version", "payload", "max_questions"}
+        assert [set(o) for o in payload["payload"]["options"]] == [{"label", "text"}] * len(
+            payload["payload"]["options"]
+        )
+        assert "score" not in item.text and "correct" not in item.text and "full solution" not in item.text
+        summary = api.get(f"/v1/quizzes/{quiz_id}")
+        assert "score" not in {k for row in summary.json()["items"] for k, v in row.items() if v is not None}
+        qid = payload["question_id"]
+        label = min(scores[qid], key=scores[qid].get)  # no credit
+        result = api.post(f"/v1/quizzes/{quiz_id}/answers", json={"question_id": qid, "selected": label})
+        body = result.json()
+        if not body["quiz_finished"]:  # exam mode: nothing revealed until the end
+            assert (body["score"], body["max_score"], body["correct"], body["correct_option"]) == (None,) * 4
+    finished = api.get(f"/v1/quizzes/{quiz_id}").json()
+    assert finished["status"] == "finished"
+    assert [(row["score"], row["max_score"]) for row in finished["items"]] == [
+        (0, max(scores[row["question_id"]].values())) for row in finished["items"]
+    ]
+
+
+def test_migrated_scores_follow_is_correct(session_factory):
+    """Rows written without a score (the scaffold's writers) get 1 when correct, else 0."""
+    with session_factory() as session:
+        from service.models import Question, QuestionVersion
+
+        question = Question(tenant_id="t", external_ref=None, created_by="x", is_deleted=False)
+        session.add(question)
+        session.flush()
+        version = QuestionVersion(
+            question_id=question.id,
+            version=1,
+            state="draft",
+            stem_md="s",
+            lead_in="",
+            rationale_md="r",
+            created_by="x",
+        )
+        session.add(version)
+        session.flush()
+        session.add_all(
+            QuestionOption(
+                question_version_id=version.id, option_label=k, option_text_md=k, is_correct=k == "B"
+            )
+            for k in "AB"
+        )
+        session.commit()
+        assert session.execute(select(QuestionOption.option_label, QuestionOption.score)).all() == [
+            ("A", 0),
+            ("B", 1),
+        ]
