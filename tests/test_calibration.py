@@ -338,10 +338,14 @@ def test_1pl_fixed_calibration_keeps_the_bank_discrimination():
 
 
 # ---------------------------------------------------------------------------------------- input errors
-def test_non_binary_responses_name_person_item_and_value(tmp_path):
-    wide = pd.DataFrame({"person_id": ["p1", "p2", "p3"], "Q1": [1, 0, 2], "Q2": [0, 1, 1]})
-    with pytest.raises(CalibrationError, match=r"\('p3', 'Q1', 2"):
+def test_non_score_responses_name_person_item_and_value(tmp_path):
+    wide = pd.DataFrame({"person_id": ["p1", "p2", "p3"], "Q1": [1, 0, 1.5], "Q2": [0, 1, -1]})
+    with pytest.raises(CalibrationError, match=r"integer scores.*\('p3', 'Q1', 1.5\), \('p3', 'Q2', -1"):
         read_responses(wide)
+    # A score of 2 is a category; a dichotomous calibration names the item.
+    wide = pd.DataFrame({"person_id": ["p1", "p2", "p3"], "Q1": [1, 0, 2], "Q2": [0, 1, 1]})
+    with pytest.raises(CalibrationError, match=r"need a polytomous model.*Q1 \(up to 2\)"):
+        calibrate(wide, "2PL")
     path = tmp_path / "long.csv"
     path.write_text("person_id,item_id,response\np1,007,1\np1,008,yes\np2,007,\n")
     with pytest.raises(CalibrationError, match=r"\('p1', '008', 'yes'\)"):

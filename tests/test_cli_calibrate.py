@@ -100,8 +100,12 @@ def test_calibrate_bad_input_gets_a_clear_message(tmp_path):
     bad.write_text("person_id,item_id,response\np1,Q1,1\np1,Q2,2\np2,Q1,0\n")
     result = runner.invoke(cli, ["calibrate", "--responses", str(bad), "--out", str(tmp_path / "o.csv")])
     assert result.exit_code == 2
-    assert "--responses" in result.output and "('p1', 'Q2', '2')" in result.output
+    assert "--responses" in result.output and "Q2 (up to 2)" in result.output and "GRM" in result.output
     assert "Traceback" not in result.output
+    bad.write_text("person_id,item_id,response\np1,Q1,1\np1,Q2,1.5\np2,Q1,0\n")
+    result = runner.invoke(cli, ["calibrate", "--responses", str(bad), "--out", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2
+    assert "--responses" in result.output and "('p1', 'Q2', '1.5')" in result.output
 
     result = runner.invoke(
         cli,

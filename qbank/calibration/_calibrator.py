@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-import warnings
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from qbank._messages import shown
 from qbank.calibration import _em
+from qbank.calibration._blocks import DichotomousBlock, PolytomousBlock, fixed_log_likelihood, run_em
 from qbank.calibration._data import (
     CalibrationError,
     CalibrationWarning,
+    check_fixed_scores,
     drop_invariant,
     fixed_items,
+    polytomous_mask,
     read_responses,
 )
 from qbank.calibration._em import Hierarchical
-from qbank.calibration._priors import check_prior, log_prior, parse_prior
+from qbank.calibration._em_poly import PolytomousItems
+from qbank.calibration._priors import check_prior, parse_prior
 from qbank.calibration._report import CalibrationReport
+from qbank.calibration._results import FitState, build_report
 from qbank.pool import ItemPool
 
 __all__ = ["MODELS", "CalibrationReport", "CalibrationWarning", "Calibrator", "calibrate", "parse_prior"]
 
-MODELS = ("Rasch", "1PL", "2PL", "3PL")
-_BOUND_TOLERANCE = 1e-6
+MODELS = ("Rasch", "1PL", "2PL", "3PL", "GRM", "GPCM")
+DICHOTOMOUS_MODELS = MODELS[:4]
+
+
+def _c_start(priors) -> float:
+    """Start value of c: the mode of its Beta prior when there is one (0 without a c)."""
+    if priors.c is None:
+        return 0.0
+    alpha, beta = priors.c
+    return float(np.clip((alpha - 1.0) / (alpha + beta - 2.0), 0.01, 0.5)) if alpha + beta > 2 else 0.2
 
 
 class Calibrator:
@@ -42,9 +53,15 @@ class Calibrator:
 
     Parameters
     ----------
-    model : {'Rasch', '1PL', '2PL', '3PL'}
+    model : {'Rasch', '1PL', '2PL', '3PL', 'GRM', 'GPCM'}
         Rasch: ``a = 1`` (logistic metric, D = 1) and per-item difficulty (Rasch 1960); 1PL: one
-        common, estimated discrimination and per-item difficulty; 2PL: ``c = 0``.
+        common, estimated discrimination and per-item difficulty; 2PL: ``c = 0``. GRM (Samejima
+        1969) and GPCM (Muraki 1992): items scored ``0 .. m-1`` in ordered categories, each with
+        ``a`` and ``m - 1`` thresholds (the GRM's kept increasing); every category must be observed.
+    dichotomous_model : {'Rasch', '1PL', '2PL', '3PL'} or None
+        With ``model`` GRM or GPCM: items whose observed scores are only 0 and 1 get this model,
+        the others the polytomous one (a mixed run). None (default): every item gets the
+        polytomous model (a 2-category GRM or GPCM item is a 2PL item).
     prior_c : (alpha, beta) or None
         Beta prior on the 3PL lower asymptote.
     prior_loga : (mean, sd), 'hierarchical', Hierarchical or None
@@ -53,8 +70,8 @@ class Calibrator:
         ``'hierarchical:mean,sd'`` or :class:`~qbank.calibration._em.Hierarchical` sets them.
         With ``fixed_pool`` the mean is the new items' own.
     prior_b : (mean, sd), 'hierarchical:mean,sd', Hierarchical or None
-        Normal prior on ``b`` (off by default); a bare ``'hierarchical'`` has sd 0.5, tight for
-        difficulties, so give the sd (e.g. ``'hierarchical:0,1'``).
+        Normal prior on ``b`` (off by default), and on every threshold of a polytomous item; a bare
+        ``'hierarchical'`` has sd 0.5, tight for difficulties, so give the sd (e.g. ``'hierarchical:0,1'``).
     fixed_pool : ItemPool, path or None
         Bank items whose parameters stay fixed (any ``D``; converted to ``D = 1``).
     n_quad : int
@@ -107,6 +124,7 @@ class Calibrator:
         self,
         model="3PL",
         *,
+        dichotomous_model=None,
         prior_c=(5.0, 17.0),
         prior_loga=(0.0, 0.5),
         prior_b=None,
@@ -122,6 +140,7 @@ class Calibrator:
         progress=False,
     ):
         self.model = model
+        self.dichotomous_model = dichotomous_model
         self.prior_c = prior_c
         self.prior_loga = prior_loga
         self.prior_b = prior_b
@@ -141,6 +160,19 @@ class Calibrator:
         model = {m.upper(): m for m in MODELS}.get(str(self.model).upper())
         if model is None:
             raise CalibrationError(f"model must be one of {list(MODELS)}, got {self.model!r}")
+        dichotomous_model = model if model in DICHOTOMOUS_MODELS else None
+        if self.dichotomous_model is not None:
+            dichotomous_model = {m.upper(): m for m in DICHOTOMOUS_MODELS}.get(
+                str(self.dichotomous_model).upper()
+            )
+            if dichotomous_model is None:
+                raise CalibrationError(
+                    f"dichotomous_model must be one of {list(DICHOTOMOUS_MODELS)} or None, got {self.dichotomous_model!r}"
+                )
+            if model in DICHOTOMOUS_MODELS:
+                raise CalibrationError(
+                    f"dichotomous_model is for a GRM or GPCM run (mixed items); model is {model!r}"
+                )
         loga = check_prior(self.prior_loga, "normal", "prior_loga")
         b = check_prior(self.prior_b, "normal", "prior_b")
         loga_hyper = loga if isinstance(loga, Hierarchical) else None
@@ -148,7 +180,7 @@ class Calibrator:
         priors = _em.Priors(
             loga=(loga.mean, loga.sd) if loga_hyper else loga,
             b=(b.mean, b.sd) if b_hyper else b,
-            c=check_prior(self.prior_c, "beta", "prior_c") if model == "3PL" else None,
+            c=check_prior(self.prior_c, "beta", "prior_c") if dichotomous_model == "3PL" else None,
             loga_hyper=loga_hyper,
             b_hyper=b_hyper,
         )
@@ -175,7 +207,7 @@ class Calibrator:
             and self.se_b_limit > 0
         ):
             raise CalibrationError(f"se_b_limit must be a finite number > 0 or None, got {self.se_b_limit!r}")
-        return model, priors, np.linspace(low, high, int(self.n_quad))
+        return model, dichotomous_model, priors, np.linspace(low, high, int(self.n_quad))
 
     # ------------------------------------------------------------------ fitting
     def fit(self, responses, format="auto"):
@@ -198,15 +230,17 @@ class Calibrator:
             a fixed pool that shares no item with the responses.
         """
         started = time.perf_counter()
-        model, priors, theta = self._check_settings()
+        model, dichotomous_model, priors, theta = self._check_settings()
         data = read_responses(responses, format)
         if self.blas_threads is None:
-            return self._fit(data, model, priors, theta, started)
+            return self._fit(data, model, dichotomous_model, priors, theta, started)
         with threadpool_limits(limits=int(self.blas_threads), user_api="blas"):
-            return self._fit(data, model, priors, theta, started)
+            return self._fit(data, model, dichotomous_model, priors, theta, started)
 
-    def _fit(self, data, model, priors, theta, started):
-        pool, fixed_mask = fixed_items(self.fixed_pool, data, model)
+    def _fit(self, data, model, dichotomous_model, priors, theta, started):
+        pool, fixed_mask = fixed_items(self.fixed_pool, data, dichotomous_model)
+        if model in DICHOTOMOUS_MODELS:  # scores above 1 are named before any other item problem
+            polytomous_mask(data.select(items=~fixed_mask), model, None)
         data, free_mask, dropped = drop_invariant(data, ~fixed_mask, self.drop_invariant)
         fixed_mask = ~free_mask
         n_answered_person, _ = data.person_counts()
@@ -216,330 +250,169 @@ class Calibrator:
         if data.n_persons < 2:
             raise CalibrationError(f"need responses from at least 2 persons, got {data.n_persons}")
         free = data.select(items=~fixed_mask)
+        poly_mask = polytomous_mask(free, model, dichotomous_model)
 
         cols, shared_a = {
             "Rasch": ([_em.B], False),  # log a stays at its start, 0
             "1PL": ([_em.LOGA, _em.B], True),
             "2PL": ([_em.LOGA, _em.B], False),
             "3PL": ([_em.LOGA, _em.B, _em.C], False),
-        }[model]
-        c_start = 0.0
-        if model == "3PL":
-            alpha, beta = priors.c or (1.0, 1.0)
-            # Start at the prior mode when there is one.
-            c_start = (
-                float(np.clip((alpha - 1.0) / (alpha + beta - 2.0), 0.01, 0.5)) if alpha + beta > 2 else 0.2
-            )
+            None: ([], False),
+        }[dichotomous_model]
         fixed_loglik, theta_start, x_fixed = None, None, None
         if pool is not None:
             fixed = data.select(items=fixed_mask)
             positions = pool.index_of(list(fixed.item_id))
+            check_fixed_scores(fixed, pool, positions)
             x_fixed = np.column_stack(
                 [np.log(pool.a[positions] * pool.D[positions]), pool.b[positions], pool.c[positions]]
             )
-            fixed_loglik = _em.grid_log_likelihood(
-                fixed.answered, fixed.correct, _em.item_probability(theta, x_fixed)
-            )
+            if pool.is_polytomous:
+                fixed_loglik = fixed_log_likelihood(theta, fixed, pool, positions)
+            else:
+                fixed_loglik = _em.grid_log_likelihood(
+                    fixed.answered, fixed.score, _em.item_probability(theta, x_fixed)
+                )
             start_post, _ = _em.posterior(fixed_loglik, np.log(_em.normal_weights(theta)))
             theta_start = start_post @ theta
-            if model == "1PL":
+            if dichotomous_model == "1PL":
                 shared_a, cols = False, [_em.B]  # the common a is the bank's
-            if model == "Rasch" and not np.allclose(x_fixed[:, _em.LOGA], 0.0, atol=1e-6):
+            if dichotomous_model == "Rasch" and not np.allclose(x_fixed[:, _em.LOGA], 0.0, atol=1e-6):
                 raise CalibrationError(
                     "fixed_pool: a Rasch calibration needs a bank with D*a = 1; this bank has D*a = "
                     f"{np.exp(x_fixed[0, _em.LOGA]):.3g}"
                 )
-        x = _em.start_values(free.answered, free.correct, c_start, theta_start)
-        if pool is not None and model == "1PL":
-            x[:, _em.LOGA] = x_fixed[0, _em.LOGA]
+        blocks = []
+        if (~poly_mask).any():
+            dichotomous = free.select(items=~poly_mask)
+            x = _em.start_values(dichotomous.answered, dichotomous.score, _c_start(priors), theta_start)
+            if pool is not None and dichotomous_model == "1PL":
+                x[:, _em.LOGA] = x_fixed[0, _em.LOGA]
+            blocks.append(DichotomousBlock(dichotomous, cols, shared_a, x))
+        if poly_mask.any():
+            graded = free.select(items=poly_mask)
+            counts = graded.category_counts()
+            n_categories = np.sum(np.cumsum(counts[:, ::-1], axis=1)[:, ::-1] > 0, axis=1)
+            items = PolytomousItems(model == "GRM", n_categories)
+            x = items.start_values(counts, theta_start, graded.answered)
+            blocks.append(PolytomousBlock(graded, items, x))
 
-        x, priors, log_weights, trace, converged, last_change = self._em(
-            theta, free, fixed_loglik, x, priors, cols, shared_a, estimate_latent=pool is not None
-        )
-        loglik = _em.grid_log_likelihood(free.answered, free.correct, _em.item_probability(theta, x))
-        if fixed_loglik is not None:
-            loglik += fixed_loglik
-        post, marginal = _em.posterior(loglik, log_weights)
-
-        variances, se_method = self._variances(theta, post, free, x, priors, cols, shared_a)
-        self._finish(
-            model,
-            priors,
-            cols,
-            shared_a,
-            theta,
-            data,
-            free,
-            fixed_mask,
-            x,
-            pool,
-            variances,
-            se_method,
-            log_weights,
-            trace,
-            converged,
-            last_change,
-            marginal,
-            dropped,
-            n_empty_persons,
-            started,
-        )
-        return self
-
-    def _em(self, theta, free, fixed_loglik, x, priors, cols, shared_a, estimate_latent):
-        log_weights = np.log(_em.normal_weights(theta))
-        trace = []
-        converged, change = False, np.inf
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.max_iter, desc="EM cycles", unit="cycle", leave=False)
         try:
-            for _ in range(self.max_iter):
-                loglik = _em.grid_log_likelihood(free.answered, free.correct, _em.item_probability(theta, x))
-                if fixed_loglik is not None:
-                    loglik += fixed_loglik
-                post, marginal = _em.posterior(loglik, log_weights)
-                trace.append(marginal)
-                latent_change = 0.0
-                if estimate_latent:
-                    # Kim (2006) MWU: the latent distribution is re-estimated from every E-step's
-                    # posterior, as a histogram or as a normal with the posterior's mean and sd.
-                    before = _em.latent_moments(theta, log_weights)
-                    log_weights = _em.latent_log_weights(theta, post, self.latent)
-                    latent_change = float(
-                        np.abs(np.subtract(_em.latent_moments(theta, log_weights), before)).max()
-                    )
-                r, n = _em.expected_counts(free.answered, free.correct, post)
-                updated = _em.m_step(theta, r, n, x, priors, cols, shared_a)
-                # Mislevy (1986): the hierarchical prior means are an M-step of their own.
-                loga_rows = None if _em.LOGA not in cols else slice(0, 1) if shared_a else slice(None)
-                priors, hyper_change = priors.with_hyper_update(updated, loga_rows)
-                change = max(
-                    float(np.abs(_em.natural(updated) - _em.natural(x)).max()), latent_change, hyper_change
-                )
-                x = updated
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loglik=f"{marginal:.2f}", change=f"{change:.1e}")
-                if change < self.tol:
-                    converged = True
-                    break
+            result = run_em(
+                theta,
+                blocks,
+                fixed_loglik,
+                priors,
+                estimate_latent=pool is not None,
+                latent=self.latent,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                bar=bar,
+            )
         finally:
             if bar is not None:
                 bar.close()
-        if not converged:
-            warnings.warn(
-                f"EM stopped after max_iter={self.max_iter} cycles without converging: the largest parameter "
-                f"change in the last cycle was {change:.3g} > tol={self.tol}",
-                CalibrationWarning,
-                stacklevel=4,
-            )
-        return x, priors, log_weights, np.array(trace), converged, change
+        loglik = sum(block.grid_log_likelihood(theta) for block in blocks)
+        if fixed_loglik is not None:
+            loglik = loglik + fixed_loglik
+        post, marginal = _em.posterior(loglik, result.log_weights)
+        state = self._state(theta, post, free, poly_mask, blocks, result, dichotomous_model)
+        state.update(
+            model=model,
+            dichotomous_model=dichotomous_model,
+            theta=theta,
+            data=data,
+            free=free,
+            fixed_mask=fixed_mask,
+            pool=pool,
+            log_weights=result.log_weights,
+            trace=result.trace,
+            converged=result.converged,
+            last_change=result.last_change,
+            marginal=marginal,
+            log_prior=sum(block.log_prior(result.priors) for block in blocks),
+            priors=result.priors,
+            dropped=dropped,
+            n_empty_persons=n_empty_persons,
+            started=started,
+            latent=self.latent,
+            tol=self.tol,
+            se_b_limit=self.se_b_limit,
+        )
+        self.report_ = build_report(FitState(**state))
+        self.item_params_ = self.report_.items[["a", "b", "c", "D"]].copy()
+        self.n_iter_ = self.report_.summary["iterations"]
+        self.converged_ = self.report_.summary["converged"]
+        self.log_likelihood_ = self.report_.summary["log_likelihood"]
+        return self
 
     @staticmethod
-    def _variances(theta, post, free, x, priors, cols, shared_a):
-        scores = _em.score_vectors(theta, post, free.answered, free.correct, x, cols, shared_a)
-        _, curvature = priors.gradient_curvature(x)
-        if shared_a:
-            prior_curv = np.concatenate(
-                [
-                    [_em.Priors(loga=priors.loga, b=None, c=None).gradient_curvature(x[:1])[1][0, _em.LOGA]],
-                    curvature[:, _em.B],
-                ]
-            )
-        else:
-            prior_curv = np.concatenate([curvature[:, k] for k in cols])
-        variances, method = _em.cross_product_covariance(scores, prior_curv, x.shape[0], len(cols))
-        out = np.full((x.shape[0], 3), np.nan)
-        if shared_a:
-            out[:, _em.LOGA] = variances[0]
-            out[:, _em.B] = variances[1:]
-        else:
-            for i, k in enumerate(cols):
-                out[:, k] = variances[i * x.shape[0] : (i + 1) * x.shape[0]]
-        return out, method
-
-    def _finish(
-        self,
-        model,
-        priors,
-        cols,
-        shared_a,
-        theta,
-        data,
-        free,
-        fixed_mask,
-        x,
-        pool,
-        variances,
-        se_method,
-        log_weights,
-        trace,
-        converged,
-        last_change,
-        marginal,
-        dropped,
-        n_empty_persons,
-        started,
-    ):
-        a, b, c = np.exp(x[:, _em.LOGA]), x[:, _em.B], x[:, _em.C]
-        with np.errstate(invalid="ignore"):
-            se = np.sqrt(np.maximum(variances, 0.0))
-        n_answered, n_correct = free.item_counts()
-        estimated = np.zeros((x.shape[0], 3), dtype=bool)
-        estimated[:, cols] = True
-        lower, upper = _em.BOUNDS[:, 0], _em.BOUNDS[:, 1]
-        hit = estimated & ((x <= lower + _BOUND_TOLERANCE) | (x >= upper - _BOUND_TOLERANCE))
-        hit[:, _em.C] &= x[:, _em.C] >= upper[_em.C] - _BOUND_TOLERANCE  # c = 0 is a legitimate estimate
-        at_bound = hit.any(axis=1)
-        with np.errstate(invalid="ignore"):
-            # A NaN standard error (a singular information block) is no evidence of precision either.
-            imprecise = (
-                ~(se[:, _em.B] <= self.se_b_limit) if self.se_b_limit is not None else np.zeros_like(at_bound)
-            )
-        poorly_determined = at_bound | imprecise
-        items = pd.DataFrame(
-            {
-                "item_id": free.item_id.astype(str),
-                "a": a,
-                "b": b,
-                "c": c,
-                "D": 1.0,
-                "se_a": a * se[:, _em.LOGA],
-                "se_b": se[:, _em.B],
-                "se_c": se[:, _em.C],
-                "n": n_answered.astype(np.int64),
-                "p_correct": n_correct / n_answered,
-                "fixed": False,
-                "at_bound": at_bound,
-                "poorly_determined": poorly_determined,
-            }
-        )
-        if at_bound.any():
-            warnings.warn(
-                f"{at_bound.sum()} item(s) ended at a bound of (log a, b, c) {_em.BOUNDS.round(3).tolist()}, so the "
-                f"data do not determine them (see se_b): {shown(free.item_id[at_bound])}; typical on adaptive data "
-                "for an item given only to low-ability examinees, whose answers a c prior can explain as guessing; "
-                "try a weaker prior_c or the 2PL",
-                CalibrationWarning,
-                stacklevel=4,
-            )
-        imprecise &= ~at_bound
-        if imprecise.any():
-            named = [
-                f"{item} (b {value:.2f}, se_b {error:.2f})"
-                for item, value, error in zip(free.item_id[imprecise], b[imprecise], se[imprecise, _em.B])
-            ]
-            warnings.warn(
-                f"{imprecise.sum()} item(s) have se_b > se_b_limit={self.se_b_limit}, so the data hardly place "
-                f"their difficulty: {shown(named)}; typical of an item far from most of the examinees who took it (on "
-                "adaptive data, one given only to examinees far below or above it), whose estimate can be off by "
-                "more than a logit; collect responses near its difficulty (e.g. pretest it on a random sample) "
-                "before relying on it",
-                CalibrationWarning,
-                stacklevel=4,
-            )
-        topic = None
-        if pool is not None:
-            n_fixed, n_fixed_correct = data.select(items=fixed_mask).item_counts()
-            counts = dict(zip(data.item_id[fixed_mask], zip(n_fixed, n_fixed_correct)))
-            bank = pd.DataFrame(
-                {
-                    "item_id": pool.item_id.astype(str),
-                    "a": pool.a * pool.D,
-                    "b": pool.b,
-                    "c": pool.c,
-                    "D": 1.0,
-                    "se_a": np.nan,
-                    "se_b": np.nan,
-                    "se_c": np.nan,
-                    "n": [int(counts.get(i, (0, 0))[0]) for i in pool.item_id],
-                    "p_correct": [
-                        counts[i][1] / counts[i][0] if i in counts else np.nan for i in pool.item_id
-                    ],
-                    "fixed": True,
-                    "at_bound": False,
-                    "poorly_determined": False,
-                }
-            )
-            items = pd.concat([bank, items], ignore_index=True)
-            if pool.topic is not None:
-                topic = np.concatenate([pool.topic.astype(object), np.full(free.n_items, "", dtype=object)])
-        items = items.set_index("item_id")
-        out_pool = ItemPool.from_arrays(
-            items["a"].to_numpy(),
-            items["b"].to_numpy(),
-            items["c"].to_numpy(),
-            D=1.0,
-            item_id=items.index.to_numpy(),
-            topic=topic,
-            name="calibrated",
-        )
-        weights = np.exp(log_weights)
-        weights /= weights.sum()
-        latent_mean = float(weights @ theta)
-        latent_sd = float(np.sqrt(max(weights @ theta**2 - latent_mean**2, 0.0)))
-        summary = {
-            "model": model,
-            "method": "Bock-Aitkin MML-EM"
-            + (" with fixed items (Kim 2006 MWU-MEM)" if pool is not None else ""),
-            "priors": {
-                "loga": priors.loga,
-                "b": priors.b,
-                "c": priors.c,
-                "hierarchical": [
-                    name
-                    for name, hyper in (("loga", priors.loga_hyper), ("b", priors.b_hyper))
-                    if hyper is not None
-                ],
-            },
-            "n_persons": data.n_persons,
-            "n_persons_without_responses": n_empty_persons,
-            "n_items_estimated": int(free.n_items),
-            "n_items_fixed": 0 if pool is None else int(pool.n_items),
-            "n_responses": int(data.n_responses),
-            "dropped_items": dropped,
-            "se_b_limit": self.se_b_limit,
-            "n_items_poorly_determined": int(poorly_determined.sum()),
-            "iterations": len(trace),
-            "converged": bool(converged),
-            "tol": float(self.tol),
-            "last_max_change": float(last_change),
-            "log_likelihood": float(marginal),
-            "log_posterior": float(marginal + log_prior(priors, x, cols, shared_a)),
-            "latent_estimated": None if pool is None else self.latent,
-            "latent_mean": latent_mean,
-            "latent_sd": latent_sd,
-            "n_quad": int(theta.size),
-            "theta_range": [float(theta[0]), float(theta[-1])],
-            "se_method": se_method,
-            "storage": "sparse" if data.is_sparse else "dense",
-            "seconds": time.perf_counter() - started,
+    def _state(theta, post, free, poly_mask, blocks, result, dichotomous_model) -> dict:
+        """Per-item estimates and standard errors in the order of ``free``."""
+        n_free = free.n_items
+        width = max([block.items.width for block in blocks if isinstance(block, PolytomousBlock)], default=1)
+        x = np.zeros((n_free, 3))
+        se = np.full((n_free, 3), np.nan)
+        thresholds = np.full((n_free, width - 1), np.nan)
+        se_thresholds = np.full((n_free, width - 1), np.nan)
+        estimated = np.zeros((n_free, 3), dtype=bool)
+        item_model = np.zeros(n_free, dtype=np.int8)
+        methods = []
+        for block in blocks:
+            if isinstance(block, DichotomousBlock):
+                rows = ~poly_mask
+                x[rows] = block.x
+                estimated[np.ix_(rows, block.cols)] = True
+                variances, method = block.variances(theta, post, result.priors)
+                with np.errstate(invalid="ignore"):
+                    se[rows] = np.sqrt(np.maximum(variances, 0.0))
+                methods.append(method)
+            else:
+                rows, items = poly_mask, block.items
+                steps = items.thresholds(block.x)
+                cov = items.covariance(theta, post, block.indicators, block.x, result.priors)
+                n_steps = steps.shape[1]
+                x[rows, _em.LOGA] = block.x[:, 0]
+                x[rows, _em.B] = np.nanmean(steps, axis=1)
+                thresholds[rows, :n_steps] = steps
+                item_model[rows] = items.code
+                estimated[rows, : _em.C] = True
+                with np.errstate(invalid="ignore"):
+                    se_thresholds[rows, :n_steps] = np.sqrt(
+                        np.maximum(np.diagonal(cov, axis1=1, axis2=2)[:, 1:], 0.0)
+                    )
+                    se[rows, _em.LOGA] = np.sqrt(np.maximum(cov[:, 0, 0], 0.0))
+                    # The location is the mean of the thresholds: w' cov w with w = 1 / (m - 1).
+                    weights = np.where(items.valid, 1.0 / (items.n_categories - 1)[:, None], 0.0)
+                    location_var = np.einsum("jv,jvw,jw->j", weights, np.nan_to_num(cov[:, 1:, 1:]), weights)
+                    se[rows, _em.B] = np.sqrt(np.maximum(location_var, 0.0))
+                methods.append("polytomous: xpd-item-blocks")
+        return {
+            "x": x,
+            "item_model": item_model,
+            "thresholds": thresholds,
+            "se": se,
+            "se_thresholds": se_thresholds,
+            "estimated": estimated,
+            "se_method": "; ".join(methods),
         }
-        self.report_ = CalibrationReport(
-            out_pool, items, summary, pd.DataFrame({"theta": theta, "weight": weights}), trace
-        )
-        self.item_params_ = items[["a", "b", "c", "D"]].copy()
-        self.n_iter_ = summary["iterations"]
-        self.converged_ = summary["converged"]
-        self.log_likelihood_ = summary["log_likelihood"]
 
     def to_pool(self, name: str = "calibrated") -> ItemPool:
         """The calibrated pool (``D = 1``), readable by ``qbank simulate`` and ``qbank sh`` once saved."""
         if not hasattr(self, "report_"):
             raise CalibrationError("this Calibrator is not fitted yet; call fit(responses) first")
         pool = self.report_.pool
-        return ItemPool(
-            pool.item_id.copy(),
-            pool.a.copy(),
-            pool.b.copy(),
-            pool.c.copy(),
-            pool.D.copy(),
-            None if pool.topic is None else pool.topic.copy(),
-            name,
-        )
+        copies = {
+            f.name: getattr(pool, f.name).copy()
+            for f in dataclasses.fields(pool)
+            if isinstance(getattr(pool, f.name), np.ndarray)
+        }
+        return dataclasses.replace(pool, name=name, **copies)
 
 
 def calibrate(responses, model="3PL", *, fixed_pool=None, format="auto", **options) -> CalibrationReport:
@@ -548,7 +421,7 @@ def calibrate(responses, model="3PL", *, fixed_pool=None, format="auto", **optio
     Parameters
     ----------
     responses : path, DataFrame, array_like of shape (n_persons, n_items) or ResponseMatrix
-    model : {'Rasch', '1PL', '2PL', '3PL'}
+    model : {'Rasch', '1PL', '2PL', '3PL', 'GRM', 'GPCM'}
     fixed_pool : ItemPool, path or None
         Fixed-parameter calibration against these bank items (Kim 2006).
     format : {'auto', 'wide', 'long'}

@@ -1,8 +1,8 @@
 """Response data for calibration: wide or long input, validated once, stored dense or sparse.
 
-Two indicator matrices of shape ``(n_persons, n_items)`` carry everything the EM needs:
-``answered`` (1 where a response exists) and ``correct`` (1 where it is correct). Missing
-responses are zeros in both, so they drop out of every likelihood product instead of being
+Two matrices of shape ``(n_persons, n_items)`` carry everything the EM needs: ``answered``
+(1 where a response exists) and ``score`` (the category scored, ``0 .. m-1``; 1 where a
+dichotomous answer is correct). Missing responses are zeros in both, so they drop out of every likelihood product instead of being
 imputed. Small or dense data are kept as numpy arrays (BLAS products); sparse logs such as CAT
 data from the delivery service are kept as ``scipy.sparse`` CSR matrices.
 
@@ -38,6 +38,7 @@ LONG_COLUMNS = ("person_id", "item_id", "response")
 _DENSE_MAX_CELLS = 4_000_000  # below this many person x item cells dense BLAS beats sparse products
 _DENSE_MIN_DENSITY = 0.3
 _MISSING_MARKERS = ("", "nan", "na", "null", "none")
+MAX_SCORE = 20  # categories 0..20; more is a data error (e.g. a percentage), not an item
 
 
 class CalibrationError(ValueError):
@@ -46,7 +47,8 @@ class CalibrationError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class ResponseMatrix:
-    """Validated dichotomous responses of persons to items.
+    """Validated item scores of persons: 0/1 for dichotomous items, ``0 .. m-1`` for items
+    scored in ``m`` ordered categories.
 
     Attributes
     ----------
@@ -54,14 +56,14 @@ class ResponseMatrix:
     item_id : ndarray of shape (n_items,), dtype object (str)
     answered : ndarray or scipy.sparse.csr_matrix of shape (n_persons, n_items), float
         1.0 where the person answered the item, else 0.0.
-    correct : same type and shape as ``answered``
-        1.0 where the answer is correct, else 0.0 (always 0 where not answered).
+    score : same type and shape as ``answered``
+        The category scored (1.0 where a dichotomous answer is correct), 0.0 where not answered.
     """
 
     person_id: np.ndarray
     item_id: np.ndarray
     answered: np.ndarray | sparse.csr_matrix
-    correct: np.ndarray | sparse.csr_matrix
+    score: np.ndarray | sparse.csr_matrix
 
     # ------------------------------------------------------------------ views
     @property
@@ -81,29 +83,40 @@ class ResponseMatrix:
         return int(self.answered.sum())
 
     def item_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Responses and correct responses per item, each of shape (n_items,)."""
-        return (np.asarray(self.answered.sum(axis=0)).ravel(), np.asarray(self.correct.sum(axis=0)).ravel())
+        """Responses and summed scores (correct responses) per item, each of shape (n_items,)."""
+        return (np.asarray(self.answered.sum(axis=0)).ravel(), np.asarray(self.score.sum(axis=0)).ravel())
 
     def person_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Responses and correct responses per person, each of shape (n_persons,)."""
-        return (np.asarray(self.answered.sum(axis=1)).ravel(), np.asarray(self.correct.sum(axis=1)).ravel())
+        """Responses and summed scores per person, each of shape (n_persons,)."""
+        return (np.asarray(self.answered.sum(axis=1)).ravel(), np.asarray(self.score.sum(axis=1)).ravel())
+
+    def cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column and integer score of every answered cell, each of shape (n_responses,)."""
+        rows, cols = self.answered.nonzero()
+        return rows, cols, np.asarray(self.score[rows, cols]).ravel().astype(np.intp)
+
+    def category_counts(self) -> np.ndarray:
+        """Responses in each category ``0 .. M-1`` per item, shape (n_items, M) with ``M >= 2``."""
+        _, cols, y = self.cells()
+        width = max(int(y.max(initial=0)) + 1, 2)
+        return np.bincount(cols * width + y, minlength=self.n_items * width).reshape(self.n_items, width)
 
     def to_dense(self) -> np.ndarray:
         """Responses as floats of shape (n_persons, n_items): 1, 0 or NaN (not answered)."""
         answered = self.answered.toarray() if self.is_sparse else self.answered
-        correct = self.correct.toarray() if self.is_sparse else self.correct
-        return np.where(answered > 0, correct, np.nan)
+        score = self.score.toarray() if self.is_sparse else self.score
+        return np.where(answered > 0, score, np.nan)
 
     def to_long(self) -> pd.DataFrame:
         """Responses in long format ``person_id, item_id, response`` (answered cells only)."""
         answered = sparse.coo_matrix(self.answered)
-        correct = sparse.csr_matrix(self.correct)
+        score = sparse.csr_matrix(self.score)
         rows, cols = answered.row, answered.col
         return pd.DataFrame(
             {
                 "person_id": self.person_id[rows],
                 "item_id": self.item_id[cols],
-                "response": np.asarray(correct[rows, cols]).ravel().astype(np.int8),
+                "response": np.asarray(score[rows, cols]).ravel().astype(np.int8),
             }
         )
 
@@ -117,8 +130,8 @@ class ResponseMatrix:
         if items.dtype == bool:
             items = np.flatnonzero(items)
         answered = self.answered[persons][:, items]
-        correct = self.correct[persons][:, items]
-        return ResponseMatrix(self.person_id[persons], self.item_id[items], answered, correct)
+        score = self.score[persons][:, items]
+        return ResponseMatrix(self.person_id[persons], self.item_id[items], answered, score)
 
     def with_storage(self, kind: str) -> ResponseMatrix:
         """The same responses stored ``'dense'`` or ``'sparse'`` (CSR)."""
@@ -127,37 +140,33 @@ class ResponseMatrix:
                 self.person_id,
                 self.item_id,
                 sparse.csr_matrix(self.answered),
-                sparse.csr_matrix(self.correct),
+                sparse.csr_matrix(self.score),
             )
         if kind == "dense":
             to_array = (lambda m: m.toarray()) if self.is_sparse else np.asarray
-            return ResponseMatrix(
-                self.person_id, self.item_id, to_array(self.answered), to_array(self.correct)
-            )
+            return ResponseMatrix(self.person_id, self.item_id, to_array(self.answered), to_array(self.score))
         raise CalibrationError(f"storage must be 'dense' or 'sparse', got {kind!r}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_codes(cls, person_code, item_code, response, person_id, item_id) -> ResponseMatrix:
-        """Build from integer codes of answered cells (validation assumed: 0/1, no duplicates).
+        """Build from integer codes of answered cells (validation assumed: scores 0, 1, ..., no duplicates).
 
         Parameters
         ----------
         person_code, item_code : ndarray of shape (n_responses,), int
             Row and column of each response.
         response : ndarray of shape (n_responses,)
-            0 or 1.
+            Scores 0, 1, 2, ...
         person_id : ndarray of shape (n_persons,)
         item_id : ndarray of shape (n_items,)
         """
         shape = (len(person_id), len(item_id))
         ones = np.ones(len(response))
         answered = sparse.csr_matrix((ones, (person_code, item_code)), shape=shape)
-        correct = sparse.csr_matrix(
-            (np.asarray(response, dtype=float), (person_code, item_code)), shape=shape
-        )
-        correct.eliminate_zeros()
-        data = cls(np.asarray(person_id, dtype=object), np.asarray(item_id, dtype=object), answered, correct)
+        score = sparse.csr_matrix((np.asarray(response, dtype=float), (person_code, item_code)), shape=shape)
+        score.eliminate_zeros()
+        data = cls(np.asarray(person_id, dtype=object), np.asarray(item_id, dtype=object), answered, score)
         cells = shape[0] * shape[1]
         density = len(response) / cells if cells else 1.0
         dense = cells <= _DENSE_MAX_CELLS or (
@@ -167,7 +176,7 @@ class ResponseMatrix:
 
     @classmethod
     def from_wide(cls, data, item_id=None, person_id=None) -> ResponseMatrix:
-        """Validate a person x item table: 1, 0 or missing (NaN, None, empty) in every cell.
+        """Validate a person x item table: a score 0, 1, 2, ... or missing (NaN, None, empty) in every cell.
 
         Parameters
         ----------
@@ -180,7 +189,7 @@ class ResponseMatrix:
         Raises
         ------
         CalibrationError
-            A cell that is not 0, 1 or missing (naming person, item and value), duplicate ids.
+            A cell that is not an integer >= 0 or missing (naming person, item and value), duplicate ids.
         """
         if isinstance(data, pd.DataFrame):
             frame = data
@@ -208,12 +217,15 @@ class ResponseMatrix:
 
         values = _numeric_cells(raw)
         missing = np.isnan(values)
-        bad = (~missing & (values != 0.0) & (values != 1.0)) | _unparsable(raw, values)
+        with np.errstate(invalid="ignore"):
+            bad = (
+                ~missing & ((values < 0.0) | (values != np.floor(values)) | (values > MAX_SCORE))
+            ) | _unparsable(raw, values)
         if bad.any():
             rows, cols = np.nonzero(bad)
             cells = [(persons[r], items[c], raw[r, c]) for r, c in zip(rows[:SHOWN], cols[:SHOWN])]
             raise CalibrationError(
-                f"responses must be 1, 0 or missing; {bad.sum()} bad cell(s) as (person_id, item_id, value): "
+                f"responses must be integer scores 0..{MAX_SCORE} (1/0 for dichotomous items) or missing; {bad.sum()} bad cell(s) as (person_id, item_id, value): "
                 f"{cells}"
             )
         rows, cols = np.nonzero(~missing)
@@ -277,7 +289,7 @@ def _from_long_relation(con, view: str, columns, source: str) -> ResponseMatrix:
     markers = ", ".join(f"'{m}'" for m in _MISSING_MARKERS)
     invalid = (
         f"raw IS NOT NULL AND lower(trim(raw)) NOT IN ({markers}) AND NOT isnan(coalesce(value, 0)) "
-        "AND (value IS NULL OR value NOT IN (0, 1))"
+        f"AND (value IS NULL OR value < 0 OR value <> floor(value) OR value > {MAX_SCORE})"
     )
     bad = con.execute(
         f"SELECT person_id, item_id, raw FROM cast_responses WHERE {invalid} LIMIT 10"
@@ -285,7 +297,7 @@ def _from_long_relation(con, view: str, columns, source: str) -> ResponseMatrix:
     if bad:
         n_bad = con.execute(f"SELECT count(*) FROM cast_responses WHERE {invalid}").fetchone()[0]
         raise CalibrationError(
-            f"{source}: response must be 1, 0 or missing; {n_bad} bad row(s) as (person_id, item_id, response): {bad}"
+            f"{source}: response must be an integer score 0..{MAX_SCORE} (1/0 for dichotomous items) or missing; {n_bad} bad row(s) as (person_id, item_id, response): {bad}"
         )
     con.execute(
         "CREATE TEMP VIEW answered_responses AS SELECT person_id, item_id, value FROM cast_responses "
@@ -359,7 +371,8 @@ def read_responses(source, format: str = "auto") -> ResponseMatrix:
     ----------
     source : str, Path, DataFrame, array_like of shape (n_persons, n_items) or ResponseMatrix
         A CSV/Parquet path or DataFrame, either *long* (columns ``person_id, item_id,
-        response``; one row per answer, as the delivery service logs them; absent rows and
+        response``; one row per answer, as the delivery service logs them; responses are scores
+        0/1, or 0 .. m-1 for items scored in m ordered categories; absent rows and
         empty responses are not-administered; ids come out sorted) or *wide* (one row per person, one column per
         item, an optional ``person_id`` column; empty cells are not-administered).
     format : {'auto', 'wide', 'long'}
@@ -372,8 +385,8 @@ def read_responses(source, format: str = "auto") -> ResponseMatrix:
     Raises
     ------
     CalibrationError
-        Unreadable file, missing columns, a response other than 1/0/missing (naming person,
-        item and value), a person answering one item twice, empty ids.
+        Unreadable file, missing columns, a response other than an integer score >= 0 or missing
+        (naming person, item and value), a person answering one item twice, empty ids.
     """
     if isinstance(source, ResponseMatrix):
         return source
@@ -427,19 +440,20 @@ def fixed_items(pool, data: ResponseMatrix, model: str):
 
 
 def drop_invariant(data: ResponseMatrix, free: np.ndarray, drop: bool):
-    """Raise on (or drop) free items whose answers are all equal; returns data, free mask, dropped ids."""
-    n_answered, n_correct = data.item_counts()
-    invariant = free & ((n_correct == 0) | (n_correct == n_answered))
+    """Raise on (or drop) free items with fewer than 2 observed categories (all answers equal);
+    returns data, free mask, dropped ids."""
+    counts = data.category_counts()
+    invariant = free & ((counts > 0).sum(axis=1) < 2)
     if not invariant.any():
         return data, free, []
     described = [
-        f"{item} ({'no responses' if n == 0 else f'all {int(k > 0)} in {int(n)} responses'})"
-        for item, n, k in zip(data.item_id[invariant], n_answered[invariant], n_correct[invariant])
+        f"{item} ({'no responses' if row.sum() == 0 else f'all {int(row.argmax())} in {int(row.sum())} responses'})"
+        for item, row in zip(data.item_id[invariant], counts[invariant])
     ]
     if not drop:
         raise CalibrationError(
-            f"{invariant.sum()} item(s) have no variance, so their parameters are not identified: "
-            f"{shown(described)}; remove them or pass drop_invariant=True (--drop-invariant)"
+            f"{invariant.sum()} item(s) have no variance (fewer than 2 observed categories), so their parameters "
+            f"are not identified: {shown(described)}; remove them or pass drop_invariant=True (--drop-invariant)"
         )
     warnings.warn(
         f"dropped {invariant.sum()} item(s) with no variance: {shown(described)}",
@@ -448,3 +462,61 @@ def drop_invariant(data: ResponseMatrix, free: np.ndarray, drop: bool):
     )
     keep = ~invariant
     return data.select(items=keep), free[keep], [str(i) for i in data.item_id[invariant]]
+
+
+def polytomous_mask(data: ResponseMatrix, model: str, dichotomous_model: str | None) -> np.ndarray:
+    """Which items are calibrated with the polytomous model, shape (n_items,), bool.
+
+    With a dichotomous ``model`` none, and a score above 1 is an error. With ``'GRM'`` or
+    ``'GPCM'``: every item when ``dichotomous_model`` is None, else the items with an observed
+    score above 1. A polytomous item must have every category ``0 .. m-1`` observed.
+
+    Raises
+    ------
+    CalibrationError
+        Scores above 1 in a dichotomous calibration; a polytomous item with an unobserved category
+        (naming the items and categories).
+    """
+    counts = data.category_counts()
+    observed = counts > 0
+    top = observed.shape[1] - 1 - np.argmax(observed[:, ::-1], axis=1)
+    if model not in ("GRM", "GPCM"):
+        above = top > 1
+        if above.any():
+            named = [f"{item} (up to {int(t)})" for item, t in zip(data.item_id[above], top[above])]
+            raise CalibrationError(
+                f"responses above 1 need a polytomous model (model 'GRM' or 'GPCM', --model GRM|GPCM); "
+                f"{above.sum()} item(s) have scores above 1: {shown(named)}"
+            )
+        return np.zeros(data.n_items, dtype=bool)
+    poly = np.ones(data.n_items, dtype=bool) if dichotomous_model is None else top > 1
+    gaps = poly[:, None] & ~observed & (np.arange(observed.shape[1])[None, :] <= top[:, None])
+    if gaps.any():
+        named = [
+            f"{item} (categories {np.flatnonzero(row).tolist()} of 0..{int(t)} never observed)"
+            for item, row, t in zip(
+                data.item_id[gaps.any(axis=1)], gaps[gaps.any(axis=1)], top[gaps.any(axis=1)]
+            )
+        ]
+        raise CalibrationError(
+            f"items scored in categories 0..m-1 need every category observed, or its threshold is not identified; "
+            f"{gaps.any(axis=1).sum()} item(s) with a gap: {shown(named)}; rescore them without the empty categories"
+        )
+    return poly
+
+
+def check_fixed_scores(fixed: ResponseMatrix, pool: ItemPool, positions: np.ndarray) -> None:
+    """Raise when a response to a fixed item is above the item's top category in the pool."""
+    _, cols, y = fixed.cells()
+    top = np.zeros(fixed.n_items, dtype=np.intp)
+    np.maximum.at(top, cols, y)
+    allowed = pool.n_categories[positions] - 1
+    bad = top > allowed
+    if bad.any():
+        named = [
+            f"{item} (score {int(t)}, pool allows 0..{int(m)})"
+            for item, t, m in zip(fixed.item_id[bad], top[bad], allowed[bad])
+        ]
+        raise CalibrationError(
+            f"fixed_pool: {bad.sum()} fixed item(s) have responses above their top category in the pool: {shown(named)}"
+        )
