@@ -375,7 +375,7 @@ class Calibrator:
             else:
                 rows, items = poly_mask, block.items
                 steps = items.thresholds(block.x)
-                cov = items.covariance(theta, post, block.indicators, block.x, result.priors)
+                cov, method = items.covariance(theta, post, block.indicators, block.x, result.priors)
                 n_steps = steps.shape[1]
                 x[rows, _em.LOGA] = block.x[:, 0]
                 x[rows, _em.B] = np.nanmean(steps, axis=1)
@@ -391,7 +391,7 @@ class Calibrator:
                     weights = np.where(items.valid, 1.0 / (items.n_categories - 1)[:, None], 0.0)
                     location_var = np.einsum("jv,jvw,jw->j", weights, np.nan_to_num(cov[:, 1:, 1:]), weights)
                     se[rows, _em.B] = np.sqrt(np.maximum(location_var, 0.0))
-                methods.append("polytomous: xpd-item-blocks")
+                methods.append(f"polytomous: {method}")
         return {
             "x": x,
             "item_model": item_model,

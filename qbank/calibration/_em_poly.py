@@ -220,34 +220,56 @@ class PolytomousItems:
         return np.where(worse[:, None], x, trial)
 
     # ------------------------------------------------------------------ standard errors
-    def covariance(self, theta, post, indicators, x, priors: Priors) -> np.ndarray:
-        """Cross-product (XPD) covariance of ``(log a, b_1, ..., b_{M-1})`` per item, (J, M, M).
+    def covariance(self, theta, post, indicators, x, priors: Priors, full_limit: int = 4000):
+        """Cross-product (XPD) covariance of ``(log a, b_1, ..., b_{M-1})`` per item, (J, M, M), and the method.
 
-        Person n's score is ``sum_q post[n, q] g_{y_n}(theta_q)`` (Louis 1982), the covariance the
-        inverse of the summed outer products plus the prior curvature; the GRM's is carried to the
-        thresholds by the delta method. NaN past an item's last threshold.
+        Person n's score is ``sum_q post[n, q] g_{y_n}(theta_q)`` (Louis 1982); the covariance is the
+        inverse of the summed outer products plus the prior curvature (Paek & Cai 2014), over all
+        parameters at once up to ``full_limit`` of them (as for dichotomous items), else per item.
+        The GRM's is carried to the thresholds by the delta method. NaN past an item's last threshold.
         """
         _, g = self._derivatives(theta, x)
         n_items, m = x.shape
         flat = g.reshape(len(theta), n_items * m, m)
-        cross = np.zeros((n_items, m, m))
+        free = np.column_stack([np.ones(n_items, dtype=bool), self.valid])
+        n_params = int(free.sum())
+        full = n_params <= full_limit
+        cross = np.zeros((n_params, n_params) if full else (n_items, m, m))
         for start in range(0, indicators.shape[0], _SE_CHUNK):
             part = slice(start, start + _SE_CHUNK)
             rows = indicators[part]
             scores = np.stack(
                 [_item_sums(rows.multiply(post[part] @ flat[:, :, u]), n_items, m) for u in range(m)], axis=-1
             )  # (n_part, J, M)
-            cross += np.einsum("nju,njw->juw", scores, scores)
-        cross += self._prior_terms(x, priors)[2]
-        free = np.column_stack([np.ones(n_items, dtype=bool), self.valid])
-        cross = np.where(free[:, :, None] & free[:, None, :], cross, 0.0)
-        cross[:, np.arange(m), np.arange(m)] += ~free
-        cov = np.linalg.inv(cross)
+            if full:
+                scores = scores[:, free]
+                cross += scores.T @ scores
+            else:
+                cross += np.einsum("nju,njw->juw", scores, scores)
+        curvature = self._prior_terms(x, priors)[2]
+        if full:
+            position = np.full((n_items, m), -1)
+            position[free] = np.arange(n_params)
+            for j in range(n_items):  # the prior adds within each item's block only
+                index = position[j, free[j]]
+                cross[np.ix_(index, index)] += curvature[j][np.ix_(free[j], free[j])]
+            inverse = np.linalg.inv(cross)
+            cov = np.zeros((n_items, m, m))
+            for j in range(n_items):
+                index = position[j, free[j]]
+                cov[j][np.ix_(free[j], free[j])] = inverse[np.ix_(index, index)]
+        else:
+            cross += curvature
+            cross = np.where(free[:, :, None] & free[:, None, :], cross, 0.0)
+            cross[:, np.arange(m), np.arange(m)] += ~free
+            cov = np.linalg.inv(cross)
         jac = np.zeros((n_items, m, m))
         jac[:, 0, 0] = 1.0
         jac[:, 1:, 1:] = self.jacobian(x)
         cov = np.einsum("jvu,juw,jzw->jvz", jac, cov, jac)
-        return np.where(free[:, :, None] & free[:, None, :], cov, np.nan)
+        return np.where(
+            free[:, :, None] & free[:, None, :], cov, np.nan
+        ), "xpd" if full else "xpd-item-blocks"
 
 
 def _item_sums(cells, n_items: int, width: int) -> np.ndarray:

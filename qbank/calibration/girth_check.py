@@ -26,7 +26,7 @@ import pandas as pd
 
 from qbank.calibration._data import read_responses
 
-__all__ = ["girth_threepl", "girth_twopl"]
+__all__ = ["girth_gpcm", "girth_grm", "girth_threepl", "girth_twopl"]
 
 
 def _items_by_persons(responses):
@@ -92,3 +92,44 @@ def girth_threepl(responses) -> pd.DataFrame:
         {"a": result["Discrimination"], "b": result["Difficulty"], "c": result["Guessing"]},
         index=pd.Index(item_id, name="item_id"),
     )
+
+
+def _polytomous_frame(item_id, result) -> pd.DataFrame:
+    thresholds = np.atleast_2d(result["Difficulty"])
+    frame = pd.DataFrame({"a": result["Discrimination"]}, index=pd.Index(item_id, name="item_id"))
+    for k in range(thresholds.shape[1]):
+        frame[f"b{k + 1}"] = thresholds[:, k]
+    return frame
+
+
+def girth_grm(responses, options=None) -> pd.DataFrame:
+    """girth's graded response model MML estimates (``girth.grm_mml``, logistic metric D = 1).
+
+    girth fits ``a`` by a bounded line search on the marginal likelihood and, for each ``a``, the
+    thresholds by matching the observed category proportions against an N(0, 1) population
+    (integral equations), not by maximising the likelihood in them; on complete data the two
+    agree to sampling noise, which is what the comparison checks. It needs every category of
+    every item observed and scores starting at 0 in the data.
+
+    Returns
+    -------
+    DataFrame indexed by item_id with columns ``a, b1, b2, ...`` (NaN past an item's last threshold)
+    """
+    from girth import grm_mml
+
+    item_id, data = _items_by_persons(responses)
+    return _polytomous_frame(item_id, grm_mml(data, options))
+
+
+def girth_gpcm(responses, options=None) -> pd.DataFrame:
+    """girth's generalized partial credit model MML estimates (``girth.pcm_mml``, which estimates a
+    discrimination per item, so it is Muraki's GPCM; logistic metric D = 1).
+
+    Returns
+    -------
+    DataFrame indexed by item_id with columns ``a, b1, b2, ...`` (NaN past an item's last threshold)
+    """
+    from girth import pcm_mml
+
+    item_id, data = _items_by_persons(responses)
+    return _polytomous_frame(item_id, pcm_mml(data, options))

@@ -6,7 +6,14 @@ import warnings
 
 import click
 
-from qbank.calibration import MODELS, CalibrationError, Calibrator, parse_prior, read_responses
+from qbank.calibration import (
+    DICHOTOMOUS_MODELS,
+    MODELS,
+    CalibrationError,
+    Calibrator,
+    parse_prior,
+    read_responses,
+)
 from qbank.cli._common import read_pool
 
 
@@ -25,7 +32,22 @@ def _prior(text, kind, option):
     type=click.Path(dir_okay=False),
     help="CSV/Parquet: long (person_id,item_id,response) or wide (one column per item).",
 )
-@click.option("--model", type=click.Choice(MODELS, case_sensitive=False), default="3PL", show_default=True)
+@click.option(
+    "--model",
+    type=click.Choice(MODELS, case_sensitive=False),
+    default="3PL",
+    show_default=True,
+    help="Item model. GRM (graded response) and GPCM (generalized partial credit) take responses scored "
+    "0..m-1 in ordered categories, every category observed; see --dichotomous-model for mixed runs.",
+)
+@click.option(
+    "--dichotomous-model",
+    type=click.Choice(DICHOTOMOUS_MODELS, case_sensitive=False),
+    default=None,
+    help="With --model GRM|GPCM: items whose responses are only 0/1 get this model, the others the "
+    "polytomous one (a mixed run). Default: every item gets the polytomous model (with 2 categories "
+    "it is the 2PL).",
+)
 @click.option(
     "--format",
     "input_format",
@@ -100,6 +122,7 @@ def _prior(text, kind, option):
 def calibrate(
     responses_path,
     model,
+    dichotomous_model,
     input_format,
     prior_c,
     prior_loga,
@@ -115,7 +138,11 @@ def calibrate(
     quiet,
 ):
     """Calibrate items by marginal maximum likelihood (Bock-Aitkin EM) and write a pool
-    (D = 1) that `qbank simulate` and `qbank sh` read directly."""
+    (D = 1) that `qbank simulate` and `qbank sh` read directly.
+
+    Responses are 1/0 for dichotomous items and 0..m-1 for items scored in ordered categories
+    (--model GRM or GPCM); polytomous items are written with columns model, b1, b2, ...
+    """
     priors = {
         "prior_c": _prior(prior_c, "beta", "--prior-c"),
         "prior_loga": _prior(prior_loga, "normal", "--prior-loga"),
@@ -126,8 +153,13 @@ def calibrate(
         responses = read_responses(responses_path, input_format)
     except CalibrationError as exc:
         raise click.BadParameter(str(exc), param_hint="--responses") from None
+    if dichotomous_model is not None and model.upper() not in ("GRM", "GPCM"):
+        raise click.BadParameter(
+            "only with --model GRM or GPCM (a mixed run)", param_hint="--dichotomous-model"
+        )
     calibrator = Calibrator(
         model,
+        dichotomous_model=dichotomous_model,
         fixed_pool=fixed_pool,
         latent=latent,
         drop_invariant=drop_invariant,
@@ -156,6 +188,11 @@ def calibrate(
     status = "converged" if summary["converged"] else "NOT converged"
     click.echo(
         f"{summary['model']}: {summary['n_items_estimated']} item(s) calibrated"
+        + (
+            f" ({summary['n_items_polytomous']} {summary['model']})"
+            if summary.get("n_items_polytomous") is not None
+            else ""
+        )
         + (f" against {summary['n_items_fixed']} fixed" if summary["n_items_fixed"] else "")
         + f" from {summary['n_responses']} responses of {summary['n_persons']} persons; "
         f"{summary['iterations']} EM cycles ({status}), log-likelihood {summary['log_likelihood']:.2f}, "
