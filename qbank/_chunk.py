@@ -71,6 +71,10 @@ def _simulate_chunk(
         stratum_adm = np.zeros(n_items * n_strata * n_strata, dtype=np.int64)
     max_length = stopping.max_length
     draws = exposure_draws(rng, n, n_items) if selector.uses_exposure_draws else None
+    # A classic Sympson-Hetter draw decides once per test whether an item may be administered.
+    eligible = None
+    if selector.rule == "sympson_hetter":
+        eligible, draws = draws <= selector.sh_p, None
     response_draws = rng.random((n, max_length))
     step_draws = rng.random((n, max_length)) if selector.rule == "randomesque" else None
 
@@ -107,6 +111,7 @@ def _simulate_chunk(
             position=step,
             test_length=max_length,
             exposure_draws=None if draws is None else draws[rows],
+            eligible=None if eligible is None else eligible[rows],
             step_draws=None if step_draws is None else step_draws[rows, step],
             index=index,
         )

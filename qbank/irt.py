@@ -22,6 +22,8 @@ from scipy.special import expit
 __all__ = [
     "information",
     "information_elementwise",
+    "information_factors",
+    "information_from_factors",
     "information_from_logistic",
     "information_peak",
     "log_likelihood",
@@ -36,8 +38,10 @@ __all__ = [
 # The one 3PL kernel: every module (estimation, simulation, calibration, the service) computes
 # P and I through these functions; tests/test_irt.py checks that no other module writes them out.
 def logit(theta, a, b, D=1.0):
-    """``D a (theta - b)``, all arguments broadcast elementwise."""
-    return D * a * (theta - b)
+    """``D a (theta - b)``, all arguments broadcast elementwise (``a`` already scaled when ``D`` is
+    the plain number 1, which skips a multiplication that would not change a bit)."""
+    scaled_a = a if (type(D) in (int, float) and D == 1) else D * a
+    return scaled_a * (theta - b)
 
 
 def probability_from_logistic(logistic, c):
@@ -73,10 +77,28 @@ def probability(theta, a, b, c=0.0, D=1.0):
     return probability_from_logistic(expit(_logit(theta, a, b, D)), c)
 
 
+def information_factors(a, c, D=1.0):
+    """The per-item factors of :func:`information_from_logistic`: ``((D a)^2 (1 - c), 1 - c)``."""
+    one_minus_c = 1.0 - c
+    return (D * a) ** 2 * one_minus_c, one_minus_c
+
+
+def information_from_factors(logistic, scale, one_minus_c, c):
+    """3PL information from the logistic ``L`` and :func:`information_factors`, elementwise:
+    ``scale L^2 (1 - L) / (c + (1 - c) L)``, in the order of :func:`information_from_logistic`
+    (so the two agree bit for bit); a fresh array, its temporaries reused."""
+    out = np.multiply(scale, np.square(logistic))
+    out *= 1.0 - logistic
+    denominator = np.multiply(one_minus_c, logistic)
+    denominator += c
+    out /= denominator
+    return out
+
+
 def information_from_logistic(logistic, a, c, D):
     """3PL information from the logistic ``L`` (see :func:`information`), elementwise."""
-    one_minus_c = 1.0 - c
-    return (D * a) ** 2 * one_minus_c * logistic**2 * (1.0 - logistic) / (c + one_minus_c * logistic)
+    scale, one_minus_c = information_factors(a, c, D)
+    return information_from_factors(logistic, scale, one_minus_c, c)
 
 
 def information_elementwise(theta, a, b, c=0.0, D=1.0):

@@ -32,8 +32,16 @@ from dataclasses import InitVar, dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
-from qbank.irt import information, information_elementwise, information_peak
+from qbank.irt import (
+    information,
+    information_elementwise,
+    information_factors,
+    information_from_factors,
+    information_peak,
+    logit,
+)
 from qbank.pool import ItemPool
 
 __all__ = [
@@ -190,17 +198,19 @@ class InformationIndex:
     the item it picks is more informative than ``outside_max``, no other item can outrank it,
     so the result is exactly the full-pool result. Rows where that check fails (many items
     already used or withdrawn) fall back to the whole pool.
+
+    Cells with fewer candidates than the widest are padded with entries whose information is
+    exactly 0 (``scale`` 0, ``c`` 1): never above ``outside_max`` (at least 1e-12), so a row can
+    only rely on a padding entry by failing the check.
     """
 
     edges: np.ndarray
     candidates: np.ndarray
-    valid: np.ndarray
     outside_max: np.ndarray
-    # Candidate parameters laid out per cell, so a step copies contiguous rows instead of
-    # gathering scattered pool entries: D*a, b and c, each (n_cells, width).
-    scaled_a: np.ndarray
-    b: np.ndarray
-    c: np.ndarray
+    # Candidate parameters laid out per cell, so a step copies one contiguous block per row
+    # instead of gathering scattered pool entries: (5, n_cells, width) holding D*a and b (the
+    # logit), c and the factors of qbank.irt.information_factors (the information).
+    parameters: np.ndarray
 
     @classmethod
     def tiers(cls, pool: ItemPool, depth: int, bounds=(-4.0, 4.0)) -> tuple:
@@ -231,7 +241,17 @@ class InformationIndex:
         # A hair of slack so that rounding in the bounds can never make the check optimistic.
         outside_max = outside_max * (1.0 + 1e-9) + 1e-12
         order = order.astype(np.intp)
-        return cls(edges, order, valid, outside_max, (pool.D * pool.a)[order], pool.b[order], pool.c[order])
+        scale, one_minus_c = information_factors(pool.a, pool.c, pool.D)
+        parameters = np.stack(
+            [
+                (pool.D * pool.a)[order],
+                pool.b[order],
+                np.where(valid, pool.c[order], 1.0),
+                np.where(valid, scale[order], 0.0),
+                np.where(valid, one_minus_c[order], 0.0),
+            ]
+        )
+        return cls(edges, order, outside_max, parameters)
 
     def cell_of(self, theta_hat) -> np.ndarray:
         """Cell index per estimate; -1 outside the indexed range."""
@@ -319,12 +339,13 @@ def sh_p_from_frame(frame, pool: ItemPool, source: str = "k-file") -> np.ndarray
 def _rank_and_pick(info, item_pos, available, eligible, depth, step_draws):
     """Pick per row among candidate columns (validation assumed).
 
-    info, item_pos, available, eligible : (n, m); eligible may be None.
+    info, available, eligible : (n, m); eligible may be None. item_pos : (n, m) pool positions
+    of the columns, or None when column ``j`` is pool position ``j``.
     Returns chosen column (n,) (-1 if none), the information of the deepest item the choice
     relied on (n,) (-inf if none, or fewer than ``depth`` items to rank) and the withdrawn
-    mask (n, m).
+    entries as flat indices into the (n, m) block, in row-major order.
     """
-    n = info.shape[0]
+    n, m = info.shape
     rows = np.arange(n)
     ok = available if eligible is None else available & eligible
     masked = np.where(ok, info, -np.inf)
@@ -344,12 +365,19 @@ def _rank_and_pick(info, item_pos, available, eligible, depth, step_draws):
     has_item = np.isfinite(value)
     column = np.where(has_item, column, -1)
     if eligible is None:
-        withdrawn = np.zeros_like(available)
+        return column, relied_on, np.empty(0, np.intp)
+    # Available items the draw rejects: withdrawn when they rank above the choice (pool
+    # position breaks ties, as the full pool's argmax does).
+    rejected = np.flatnonzero(available & ~eligible)
+    r = rejected // m
+    chosen = np.maximum(column, 0)
+    if item_pos is None:
+        rejected_pos, chosen_pos = rejected - r * m, chosen
     else:
-        chosen_pos = np.where(has_item, item_pos[rows, np.maximum(column, 0)], np.iinfo(np.intp).max)
-        above = (info > value[:, None]) | ((info == value[:, None]) & (item_pos < chosen_pos[:, None]))
-        withdrawn = available & ~eligible & (above | ~has_item[:, None])
-    return column, relied_on, withdrawn
+        rejected_pos, chosen_pos = np.ravel(item_pos).take(rejected), item_pos[rows, chosen]
+    rejected_info, chosen_info = np.ravel(info).take(rejected), value[r]
+    above = (rejected_info > chosen_info) | ((rejected_info == chosen_info) & (rejected_pos < chosen_pos[r]))
+    return column, relied_on, rejected[above | ~has_item[r]]
 
 
 def _eligibility(selector, draws, item_pos, theta_hat):
@@ -362,54 +390,67 @@ def _eligibility(selector, draws, item_pos, theta_hat):
     return draws <= sh_p
 
 
-def _select_full(pool, theta_hat, available, selector, draws, step_draws):
-    n_items = pool.n_items
-    item_pos = np.broadcast_to(np.arange(n_items), available.shape)
+def _select_full(pool, theta_hat, available, selector, draws, step_draws, eligible=None):
     info = information(theta_hat, pool.a, pool.b, pool.c, pool.D)
-    eligible = _eligibility(selector, draws, item_pos, theta_hat)
-    column, _, withdrawn = _rank_and_pick(info, item_pos, available, eligible, selector.depth, step_draws)
-    rows, cols = np.nonzero(withdrawn)
+    if eligible is None:
+        item_pos = np.broadcast_to(np.arange(pool.n_items), available.shape)
+        eligible = _eligibility(selector, draws, item_pos, theta_hat)
+    column, _, withdrawn = _rank_and_pick(info, None, available, eligible, selector.depth, step_draws)
+    rows, cols = np.divmod(withdrawn, pool.n_items)
     return column, rows, cols
 
 
-def _select_indexed(pool, theta_hat, available, selector, draws, step_draws, tiers):
-    """Try each index tier in turn on the rows not yet decided exactly; the rest use the full pool."""
+def _select_indexed(pool, theta_hat, available, selector, draws, step_draws, tiers, eligible=None):
+    """Try each index tier in turn on the rows not yet decided exactly; the rest use the full pool.
+
+    ``eligible`` (n, n_items), when given, is ``draws <= sh_p`` computed once per test (classic
+    Sympson-Hetter) and replaces ``draws``."""
     n = theta_hat.shape[0]
+    n_items = available.shape[1]
     item = np.full(n, -1, dtype=np.intp)
     w_rows, w_items = [], []
     pending = np.arange(n)
+    flat_available = np.ravel(available)
+    flat_exposure = np.ravel(eligible) if eligible is not None else None if draws is None else np.ravel(draws)
     for index in tiers:
         if pending.size == 0:
             break
         cell = index.cell_of(theta_hat[pending])
-        inside = pending[cell >= 0]
-        cells = cell[cell >= 0]
-        undecided = [pending[cell < 0]]
+        inside_cell = cell >= 0
+        inside = pending[inside_cell]
+        cells = cell[inside_cell]
+        undecided = [pending[~inside_cell]]
         if inside.size:
             cand = index.candidates[cells]
-            info = information_elementwise(
-                theta_hat[inside, None], index.scaled_a[cells], index.b[cells], index.c[cells], 1.0
-            )
+            scaled_a, b, c, scale, one_minus_c = index.parameters[:, cells]
+            logistic = expit(logit(theta_hat[inside, None], scaled_a, b))
+            info = information_from_factors(logistic, scale, one_minus_c, c)
             # Gather only the candidate cells: never copy the full (n, n_items) matrices. A take
             # with flat indices is several times faster than the same 2-D fancy index.
-            flat = inside[:, None] * available.shape[1] + cand
-            avail = np.ravel(available).take(flat) & index.valid[cells]
-            cand_draws = None if draws is None else np.ravel(draws).take(flat)
-            eligible = _eligibility(selector, cand_draws, cand, theta_hat[inside])
+            flat = inside[:, None] * n_items + cand
+            avail = flat_available.take(flat)
+            if flat_exposure is None:
+                ok = None
+            elif eligible is not None:
+                ok = flat_exposure.take(flat)
+            else:
+                ok = _eligibility(selector, flat_exposure.take(flat), cand, theta_hat[inside])
             sd = None if step_draws is None else step_draws[inside]
-            column, relied_on, withdrawn = _rank_and_pick(info, cand, avail, eligible, selector.depth, sd)
+            column, relied_on, withdrawn = _rank_and_pick(info, cand, avail, ok, selector.depth, sd)
             exact = relied_on > index.outside_max[cells]
             good = np.flatnonzero(exact)
             item[inside[good]] = cand[good, column[good]]
-            r, c = np.nonzero(withdrawn[good])
-            w_rows.append(inside[good][r])
-            w_items.append(cand[good][r, c])
+            r = withdrawn // cand.shape[1]
+            decided = exact[r]
+            w_rows.append(inside[r[decided]])
+            w_items.append(np.ravel(cand).take(withdrawn[decided]))
             undecided.append(inside[~exact])
         pending = np.sort(np.concatenate(undecided))
     if pending.size:
         sd = None if step_draws is None else step_draws[pending]
         dr = None if draws is None else draws[pending]
-        column, r, c = _select_full(pool, theta_hat[pending], available[pending], selector, dr, sd)
+        el = None if eligible is None else eligible[pending]
+        column, r, c = _select_full(pool, theta_hat[pending], available[pending], selector, dr, sd, el)
         item[pending] = column
         w_rows.append(pending[r])
         w_items.append(c)
@@ -453,6 +494,7 @@ def select_next(
     exposure_draws=None,
     step_draws=None,
     index=None,
+    eligible=None,
 ) -> Selection:
     """Choose the next item for every examinee (one test step).
 
@@ -476,6 +518,10 @@ def select_next(
     index : InformationIndex or sequence of them, optional
         Exact accelerator for information ranking (tiers of increasing depth); results are
         identical with or without it.
+    eligible : ndarray of shape (n_examinees, n_items), bool, optional
+        Classic Sympson-Hetter only: ``exposure_draws <= sh_p``, which is fixed for a whole test
+        (the simulator computes it once per test); given instead of ``exposure_draws``, same
+        result.
 
     Returns
     -------
@@ -492,7 +538,14 @@ def select_next(
     if available.shape != (n, pool.n_items):
         raise ValueError(f"available must have shape ({n}, {pool.n_items}), got {available.shape}")
     selector.check_pool(pool)
-    if selector.uses_exposure_draws:
+    if eligible is not None:
+        if selector.rule != "sympson_hetter":
+            raise ValueError(f"eligible is for rule 'sympson_hetter', got {selector.rule!r}")
+        eligible = np.atleast_2d(np.asarray(eligible, dtype=bool))
+        if eligible.shape != available.shape:
+            raise ValueError(f"eligible must have shape {available.shape}, got {eligible.shape}")
+        exposure_draws = None
+    elif selector.uses_exposure_draws:
         if exposure_draws is None:
             raise ValueError(f"rule {selector.rule!r} needs exposure_draws")
         exposure_draws = np.atleast_2d(np.asarray(exposure_draws, dtype=float))
@@ -512,10 +565,12 @@ def select_next(
         item = _select_a_stratified(pool, theta_hat, available, selector, position, test_length or 1)
         return Selection(item, empty, empty)
     if index is None:
-        item, rows, items = _select_full(pool, theta_hat, available, selector, exposure_draws, step_draws)
+        item, rows, items = _select_full(
+            pool, theta_hat, available, selector, exposure_draws, step_draws, eligible
+        )
     else:
         tiers = (index,) if isinstance(index, InformationIndex) else tuple(index)
         item, rows, items = _select_indexed(
-            pool, theta_hat, available, selector, exposure_draws, step_draws, tiers
+            pool, theta_hat, available, selector, exposure_draws, step_draws, tiers, eligible
         )
     return Selection(np.asarray(item, dtype=np.intp), np.asarray(rows, np.intp), np.asarray(items, np.intp))

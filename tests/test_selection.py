@@ -149,6 +149,13 @@ def test_information_index_gives_exactly_the_full_pool_result(rule):
     np.testing.assert_array_equal(full.item, fast.item)
     np.testing.assert_array_equal(full.withdrawn_rows, fast.withdrawn_rows)
     np.testing.assert_array_equal(full.withdrawn_items, fast.withdrawn_items)
+    if rule == "sympson_hetter":  # the draw decided once per test gives the same steps
+        eligible = extra["exposure_draws"] <= selector.sh_p
+        for index in (None, InformationIndex.tiers(pool, 12)):
+            once = select_next(pool, theta_hat, available, selector=selector, index=index, eligible=eligible)
+            np.testing.assert_array_equal(full.item, once.item)
+            np.testing.assert_array_equal(full.withdrawn_rows, once.withdrawn_rows)
+            np.testing.assert_array_equal(full.withdrawn_items, once.withdrawn_items)
     if rule == "max_info":  # and the full path is the plain argmax
         info = np.where(available, information(theta_hat, pool.a, pool.b, pool.c, pool.D), -np.inf)
         np.testing.assert_array_equal(full.item, info.argmax(axis=1))

@@ -155,6 +155,53 @@ def test_sympson_hetter_counts_selections_and_administrations():
     )
 
 
+@pytest.mark.parametrize("rule", ["sympson_hetter", "conditional_sympson_hetter", "randomesque"])
+def test_accelerated_simulation_is_bit_for_bit_the_plain_one(rule, monkeypatch):
+    """The information index, the per-test eligibility of classic Sympson-Hetter and the sparse
+    withdrawals change nothing: the same run with every step on the whole pool, from the
+    exposure draws, gives identical bytes (low K: many withdrawals, rows past the index tiers)."""
+    import qbank.simulation
+
+    pool = generate_pool(300, rng=8)
+    rng = np.random.default_rng(9)
+    selector = {
+        "sympson_hetter": Selector("sympson_hetter", sh_p=rng.uniform(0.05, 1.0, 300)),
+        "conditional_sympson_hetter": Selector(
+            "conditional_sympson_hetter", sh_p=rng.uniform(0.05, 1.0, (300, 3)), theta_cuts=[-0.5, 0.5]
+        ),
+        "randomesque": Selector("randomesque", k=4),
+    }[rule]
+    kwargs = dict(n_examinees=900, selector=selector, stopping=FixedLength(30), rng=17, strata_cuts=[0.0])
+    fast = simulate(pool, **kwargs)
+
+    monkeypatch.setattr(qbank.simulation.InformationIndex, "tiers", classmethod(lambda cls, *a, **k: ()))
+    if rule == "sympson_hetter":  # and compare eligibility against the draws at every step
+        import qbank._chunk
+
+        plain_select = qbank._chunk.select_next
+
+        def from_draws(pool, theta_hat, available, *, eligible=None, exposure_draws=None, **rest):
+            assert eligible is not None and exposure_draws is None
+            draws = from_draws.draws[: theta_hat.shape[0]]  # everyone stays active (fixed length)
+            assert np.array_equal(draws <= selector.sh_p, eligible)
+            return plain_select(pool, theta_hat, available, exposure_draws=draws, **rest)
+
+        real_draws = qbank._chunk.exposure_draws
+
+        def keep_draws(rng, n, n_items):
+            from_draws.draws = real_draws(rng, n, n_items)
+            return from_draws.draws
+
+        monkeypatch.setattr(qbank._chunk, "exposure_draws", keep_draws)
+        monkeypatch.setattr(qbank._chunk, "select_next", from_draws)
+    plain = simulate(pool, **kwargs)
+    for name in ("theta_hat", "se", "administered", "responses", "selection_count", "administration_count"):
+        assert getattr(fast, name).tobytes() == getattr(plain, name).tobytes(), name
+    assert fast.cross_selection_count.tobytes() == plain.cross_selection_count.tobytes()
+    if rule != "randomesque":
+        assert (plain.selection_count > plain.administration_count).sum() > 100  # many withdrawals
+
+
 def test_memory_is_bounded_by_chunks_and_long_format():
     pool = generate_pool(100, rng=3)
     result = simulate(pool, n_examinees=1000, stopping=FixedLength(5), rng=1, chunk_size=128)
