@@ -1,4 +1,5 @@
-"""Where simulation tasks run: in this process (the default) or on a Dask distributed cluster.
+"""Where simulation tasks run: in this process (the default), on forked worker processes of this
+machine (:class:`LocalProcesses`, no Dask), or on a Dask distributed cluster.
 
 A *task* is a pure function call ``fn(*shared, *args)``: ``shared`` are the objects every task of
 a run needs (pool, information index, CAT rules), sent to each worker once per run
@@ -12,12 +13,13 @@ Without a client nothing here imports Dask: the in-process executor is a plain l
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["Task", "connect", "executor_for"]
+__all__ = ["LocalProcesses", "Task", "connect", "executor_for"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,54 @@ class InProcess:
             yield i, result, time.perf_counter()
         if bar is not None:
             bar.close()
+
+
+# The tasks of the run in progress on LocalProcesses: set before its workers fork, so they inherit
+# the shared objects (pool, information index, rules) instead of receiving them pickled.
+_FORKED_TASKS: list | None = None
+
+
+def _run_forked(i: int):
+    task = _FORKED_TASKS[i]
+    return i, task.fn(*task.shared, *task.args)
+
+
+class LocalProcesses:
+    """Run tasks on ``n_workers`` worker processes of this machine, forked per run (POSIX).
+
+    The workers inherit the run's tasks when they fork (nothing large is pickled on the way
+    out); results come back in completion order and the caller folds them in task order, so a
+    run gives the same result, bit for bit, as in-process. For a few cores of one machine
+    without Dask's start-up; pass it wherever a ``client`` is taken.
+    """
+
+    def __init__(self, n_workers: int):
+        if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+            raise ValueError(f"n_workers must be an integer >= 1, got {n_workers!r}")
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ValueError("LocalProcesses needs the 'fork' start method (Linux, macOS)")
+        self.slots = n_workers
+
+    def __repr__(self) -> str:
+        return f"LocalProcesses({self.slots})"
+
+    def run(self, tasks: list[Task], progress: str | None = None) -> Iterator[tuple[int, object, float]]:
+        """Yield ``(task index, result, arrival time)`` in completion order."""
+        global _FORKED_TASKS
+        if _FORKED_TASKS is not None:
+            raise RuntimeError("LocalProcesses runs one simulation at a time per process")
+        bar = _bar(progress, len(tasks))
+        _FORKED_TASKS = tasks
+        try:
+            with multiprocessing.get_context("fork").Pool(min(self.slots, max(len(tasks), 1))) as workers:
+                for i, result in workers.imap_unordered(_run_forked, range(len(tasks))):
+                    if bar is not None:
+                        bar.update()
+                    yield i, result, time.perf_counter()
+        finally:
+            _FORKED_TASKS = None
+            if bar is not None:
+                bar.close()
 
 
 class DaskExecutor:
@@ -118,10 +168,13 @@ class DaskExecutor:
                 future.release()
 
 
-def executor_for(client) -> InProcess | DaskExecutor:
-    """The in-process executor for ``client=None``, else one on the given ``distributed.Client``."""
+def executor_for(client) -> InProcess | LocalProcesses | DaskExecutor:
+    """The in-process executor for ``client=None``, a :class:`LocalProcesses` as given, else one on
+    the given ``distributed.Client``."""
     if client is None:
         return InProcess()
+    if isinstance(client, LocalProcesses):
+        return client
     if not hasattr(client, "submit") or not hasattr(client, "scatter"):
         raise TypeError(f"client must be a dask.distributed.Client or None, got {type(client).__name__}")
     return DaskExecutor(client)
@@ -131,8 +184,9 @@ def executor_for(client) -> InProcess | DaskExecutor:
 def connect(scheduler: str | None, timeout: float = 10.0):
     """A ``distributed.Client`` for ``scheduler`` (``None`` yields ``None``: run in-process).
 
-    ``scheduler`` is a scheduler address (``tcp://host:8786``) or ``local:N`` for a
-    ``LocalCluster`` of ``N`` single-threaded worker processes on this machine; ``timeout``
+    ``scheduler`` is a scheduler address (``tcp://host:8786``), ``local:N`` for a
+    ``LocalCluster`` of ``N`` single-threaded worker processes on this machine, or
+    ``processes:N`` for :class:`LocalProcesses` (``N`` forked processes, no Dask); ``timeout``
     (seconds) bounds the wait for a remote scheduler.
 
     Raises
@@ -143,6 +197,12 @@ def connect(scheduler: str | None, timeout: float = 10.0):
     """
     if scheduler is None:
         yield None
+        return
+    if scheduler.startswith("processes:"):
+        count = scheduler.removeprefix("processes:")
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"scheduler 'processes:N' needs a worker count N >= 1, got {scheduler!r}")
+        yield LocalProcesses(int(count))
         return
     try:
         from distributed import Client, LocalCluster

@@ -367,9 +367,10 @@ def simulate(
     progress : bool or callable
         Show a progress bar over tasks (groups of chunks); a callable is called
         ``progress(done, n_tasks)`` as tasks finish instead.
-    client : dask.distributed.Client, optional
-        Run the chunks as tasks on this Dask cluster (see docs/scale-out.md); the result is the
-        same, bit for bit, as in-process. Default: in this process, without importing Dask.
+    client : dask.distributed.Client or qbank.scale_out.LocalProcesses, optional
+        Run the chunks as tasks on this Dask cluster or on forked processes of this machine (see
+        docs/scale-out.md); the result is the same, bit for bit, as in-process. Default: in this
+        process, without importing Dask.
 
     Returns
     -------

@@ -109,7 +109,8 @@ scheduler_option = click.option(
     default=None,
     metavar="ADDRESS",
     help="Run the simulations as tasks on a Dask cluster: a scheduler address (tcp://host:8786) "
-    "or local:N for N worker processes on this machine (needs qbank[dist]; see docs/scale-out.md). "
+    "or local:N for N worker processes on this machine (needs qbank[dist]; see docs/scale-out.md); "
+    "or processes:N for N forked worker processes here without Dask. Same results, bit for bit. "
     "Default: in this process.",
 )
 

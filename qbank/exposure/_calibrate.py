@@ -293,9 +293,9 @@ def calibrate_exposure(
         Seed; each iteration gets its own child generator (``rng.spawn``).
     progress : bool
         tqdm bar over iterations.
-    client : dask.distributed.Client, optional
-        Run each iteration's simulation as tasks on this Dask cluster (same result bit for bit;
-        docs/scale-out.md). Default: in this process.
+    client : dask.distributed.Client or qbank.scale_out.LocalProcesses, optional
+        Run each iteration's simulation as tasks on this Dask cluster or on forked processes of
+        this machine (same result bit for bit; docs/scale-out.md). Default: in this process.
 
     Returns
     -------

@@ -172,8 +172,9 @@ def validate_exposure(
     compare_uncontrolled : bool
         Also run plain maximum information on the same simulees (the price of control in RMSE).
     progress : bool
-    client : dask.distributed.Client, optional
-        Run the simulations as tasks on this Dask cluster (same result bit for bit).
+    client : dask.distributed.Client or qbank.scale_out.LocalProcesses, optional
+        Run the simulations as tasks on this Dask cluster or on forked processes of this
+        machine (same result bit for bit).
 
     Returns
     -------
