@@ -61,7 +61,8 @@ def _sorted(rows: list[dict], column: str, descending: bool) -> list[dict]:
 
 
 def exposure_rows(session, tenant_id: str) -> list[dict]:
-    """The API's exposure listing, each row with ``ref``, ``topic`` and ``a, b, c`` added."""
+    """The API's exposure listing, each row with ``ref``, ``topic``, ``a, b, c`` and (a GRM/GPCM
+    item's) ``model`` and ``thresholds`` added."""
     labels = queries.item_labels(session, tenant_id)
     rows = []
     for row in admin.exposure_items(session, tenant_id, MAX_ROWS, days=WINDOW_DAYS):
@@ -74,6 +75,8 @@ def exposure_rows(session, tenant_id: str) -> list[dict]:
                 "a": label.get("a"),
                 "b": label.get("b"),
                 "c": label.get("c"),
+                "model": label.get("model"),
+                "thresholds": label.get("thresholds"),
             }
         )
     return rows

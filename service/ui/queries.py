@@ -65,7 +65,8 @@ def quiz_item_versions(session: Session, quiz_id: str) -> dict[int, int]:
 
 
 def item_labels(session: Session, tenant_id: str) -> dict[tuple[int, int], dict]:
-    """Per (question id, version) of the tenant: external ref, topic name and current a, b, c, D."""
+    """Per (question id, version) of the tenant: external ref, topic name and current a, b, c, D,
+    model and thresholds (a GRM/GPCM item's ``[b1, ..]``, else None)."""
     rows = session.execute(
         select(
             QuestionVersion.question_id,
@@ -76,6 +77,8 @@ def item_labels(session: Session, tenant_id: str) -> dict[tuple[int, int], dict]
             ItemCalibration.b,
             ItemCalibration.c,
             ItemCalibration.D,
+            ItemCalibration.model,
+            ItemCalibration.thresholds,
         )
         .join(Question, Question.id == QuestionVersion.question_id)
         .outerjoin(Topic, Topic.id == QuestionVersion.topic_id)
@@ -86,6 +89,15 @@ def item_labels(session: Session, tenant_id: str) -> dict[tuple[int, int], dict]
         .where(Question.tenant_id == tenant_id)
     ).all()
     return {
-        (int(q), int(v)): {"ref": ref, "topic": topic, "a": a, "b": b, "c": c, "D": d}
-        for q, v, ref, topic, a, b, c, d in rows
+        (int(q), int(v)): {
+            "ref": ref,
+            "topic": topic,
+            "a": a,
+            "b": b,
+            "c": c,
+            "D": d,
+            "model": model,
+            "thresholds": thresholds,
+        }
+        for q, v, ref, topic, a, b, c, d, model, thresholds in rows
     }

@@ -114,3 +114,4 @@ def check_csrf(current: UiUser, presented: str | None) -> None:
 
 StudentPage = Annotated[UiUser, Depends(_require("student", "admin"))]
 AdminPage = Annotated[UiUser, Depends(_require("admin"))]
+AuthorPage = Annotated[UiUser, Depends(_require("author", "admin"))]

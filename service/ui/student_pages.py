@@ -271,6 +271,13 @@ def results(quiz_id: str, request: Request, current: StudentPage, session: Sessi
     answered_items = [
         (row, contents[row["position"]]) for row in summary["items"] if row["selected"] is not None
     ]
+    # Points only mean more than the count correct when some item gives partial credit.
+    points = None
+    if any((row.get("max_score") or 1) > 1 for row, _ in answered_items):
+        points = {
+            "earned": sum(row["score"] for row, _ in answered_items),
+            "possible": sum(row["max_score"] for row, _ in answered_items),
+        }
     return page(
         request,
         "results.html",
@@ -278,6 +285,7 @@ def results(quiz_id: str, request: Request, current: StudentPage, session: Sessi
         session=session,
         quiz=summary,
         answered=answered_items,
+        points=points,
         mode_label=MODES[summary["mode"]],
     )
 

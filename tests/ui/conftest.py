@@ -1,8 +1,9 @@
 """Browser tests of the web UIs: a real uvicorn server on 127.0.0.1 over a fresh SQLite file,
 driven by Debian's Chromium through Playwright (``scripts/system-deps.sh`` installs it).
 
-The database holds the demo bank (600 items, exam DEMO-EXAM), two password accounts and a
-two-item exam whose text tries to inject script (XSS-CHECK). Each test opens its own browser
+The database holds the demo bank (600 items, exam DEMO-EXAM), two password accounts, a
+two-item exam whose text tries to inject script (XSS-CHECK) and a three-item exam of partial
+credit (POLY-CHECK: two GRM items scored 0/1/2 and a dichotomous one, calibrated). Each test opens its own browser
 context and signs in as its own user, so tests share the server but not their quizzes.
 Screenshots of every page go to ``test-output/screenshots/``.
 """
@@ -23,6 +24,7 @@ import pytest
 from sqlalchemy import update
 
 from service.authoring import create_question, publish
+from service.calibration import import_calibration, pool_from_csv_bytes
 from service.core.security import TokenUser, create_token
 from service.db import make_engine, make_session_factory, migrate
 from service.demo import load_demo
@@ -79,6 +81,39 @@ XSS_ITEMS = [
         ],
     },
 ]
+POLY_EXAM = "POLY-CHECK"
+POLY_ITEMS = [
+    {
+        "external_ref": f"POLY-{k}",
+        "topic_name": "partial-credit",
+        "stem_md": f"Simplify expression {k} and show the steps.",
+        "rationale_md": f"Worked solution {k}: factor first, then cancel.",
+        "options": [
+            {"label": "A", "text_md": f"a partly right answer {k}", "score": 1},
+            {"label": "B", "text_md": f"the complete answer {k}", "score": 2},
+            {"label": "C", "text_md": f"a wrong answer {k}", "score": 0},
+        ],
+    }
+    for k in (1, 2)
+] + [
+    {
+        "external_ref": "POLY-3",
+        "topic_name": "partial-credit",
+        "stem_md": "Is 7 prime?",
+        "rationale_md": "Its only divisors are 1 and 7.",
+        "options": [
+            {"label": "A", "text_md": "yes", "is_correct": True},
+            {"label": "B", "text_md": "no", "is_correct": False},
+        ],
+    }
+]
+# item_id, a, b, c, model, b1, b2: what the calibration import stores for POLY-CHECK
+POLY_CALIBRATION = (
+    "item_id,a,b,c,model,b1,b2\n"
+    "POLY-1,1.2,0,0,GRM,-0.8,0.6\n"
+    "POLY-2,0.9,0,0,GPCM,-0.3,0.9\n"
+    "POLY-3,1.1,0.2,0.1,3PL,,\n"
+)
 
 
 @dataclass
@@ -92,6 +127,7 @@ class UiServer:
     student: tuple = STUDENT
     admin: tuple = ADMIN
     xss_exam: str = XSS_EXAM
+    poly_exam: str = POLY_EXAM
 
     def token_user(self, user_id: str, roles=("student",)) -> TokenUser:
         return TokenUser(sub=user_id, roles=list(roles), tenant=TENANT)
@@ -123,6 +159,11 @@ def _seed(database_url: str, session_factory) -> None:
                 QuestionCreate(exam_code=XSS_EXAM, lead_in="Choose one answer.", **item),
             )
             publish(session, TENANT, "ui-tests", row.question_id, XSS_EXAM)
+        for item in POLY_ITEMS:
+            row = create_question(session, TENANT, "ui-tests", QuestionCreate(exam_code=POLY_EXAM, **item))
+            publish(session, TENANT, "ui-tests", row.question_id, POLY_EXAM)
+        pool = pool_from_csv_bytes(POLY_CALIBRATION.encode(), "poly.csv")
+        import_calibration(session, TENANT, "ui-tests", pool, "poly.csv")
 
 
 @pytest.fixture(scope="session")

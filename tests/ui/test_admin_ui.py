@@ -15,7 +15,7 @@ from service.models import AuditLog, ExposureBundle, Question
 pytestmark = pytest.mark.browser
 
 DEMO_POOL = Path(__file__).resolve().parents[2] / "data" / "demo_pool.csv"
-N_LIVE = 600 + 2  # the demo bank and the two XSS-CHECK items of the seed
+N_LIVE = 600 + 2 + 3  # the demo bank, the two XSS-CHECK and the three POLY-CHECK items of the seed
 
 
 def _column(page, header: str) -> list[str]:
