@@ -79,7 +79,7 @@ def check_against_report(
     """Check ``pool`` against its report's ``items`` (:meth:`CalibrationReport.read_items`).
 
     The report must cover every item with the same parameters (to the pool CSV's six
-    decimals). Items it flags ``poorly_determined`` are refused (``policy='refuse'``), left
+    decimals; a GRM/GPCM item's thresholds ``b1, b2, ...`` too). Items it flags ``poorly_determined`` are refused (``policy='refuse'``), left
     out (``'skip'``) or imported anyway (``'keep'``); the choice goes into ``details`` for the
     audit record. ``option`` spells the policy setting for the caller's interface in messages.
 
@@ -112,6 +112,17 @@ def check_against_report(
         ],
         axis=0,
     )
+    if pool.is_polytomous:  # a GRM/GPCM item's b is only the mean of its thresholds: compare those
+        for k, steps in enumerate(pool.thresholds.T):
+            column = f"b{k + 1}"
+            given = (
+                reported[column].astype(float).to_numpy()
+                if column in reported.columns
+                else np.full(len(ids), np.nan)
+            )
+            differs |= np.where(
+                np.isnan(steps), ~np.isnan(given), ~np.isclose(given, steps, rtol=0, atol=2e-6)
+            )
     if differs.any():
         raise Invalid(
             f"{report_name} has other parameters than {pool_name} for {int(differs.sum())} item(s): "

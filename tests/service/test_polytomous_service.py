@@ -10,10 +10,12 @@ the answer.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from qbank.pool import ItemPool
 from qbank.rules import rules_from_settings, run_test
@@ -322,3 +324,82 @@ def test_migrated_scores_follow_is_correct(session_factory):
             ("A", 0),
             ("B", 1),
         ]
+
+
+def test_qbank_calibrate_grm_output_imports_with_its_report(api, session_factory, database_url, tmp_path):
+    """`qbank calibrate --model GRM` on responses scored 0/1/2 (mixed with 0/1 items) writes a
+    pool and report that the upload (with the report) and `qbank import-calibration` take; a
+    report whose thresholds differ is refused."""
+    from click.testing import CliRunner
+
+    from qbank.cli.main import cli
+    from qbank.polytomous import category_probabilities
+
+    true = ItemPool.from_frame(
+        pd.DataFrame(
+            {
+                "item_id": [f"C-{k}" for k in range(6)],
+                "a": [1.2, 0.9, 1.5, 1.0, 1.3, 0.8],
+                "b": [0.0, 0.0, 0.0, -0.5, 0.3, 0.8],
+                "c": [0.0] * 6,
+                "model": ["GRM", "GRM", "GRM", "", "", ""],
+                "b1": [-1.0, -0.5, -1.2] + [np.nan] * 3,
+                "b2": [0.5, 1.0, 0.3] + [np.nan] * 3,
+            }
+        )
+    )
+    rng = np.random.default_rng(1969)
+    theta = rng.normal(size=1000)
+    p = category_probabilities(
+        theta[:, None], true.a, true.b, true.c, true.D, true.model_codes, true.threshold_table
+    )
+    x = (rng.random((theta.size, true.n_items))[..., None] > np.cumsum(p, axis=-1)).sum(-1)
+    responses = pd.DataFrame(
+        {
+            "person_id": np.repeat(np.arange(theta.size), true.n_items),
+            "item_id": np.tile(true.item_id, theta.size),
+            "response": x.ravel(),
+        }
+    )
+    responses.to_csv(tmp_path / "responses.csv", index=False)
+    out = tmp_path / "grm.csv"
+    args = ["calibrate", "--responses", str(tmp_path / "responses.csv"), "--model", "GRM"]
+    result = CliRunner().invoke(cli, [*args, "--dichotomous-model", "2PL", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for k in range(6):
+        create(api, scored(f"C-{k}", [1, 2, 0]) if k < 3 else dichotomous(f"C-{k}"))
+
+    report = (tmp_path / "grm.report.json").read_bytes()
+    document = json.loads(report)
+    document["items"][0]["b2"] += 0.25
+    tampered = json.dumps(document).encode()
+    files = {
+        "file": ("grm.csv", out.read_bytes(), "text/csv"),
+        "report": ("r.json", tampered, "application/json"),
+    }
+    r = api.post("/v1/admin/calibrations", files=files, **ADMIN)
+    assert (
+        r.status_code == 422 and "r.json has other parameters than grm.csv for 1 item(s): ['C-0']" in r.text
+    )
+
+    files["report"] = ("grm.report.json", report, "application/json")
+    r = api.post("/v1/admin/calibrations", files=files, **ADMIN)
+    assert r.status_code == 200 and (r.json()["imported"], r.json()["model"]) == (6, "mixed"), r.text
+    fitted = ItemPool.from_frame(pd.read_csv(out, dtype={"item_id": str}))
+    with session_factory() as session:
+        rows = session.execute(
+            select(ItemCalibration.model, ItemCalibration.thresholds, ItemCalibration.n_respondents)
+            .where(ItemCalibration.is_current)
+            .order_by(ItemCalibration.question_id)
+        ).all()
+    assert [r.model for r in rows] == ["GRM"] * 3 + ["2PL"] * 3
+    assert [r.thresholds for r in rows[:3]] == [fitted.thresholds[k].tolist() for k in range(3)]
+    assert {r.n_respondents for r in rows} == {1000}
+
+    # The command line takes the same files (report beside the pool) into the same tables.
+    result = CliRunner().invoke(
+        cli, ["import-calibration", str(out), "--database-url", database_url, "--tenant", api.default_tenant]
+    )
+    assert result.exit_code == 0, result.output
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(ItemCalibration)) == 12
