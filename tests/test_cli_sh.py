@@ -208,3 +208,35 @@ def test_refusals_are_clear(pool_csv, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["sh", "--pool", pool_csv, *args, "--out", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_sh_with_dodd_records_it_in_the_bundle_and_simulate_reruns_it(pool_csv, tmp_path):
+    from qbank import MLE, rules_from_bundle
+
+    runner = CliRunner()
+    out = tmp_path / "sh"
+    args = ["sh", "--pool", pool_csv, "--r-max", "0.3", "--estimator", "mle", "--dodd", *SMALL]
+    result = runner.invoke(cli, [*args, "--seed", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    pool = load_pool(pool_csv)
+    bundle = read_bundle(out / "bundle.json", pool)
+    b_range = [float(pool.b.min()), float(pool.b.max())]
+    assert bundle["estimator"]["name"] == "mle" and bundle["estimator"]["dodd"] is True
+    assert bundle["estimator"]["b_range"] == b_range
+    # The service's rules and a re-run take the bundle's estimator, Dodd's step included.
+    estimator = rules_from_bundle(bundle, pool).estimator
+    assert estimator == MLE(dodd=True, b_range=tuple(b_range))
+    recheck = [
+        "simulate", "--pool", pool_csv, "--bundle", str(out / "bundle.json"), "--examinees", "500"
+    ]  # fmt: skip
+    result = runner.invoke(cli, [*recheck, "--out", str(tmp_path / "re")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, [*recheck, "--dodd", "--out", str(tmp_path / "re2")])
+    assert result.exit_code == 2 and "drop --dodd" in result.output
+    result = runner.invoke(
+        cli, ["sh", "--pool", pool_csv, "--r-max", "0.3", "--dodd", "--out", str(tmp_path / "bad")]
+    )
+    assert (
+        result.exit_code == 2
+        and "Dodd's heuristic is for --estimator mle, got --estimator eap" in result.output
+    )

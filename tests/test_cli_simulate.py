@@ -103,3 +103,43 @@ def test_bad_input_gets_a_clear_message(tmp_path):
         cli, ["simulate", "--pool", "data/demo_pool.csv", "--length", "601", "--out", str(tmp_path / "o")]
     )
     assert result.exit_code == 2 and "exceeds the pool's 600 items" in result.output
+
+
+def _run(args, out):
+    base = ["simulate", "--pool", "data/demo_pool.csv", "--examinees", "1000", "--length", "3", "--seed", "4"]
+    return CliRunner().invoke(cli, [*base, *args, "--out", str(out)])
+
+
+def test_dodd_heuristic_for_mle_from_the_cli(tmp_path):
+    from qbank import load_pool
+    from qbank.estimation import dodd_step
+
+    pool = load_pool("data/demo_pool.csv")
+    estimates = {}
+    for name, args in (("bound", ["--estimator", "mle"]), ("dodd", ["--estimator", "mle", "--dodd"])):
+        result = _run(args, tmp_path / name)
+        assert result.exit_code == 0, result.output
+        estimates[name] = pd.read_parquet(tmp_path / name / "examinees.parquet")
+    b_range = (pool.b.min(), pool.b.max())
+    # Without --dodd a constant pattern ends at the bound (-5, 5); with it, at Dodd's step from the
+    # pool's b range; mixed patterns have a finite MLE either way.
+    for name, up, down in (
+        ("bound", 5.0, -5.0),
+        ("dodd", dodd_step([3], [True], b_range)[0], dodd_step([3], [False], b_range)[0]),
+    ):
+        run = estimates[name]
+        all_correct = run["responses"].map(lambda r: bool(all(r))).to_numpy()
+        all_wrong = run["responses"].map(lambda r: not any(r)).to_numpy()
+        assert all_correct.sum() > 0 and all_wrong.sum() > 0, name
+        assert run["theta_hat"][all_correct].tolist() == [up] * all_correct.sum(), name
+        assert run["theta_hat"][all_wrong].tolist() == [down] * all_wrong.sum(), name
+        mixed = run["theta_hat"][~(all_correct | all_wrong)]
+        assert mixed.between(-5.0, 5.0, inclusive="neither").mean() > 0.9, name
+    assert -5.0 < down < up < 5.0
+
+
+def test_dodd_needs_the_mle_estimator(tmp_path):
+    for args in (["--dodd"], ["--estimator", "map", "--dodd"]):
+        result = _run(args, tmp_path / "x")
+        assert result.exit_code == 2, result.output
+        assert "--dodd" in result.output and "Dodd's heuristic is for --estimator mle" in result.output

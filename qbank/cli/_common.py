@@ -95,6 +95,39 @@ def stopping_from_options(length: int, se_target: float | None, min_length: int)
     return StandardError(se_target, min_length, length)
 
 
+def estimator_options(command):
+    """The ability-estimator options (``--estimator``, ``--dodd``) that
+    :func:`estimator_from_options` reads, shared by the commands that run CATs."""
+    options = [
+        click.option(
+            "--estimator", type=click.Choice(["eap", "map", "mle"]), default="eap", show_default=True
+        ),
+        click.option(
+            "--dodd",
+            is_flag=True,
+            help="With --estimator mle: Dodd's (1990) step heuristic for all-correct and all-wrong "
+            "patterns (catsim's default) instead of the bound, stepping within the pool's b range.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def estimator_from_options(name: str, dodd: bool, pool: ItemPool):
+    """The estimator of ``--estimator``; with ``--dodd``, MLE with Dodd's heuristic and the pool's
+    difficulty range recorded in it (so a bundle carries what the service must apply)."""
+    from qbank.estimation import make_estimator
+
+    if not dodd:
+        return make_estimator(name)
+    if name != "mle":
+        raise click.BadParameter(
+            f"Dodd's heuristic is for --estimator mle, got --estimator {name}", param_hint="--dodd"
+        )
+    return make_estimator("mle", dodd=True, b_range=(float(pool.b.min()), float(pool.b.max())))
+
+
 def out_dir(path: str) -> Path:
     out = Path(path)
     try:

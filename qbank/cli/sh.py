@@ -11,6 +11,8 @@ import click
 import numpy as np
 
 from qbank.cli._common import (
+    estimator_from_options,
+    estimator_options,
     out_dir,
     parse_numbers,
     read_pool,
@@ -19,7 +21,6 @@ from qbank.cli._common import (
     stopping_from_options,
     stopping_options,
 )
-from qbank.estimation import make_estimator
 from qbank.exposure import (
     METHODS,
     BundleError,
@@ -48,7 +49,16 @@ def load_bundle_or_fail(path: str, pool, option: str = "--bundle") -> dict:
 
 
 # Options of `qbank simulate` that a bundle fixes: a re-check runs the bundle's own rules.
-_BUNDLE_FIXES = ("selector", "k_file", "length", "se_target", "min_length", "estimator", "exposure_target")
+_BUNDLE_FIXES = (
+    "selector",
+    "k_file",
+    "length",
+    "se_target",
+    "min_length",
+    "estimator",
+    "dodd",
+    "exposure_target",
+)
 
 
 def bundle_run_settings(path: str, pool) -> tuple[dict, dict]:
@@ -112,7 +122,7 @@ def recheck_lines(result, bundle: dict) -> list[str]:
     show_default=True,
     help="Fresh simulees for the validation.",
 )
-@click.option("--estimator", type=click.Choice(["eap", "map", "mle"]), default="eap", show_default=True)
+@estimator_options
 @click.option(
     "--method",
     type=click.Choice(list(METHODS)),
@@ -163,6 +173,7 @@ def sh(
     examinees,
     validation_examinees,
     estimator,
+    dodd,
     method,
     compare,
     max_iter,
@@ -200,7 +211,7 @@ def sh(
 
     common = dict(
         stopping=stopping,
-        estimator=make_estimator(estimator),
+        estimator=estimator_from_options(estimator, dodd, pool),
         strata_cuts=cuts,
         n_examinees=examinees,
         max_iter=max_iter,

@@ -7,6 +7,8 @@ import json
 import click
 
 from qbank.cli._common import (
+    estimator_from_options,
+    estimator_options,
     out_dir,
     parse_numbers,
     read_k_file,
@@ -51,7 +53,7 @@ SELECTORS = ["max_info", "randomesque", "sympson_hetter", "a_stratified"]
 @click.option(
     "--k-file", type=click.Path(dir_okay=False), default=None, help="CSV item_id,sh_p for sympson_hetter."
 )
-@click.option("--estimator", type=click.Choice(["eap", "map", "mle"]), default="eap", show_default=True)
+@estimator_options
 @click.option("--theta-dist", type=click.Choice(["normal", "uniform"]), default="normal", show_default=True)
 @click.option(
     "--theta-params", default="0,1", show_default=True, help="mean,sd (normal) or low,high (uniform)."
@@ -84,6 +86,7 @@ def simulate(
     n_strata,
     k_file,
     estimator,
+    dodd,
     theta_dist,
     theta_params,
     exposure_target,
@@ -108,18 +111,19 @@ def simulate(
     elif k_file is not None:
         raise click.UsageError("--k-file only applies to --selector sympson_hetter")
     stopping = stopping_from_options(length, se_target, min_length)
-    run = rules_from_settings(
-        selector,
-        k=randomesque_k,
-        n_strata=n_strata,
-        sh_p=sh_p,
-        estimator=estimator,
-        stopping=stopping,
-        exposure_target=exposure_target,
-    ).simulation_kwargs()
     bundle = None
-    if bundle_path is not None:
+    if bundle_path is not None:  # refuses the options it fixes before reading them
         bundle, run = bundle_run_settings(bundle_path, pool)
+    else:
+        run = rules_from_settings(
+            selector,
+            k=randomesque_k,
+            n_strata=n_strata,
+            sh_p=sh_p,
+            estimator=estimator_from_options(estimator, dodd, pool),
+            stopping=stopping,
+            exposure_target=exposure_target,
+        ).simulation_kwargs()
     out = out_dir(out_path)
     with scheduler_client(scheduler) as client:
         result = run_simulation(
