@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from qbank import polytomous
-from qbank.calibration import CalibrationError, Calibrator, calibrate
+from qbank.calibration import CalibrationError, Calibrator, calibrate, read_responses
 from qbank.calibration._em import Priors
 from qbank.calibration._em_poly import PolytomousItems
 from qbank.calibration.girth_check import girth_gpcm, girth_grm
@@ -275,3 +275,18 @@ def test_cli_calibrates_grm_and_names_bad_items(tmp_path):
         cli, ["calibrate", "--responses", str(path), "--model", "GRM", "--out", str(out), "--quiet"]
     )
     assert result.exit_code == 2 and "('p1', 'I2', '-1')" in result.output
+
+
+def test_sparse_storage_and_hierarchical_prior_give_the_dense_result():
+    pool = poly_pool("GPCM", n_items=6, rng=12)
+    rng = np.random.default_rng(12)
+    responses = simulate(pool, rng.normal(size=500), rng, missing=0.4)
+    dense = read_responses(responses).with_storage("dense")
+    options = {"prior_loga": "hierarchical", "prior_b": (0.0, 3.0)}
+    first = fit(dense, "GPCM", **options)
+    second = fit(dense.with_storage("sparse"), "GPCM", **options)
+    assert first.summary["storage"] == "dense" and second.summary["storage"] == "sparse"
+    columns = ["a", *THRESHOLDS, "se_a", "se_b1"]
+    np.testing.assert_allclose(first.items[columns], second.items[columns], rtol=1e-9)
+    assert first.summary["priors"]["hierarchical"] == ["loga"]
+    assert first.summary["priors"]["loga"][0] != 0.0  # the prior mean moved to the items' own

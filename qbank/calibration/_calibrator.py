@@ -227,7 +227,9 @@ class Calibrator:
         ------
         CalibrationError
             Invalid settings or responses, items without variance (unless ``drop_invariant``),
-            a fixed pool that shares no item with the responses.
+            scores above 1 with a dichotomous model, a GRM/GPCM item with an unobserved category,
+            a fixed pool that shares no item with the responses or whose items get scores above
+            their top category.
         """
         started = time.perf_counter()
         model, dichotomous_model, priors, theta = self._check_settings()

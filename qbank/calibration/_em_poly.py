@@ -32,7 +32,7 @@ from qbank.calibration._em import BOUNDS, LOGA, Priors
 _P_EPS = 1e-10
 _B_BOUND = BOUNDS[1]  # thresholds stay where the likelihood is informative, like b
 _LOG_GAP = (np.log(1e-3), np.log(16.0))  # GRM: consecutive thresholds at least 0.001 apart
-_SE_CHUNK = 20_000  # persons per chunk when forming score vectors
+_SE_CHUNK_CELLS = 4_000_000  # person x (item, category) cells per chunk when forming score vectors
 
 
 class PolytomousItems:
@@ -235,8 +235,9 @@ class PolytomousItems:
         n_params = int(free.sum())
         full = n_params <= full_limit
         cross = np.zeros((n_params, n_params) if full else (n_items, m, m))
-        for start in range(0, indicators.shape[0], _SE_CHUNK):
-            part = slice(start, start + _SE_CHUNK)
+        chunk = max(1, _SE_CHUNK_CELLS // (n_items * m))
+        for start in range(0, indicators.shape[0], chunk):
+            part = slice(start, start + chunk)
             rows = indicators[part]
             scores = np.stack(
                 [_item_sums(rows.multiply(post[part] @ flat[:, :, u]), n_items, m) for u in range(m)], axis=-1

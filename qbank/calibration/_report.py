@@ -29,9 +29,14 @@ class CalibrationReport:
         ``a, b, c, D, se_a, se_b, se_c, n, p_correct, fixed, at_bound, poorly_determined``; an SE
         is NaN exactly where the parameter was not estimated (fixed item, ``c`` of a 2PL, ...);
         ``poorly_determined`` marks estimated items at a bound or with ``se_b`` above the
-        Calibrator's ``se_b_limit``.
+        Calibrator's ``se_b_limit``. When the run or its fixed pool has GRM/GPCM items, also
+        ``model`` and the thresholds ``b1, b2, ...`` with ``se_b1, se_b2, ...`` (NaN for dichotomous
+        items); for those items ``b`` is the location (mean of the thresholds), ``se_b`` its SE,
+        ``c = 0`` and ``p_correct`` the mean score over the top score.
     summary : dict
-        Model, priors, counts, iterations, convergence, log-likelihood, latent mean and sd, seconds.
+        Model, priors, counts, iterations, convergence, log-likelihood, latent mean and sd, seconds;
+        for a GRM/GPCM run also ``dichotomous_model``, ``n_items_polytomous`` and
+        ``polytomous_items`` (item id: number of categories).
     latent : DataFrame
         ``theta, weight``: the latent distribution on the quadrature grid (N(0, 1) unless estimated).
     log_likelihood_trace : ndarray of shape (n_iterations,)
