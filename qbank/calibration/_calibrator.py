@@ -61,7 +61,8 @@ class Calibrator:
     dichotomous_model : {'Rasch', '1PL', '2PL', '3PL'} or None
         With ``model`` GRM or GPCM: items whose observed scores are only 0 and 1 get this model,
         the others the polytomous one (a mixed run). None (default): every item gets the
-        polytomous model (a 2-category GRM or GPCM item is a 2PL item).
+        polytomous model (a 2-category GRM or GPCM item is a 2PL item). In a mixed run the standard
+        errors come from each block's own cross-product information (dichotomous, polytomous).
     prior_c : (alpha, beta) or None
         Beta prior on the 3PL lower asymptote.
     prior_loga : (mean, sd), 'hierarchical', Hierarchical or None

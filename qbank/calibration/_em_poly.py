@@ -31,7 +31,7 @@ from qbank.calibration._em import BOUNDS, LOGA, Priors
 
 _P_EPS = 1e-10
 _B_BOUND = BOUNDS[1]  # thresholds stay where the likelihood is informative, like b
-_LOG_GAP = (np.log(1e-3), np.log(16.0))  # GRM: consecutive thresholds at least 0.001 apart
+LOG_GAP = (np.log(1e-3), np.log(16.0))  # GRM: consecutive thresholds at least 0.001 apart
 _SE_CHUNK_CELLS = 4_000_000  # person x (item, category) cells per chunk when forming score vectors
 
 
@@ -65,7 +65,7 @@ class PolytomousItems:
         """``x`` of shape (n_items, M) from ``a`` (n_items,) and NaN-padded thresholds."""
         b = np.where(self.valid, thresholds[:, : self.width - 1], 0.0)
         if self.grm:
-            gaps = np.maximum(np.diff(b, axis=1), np.exp(_LOG_GAP[0]))
+            gaps = np.maximum(np.diff(b, axis=1), np.exp(LOG_GAP[0]))
             b = np.concatenate([b[:, :1], np.where(self.valid[:, 1:], np.log(gaps), 0.0)], axis=1)
         return np.column_stack([np.log(a), b])
 
@@ -90,7 +90,7 @@ class PolytomousItems:
         out[:, 0] = np.clip(x[:, 0], *BOUNDS[LOGA])
         if self.grm:
             out[:, 1] = np.clip(x[:, 1], *_B_BOUND)
-            out[:, 2:] = np.clip(x[:, 2:], *_LOG_GAP)
+            out[:, 2:] = np.clip(x[:, 2:], *LOG_GAP)
         else:
             out[:, 1:] = np.clip(x[:, 1:], *_B_BOUND)
         return np.where(np.column_stack([np.ones(len(x), dtype=bool), self.valid]), out, 0.0)

@@ -14,6 +14,7 @@ from qbank import polytomous
 from qbank._messages import shown
 from qbank.calibration import _em
 from qbank.calibration._data import CalibrationWarning, ResponseMatrix
+from qbank.calibration._em_poly import LOG_GAP
 from qbank.calibration._report import CalibrationReport
 from qbank.pool import ItemPool
 
@@ -66,6 +67,9 @@ def _bound_hits(state: FitState) -> np.ndarray:
     poly = state.item_model != polytomous.DICHOTOMOUS
     with np.errstate(invalid="ignore"):
         edge = (np.abs(state.thresholds) >= upper[_em.B] - _BOUND_TOLERANCE).any(axis=1)
+        # GRM thresholds pressed together at the smallest gap the parameterisation allows.
+        collapsed = (np.diff(state.thresholds, axis=1) <= np.exp(LOG_GAP[0]) * (1 + 1e-3)).any(axis=1)
+    edge |= collapsed & (state.item_model == polytomous.GRM)
     hit[poly, _em.B] = edge[poly]
     return hit.any(axis=1)
 

@@ -68,7 +68,7 @@ def _prior(text, kind, option):
     "--prior-b",
     default="none",
     show_default=True,
-    help="Normal prior (mean,sd) on b, 'hierarchical[:mean,sd]', or 'none'.",
+    help="Normal prior (mean,sd) on b and on every GRM/GPCM threshold, 'hierarchical[:mean,sd]', or 'none'.",
 )
 @click.option(
     "--fixed-pool",
