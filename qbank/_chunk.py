@@ -11,6 +11,7 @@ import numpy as np
 
 from qbank.estimation import EAP, EDGE_SHARE
 from qbank.irt import probability, probability_elementwise
+from qbank.polytomous import category_probabilities
 from qbank.rules import FirstItem, first_estimate
 from qbank.selection import Selector, exposure_draws, select_next
 
@@ -52,7 +53,39 @@ def _estimate_from_history(pool, estimator, administered, responses, rows):
     answered = cols >= 0
     safe = np.where(answered, cols, 0)
     resp = np.where(answered, responses[rows, :t], np.nan).astype(float)
-    return estimator.estimate(pool.a[safe], pool.b[safe], pool.c[safe], pool.D[safe], resp)
+    categories = {}
+    if pool.is_polytomous:
+        categories = {"model": pool.item_model[safe], "thresholds": pool.thresholds[safe]}
+    return estimator.estimate(pool.a[safe], pool.b[safe], pool.c[safe], pool.D[safe], resp, **categories)
+
+
+def _category_scores(pool, theta, item, draws):
+    """Category scores drawn at the true ``theta`` for the items given, one uniform each:
+    ``X = #{k >= 1 : u < P(X >= k)}``, which scores ``k`` with probability ``P_k`` and is the
+    dichotomous rule ``u < P`` for a dichotomous item (the same draw gives the same answer)."""
+    p = category_probabilities(
+        theta,
+        pool.a[item],
+        pool.b[item],
+        pool.c[item],
+        pool.D[item],
+        pool.item_model[item],
+        pool.thresholds[item],
+    )  # (n, M)
+    at_least = np.cumsum(p[:, ::-1], axis=1)[:, ::-1]  # P(X >= k), k = 0 .. M-1
+    return (draws[:, None] < at_least[:, 1:]).sum(axis=1)
+
+
+def _category_table(pool, grid):
+    """``P(X = k | grid point)`` of every item as rows ``item * M + k``: (n_items * M, n_points)."""
+    if not pool.is_polytomous:
+        p_table = probability(grid, pool.a, pool.b, pool.c, pool.D).T  # (n_items, n_points)
+        return np.concatenate([p_table, 1.0 - p_table]), None  # correct rows, then wrong
+    table = category_probabilities(
+        grid[:, None], pool.a, pool.b, pool.c, pool.D, pool.item_model, pool.thresholds
+    )  # (n_points, n_items, M)
+    n_categories = table.shape[2]
+    return np.ascontiguousarray(table.transpose(1, 2, 0)).reshape(-1, grid.size), n_categories
 
 
 def _simulate_chunk(
@@ -89,8 +122,7 @@ def _simulate_chunk(
     incremental = isinstance(estimator, EAP)
     if incremental:
         grid = estimator.grid
-        p_table = probability(grid, pool.a, pool.b, pool.c, pool.D).T  # (n_items, n_points)
-        likelihood_table = np.concatenate([p_table, 1.0 - p_table])  # correct rows, then wrong
+        likelihood_table, n_categories = _category_table(pool, grid)
         moment_basis = np.stack([np.ones_like(grid), grid, grid * grid], axis=1)
         posterior = np.tile(estimator.prior, (n, 1))
     theta_hat, se = first_estimate(estimator, first_item, n)  # the service's start too
@@ -138,13 +170,19 @@ def _simulate_chunk(
             cell_counts = np.bincount(cell_of[got] + item, minlength=stratum_sel.size)
             stratum_sel += cell_counts
             stratum_adm += cell_counts
-        p_true = probability_elementwise(theta[who], pool.a[item], pool.b[item], pool.c[item], pool.D[item])
-        correct = response_draws[who, step] < p_true
+        if pool.is_polytomous:
+            score = _category_scores(pool, theta[who], item, response_draws[who, step])
+        else:
+            p_true = probability_elementwise(
+                theta[who], pool.a[item], pool.b[item], pool.c[item], pool.D[item]
+            )
+            score = response_draws[who, step] < p_true
         administered[who, length[who]] = item
-        responses[who, length[who]] = correct
+        responses[who, length[who]] = score
         length[who] += 1
         if incremental:
-            updated = posterior[who] * likelihood_table[item + n_items * ~correct]
+            rows_of = item + n_items * ~score if n_categories is None else item * n_categories + score
+            updated = posterior[who] * likelihood_table[rows_of]
             # One product gives the total, first and second moments; normalising to sum 1 keeps
             # the weights far from underflow.
             moments = updated @ moment_basis

@@ -5,7 +5,8 @@ with thousands of rows per test step; the delivery service calls it with one row
 student. Rules:
 
 - ``max_info``: the available item with the largest Fisher information at the current
-  estimate (Lord 1980).
+  estimate (Lord 1980); in a mixed pool each item's own model's information
+  (:mod:`qbank.polytomous`).
 - ``randomesque``: uniformly one of the ``k`` most informative available items (Kingsbury &
   Zara 1989).
 - ``sympson_hetter``: maximum information under exposure control (Sympson & Hetter 1985). The
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from qbank._selection_mixed import block_information, model_blocks, pool_information
 from qbank.irt import (
     information,
     information_elementwise,
@@ -42,6 +44,7 @@ from qbank.irt import (
     information_peak,
     logit,
 )
+from qbank.polytomous import DICHOTOMOUS, information_bounds
 from qbank.pool import ItemPool
 
 __all__ = [
@@ -191,9 +194,10 @@ class InformationIndex:
     """Exact acceleration of maximum-information ranking.
 
     The theta range is cut into cells. For each cell it keeps the items that can rank among
-    the ``depth`` most informative anywhere in the cell (item information is unimodal in
+    the ``depth`` most informative anywhere in the cell (3PL information is unimodal in
     theta, peaking at :func:`qbank.irt.information_peak`, so its minimum and maximum over a
-    cell are known exactly), and ``outside_max``, the largest information any other item can
+    cell are known exactly; a GRM/GPCM item's may have several modes and is bounded by
+    :func:`qbank.polytomous.information_bounds`), and ``outside_max``, the largest information any other item can
     reach in the cell. A step then evaluates information for those few candidates only; when
     the item it picks is more informative than ``outside_max``, no other item can outrank it,
     so the result is exactly the full-pool result. Rows where that check fails (many items
@@ -211,6 +215,12 @@ class InformationIndex:
     # instead of gathering scattered pool entries: (5, n_cells, width) holding D*a and b (the
     # logit), c and the factors of qbank.irt.information_factors (the information).
     parameters: np.ndarray
+    # A mixed pool's candidates again, one block per model ((code, D*a, b, c, steps) with
+    # (n_cells, block width) arrays, steps step-first), each block computed by its model's kernel,
+    # and ``to_position`` (n_cells, width), the block column of each candidate in the order above
+    # (padding: a column of zeros); see qbank._selection_mixed.
+    blocks: tuple | None = None
+    to_position: np.ndarray | None = None
 
     @classmethod
     def tiers(cls, pool: ItemPool, depth: int, bounds=(-4.0, 4.0)) -> tuple:
@@ -232,6 +242,11 @@ class InformationIndex:
         peak_info = information_elementwise(peak, pool.a, pool.b, pool.c, pool.D)
         peak_inside = (peak >= edges[:-1, None]) & (peak <= edges[1:, None])
         cell_max = np.where(peak_inside, peak_info, np.maximum(low, high))
+        if pool.is_polytomous:
+            poly = np.flatnonzero(pool.item_model != DICHOTOMOUS)
+            cell_min[:, poly], cell_max[:, poly] = information_bounds(
+                edges, pool.a[poly], pool.D[poly], pool.item_model[poly], pool.thresholds[poly]
+            )
         threshold = -np.partition(-cell_min, depth - 1, axis=1)[:, depth - 1]
         is_candidate = cell_max >= threshold[:, None]
         outside_max = np.where(is_candidate, -np.inf, cell_max).max(axis=1)
@@ -251,7 +266,9 @@ class InformationIndex:
                 np.where(valid, one_minus_c[order], 0.0),
             ]
         )
-        return cls(edges, order, outside_max, parameters)
+        if not pool.is_polytomous:
+            return cls(edges, order, outside_max, parameters)
+        return cls(edges, order, outside_max, parameters, *model_blocks(pool, is_candidate))
 
     def cell_of(self, theta_hat) -> np.ndarray:
         """Cell index per estimate; -1 outside the indexed range."""
@@ -391,7 +408,7 @@ def _eligibility(selector, draws, item_pos, theta_hat):
 
 
 def _select_full(pool, theta_hat, available, selector, draws, step_draws, eligible=None):
-    info = information(theta_hat, pool.a, pool.b, pool.c, pool.D)
+    info = pool_information(pool, theta_hat)
     if eligible is None:
         item_pos = np.broadcast_to(np.arange(pool.n_items), available.shape)
         eligible = _eligibility(selector, draws, item_pos, theta_hat)
@@ -422,9 +439,12 @@ def _select_indexed(pool, theta_hat, available, selector, draws, step_draws, tie
         undecided = [pending[~inside_cell]]
         if inside.size:
             cand = index.candidates[cells]
-            scaled_a, b, c, scale, one_minus_c = index.parameters[:, cells]
-            logistic = expit(logit(theta_hat[inside, None], scaled_a, b))
-            info = information_from_factors(logistic, scale, one_minus_c, c)
+            if index.blocks is None:
+                scaled_a, b, c, scale, one_minus_c = index.parameters[:, cells]
+                logistic = expit(logit(theta_hat[inside, None], scaled_a, b))
+                info = information_from_factors(logistic, scale, one_minus_c, c)
+            else:
+                info = block_information(index, cells, theta_hat[inside, None])
             # Gather only the candidate cells: never copy the full (n, n_items) matrices. A take
             # with flat indices is several times faster than the same 2-D fancy index.
             flat = inside[:, None] * n_items + cand

@@ -78,7 +78,7 @@ class SimulationResult:
     administered : ndarray of shape (n_examinees, max_length) or None
         Pool positions in administration order, -1 after the end of the test.
     responses : ndarray of shape (n_examinees, max_length)
-        1/0, -1 after the end of the test.
+        Category scores ``0 .. m-1`` (1/0 for a dichotomous item), -1 after the end of the test.
     selection_count, administration_count : ndarray of shape (n_items,)
     settings : dict
     wall_seconds : float
@@ -230,7 +230,8 @@ class SimulationResult:
         return frame[frame["n"] > 0].reset_index(drop=True)
 
     def responses_long(self) -> pd.DataFrame:
-        """Responses in the service's long format: ``person_id, item_id, response``."""
+        """Responses in the service's long format: ``person_id, item_id, response`` (the category
+        score, 0/1 for a dichotomous item)."""
         if self.administered is None:
             raise ValueError("this result was run with keep_examinees=False")
         answered = self.administered >= 0

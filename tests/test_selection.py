@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from qbank import (
@@ -10,7 +11,29 @@ from qbank import (
     select_next,
     session_rng,
 )
+from qbank import polytomous as poly
 from qbank.irt import information
+
+
+def mixed_pool(n_items, rng):
+    """3PL, GRM (5 categories) and GPCM (3 and 4 categories, reversals allowed) items in one pool."""
+    parts = [
+        generate_pool(n_items // 2, rng=rng, polytomous_share=0.4, polytomous_model="GRM", n_categories=5),
+        generate_pool(n_items // 4, rng=rng, polytomous_share=0.6, polytomous_model="GPCM", n_categories=4),
+        generate_pool(
+            n_items - n_items // 2 - n_items // 4,
+            rng=rng,
+            polytomous_share=0.5,
+            polytomous_model="GPCM",
+            n_categories=3,
+        ),
+    ]
+    frames = [
+        p.to_frame().assign(item_id=lambda f, k=k: f"P{k}-" + f["item_id"]) for k, p in enumerate(parts)
+    ]
+    return ItemPool.from_frame(
+        pd.concat(frames, ignore_index=True).iloc[rng.permutation(n_items)], name="mixed"
+    )
 
 
 @pytest.fixture
@@ -127,10 +150,11 @@ def test_selector_validation():
         select_next(pool, [0.0], np.ones((1, 4), bool), selector=Selector())
 
 
+@pytest.mark.parametrize("kind", ["dichotomous", "mixed"])
 @pytest.mark.parametrize("rule", ["max_info", "randomesque", "sympson_hetter", "conditional_sympson_hetter"])
-def test_information_index_gives_exactly_the_full_pool_result(rule):
+def test_information_index_gives_exactly_the_full_pool_result(rule, kind):
     rng = np.random.default_rng(11)
-    pool = generate_pool(300, rng=rng)
+    pool = generate_pool(300, rng=rng) if kind == "dichotomous" else mixed_pool(300, rng)
     n = 3000
     theta_hat = np.concatenate([rng.uniform(-4.5, 4.5, n - 2), [-4.0, 4.0]])  # includes outside the index
     available = rng.random((n, 300)) > rng.uniform(0, 0.5, (n, 1))  # many rows need the fallback
@@ -157,8 +181,33 @@ def test_information_index_gives_exactly_the_full_pool_result(rule):
             np.testing.assert_array_equal(full.withdrawn_rows, once.withdrawn_rows)
             np.testing.assert_array_equal(full.withdrawn_items, once.withdrawn_items)
     if rule == "max_info":  # and the full path is the plain argmax
-        info = np.where(available, information(theta_hat, pool.a, pool.b, pool.c, pool.D), -np.inf)
-        np.testing.assert_array_equal(full.item, info.argmax(axis=1))
+        info = information(theta_hat, pool.a, pool.b, pool.c, pool.D)
+        if kind == "mixed":
+            codes, steps = pool.model_codes, pool.threshold_table
+            info = poly.category_information(theta_hat[:, None], pool.a, pool.b, pool.c, pool.D, codes, steps)
+        np.testing.assert_array_equal(full.item, np.where(available, info, -np.inf).argmax(axis=1))
+
+
+def test_polytomous_information_bounds_hold_inside_every_cell():
+    rng = np.random.default_rng(4)
+    pool = mixed_pool(120, rng)
+    items = np.flatnonzero(pool.model_codes != 0)
+    edges = np.linspace(-4, 4, 81)
+    lower, upper = poly.information_bounds(
+        edges, pool.a[items], pool.D[items], pool.item_model[items], pool.thresholds[items]
+    )
+    inside = edges[:-1, None] + (edges[1:] - edges[:-1])[:, None] * np.linspace(0, 1, 41)  # (80, 41)
+    args = (
+        pool.a[items],
+        pool.b[items],
+        pool.c[items],
+        pool.D[items],
+        pool.item_model[items],
+        pool.thresholds[items],
+    )
+    info = poly.category_information(inside[..., None], *args)  # (80, 41, n_poly)
+    assert np.all(info.min(axis=1) >= lower - 1e-12) and np.all(info.max(axis=1) <= upper + 1e-12)
+    assert np.median(upper / np.maximum(info.max(axis=1), 1e-300)) < 1.3  # and not loose
 
 
 def test_session_rng_is_replayable():
