@@ -222,3 +222,25 @@ def test_bad_arguments_are_clear():
         simulate(pool, n_examinees=5, theta_distribution="beta", stopping=FixedLength(5))
     with pytest.raises(TypeError, match=r"qbank\.ItemPool"):
         simulate("pool.csv", n_examinees=5)
+
+
+def test_wall_seconds_time_the_simulation_not_the_progress_bar(monkeypatch):
+    """summary.json's wall_seconds runs from the first task's start to the last task's end: a slow
+    progress-bar set-up (importing tqdm took 0.1 s on a 0.05 s run) is not in it."""
+    import time
+
+    import qbank.scale_out
+
+    real_bar = qbank.scale_out._bar
+
+    def slow_bar(progress, total):
+        time.sleep(0.5)
+        return real_bar(progress, total)
+
+    monkeypatch.setattr(qbank.scale_out, "_bar", slow_bar)
+    pool = generate_pool(50, rng=2)
+    start = time.perf_counter()
+    result = simulate(pool, n_examinees=100, stopping=FixedLength(5), rng=3, progress=True)
+    assert time.perf_counter() - start >= 0.5
+    assert 0 < result.wall_seconds < 0.4
+    assert result.summary["wall_seconds"] == result.wall_seconds
