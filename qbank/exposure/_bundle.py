@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from qbank.polytomous import DICHOTOMOUS, MODEL_NAMES
 from qbank.pool import ItemPool, PoolError
 from qbank.rules import FirstItem, estimator_from_dict, estimator_to_dict
 
@@ -84,8 +85,10 @@ def _common_D(D: np.ndarray) -> float:
 
 def bundle_items(pool: ItemPool, sh_p: list) -> list[dict]:
     """The bundle's ``items``: each item's parameters (``D`` only where it differs from the pool's
-    common one) and its ``sh_p`` (a number, or one per stratum)."""
+    common one; a GRM/GPCM item adds ``model`` and its ``thresholds``) and its ``sh_p`` (a number,
+    or one per stratum)."""
     common_D = _common_D(pool.D)
+    codes = pool.model_codes
     items = []
     for i in range(pool.n_items):
         item = {
@@ -96,6 +99,10 @@ def bundle_items(pool: ItemPool, sh_p: list) -> list[dict]:
         }
         if pool.D[i] != common_D:
             item["D"] = float(pool.D[i])
+        if codes[i] != DICHOTOMOUS:
+            steps = pool.thresholds[i]
+            item["model"] = MODEL_NAMES[codes[i]]
+            item["thresholds"] = [float(t) for t in steps[~np.isnan(steps)]]
         item["sh_p"] = sh_p[i]
         items.append(item)
     return items
@@ -112,6 +119,13 @@ def _pool_from_items(bundle: dict) -> ItemPool:
             "D": [item.get("D", bundle["D"]) for item in items],
         }
     )
+    if any("model" in item for item in items):  # category parameters, as a pool file gives them
+        frame["model"] = [item.get("model", "") for item in items]
+        width = max(len(item.get("thresholds", ())) for item in items)
+        for k in range(width):
+            frame[f"b{k + 1}"] = [
+                item["thresholds"][k] if k < len(item.get("thresholds", ())) else np.nan for item in items
+            ]
     return ItemPool.from_frame(frame, name=bundle["pool"]["id"], source="items")
 
 
@@ -257,6 +271,17 @@ def _semantic_problems(
     return problems
 
 
+def _threshold_differences(first: ItemPool, rows, second: ItemPool, other_rows) -> np.ndarray:
+    """Items whose category thresholds differ (in number or by more than 1e-9)."""
+    ours, theirs = first.threshold_table[rows], second.threshold_table[other_rows]
+    width = max(ours.shape[1], theirs.shape[1])
+    ours, theirs = (
+        np.pad(t, ((0, 0), (0, width - t.shape[1])), constant_values=np.nan) for t in (ours, theirs)
+    )
+    same = (np.isnan(ours) & np.isnan(theirs)) | (np.abs(ours - theirs) <= 1e-9)
+    return ~same.all(axis=1)
+
+
 def _pool_mismatch(items_pool: ItemPool, pool: ItemPool) -> list[str]:
     if items_pool.sha256() == pool.sha256():
         return []
@@ -273,6 +298,8 @@ def _pool_mismatch(items_pool: ItemPool, pool: ItemPool) -> list[str]:
         differs = np.zeros(len(common), dtype=bool)
         for name in ("a", "b", "c", "D"):
             differs |= np.abs(getattr(items_pool, name)[ours] - getattr(pool, name)[theirs]) > 1e-9
+        differs |= items_pool.model_codes[ours] != pool.model_codes[theirs]
+        differs |= _threshold_differences(items_pool, ours, pool, theirs)
         if differs.any():
             bad = [common[i] for i in np.flatnonzero(differs)]
             problems.append(

@@ -6,7 +6,8 @@ Schema ``qbank.exposure-bundle/1``::
     created_at      ISO 8601 date-time with time zone
     qbank_version   version that wrote it
     pool            {id, sha256 (ItemPool.sha256 of the items below), n_items}
-    model, D        "1PL" | "2PL" | "3PL"; common scaling constant (an item may override with "D")
+    model, D        "1PL" | "2PL" | "3PL" | "GRM" | "GPCM" | "mixed" (ItemPool.model); common scaling
+                    constant (an item may override with "D")
     selector        "sympson_hetter" | "conditional_sympson_hetter"
     r_max           target maximum exposure rate, in (0, 1]
     test_length     maximum test length; stopping {rule: fixed_length, length} or
@@ -26,8 +27,9 @@ Schema ``qbank.exposure-bundle/1``::
                     without exposure control}, conditional [{theta_low, theta_high, n, bias,
                     rmse, mean_se}] (null = unbounded)
     strata          null, or {theta_cuts: increasing} for conditional_sympson_hetter
-    items           [{item_id, a, b, c, [D], sh_p}] in pool order; sh_p a number, or one number
-                    per stratum when conditional
+    items           [{item_id, a, b, c, [D], [model, thresholds], sh_p}] in pool order; model
+                    "GRM" | "GPCM" and thresholds [b1, b2, ...] only for a polytomous item (its b
+                    is their mean, c 0); sh_p a number, or one number per stratum when conditional
     bundle_sha256   sha256 of the canonical JSON (sorted keys, no spaces) without this key
 """
 
@@ -85,7 +87,7 @@ BUNDLE_JSON_SCHEMA = {
                     "n_items": {"type": "integer", "minimum": 1},
                 }
             ),
-            "model": {"enum": ["1PL", "2PL", "3PL"]},
+            "model": {"enum": ["1PL", "2PL", "3PL", "GRM", "GPCM", "mixed"]},
             "D": {"type": "number", "exclusiveMinimum": 0},
             "selector": {"enum": list(SELECTORS)},
             "r_max": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
@@ -206,9 +208,11 @@ BUNDLE_JSON_SCHEMA = {
                         "b": _NUMBER,
                         "c": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
                         "D": {"type": "number", "exclusiveMinimum": 0},
+                        "model": {"enum": ["GRM", "GPCM"]},
+                        "thresholds": _array(_NUMBER),
                         "sh_p": {"oneOf": [_RATE, _array(_RATE, min_items=2)]},
                     },
-                    optional=("D",),
+                    optional=("D", "model", "thresholds"),
                 )
             ),
             "revision": _object(
