@@ -403,3 +403,30 @@ def test_qbank_calibrate_grm_output_imports_with_its_report(api, session_factory
     assert result.exit_code == 0, result.output
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(ItemCalibration)) == 12
+
+
+def test_uncalibrated_scored_item_is_a_provisional_partial_credit_item(api, session_factory):
+    """Before any calibration a 3-category item is served as a partial credit item (GPCM, a = 1,
+    steps b - 1 and b + 1 around its label's provisional b) and takes partial credit."""
+    from service.models import QuizSession
+    from service.pools import pool_view
+
+    qid = create(api, scored("U-1", [2, 0, 1], difficulty_label="hard"))
+    create(api, dichotomous("U-2"))
+    quiz_id = api.post("/v1/quizzes", json={"filters": {"num_questions": 2}}).json()["quiz_id"]
+    with session_factory() as session:
+        view = pool_view(session, session.get(QuizSession, quiz_id).pool_snapshot_id)
+        i = int(np.flatnonzero(view.question_id == qid)[0])
+        assert (view.pool.model_codes[i], view.pool.a[i], view.pool.b[i]) == (2, 1.0, 1.0)  # GPCM
+        assert view.pool.thresholds[i].tolist() == [0.0, 2.0]
+        assert view.pool.model_codes[1 - i] == 0 and view.calibration_id == [None, None]
+    answers = []
+    for _ in range(2):
+        item = api.get(f"/v1/quizzes/{quiz_id}/next").json()
+        label = "C" if item["question_id"] == qid else "A"
+        r = api.post(
+            f"/v1/quizzes/{quiz_id}/answers", json={"question_id": item["question_id"], "selected": label}
+        )
+        assert r.status_code == 200, r.text
+        answers.append((item["question_id"], r.json()["score"], r.json()["max_score"]))
+    assert sorted(answers) == sorted([(qid, 1, 2), (qid + 1, 1, 1)])
