@@ -4,6 +4,7 @@ that ``qbank sh`` and ``qbank simulate`` use)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -39,7 +40,8 @@ def _live_items(session: Session, tenant_id: str, exam_code: str) -> pd.DataFram
 
     Columns ``ref`` (the external reference a bundle's ``item_id`` names, ``question:<id>`` when
     the question has none), ``question_id, version, question_version_id, calibration_id,
-    model, a, b, c, D`` (parameters NaN when uncalibrated).
+    model, a, b, c, D`` (parameters NaN when uncalibrated) and ``thresholds`` (a GRM/GPCM item's
+    list ``[b1, ..]``, else None).
     """
     rows = session.execute(
         select(
@@ -53,6 +55,7 @@ def _live_items(session: Session, tenant_id: str, exam_code: str) -> pd.DataFram
             ItemCalibration.b,
             ItemCalibration.c,
             ItemCalibration.D,
+            ItemCalibration.thresholds,
         )
         .join(QuestionPublication, QuestionPublication.question_version_id == QuestionVersion.id)
         .join(Question, Question.id == QuestionVersion.question_id)
@@ -80,6 +83,7 @@ def _live_items(session: Session, tenant_id: str, exam_code: str) -> pd.DataFram
             "b",
             "c",
             "D",
+            "thresholds",
         ],
     )
     frame["ref"] = [
@@ -129,7 +133,22 @@ def _comparison_pool(
         frame.loc[shared, "D"] = [params[ref].get("D", bundle["D"]) for ref in frame.loc[shared, "item_id"]]
     # Uncalibrated live items (reported separately) compare as provisional items.
     frame = frame.fillna({"a": 1.0, "b": 0.0, "c": 0.0, "D": 1.0})
+    _add_categories(frame, by_ref["thresholds"], by_ref["model"], ~shared if with_calibration else None)
     return ItemPool.from_frame(frame, name=exam_code, source=f"live calibration of {exam_code}")
+
+
+def _add_categories(frame: pd.DataFrame, thresholds: pd.Series, model: pd.Series, rows=None) -> None:
+    """Columns ``model, b1, b2, ...`` for the live GRM/GPCM items among ``frame``'s (only ``rows``
+    when given), so the comparison pool is the calibrated mixed pool (and has its checksum)."""
+    steps = [thresholds.get(ref) for ref in frame["item_id"]]
+    keep = np.ones(len(frame), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    polytomous = np.array([isinstance(t, list) and len(t) > 0 for t in steps], dtype=bool) & keep
+    if not polytomous.any():
+        return
+    width = max(len(t) for t, p in zip(steps, polytomous) if p)
+    frame["model"] = [str(model.get(ref)) if p else "" for ref, p in zip(frame["item_id"], polytomous)]
+    for k in range(width):
+        frame[f"b{k + 1}"] = [float(t[k]) if p and k < len(t) else np.nan for t, p in zip(steps, polytomous)]
 
 
 def _classify(problem: str) -> str:

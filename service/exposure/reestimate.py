@@ -62,10 +62,11 @@ def observed_population(session: Session, tenant_id: str, exam_code: str, days: 
 
 
 def recent_responses(session: Session, tenant_id: str, exam_code: str, days: int) -> pd.DataFrame:
-    """Answers of the window in long form: ``person_id`` (quiz), ``item_id`` (question reference), ``response``."""
+    """Answers of the window in long form: ``person_id`` (quiz), ``item_id`` (question reference),
+    ``response`` (the score awarded: 0/1, or 0 .. m-1 for an item scored in ordered categories)."""
     cutoff = utcnow() - timedelta(days=days)
     rows = session.execute(
-        select(UserResponse.quiz_id, Question.external_ref, UserResponse.question_id, UserResponse.is_correct)
+        select(UserResponse.quiz_id, Question.external_ref, UserResponse.question_id, UserResponse.score)
         .join(QuizSession, QuizSession.id == UserResponse.quiz_id)
         .join(Question, Question.id == UserResponse.question_id)
         .where(
@@ -78,7 +79,7 @@ def recent_responses(session: Session, tenant_id: str, exam_code: str, days: int
         {
             "person_id": [r[0] for r in rows],
             "item_id": [ref if ref else f"question:{qid}" for _, ref, qid, _ in rows],
-            "response": [int(bool(r[3])) for r in rows],
+            "response": [int(r[3]) for r in rows],
         }
     )
 

@@ -201,7 +201,7 @@ def mixed_bank(api) -> tuple[dict, pd.DataFrame]:
     return scores, frame
 
 
-def test_mixed_pool_quiz_replays_identically_in_the_core(api, session_factory):
+def test_mixed_pool_quiz_replays_identically_in_the_core(api, session_factory, database_url):
     scores, frame = mixed_bank(api)
     qids = sorted(scores)
     pool = ItemPool.from_frame(frame)  # created in question id order: the service's pool order
@@ -264,6 +264,18 @@ def test_mixed_pool_quiz_replays_identically_in_the_core(api, session_factory):
 
     audit = api.get(f"/v1/admin/quizzes/{quiz_id}/audit", **ADMIN)
     assert audit.status_code == 200 and audit.json()["identical"] is True, audit.text
+    from click.testing import CliRunner
+
+    from qbank.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["audit-quiz", quiz_id, "--database-url", database_url])
+    assert result.exit_code == 0 and "identical (10 position(s)" in result.output, result.output
+    # The nightly job's responses are the scores too (a calibration of them needs GRM/GPCM).
+    from service.exposure.reestimate import recent_responses
+
+    with session_factory() as session:
+        recent = recent_responses(session, api.default_tenant, "DEMO-EXAM", days=1)
+    assert sorted(recent["response"].tolist()) == sorted(earned)
 
 
 def test_scores_and_key_stay_on_the_server_before_the_answer(api, session_factory):
@@ -430,3 +442,19 @@ def test_uncalibrated_scored_item_is_a_provisional_partial_credit_item(api, sess
         assert r.status_code == 200, r.text
         answers.append((item["question_id"], r.json()["score"], r.json()["max_score"]))
     assert sorted(answers) == sorted([(qid, 1, 2), (qid + 1, 1, 1)])
+
+
+def test_live_comparison_pool_of_a_mixed_exam_is_the_calibrated_pool(api, session_factory):
+    """What a bundle's items are checked against (the live calibration in the bundle's order)
+    carries the GRM/GPCM thresholds: it is the calibrated pool, checksum and all."""
+    from service.exposure.checks import _comparison_pool, _live_items
+
+    _, frame = mixed_bank(api)
+    calibrated = ItemPool.from_frame(frame, name="DEMO-EXAM")
+    order = list(reversed(calibrated.item_id))  # a bundle may list its items in any order
+    with session_factory() as session:
+        live = _live_items(session, api.default_tenant, "DEMO-EXAM")
+    pool = _comparison_pool({"items": [{"item_id": ref} for ref in order]}, live, "DEMO-EXAM", False)
+    expected = calibrated.subset(calibrated.index_of(order))
+    assert pool.is_polytomous and pool.sha256() == expected.sha256()
+    np.testing.assert_array_equal(pool.thresholds, expected.thresholds)
