@@ -182,13 +182,18 @@ def _simulate_chunk(
         length[who] += 1
         if incremental:
             rows_of = item + n_items * ~score if n_categories is None else item * n_categories + score
-            updated = posterior[who] * likelihood_table[rows_of]
+            if who.size == n:  # everyone still in the test (a fixed length): update in place
+                updated = posterior
+                updated *= likelihood_table[rows_of]
+            else:
+                updated = posterior[who] * likelihood_table[rows_of]
             # One product gives the total, first and second moments; normalising to sum 1 keeps
             # the weights far from underflow.
             moments = updated @ moment_basis
             total = moments[:, 0]
             updated /= total[:, None]
-            posterior[who] = updated
+            if updated is not posterior:
+                posterior[who] = updated
             mean = moments[:, 1] / total
             theta_hat[who] = mean
             se[who] = np.sqrt(np.maximum(moments[:, 2] / total - mean * mean, 0.0))

@@ -51,7 +51,7 @@ class InformationIndex:
     ``bounds`` holds each candidate's information range over its cell (with the same slack), so
     a maximum-information step on a dichotomous pool computes information only for the
     candidates whose upper bound reaches the best lower bound among the usable ones
-    (:func:`_bounded_information`): no other candidate can be the pick or rank above it.
+    (:func:`_pick_bounded`): no other candidate can be the pick or rank above it.
     """
 
     edges: np.ndarray
@@ -137,21 +137,41 @@ def _cached_tiers(pool: ItemPool, depth: int, bounds: tuple) -> tuple:
     return tuple(InformationIndex.build(pool, d, bounds) for d in depths)
 
 
-def _bounded_information(index, cells, theta_hat, available, eligible):
-    """Candidate information (n, width) where it can matter to a maximum-information step, -inf
-    elsewhere: at candidates whose upper bound reaches the largest lower bound among the usable
-    ones (which the pick's information is at least). Those left out rank below the pick, so the
-    pick, its information and the withdrawals are those of the whole candidate list
-    (dichotomous pools)."""
+def _pick_bounded(index, cells, theta_hat, candidates, available, eligible):
+    """The maximum-information pick among a dichotomous pool's candidates, as
+    :func:`qbank.selection._rank_and_pick` gives it with ``depth`` 1, from the few entries that can
+    matter: those whose upper bound reaches the largest lower bound among the usable ones (which
+    the pick's information is at least). Every other entry ranks strictly below the pick, so it
+    can neither be picked, nor tie, nor be withdrawn for ranking above it.
+
+    Returns the chosen column (n,) (-1 if none), its information (n,) (-inf if none) and the
+    withdrawn entries as flat indices into the (n, width) block, in row-major order."""
     lower, upper = index.bounds[:, cells]
+    n, width = lower.shape
     usable = available if eligible is None else available & eligible
     floor = np.where(usable, lower, -np.inf).max(axis=1)
-    width = lower.shape[1]
-    need = np.flatnonzero(available & (upper >= floor[:, None]))
+    need = np.flatnonzero(available & (upper >= floor[:, None]))  # row-major
     row = need // width
-    at = cells.take(row) * width + (need - row * width)
+    column_of = need - row * width
+    at = cells.take(row) * width + column_of
     scaled_a, b, c, scale, one_minus_c = (np.ravel(p).take(at) for p in index.parameters)
-    logistic = expit(logit(theta_hat.take(row), scaled_a, b))
-    info = np.full(lower.shape, -np.inf)
-    info.ravel()[need] = information_from_factors(logistic, scale, one_minus_c, c)
-    return info
+    info = information_from_factors(expit(logit(theta_hat.take(row), scaled_a, b)), scale, one_minus_c, c)
+    is_usable = np.ravel(usable).take(need)
+    value = np.where(is_usable, info, -np.inf)
+    best = np.full(n, -np.inf)
+    column = np.full(n, -1, dtype=np.intp)
+    if need.size:
+        starts = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
+        best[row[starts]] = np.maximum.reduceat(value, starts)
+        # the first entry of its row at the row's maximum (argmax's choice among ties)
+        top = np.flatnonzero((value == best[row]) & is_usable)
+        first = top[np.concatenate([[True], row[top[1:]] != row[top[:-1]]])] if top.size else top
+        column[row[first]] = column_of[first]
+    if eligible is None:
+        return column, best, np.empty(0, np.intp)
+    has_item = column >= 0
+    chosen_pos = np.ravel(candidates).take(np.arange(n) * width + np.maximum(column, 0))
+    rejected_pos = np.ravel(candidates).take(need)
+    chosen_info = best[row]
+    above = (info > chosen_info) | ((info == chosen_info) & (rejected_pos < chosen_pos[row]))
+    return column, best, need[~is_usable & (above | ~has_item[row])]

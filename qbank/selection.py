@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from qbank._index import InformationIndex, _bounded_information
+from qbank._index import InformationIndex, _pick_bounded
 from qbank._selection_mixed import block_information, pool_information
 from qbank.irt import information_from_factors, logit
 from qbank.pool import ItemPool
@@ -347,16 +347,17 @@ def _select_indexed(pool, theta_hat, available, selector, draws, step_draws, tie
                 ok = flat_exposure.take(flat)
             else:
                 ok = _eligibility(selector, flat_exposure.take(flat), cand, theta_hat[inside])
-            if index.blocks is not None:
-                info = block_information(index, cells, theta_hat[inside, None])
-            elif selector.depth == 1:
-                info = _bounded_information(index, cells, theta_hat[inside], avail, ok)
+            if index.blocks is None and selector.depth == 1:
+                column, relied_on, withdrawn = _pick_bounded(index, cells, theta_hat[inside], cand, avail, ok)
             else:
-                scaled_a, b, c, scale, one_minus_c = index.parameters[:, cells]
-                logistic = expit(logit(theta_hat[inside, None], scaled_a, b))
-                info = information_from_factors(logistic, scale, one_minus_c, c)
-            sd = None if step_draws is None else step_draws[inside]
-            column, relied_on, withdrawn = _rank_and_pick(info, cand, avail, ok, selector.depth, sd)
+                if index.blocks is not None:
+                    info = block_information(index, cells, theta_hat[inside, None])
+                else:
+                    scaled_a, b, c, scale, one_minus_c = index.parameters[:, cells]
+                    logistic = expit(logit(theta_hat[inside, None], scaled_a, b))
+                    info = information_from_factors(logistic, scale, one_minus_c, c)
+                sd = None if step_draws is None else step_draws[inside]
+                column, relied_on, withdrawn = _rank_and_pick(info, cand, avail, ok, selector.depth, sd)
             exact = relied_on > index.outside_max[cells]
             good = np.flatnonzero(exact)
             item[inside[good]] = cand[good, column[good]]
