@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import timedelta
+from types import SimpleNamespace
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -59,34 +60,84 @@ def _stopping(config: dict):
 
 
 # ---------------------------------------------------------------------------- sessions
+# The student's hot path (next, answer) reads and writes with Core statements built once here, on
+# the session's connection, not with ORM objects: a quiz is one row read under its lock into a
+# plain namespace, its changes one UPDATE. Statements built once keep their cache key, so
+# SQLAlchemy finds the compiled form without walking a new statement on every request.
+_QUIZ = QuizSession.__table__
+_ITEM = QuizItem.__table__
+_RESPONSE = UserResponse.__table__
+_READ_QUIZ = select(_QUIZ).where(_QUIZ.c.id == bindparam("quiz_id"), _QUIZ.c.tenant_id == bindparam("tenant"))
+_LOCK_QUIZ = _READ_QUIZ.with_for_update()
+_UPDATE_QUIZ = update(_QUIZ).where(_QUIZ.c.id == bindparam("quiz_id_"))  # SET: the keys given
+_PENDING_ITEM = select(_ITEM).where(
+    _ITEM.c.quiz_id == bindparam("quiz_id"), _ITEM.c.position == bindparam("position")
+)
+_SERVED_INDICES = select(_ITEM.c.pool_index).where(_ITEM.c.quiz_id == bindparam("quiz_id"))
+# Every served item with its recorded answer (None while pending), in position order.
+_SERVED_WITH_ANSWERS = (
+    select(
+        _ITEM.c.position,
+        _ITEM.c.pool_index,
+        _ITEM.c.question_id,
+        _ITEM.c.version,
+        _ITEM.c.question_version_id,
+        _ITEM.c.calibration_id,
+        _ITEM.c.served_at,
+        _RESPONSE.c.option_label,
+        _RESPONSE.c.is_correct,
+        _RESPONSE.c.score,
+    )
+    .select_from(_ITEM)
+    .outerjoin(
+        _RESPONSE, and_(_RESPONSE.c.quiz_id == _ITEM.c.quiz_id, _RESPONSE.c.position == _ITEM.c.position)
+    )
+    .where(_ITEM.c.quiz_id == bindparam("quiz_id"))
+    .order_by(_ITEM.c.position)
+)
+_INSERT_ITEM = insert(_ITEM)
+_INSERT_RESPONSE = insert(_RESPONSE)
+
+
 def _load(
     session: Session, user: TokenUser, quiz_id: str, *, lock: bool, admin_may_read: bool = False
-) -> QuizSession:
-    query = select(QuizSession).where(QuizSession.id == quiz_id, QuizSession.tenant_id == user.tenant)
-    if lock:
-        query = query.with_for_update()
-    quiz = session.scalar(query)
-    if quiz is None or (quiz.user_id != user.sub and not (admin_may_read and user.has_any("admin"))):
+) -> SimpleNamespace:
+    """The quiz's row (locked with ``lock``) as a namespace of its columns."""
+    row = (
+        session.connection()
+        .execute(_LOCK_QUIZ if lock else _READ_QUIZ, {"quiz_id": quiz_id, "tenant": user.tenant})
+        .first()
+    )
+    if row is None or (row.user_id != user.sub and not (admin_may_read and user.has_any("admin"))):
         raise NotFound(f"quiz {quiz_id} not found")
-    return quiz
+    return SimpleNamespace(**row._mapping)
 
 
-def _check_open(session: Session, quiz: QuizSession) -> None:
+def _save(session: Session, quiz: SimpleNamespace, **changes) -> None:
+    """Apply ``changes`` to the quiz's row and to ``quiz`` (no commit)."""
+    session.connection().execute(_UPDATE_QUIZ, {"quiz_id_": quiz.id, **changes})
+    for name, value in changes.items():
+        setattr(quiz, name, value)
+    # A QuizSession object of this session (e.g. from start_quiz) must not go on showing the old row.
+    held = session.identity_map.get(session.identity_key(QuizSession, quiz.id))
+    if held is not None:
+        session.expire(held)
+
+
+def _check_open(session: Session, quiz) -> None:
     if quiz.status == "finished":
         raise Conflict(
             f"quiz {quiz.id} is finished ({quiz.finish_reason}); GET /v1/quizzes/{quiz.id} has the summary"
         )
     if quiz.status == "expired" or utcnow() >= quiz.expires_at:
         if quiz.status != "expired":
-            quiz.status = "expired"
+            _save(session, quiz, status="expired")
             session.commit()
         raise Gone(f"quiz {quiz.id} expired at {quiz.expires_at.isoformat()}")
 
 
-def _finish(session: Session, quiz: QuizSession, reason: str) -> None:
-    quiz.status = "finished"
-    quiz.finish_reason = reason
-    quiz.finished_at = utcnow()
+def _finish(session: Session, quiz, reason: str) -> dict:
+    """Emit ``quiz_finished``; returns the quiz's changes (the caller saves them)."""
     emit(
         session,
         quiz.tenant_id,
@@ -103,6 +154,7 @@ def _finish(session: Session, quiz: QuizSession, reason: str) -> None:
             "se": quiz.se,
         },
     )
+    return {"status": "finished", "finish_reason": reason, "finished_at": utcnow()}
 
 
 def _new_quiz_id(session: Session, settings: Settings, user: TokenUser) -> str:
@@ -221,7 +273,7 @@ def start_quiz(
     return quiz, planned
 
 
-def _render(quiz: QuizSession, item: QuizItem, session: Session) -> dict:
+def _render(quiz, item, session: Session) -> dict:
     content = item_contents(session, [item.question_version_id])[item.question_version_id]
     return {
         "quiz_id": quiz.id,
@@ -242,8 +294,10 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     quiz = _load(session, user, quiz_id, lock=True)
     _check_open(session, quiz)
     if quiz.n_served > quiz.n_answered:
-        item = session.scalar(
-            select(QuizItem).where(QuizItem.quiz_id == quiz.id, QuizItem.position == quiz.n_answered)
+        item = (
+            session.connection()
+            .execute(_PENDING_ITEM, {"quiz_id": quiz.id, "position": quiz.n_answered})
+            .one()
         )
         rendered = _render(quiz, item, session)
         session.commit()
@@ -256,7 +310,7 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     if quiz.plan is not None:
         index = quiz.plan[position] if position < len(quiz.plan) else -1
     else:
-        served = list(session.scalars(select(QuizItem.pool_index).where(QuizItem.quiz_id == quiz.id)))
+        served = list(session.connection().execute(_SERVED_INDICES, {"quiz_id": quiz.id}).scalars())
         available = available_for_quiz(view, quiz, served, max_length)
         rules = quiz_rules(session, quiz, view)
         draws, steps = rules.session_draws(quiz.id, view.n_items)
@@ -278,13 +332,12 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
                     at_cap = capped_today(session, quiz.tenant_id, cap)
             capped.append(index)
             available[index] = False
-        if withdrawn or capped:
-            quiz.withdrawn = list(quiz.withdrawn) + withdrawn + capped
+    changes = {"withdrawn": list(quiz.withdrawn) + withdrawn + capped} if withdrawn or capped else {}
     if index < 0:
-        _finish(session, quiz, "pool_exhausted")
+        _save(session, quiz, **changes, **_finish(session, quiz, "pool_exhausted"))
         session.commit()
         raise Conflict(f"quiz {quiz.id} is finished (pool_exhausted): no eligible item is left")
-    item = QuizItem(
+    item = SimpleNamespace(
         quiz_id=quiz.id,
         position=position,
         pool_index=index,
@@ -296,8 +349,8 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
         se_before=quiz.se,
         served_at=utcnow(),
     )
-    session.add(item)
-    quiz.n_served = position + 1
+    session.connection().execute(_INSERT_ITEM, vars(item))
+    _save(session, quiz, n_served=position + 1, **changes)
     rendered = _render(quiz, item, session)
     emit(
         session,
@@ -330,14 +383,14 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
 
 
 def _result(
-    quiz: QuizSession, item: QuizItem, response: UserResponse, view: PoolView, session: Session
+    quiz, item, selected: str, is_correct: bool, score: int, view: PoolView, session: Session
 ) -> dict:
     revealed = quiz.mode == "tutor"
     out = {
         "quiz_id": quiz.id,
         "position": item.position,
         "question_id": item.question_id,
-        "selected": response.option_label,
+        "selected": selected,
         "revealed": revealed,
         "correct": None,
         "correct_option": None,
@@ -350,9 +403,9 @@ def _result(
     if revealed:
         content = item_contents(session, [item.question_version_id])[item.question_version_id]
         out.update(
-            correct=bool(response.is_correct),
+            correct=bool(is_correct),
             correct_option=content.correct_option,
-            score=response.score,
+            score=score,
             max_score=content.max_score,
             explanation={"rationale_md": content.rationale_md},
             difficulty=float(view.pool.b[item.pool_index]),
@@ -369,17 +422,8 @@ def submit_answer(
     answered position, or an answer to anything but the pending item, is a conflict.
     """
     quiz = _load(session, user, quiz_id, lock=True)
-    # Every served item with its recorded score (None while pending), in one query.
-    served = session.execute(
-        select(QuizItem, UserResponse.score)
-        .outerjoin(
-            UserResponse,
-            and_(UserResponse.quiz_id == QuizItem.quiz_id, UserResponse.position == QuizItem.position),
-        )
-        .where(QuizItem.quiz_id == quiz.id)
-        .order_by(QuizItem.position)
-    ).all()
-    item = next((row for row, _ in served if row.question_id == body.question_id), None)
+    served = session.connection().execute(_SERVED_WITH_ANSWERS, {"quiz_id": quiz.id}).all()
+    item = next((row for row in served if row.question_id == body.question_id), None)
     if item is None or (body.position is not None and body.position != item.position):
         pending = (
             "no item is pending (call next)"
@@ -393,17 +437,12 @@ def submit_answer(
         )
     view = pool_view(session, quiz.pool_snapshot_id)
     if item.position < quiz.n_answered:
-        stored = session.scalar(
-            select(UserResponse).where(
-                UserResponse.quiz_id == quiz.id, UserResponse.position == item.position
-            )
-        )
-        if stored.option_label != body.selected:
+        if item.option_label != body.selected:
             raise Conflict(
                 f"position {item.position} of quiz {quiz.id} was already answered with "
-                f"{stored.option_label!r}; an answer cannot change"
+                f"{item.option_label!r}; an answer cannot change"
             )
-        result = _result(quiz, item, stored, view, session)
+        result = _result(quiz, item, item.option_label, item.is_correct, item.score, view, session)
         session.commit()
         return result
     _check_open(session, quiz)
@@ -416,36 +455,44 @@ def submit_answer(
     is_correct = body.selected == content.correct_option
     # The option's credit is the category response (0/1 for a dichotomous item).
     score = content.score_of(body.selected)
-    earlier = [(row.pool_index, credit) for row, credit in served if row.position < item.position]
-    answered = np.array([r[0] for r in earlier] + [item.pool_index], dtype=np.intp)
-    responses = [float(r[1]) for r in earlier] + [float(score)]
+    earlier = [row for row in served if row.position < item.position]
+    answered = np.array([row.pool_index for row in earlier] + [item.pool_index], dtype=np.intp)
+    responses = [float(row.score) for row in earlier] + [float(score)]
     theta, se = quiz_rules(session, quiz, view).estimate(view.pool, answered, responses)
     now = utcnow()
-    response = UserResponse(
-        tenant_id=quiz.tenant_id,
-        quiz_id=quiz.id,
-        position=item.position,
-        user_id=quiz.user_id,
-        question_id=item.question_id,
-        version=item.version,
-        question_version_id=item.question_version_id,
-        calibration_id=item.calibration_id,
-        option_label=body.selected,
-        is_correct=is_correct,
-        score=score,
-        time_taken_ms=body.time_taken_ms,
-        client_latency_ms=body.client_latency_ms,
-        server_elapsed_ms=int((now - item.served_at).total_seconds() * 1000),
-        theta_before=quiz.theta,
-        se_before=quiz.se,
-        theta_after=theta,
-        se_after=se,
-        created_at=now,
+    theta_before, se_before = quiz.theta, quiz.se
+    session.connection().execute(
+        _INSERT_RESPONSE,
+        dict(
+            tenant_id=quiz.tenant_id,
+            quiz_id=quiz.id,
+            position=item.position,
+            user_id=quiz.user_id,
+            question_id=item.question_id,
+            version=item.version,
+            question_version_id=item.question_version_id,
+            calibration_id=item.calibration_id,
+            option_label=body.selected,
+            is_correct=is_correct,
+            score=score,
+            time_taken_ms=body.time_taken_ms,
+            client_latency_ms=body.client_latency_ms,
+            server_elapsed_ms=int((now - item.served_at).total_seconds() * 1000),
+            theta_before=theta_before,
+            se_before=se_before,
+            theta_after=theta,
+            se_after=se,
+            created_at=now,
+        ),
     )
-    session.add(response)
-    quiz.theta, quiz.se = theta, se
-    quiz.n_answered += 1
-    quiz.n_correct += int(is_correct)
+    changes = {
+        "theta": theta,
+        "se": se,
+        "n_answered": quiz.n_answered + 1,
+        "n_correct": quiz.n_correct + int(is_correct),
+    }
+    for name, value in changes.items():
+        setattr(quiz, name, value)  # _finish reports the new figures
     emit(
         session,
         quiz.tenant_id,
@@ -463,20 +510,22 @@ def submit_answer(
             "is_correct": is_correct,
             "score": score,
             "time_taken_ms": body.time_taken_ms,
-            "theta_before": response.theta_before,
-            "se_before": response.se_before,
-            "theta_after": response.theta_after,
-            "se_after": response.se_after,
+            "theta_before": theta_before,
+            "se_before": se_before,
+            "theta_after": theta,
+            "se_after": se,
         },
     )
     stopping = _stopping(quiz.stopping)
     if bool(stopping.done(quiz.n_answered, quiz.se)):
-        _finish(session, quiz, "se_target" if quiz.n_answered < stopping.max_length else "length")
+        reason = "se_target" if quiz.n_answered < stopping.max_length else "length"
+        changes.update(_finish(session, quiz, reason))
     elif (
         quiz.plan is None and not available_for_quiz(view, quiz, answered.tolist(), stopping.max_length).any()
     ):
-        _finish(session, quiz, "pool_exhausted")
-    result = _result(quiz, item, response, view, session)
+        changes.update(_finish(session, quiz, "pool_exhausted"))
+    _save(session, quiz, **changes)
+    result = _result(quiz, item, body.selected, is_correct, score, view, session)
     try:
         session.commit()
     except IntegrityError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from service.db import dialect_insert
@@ -16,7 +16,32 @@ from service.models import (
 )
 
 # ---------------------------------------------------------------------------- daily cap
-_upsert = dialect_insert
+_COUNTS = ItemDailyExposure.__table__
+_CLAIMS: dict = {}  # dialect name -> the claim's UPSERT, built once (its compiled form is cached)
+
+
+def _claim_statement(session: Session):
+    dialect = session.get_bind().dialect.name
+    statement = _CLAIMS.get(dialect)
+    if statement is None:
+        statement = (
+            dialect_insert(session)(_COUNTS)
+            .values(
+                question_id=bindparam("question_id"),
+                version=bindparam("version"),
+                day=bindparam("day"),
+                tenant_id=bindparam("tenant_id"),
+                administrations=1,
+            )
+            .on_conflict_do_update(
+                index_elements=["question_id", "version", "day"],
+                set_={"administrations": _COUNTS.c.administrations + 1},
+                where=_COUNTS.c.administrations < bindparam("cap"),
+            )
+            .returning(_COUNTS.c.administrations)
+        )
+        _CLAIMS[dialect] = statement
+    return statement
 
 
 def claim_daily_exposure(
@@ -35,19 +60,18 @@ def claim_daily_exposure(
     back, releasing its lock; a transaction then holds at most one counter lock, taken last.
     """
     day = day or utcnow().date()
-    statement = _upsert(session)(ItemDailyExposure).values(
-        question_id=question_id, version=version, day=day, tenant_id=tenant_id, administrations=1
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=["question_id", "version", "day"],
-        set_={"administrations": ItemDailyExposure.administrations + 1},
-        where=ItemDailyExposure.administrations < cap,
-    ).returning(ItemDailyExposure.administrations)
     connection = session.connection()
     savepoint = connection.dialect.name == "postgresql"  # SQLite has no row locks to release
     if savepoint:
         connection.exec_driver_sql("SAVEPOINT daily_claim")
-    claimed = session.execute(statement).first() is not None
+    parameters = {
+        "question_id": question_id,
+        "version": version,
+        "day": day,
+        "tenant_id": tenant_id,
+        "cap": cap,
+    }
+    claimed = connection.execute(_claim_statement(session), parameters).first() is not None
     if savepoint and not claimed:
         connection.exec_driver_sql("ROLLBACK TO SAVEPOINT daily_claim")
     return claimed
