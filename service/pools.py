@@ -73,11 +73,14 @@ class _LRU:
 
 
 class Caches:
-    """Per-database caches of immutable rows: pool views by snapshot id, contents by version id."""
+    """Per-database caches of immutable rows: pool views by snapshot id, contents by version id,
+    and the served items and answers of recent quizzes (append-only rows, checked against the
+    quiz's counters before use: :func:`service.quiz_rows.served_with_answers`)."""
 
-    def __init__(self, n_views: int = 32, n_contents: int = 20_000):
+    def __init__(self, n_views: int = 32, n_contents: int = 20_000, n_quizzes: int = 2048):
         self.views = _LRU(n_views)
         self.contents = _LRU(n_contents)
+        self.quizzes = _LRU(n_quizzes)
 
 
 def _caches(session: Session) -> Caches:

@@ -4,7 +4,8 @@ All state is in the database: the session row holds the running estimate, the pi
 snapshot, bundle revision and rules, and the items withdrawn by Sympson-Hetter; ``quiz_items`` holds
 what was served, ``user_responses`` what was answered. A request locks its quiz row
 (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so one quiz's
-requests apply one at a time, whichever instance serves them.
+requests apply one at a time, whichever instance serves them. ``next`` and ``answer`` read and
+write those rows with the Core statements of :mod:`service.quiz_rows`, one transaction each.
 
 A quiz runs the complete rules it pinned when it started (:mod:`service.exposure.rules`: the
 active bundle revision's selector, K, estimator, stopping and first-item rules, or explicit
@@ -25,7 +26,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import numpy as np
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +42,16 @@ from service.exposure.rules import describe, pin_rules, quiz_rules
 from service.models import QuizItem, QuizSession, UserResponse, utcnow
 from service.pools import PoolView, ensure_snapshot, item_contents, pool_view
 from service.quiz_items import available_for_quiz, eligible_items, linear_plan, resolve_quota
+from service.quiz_rows import (
+    insert_item,
+    insert_response,
+    item_at,
+    keep_served,
+    read_quiz,
+    save_quiz,
+    served_row,
+    served_with_answers,
+)
 from service.schemas import AnswerSubmit, QuizCreate
 
 # Rules a flag or cohort may choose; an exposure-controlled cohort runs the active bundle's
@@ -60,68 +71,14 @@ def _stopping(config: dict):
 
 
 # ---------------------------------------------------------------------------- sessions
-# The student's hot path (next, answer) reads and writes with Core statements built once here, on
-# the session's connection, not with ORM objects: a quiz is one row read under its lock into a
-# plain namespace, its changes one UPDATE. Statements built once keep their cache key, so
-# SQLAlchemy finds the compiled form without walking a new statement on every request.
-_QUIZ = QuizSession.__table__
-_ITEM = QuizItem.__table__
-_RESPONSE = UserResponse.__table__
-_READ_QUIZ = select(_QUIZ).where(_QUIZ.c.id == bindparam("quiz_id"), _QUIZ.c.tenant_id == bindparam("tenant"))
-_LOCK_QUIZ = _READ_QUIZ.with_for_update()
-_UPDATE_QUIZ = update(_QUIZ).where(_QUIZ.c.id == bindparam("quiz_id_"))  # SET: the keys given
-_PENDING_ITEM = select(_ITEM).where(
-    _ITEM.c.quiz_id == bindparam("quiz_id"), _ITEM.c.position == bindparam("position")
-)
-_SERVED_INDICES = select(_ITEM.c.pool_index).where(_ITEM.c.quiz_id == bindparam("quiz_id"))
-# Every served item with its recorded answer (None while pending), in position order.
-_SERVED_WITH_ANSWERS = (
-    select(
-        _ITEM.c.position,
-        _ITEM.c.pool_index,
-        _ITEM.c.question_id,
-        _ITEM.c.version,
-        _ITEM.c.question_version_id,
-        _ITEM.c.calibration_id,
-        _ITEM.c.served_at,
-        _RESPONSE.c.option_label,
-        _RESPONSE.c.is_correct,
-        _RESPONSE.c.score,
-    )
-    .select_from(_ITEM)
-    .outerjoin(
-        _RESPONSE, and_(_RESPONSE.c.quiz_id == _ITEM.c.quiz_id, _RESPONSE.c.position == _ITEM.c.position)
-    )
-    .where(_ITEM.c.quiz_id == bindparam("quiz_id"))
-    .order_by(_ITEM.c.position)
-)
-_INSERT_ITEM = insert(_ITEM)
-_INSERT_RESPONSE = insert(_RESPONSE)
-
-
 def _load(
     session: Session, user: TokenUser, quiz_id: str, *, lock: bool, admin_may_read: bool = False
 ) -> SimpleNamespace:
     """The quiz's row (locked with ``lock``) as a namespace of its columns."""
-    row = (
-        session.connection()
-        .execute(_LOCK_QUIZ if lock else _READ_QUIZ, {"quiz_id": quiz_id, "tenant": user.tenant})
-        .first()
-    )
-    if row is None or (row.user_id != user.sub and not (admin_may_read and user.has_any("admin"))):
+    quiz = read_quiz(session, user.tenant, quiz_id, lock=lock)
+    if quiz is None or (quiz.user_id != user.sub and not (admin_may_read and user.has_any("admin"))):
         raise NotFound(f"quiz {quiz_id} not found")
-    return SimpleNamespace(**row._mapping)
-
-
-def _save(session: Session, quiz: SimpleNamespace, **changes) -> None:
-    """Apply ``changes`` to the quiz's row and to ``quiz`` (no commit)."""
-    session.connection().execute(_UPDATE_QUIZ, {"quiz_id_": quiz.id, **changes})
-    for name, value in changes.items():
-        setattr(quiz, name, value)
-    # A QuizSession object of this session (e.g. from start_quiz) must not go on showing the old row.
-    held = session.identity_map.get(session.identity_key(QuizSession, quiz.id))
-    if held is not None:
-        session.expire(held)
+    return quiz
 
 
 def _check_open(session: Session, quiz) -> None:
@@ -131,7 +88,7 @@ def _check_open(session: Session, quiz) -> None:
         )
     if quiz.status == "expired" or utcnow() >= quiz.expires_at:
         if quiz.status != "expired":
-            _save(session, quiz, status="expired")
+            save_quiz(session, quiz, status="expired")
             session.commit()
         raise Gone(f"quiz {quiz.id} expired at {quiz.expires_at.isoformat()}")
 
@@ -294,11 +251,7 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     quiz = _load(session, user, quiz_id, lock=True)
     _check_open(session, quiz)
     if quiz.n_served > quiz.n_answered:
-        item = (
-            session.connection()
-            .execute(_PENDING_ITEM, {"quiz_id": quiz.id, "position": quiz.n_answered})
-            .one()
-        )
+        item = item_at(session, quiz.id, quiz.n_answered)
         rendered = _render(quiz, item, session)
         session.commit()
         return rendered
@@ -310,8 +263,8 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
     if quiz.plan is not None:
         index = quiz.plan[position] if position < len(quiz.plan) else -1
     else:
-        served = list(session.connection().execute(_SERVED_INDICES, {"quiz_id": quiz.id}).scalars())
-        available = available_for_quiz(view, quiz, served, max_length)
+        served = served_with_answers(session, quiz)
+        available = available_for_quiz(view, quiz, [row.pool_index for row in served], max_length)
         rules = quiz_rules(session, quiz, view)
         draws, steps = rules.session_draws(quiz.id, view.n_items)
         cap = quiz.selector.get("daily_cap")
@@ -334,7 +287,7 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
             available[index] = False
     changes = {"withdrawn": list(quiz.withdrawn) + withdrawn + capped} if withdrawn or capped else {}
     if index < 0:
-        _save(session, quiz, **changes, **_finish(session, quiz, "pool_exhausted"))
+        save_quiz(session, quiz, **changes, **_finish(session, quiz, "pool_exhausted"))
         session.commit()
         raise Conflict(f"quiz {quiz.id} is finished (pool_exhausted): no eligible item is left")
     item = SimpleNamespace(
@@ -349,8 +302,8 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
         se_before=quiz.se,
         served_at=utcnow(),
     )
-    session.connection().execute(_INSERT_ITEM, vars(item))
-    _save(session, quiz, n_served=position + 1, **changes)
+    insert_item(session, vars(item))
+    save_quiz(session, quiz, n_served=position + 1, **changes)
     rendered = _render(quiz, item, session)
     emit(
         session,
@@ -379,6 +332,8 @@ def next_item(session: Session, user: TokenUser, quiz_id: str, _retry: bool = Tr
         if not _retry:
             raise
         return next_item(session, user, quiz_id, _retry=False)
+    if quiz.plan is None:
+        keep_served(session, quiz, [*served, served_row(item)])
     return rendered
 
 
@@ -422,7 +377,7 @@ def submit_answer(
     answered position, or an answer to anything but the pending item, is a conflict.
     """
     quiz = _load(session, user, quiz_id, lock=True)
-    served = session.connection().execute(_SERVED_WITH_ANSWERS, {"quiz_id": quiz.id}).all()
+    served = served_with_answers(session, quiz)
     item = next((row for row in served if row.question_id == body.question_id), None)
     if item is None or (body.position is not None and body.position != item.position):
         pending = (
@@ -461,8 +416,8 @@ def submit_answer(
     theta, se = quiz_rules(session, quiz, view).estimate(view.pool, answered, responses)
     now = utcnow()
     theta_before, se_before = quiz.theta, quiz.se
-    session.connection().execute(
-        _INSERT_RESPONSE,
+    insert_response(
+        session,
         dict(
             tenant_id=quiz.tenant_id,
             quiz_id=quiz.id,
@@ -524,7 +479,7 @@ def submit_answer(
         quiz.plan is None and not available_for_quiz(view, quiz, answered.tolist(), stopping.max_length).any()
     ):
         changes.update(_finish(session, quiz, "pool_exhausted"))
-    _save(session, quiz, **changes)
+    save_quiz(session, quiz, **changes)
     result = _result(quiz, item, body.selected, is_correct, score, view, session)
     try:
         session.commit()
@@ -533,6 +488,8 @@ def submit_answer(
         if not _retry:
             raise
         return submit_answer(session, user, quiz_id, body, _retry=False)
+    answered_row = served_row(item, body.selected, is_correct, score)
+    keep_served(session, quiz, [answered_row if row is item else row for row in served])
     return result
 
 

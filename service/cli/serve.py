@@ -241,8 +241,16 @@ def serve(host, port, workers, database_url, dev, with_demo, log_level):
             f"  token:  curl -X POST {base}/v1/auth/mock-login -H 'Content-Type: application/json' "
             '-d \'{"user_id": "demo", "roles": ["student"]}\''
         )
+    # uvloop and httptools (dependencies) are uvicorn's "auto" choices. The access log only at info
+    # or debug: below that uvicorn would still format each request's line for a logger that drops it.
     uvicorn.run(
-        "service.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level
+        "service.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=log_level in ("info", "debug"),
     )
 
 
