@@ -8,8 +8,11 @@ key, so SQLAlchemy finds the compiled form without walking a new statement on ev
 A quiz's served items and answers are append-only, and the quiz row counts them (``n_served``,
 ``n_answered``, changed in the same transaction). So the process keeps the list it last committed
 for a quiz, and uses it again only when the counters of the row just read under the lock are the
-ones it was kept with; any other instance's or worker's write in between changes them, and the
-rows are read again. A student's answer and next come on one connection, to one worker.
+ones it was kept with (and the quiz's ``created_at``: a quiz id a seed makes again in a database
+emptied under the server is another quiz); any other instance's or worker's write in between
+changes them, and the rows are read again. A student's answer and next come on one connection, to
+one worker. A database restored from a backup under a running server can bring a quiz back to
+counters it had: restart the server after a restore.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def served_with_answers(session: Session, quiz: SimpleNamespace) -> list:
     """Every item served to ``quiz`` (read under its lock) with its recorded answer
     (``option_label``, ``is_correct``, ``score``; None while pending), in position order."""
     kept = _caches(session).quizzes.get(quiz.id)
-    if kept is not None and kept[0] == (quiz.n_served, quiz.n_answered):
+    if kept is not None and kept[0] == (quiz.created_at, quiz.n_served, quiz.n_answered):
         return list(kept[1])
     return session.connection().execute(_SERVED_WITH_ANSWERS, {"quiz_id": quiz.id}).all()
 
@@ -96,7 +99,7 @@ def served_with_answers(session: Session, quiz: SimpleNamespace) -> list:
 def keep_served(session: Session, quiz: SimpleNamespace, served: list) -> None:
     """Keep ``served`` (as :func:`served_with_answers` returns it) for the quiz's next request;
     call after the commit that wrote them, with ``quiz`` as committed."""
-    _caches(session).quizzes.put(quiz.id, ((quiz.n_served, quiz.n_answered), tuple(served)))
+    _caches(session).quizzes.put(quiz.id, ((quiz.created_at, quiz.n_served, quiz.n_answered), tuple(served)))
 
 
 def served_row(item: SimpleNamespace, option_label=None, is_correct=None, score=None) -> SimpleNamespace:
