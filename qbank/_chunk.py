@@ -4,6 +4,7 @@ runs in-process or as Dask tasks (:mod:`qbank.scale_out`); validation is :func:`
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -11,7 +12,13 @@ import numpy as np
 
 from qbank.estimation import EAP, EDGE_SHARE
 from qbank.irt import probability, probability_elementwise
-from qbank.polytomous import category_probabilities
+from qbank.polytomous import (
+    DICHOTOMOUS,
+    GRM,
+    category_probabilities,
+    gpcm_probabilities,
+    grm_probabilities,
+)
 from qbank.rules import FirstItem, first_estimate
 from qbank.selection import Selector, exposure_draws, select_next
 
@@ -63,29 +70,45 @@ def _category_scores(pool, theta, item, draws):
     """Category scores drawn at the true ``theta`` for the items given, one uniform each:
     ``X = #{k >= 1 : u < P(X >= k)}``, which scores ``k`` with probability ``P_k`` and is the
     dichotomous rule ``u < P`` for a dichotomous item (the same draw gives the same answer)."""
-    p = category_probabilities(
-        theta,
-        pool.a[item],
-        pool.b[item],
-        pool.c[item],
-        pool.D[item],
-        pool.item_model[item],
-        pool.thresholds[item],
-    )  # (n, M)
-    at_least = np.cumsum(p[:, ::-1], axis=1)[:, ::-1]  # P(X >= k), k = 0 .. M-1
-    return (draws[:, None] < at_least[:, 1:]).sum(axis=1)
+    codes = pool.item_model[item]
+    scores = np.zeros(item.size, dtype=np.intp)
+    for code in np.unique(codes).tolist():
+        rows = np.flatnonzero(codes == code)
+        chosen = item[rows]
+        if code == DICHOTOMOUS:
+            p = probability_elementwise(
+                theta[rows], pool.a[chosen], pool.b[chosen], pool.c[chosen], pool.D[chosen]
+            )
+            scores[rows] = draws[rows] < p
+            continue
+        kernel = grm_probabilities if code == GRM else gpcm_probabilities
+        p = kernel(theta[rows], pool.a[chosen], pool.thresholds[chosen], pool.D[chosen])  # (n, M)
+        at_least = np.cumsum(p[:, ::-1], axis=1)[:, ::-1]  # P(X >= k), k = 0 .. M-1
+        scores[rows] = (draws[rows, None] < at_least[:, 1:]).sum(axis=1)
+    return scores
 
 
-def _category_table(pool, grid):
-    """``P(X = k | grid point)`` of every item as rows ``item * M + k``: (n_items * M, n_points)."""
+def _category_table(pool, estimator):
+    """``P(X = k | grid point)`` of every item on the EAP grid: (n_items * 2, n_points), correct
+    rows then wrong, and None for a dichotomous pool; rows ``item * M + k`` and ``M`` otherwise."""
+    grid = estimator.grid
     if not pool.is_polytomous:
         p_table = probability(grid, pool.a, pool.b, pool.c, pool.D).T  # (n_items, n_points)
         return np.concatenate([p_table, 1.0 - p_table]), None  # correct rows, then wrong
+    return _polytomous_table(pool, estimator)
+
+
+@functools.lru_cache(maxsize=8)
+def _polytomous_table(pool, estimator):
+    """The mixed pool's table, computed once per (pool, grid) rather than per chunk (both immutable)."""
+    grid = estimator.grid
     table = category_probabilities(
         grid[:, None], pool.a, pool.b, pool.c, pool.D, pool.item_model, pool.thresholds
     )  # (n_points, n_items, M)
     n_categories = table.shape[2]
-    return np.ascontiguousarray(table.transpose(1, 2, 0)).reshape(-1, grid.size), n_categories
+    table = np.ascontiguousarray(table.transpose(1, 2, 0)).reshape(-1, grid.size)
+    table.setflags(write=False)
+    return table, n_categories
 
 
 def _simulate_chunk(
@@ -122,7 +145,7 @@ def _simulate_chunk(
     incremental = isinstance(estimator, EAP)
     if incremental:
         grid = estimator.grid
-        likelihood_table, n_categories = _category_table(pool, grid)
+        likelihood_table, n_categories = _category_table(pool, estimator)
         moment_basis = np.stack([np.ones_like(grid), grid, grid * grid], axis=1)
         posterior = np.tile(estimator.prior, (n, 1))
     theta_hat, se = first_estimate(estimator, first_item, n)  # the service's start too

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from qbank._selection_mixed import model_blocks
+from qbank._selection_mixed import candidate_information, candidate_models
 from qbank.irt import (
     information,
     information_elementwise,
@@ -63,12 +63,10 @@ class InformationIndex:
     parameters: np.ndarray
     # (2, n_cells, width): lower and upper bound of each candidate's information in its cell.
     bounds: np.ndarray
-    # A mixed pool's candidates again, one block per model ((code, D*a, b, c, steps) with
-    # (n_cells, block width) arrays, steps step-first), each block computed by its model's kernel,
-    # and ``to_position`` (n_cells, width), the block column of each candidate in the order above
-    # (padding: a column of zeros); see qbank._selection_mixed.
-    blocks: tuple | None = None
-    to_position: np.ndarray | None = None
+    # A mixed pool's candidate model codes (n_cells, width) and step-first thresholds
+    # (M - 1, n_cells, width) (qbank._selection_mixed.candidate_models); None in a dichotomous pool.
+    codes: np.ndarray | None = None
+    steps: np.ndarray | None = None
 
     @classmethod
     def tiers(cls, pool: ItemPool, depth: int, bounds=(-4.0, 4.0)) -> tuple:
@@ -122,7 +120,7 @@ class InformationIndex:
         )
         if not pool.is_polytomous:
             return cls(edges, order, outside_max, parameters, bounds)
-        return cls(edges, order, outside_max, parameters, bounds, *model_blocks(pool, is_candidate))
+        return cls(edges, order, outside_max, parameters, bounds, *candidate_models(pool, order, valid))
 
     def cell_of(self, theta_hat) -> np.ndarray:
         """Cell index per estimate; -1 outside the indexed range."""
@@ -138,7 +136,7 @@ def _cached_tiers(pool: ItemPool, depth: int, bounds: tuple) -> tuple:
 
 
 def _pick_bounded(index, cells, theta_hat, candidates, available, eligible):
-    """The maximum-information pick among a dichotomous pool's candidates, as
+    """The maximum-information pick among an index's candidates (each by its own model), as
     :func:`qbank.selection._rank_and_pick` gives it with ``depth`` 1, from the few entries that can
     matter: those whose upper bound reaches the largest lower bound among the usable ones (which
     the pick's information is at least). Every other entry ranks strictly below the pick, so it
@@ -154,8 +152,11 @@ def _pick_bounded(index, cells, theta_hat, candidates, available, eligible):
     row = need // width
     column_of = need - row * width
     at = cells.take(row) * width + column_of
-    scaled_a, b, c, scale, one_minus_c = (np.ravel(p).take(at) for p in index.parameters)
-    info = information_from_factors(expit(logit(theta_hat.take(row), scaled_a, b)), scale, one_minus_c, c)
+    if index.codes is None:
+        scaled_a, b, c, scale, one_minus_c = (np.ravel(p).take(at) for p in index.parameters)
+        info = information_from_factors(expit(logit(theta_hat.take(row), scaled_a, b)), scale, one_minus_c, c)
+    else:
+        info = candidate_information(index, cells, theta_hat, need)
     is_usable = np.ravel(usable).take(need)
     value = np.where(is_usable, info, -np.inf)
     best = np.full(n, -np.inf)

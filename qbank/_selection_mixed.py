@@ -7,8 +7,9 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from scipy.special import expit
 
-from qbank.irt import information, information_elementwise
+from qbank.irt import information, information_from_factors, logit
 from qbank.polytomous import DICHOTOMOUS, GPCM, GRM, step_information, steps_first
 
 
@@ -23,8 +24,8 @@ def _step_table(pool) -> tuple:
 def polytomous_information(pool, theta, items):
     """Information of GRM/GPCM ``items`` at ``theta``, both of shape (n_entries,).
 
-    The full evaluation computes it here in one flat batch, the index in blocks
-    (:func:`block_information`); both call :func:`~qbank.polytomous.step_information`, whose
+    The full evaluation computes it here in one flat batch, the index in another
+    (:func:`candidate_information`); both call :func:`~qbank.polytomous.step_information`, whose
     value for an entry depends only on that entry's theta and item."""
     slope, steps, codes = _step_table(pool)
     if len(codes) == 1:
@@ -49,42 +50,33 @@ def pool_information(pool, theta_hat):
     return info
 
 
-def model_blocks(pool, is_candidate):
-    """Candidates of each cell grouped by model (GRM, GPCM, dichotomous), padded with an item of
-    the same model, and where each candidate of the index's position-ordered list sits among
-    them (its padding at a last column of zeros, the information the index gives padding)."""
-    scaled_a, steps = pool.D * pool.a, steps_first(pool.thresholds)  # steps (M - 1, n_items)
-    blocks, items, valids = [], [], []
-    for code in (GRM, GPCM, DICHOTOMOUS):
-        members = pool.item_model == code
-        chosen = is_candidate & members
-        width = int(chosen.sum(axis=1).max()) if members.any() else 0
-        if width == 0:
+def candidate_models(pool, order, valid):
+    """Model code and step-first thresholds of an index's candidates, (n_cells, width) and
+    (M - 1, n_cells, width); padding is coded dichotomous, so its information is the index's 0."""
+    codes = np.where(valid, pool.item_model[order], DICHOTOMOUS).astype(np.int8)
+    return codes, np.ascontiguousarray(steps_first(pool.thresholds)[:, order])
+
+
+def candidate_information(index, cells, theta_hat, entries):
+    """Information of a mixed pool's candidate entries (flat indices into the (n, width) block of
+    ``cells``), each by its own model: the 3PL as the dichotomous index step computes it, a
+    GRM/GPCM item by :func:`~qbank.polytomous.step_information`, in flat batches as
+    :func:`polytomous_information` does."""
+    width = index.candidates.shape[1]
+    row = entries // width
+    at = cells.take(row) * width + (entries - row * width)
+    codes = index.codes.ravel().take(at)
+    out = np.empty(entries.size)
+    for code in (DICHOTOMOUS, GRM, GPCM):
+        chosen = np.flatnonzero(codes == code)
+        if chosen.size == 0:
             continue
-        order = np.argsort(~chosen, axis=1, kind="stable")[:, :width]
-        valid = np.take_along_axis(chosen, order, axis=1)
-        order = np.where(valid, order, np.flatnonzero(members)[0]).astype(np.intp)
-        blocks.append(
-            (code, scaled_a[order], pool.b[order], pool.c[order], np.ascontiguousarray(steps[:, order]))
-        )
-        items.append(order)
-        valids.append(valid)
-    block_item = np.where(np.concatenate(valids, axis=1), np.concatenate(items, axis=1), pool.n_items)
-    n_candidates = is_candidate.sum(axis=1)
-    width = int(n_candidates.max())
-    to_position = np.argsort(block_item, axis=1, kind="stable")[:, :width]
-    padding = np.arange(width)[None, :] >= n_candidates[:, None]
-    to_position = np.where(padding, block_item.shape[1], to_position).astype(np.intp)
-    return tuple(blocks), to_position
-
-
-def block_information(index, cells, theta):
-    """Information of a mixed pool's candidates, (n, width), in the index's candidate order."""
-    parts = []
-    for code, scaled_a, b, c, steps in index.blocks:
+        where, theta = at.take(chosen), theta_hat.take(row.take(chosen))
         if code == DICHOTOMOUS:
-            parts.append(information_elementwise(theta, scaled_a[cells], b[cells], c[cells], 1.0))
+            scaled_a, b, c, scale, one_minus_c = (np.ravel(p).take(where) for p in index.parameters)
+            out[chosen] = information_from_factors(expit(logit(theta, scaled_a, b)), scale, one_minus_c, c)
         else:
-            parts.append(step_information(code, theta, scaled_a[cells], steps[:, cells]))
-    parts.append(np.zeros((cells.size, 1)))
-    return np.take_along_axis(np.concatenate(parts, axis=1), index.to_position[cells], axis=1)
+            slope = np.ravel(index.parameters[0]).take(where)
+            steps = index.steps.reshape(index.steps.shape[0], -1)[:, where]
+            out[chosen] = step_information(code, theta, slope, steps)
+    return out

@@ -33,7 +33,7 @@ Muraki, E. (1993). Information functions of the generalized partial credit model
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit, log_softmax
+from scipy.special import expit
 
 from qbank import irt
 
@@ -185,7 +185,11 @@ def _gpcm_logits(theta, a, thresholds, D):
 
 def gpcm_probabilities(theta, a, thresholds, D=1.0):
     """Generalized partial credit model category probabilities (Muraki 1992), shape (..., M)."""
-    return np.exp(log_softmax(_gpcm_logits(theta, a, thresholds, D), axis=-1))
+    z = _gpcm_logits(theta, a, thresholds, D)
+    z -= z.max(axis=-1, keepdims=True)  # the largest term is exp(0): no overflow
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
 
 
 def gpcm_information(theta, a, thresholds, D=1.0):

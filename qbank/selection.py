@@ -35,7 +35,7 @@ import pandas as pd
 from scipy.special import expit
 
 from qbank._index import InformationIndex, _pick_bounded
-from qbank._selection_mixed import block_information, pool_information
+from qbank._selection_mixed import candidate_information, pool_information
 from qbank.irt import information_from_factors, logit
 from qbank.pool import ItemPool
 
@@ -347,11 +347,12 @@ def _select_indexed(pool, theta_hat, available, selector, draws, step_draws, tie
                 ok = flat_exposure.take(flat)
             else:
                 ok = _eligibility(selector, flat_exposure.take(flat), cand, theta_hat[inside])
-            if index.blocks is None and selector.depth == 1:
+            if selector.depth == 1:
                 column, relied_on, withdrawn = _pick_bounded(index, cells, theta_hat[inside], cand, avail, ok)
             else:
-                if index.blocks is not None:
-                    info = block_information(index, cells, theta_hat[inside, None])
+                if index.codes is not None:
+                    entries = np.arange(cand.size)
+                    info = candidate_information(index, cells, theta_hat[inside], entries).reshape(cand.shape)
                 else:
                     scaled_a, b, c, scale, one_minus_c = index.parameters[:, cells]
                     logistic = expit(logit(theta_hat[inside, None], scaled_a, b))
