@@ -25,7 +25,12 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = ("01_exposure_study.ipynb", "02_calibration.ipynb", "03_promote.ipynb")
+EXPECTED = (
+    "01_exposure_study.ipynb",
+    "02_calibration.ipynb",
+    "03_promote.ipynb",
+    "04_polytomous_exposure.ipynb",
+)
 STRIP = ROOT / "scripts" / "strip_notebooks.py"
 SERVICE_LINE = re.compile(r"qbank serve \(pid (\d+)\) on (http://[\d.:]+)")
 
