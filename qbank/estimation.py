@@ -51,6 +51,8 @@ def _check_shapes(a, b, c, D, responses, model=None, thresholds=None):
     if model is not None:
         model = np.broadcast_to(np.asarray(model, dtype=np.int8), responses.shape)
         if np.any(model != DICHOTOMOUS):
+            if thresholds is None:
+                raise ValueError("thresholds are required with model when some item is GRM or GPCM")
             thresholds = np.asarray(thresholds, dtype=float)
             thresholds = np.broadcast_to(thresholds, (*responses.shape, thresholds.shape[-1]))
             n_categories = np.where(model == DICHOTOMOUS, 2, np.sum(~np.isnan(thresholds), axis=-1) + 1)

@@ -202,6 +202,10 @@ def test_a_response_outside_the_categories_is_refused():
     patterns[0, 3] = 1.5
     with pytest.raises(ValueError, match="category scores"):
         _call(MAP(), pool, patterns)
+    with pytest.raises(ValueError, match="thresholds are required with model"):
+        EAP().estimate(
+            pool.a[None], pool.b[None], pool.c[None], pool.D[None], patterns, model=pool.item_model[None]
+        )
     rules = rules_from_settings()
     with pytest.raises(ValueError, match=r"bad items: \['I0007: 2 \(scores 0..1\)'\]"):
         rules.estimate(pool, [0, 6], [3, 2])
