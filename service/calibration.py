@@ -166,7 +166,7 @@ def item_models(pool: ItemPool) -> tuple[list[str], list]:
     return models, thresholds
 
 
-def _check_categories(session: Session, pool: ItemPool, version_ids: list[int], source: str) -> None:
+def check_categories(session: Session, pool: ItemPool, version_ids: list[int], source: str) -> None:
     """Each item's calibration has as many score categories as its question version has distinct
     option scores (2 for a dichotomous item); :class:`Invalid` names the items that do not."""
     distinct = dict(
@@ -235,7 +235,7 @@ def import_calibration(
         if question_id not in target or rank > target[question_id][0]:
             target[question_id] = (rank, version_id, version)
     version_ids = [target[q][1] for q in questions.values()]
-    _check_categories(session, pool, [target[questions[i]][1] for i in item_ids], source)
+    check_categories(session, pool, [target[questions[i]][1] for i in item_ids], source)
     session.execute(
         update(ItemCalibration)
         .where(ItemCalibration.question_version_id.in_(version_ids), ItemCalibration.is_current)

@@ -13,6 +13,7 @@ from qbank.exposure import (
     BUNDLE_JSON_SCHEMA,
     validate_bundle,
 )
+from qbank.exposure._bundle import _pool_from_items
 from qbank.pool import ItemPool, PoolError
 from service.errors import Invalid
 from service.models import (
@@ -95,18 +96,9 @@ def _live_items(session: Session, tenant_id: str, exam_code: str) -> pd.DataFram
 
 
 def _bundle_items_pool(bundle: dict) -> ItemPool:
-    """The bundle's own items as a pool (item ids are question references)."""
-    items = bundle["items"]
-    frame = pd.DataFrame(
-        {
-            "item_id": [i["item_id"] for i in items],
-            "a": [i["a"] for i in items],
-            "b": [i["b"] for i in items],
-            "c": [i["c"] for i in items],
-            "D": [i.get("D", bundle["D"]) for i in items],
-        }
-    )
-    return ItemPool.from_frame(frame, name=bundle["pool"]["id"], source="bundle items")
+    """The bundle's own items as a pool (item ids are question references; a GRM/GPCM item's
+    ``model`` and ``thresholds`` included): the core's one reader of a bundle's items."""
+    return _pool_from_items(bundle)
 
 
 def _comparison_pool(
@@ -127,28 +119,40 @@ def _comparison_pool(
     frame.columns = ["item_id", "a", "b", "c", "D"]
     params = {item["item_id"]: item for item in bundle["items"]}
     shared = frame["item_id"].isin(in_bundle).to_numpy()
+    # Category parameters by reference: the live ones, or with ``with_calibration`` the bundle's.
+    models = {r: m for r, m, t in zip(by_ref.index, by_ref["model"], by_ref["thresholds"]) if _listed(t)}
+    steps = {r: t for r, t in zip(by_ref.index, by_ref["thresholds"]) if _listed(t)}
     if with_calibration:
         for column in ("a", "b", "c"):
             frame.loc[shared, column] = [params[ref][column] for ref in frame.loc[shared, "item_id"]]
         frame.loc[shared, "D"] = [params[ref].get("D", bundle["D"]) for ref in frame.loc[shared, "item_id"]]
+        for ref in frame.loc[shared, "item_id"]:
+            models.pop(ref, None)
+            steps.pop(ref, None)
+            if params[ref].get("thresholds"):
+                models[ref], steps[ref] = params[ref].get("model", ""), params[ref]["thresholds"]
     # Uncalibrated live items (reported separately) compare as provisional items.
     frame = frame.fillna({"a": 1.0, "b": 0.0, "c": 0.0, "D": 1.0})
-    _add_categories(frame, by_ref["thresholds"], by_ref["model"], ~shared if with_calibration else None)
+    _add_categories(frame, models, steps)
     return ItemPool.from_frame(frame, name=exam_code, source=f"live calibration of {exam_code}")
 
 
-def _add_categories(frame: pd.DataFrame, thresholds: pd.Series, model: pd.Series, rows=None) -> None:
-    """Columns ``model, b1, b2, ...`` for the live GRM/GPCM items among ``frame``'s (only ``rows``
-    when given), so the comparison pool is the calibrated mixed pool (and has its checksum)."""
-    steps = [thresholds.get(ref) for ref in frame["item_id"]]
-    keep = np.ones(len(frame), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
-    polytomous = np.array([isinstance(t, list) and len(t) > 0 for t in steps], dtype=bool) & keep
-    if not polytomous.any():
+def _listed(thresholds) -> bool:
+    return isinstance(thresholds, list) and len(thresholds) > 0
+
+
+def _add_categories(frame: pd.DataFrame, models: dict, steps: dict) -> None:
+    """Columns ``model, b1, b2, ...`` for the GRM/GPCM items among ``frame``'s (``models`` and
+    ``steps`` by reference), so the comparison pool is the calibrated mixed pool, checksum and all."""
+    refs = [ref for ref in frame["item_id"] if ref in steps]
+    if not refs:
         return
-    width = max(len(t) for t, p in zip(steps, polytomous) if p)
-    frame["model"] = [str(model.get(ref)) if p else "" for ref, p in zip(frame["item_id"], polytomous)]
-    for k in range(width):
-        frame[f"b{k + 1}"] = [float(t[k]) if p and k < len(t) else np.nan for t, p in zip(steps, polytomous)]
+    frame["model"] = [str(models.get(ref, "")) if ref in steps else "" for ref in frame["item_id"]]
+    for k in range(max(len(steps[ref]) for ref in refs)):
+        frame[f"b{k + 1}"] = [
+            float(steps[ref][k]) if ref in steps and k < len(steps[ref]) else np.nan
+            for ref in frame["item_id"]
+        ]
 
 
 def _classify(problem: str) -> str:

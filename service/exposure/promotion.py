@@ -8,10 +8,11 @@ import pandas as pd
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from service.errors import Conflict, NotFound
+from service.calibration import check_categories, item_models
+from service.errors import Conflict, Invalid, NotFound
 from service.events import audit, emit
 from service.exposure.bundles import _bundle, _summary
-from service.exposure.checks import BundleRefused, check_against_live
+from service.exposure.checks import BundleRefused, _bundle_items_pool, check_against_live
 from service.exposure_models import ExposureBundleInfo
 from service.models import (
     ExposureBundle,
@@ -25,6 +26,9 @@ def _import_bundle_calibration(
 ) -> None:
     doc = bundle.document
     version_ids = [int(v) for v in rows["question_version_id"]]
+    pool = _bundle_items_pool(doc)  # in the order of doc["items"], as rows are
+    check_categories(session, pool, version_ids, f"exposure bundle {bundle.id}")
+    models, thresholds = item_models(pool)
     session.execute(
         update(ItemCalibration)
         .where(ItemCalibration.question_version_id.in_(version_ids), ItemCalibration.is_current)
@@ -38,18 +42,24 @@ def _import_bundle_calibration(
                 "question_id": int(qid),
                 "question_version_id": int(vid),
                 "version": int(version),
-                "model": doc["model"],
+                "model": model,
                 "a": float(item["a"]),
                 "b": float(item["b"]),
                 "c": float(item["c"]),
                 "D": float(item.get("D", doc["D"])),
+                "thresholds": steps,
                 "n_respondents": None,
                 "source": f"bundle:{bundle.id}",
                 "is_current": True,
                 "created_at": utcnow(),
             }
-            for qid, vid, version, item in zip(
-                rows["question_id"], rows["question_version_id"], rows["version"], doc["items"]
+            for qid, vid, version, item, model, steps in zip(
+                rows["question_id"],
+                rows["question_version_id"],
+                rows["version"],
+                doc["items"],
+                models,
+                thresholds,
             )
         ],
     )
@@ -127,7 +137,11 @@ def promote_bundle(
         raise
     rows = live.set_index("ref").loc[[item["item_id"] for item in bundle.document["items"]]].reset_index()
     if carries:
-        _import_bundle_calibration(session, tenant_id, bundle, rows)
+        try:
+            _import_bundle_calibration(session, tenant_id, bundle, rows)
+        except Invalid:  # categories that do not fit the items' option scores
+            session.rollback()
+            raise
     now = utcnow()
     previous = [b.id for b in current]
     for old in current:

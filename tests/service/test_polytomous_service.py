@@ -458,3 +458,110 @@ def test_live_comparison_pool_of_a_mixed_exam_is_the_calibrated_pool(api, sessio
     expected = calibrated.subset(calibrated.index_of(order))
     assert pool.is_polytomous and pool.sha256() == expected.sha256()
     np.testing.assert_array_equal(pool.thresholds, expected.thresholds)
+
+
+# ---------------------------------------------------------------------------- bundles
+def mixed_bundle(pool: ItemPool) -> dict:
+    """A validated Sympson-Hetter bundle of the mixed pool (its items carry model and thresholds)."""
+    from qbank.exposure import build_bundle, calibrate_exposure, validate_exposure
+    from qbank.stopping import FixedLength
+
+    calibration = calibrate_exposure(pool, 0.5, stopping=FixedLength(4), n_examinees=2000, rng=0)
+    validation = validate_exposure(calibration, n_examinees=4000, rng=1)
+    assert calibration.converged and validation.passed, validation.problems
+    return build_bundle(calibration, validation)
+
+
+def test_mixed_bundle_is_accepted_promoted_and_served_as_the_core_runs_it(api, session_factory):
+    from qbank.polytomous import category_probabilities
+    from qbank.rules import rules_from_bundle
+
+    scores, frame = mixed_bank(api)
+    qids = sorted(scores)
+    pool = ItemPool.from_frame(frame, name="DEMO-EXAM")
+    bundle = mixed_bundle(pool)
+    assert any("thresholds" in item for item in bundle["items"])
+    r = api.post("/v1/admin/exposure/bundles", json=bundle, **ADMIN)
+    assert r.status_code == 201, r.text
+    assert api.post(f"/v1/admin/exposure/bundles/{r.json()['id']}/promote", **ADMIN).status_code == 200
+    flag = {"value_json": {"value": bundle["selector"]}}
+    assert api.put("/v1/admin/flags/selector_strategy", json=flag, **ADMIN).status_code == 200
+
+    rng = np.random.default_rng(20)
+    theta, draws = rng.normal(size=3), rng.random((3, 4))
+
+    def category(s: int, position: int, i: int) -> int:
+        """The student's score on pool item i: the number of categories whose P(X >= k) exceeds u."""
+        p = category_probabilities(
+            theta[s], pool.a[i], pool.b[i], pool.c[i], pool.D[i], pool.model_codes[i], pool.threshold_table[i]
+        )
+        return int((draws[s, position] > np.cumsum(p)[:-1]).sum())
+
+    rules = rules_from_bundle(bundle, pool)
+    for s in range(3):
+        user = f"poly{s}"
+        quiz_id = api.post(
+            "/v1/quizzes", user=user, json={"filters": {"num_questions": 4, "mode": "exam"}}
+        ).json()["quiz_id"]
+        for position in range(4):
+            qid = api.get(f"/v1/quizzes/{quiz_id}/next", user=user).json()["question_id"]
+            want = category(s, position, qids.index(qid))
+            label = next(k for k, v in scores[qid].items() if v == want)
+            r = api.post(
+                f"/v1/quizzes/{quiz_id}/answers", user=user, json={"question_id": qid, "selected": label}
+            )
+            assert r.status_code == 200, r.text
+        summary = api.get(f"/v1/quizzes/{quiz_id}", user=user).json()
+        assert summary["rules"]["bundle_id"] is not None and summary["rules"]["k_from_bundle"] is True
+        record = run_test(rules, pool, quiz_id, lambda position, i, s=s: category(s, position, i))
+        with session_factory() as session:
+            stored = session.execute(
+                select(UserResponse.question_id, UserResponse.theta_after, UserResponse.se_after)
+                .where(UserResponse.quiz_id == quiz_id)
+                .order_by(UserResponse.position)
+            ).all()
+        assert [qids[i] for i in record.items] == [r.question_id for r in stored]
+        assert list(zip(record.theta_after, record.se_after)) == [(r.theta_after, r.se_after) for r in stored]
+        assert api.get(f"/v1/admin/quizzes/{quiz_id}/audit", **ADMIN).json()["identical"] is True
+
+
+def test_bundle_calibration_must_fit_the_option_scores(api, session_factory):
+    """A bundle carrying a calibration is promoted only when each GRM/GPCM item has as many
+    categories as its question has option scores; its thresholds then become the live ones."""
+    from qbank.exposure import bundle_sha256
+    from qbank.exposure._bundle import _pool_from_items
+
+    _, frame = mixed_bank(api)
+    pool = ItemPool.from_frame(frame, name="DEMO-EXAM")
+    bundle = mixed_bundle(pool)
+
+    def carried(edit) -> dict:
+        changed = json.loads(json.dumps(bundle))
+        edit(next(item for item in changed["items"] if item.get("model") == "GRM"))
+        changed["pool"]["sha256"] = _pool_from_items(changed).sha256()
+        changed["bundle_sha256"] = bundle_sha256(changed)
+        return changed
+
+    grm_ref = next(item["item_id"] for item in bundle["items"] if item.get("model") == "GRM")
+    too_many = carried(
+        lambda item: item.update(thresholds=[*item["thresholds"], max(item["thresholds"]) + 1])
+    )
+    r = api.post("/v1/admin/exposure/bundles", json=too_many, params={"with_calibration": "true"}, **ADMIN)
+    assert r.status_code == 201, r.text
+    r = api.post(f"/v1/admin/exposure/bundles/{r.json()['id']}/promote", **ADMIN)
+    assert r.status_code == 422 and f"'{grm_ref} (4 in the calibration, 3 option scores)'" in r.text, r.text
+
+    shifted = carried(lambda item: item.update(thresholds=[t + 0.125 for t in item["thresholds"]]))
+    r = api.post("/v1/admin/exposure/bundles", json=shifted, params={"with_calibration": "true"}, **ADMIN)
+    assert r.status_code == 201, r.text
+    assert api.post(f"/v1/admin/exposure/bundles/{r.json()['id']}/promote", **ADMIN).status_code == 200
+    expected = next(item for item in shifted["items"] if item["item_id"] == grm_ref)
+    with session_factory() as session:
+        from service.models import Question
+
+        row = session.execute(
+            select(ItemCalibration.model, ItemCalibration.thresholds, ItemCalibration.source)
+            .join(Question, Question.id == ItemCalibration.question_id)
+            .where(Question.external_ref == grm_ref, ItemCalibration.is_current)
+        ).one()
+    assert (row.model, row.thresholds) == ("GRM", expected["thresholds"]) and row.source.startswith("bundle:")
