@@ -88,13 +88,17 @@ def _category_scores(pool, theta, item, draws):
     return scores
 
 
+@functools.lru_cache(maxsize=8)
 def _category_table(pool, estimator):
     """``P(X = k | grid point)`` of every item on the EAP grid: (n_items * 2, n_points), correct
-    rows then wrong, and None for a dichotomous pool; rows ``item * M + k`` and ``M`` otherwise."""
+    rows then wrong, and None for a dichotomous pool; rows ``item * M + k`` and ``M`` otherwise.
+    Computed once per (pool, grid) rather than per chunk (both immutable; read-only)."""
     grid = estimator.grid
     if not pool.is_polytomous:
         p_table = probability(grid, pool.a, pool.b, pool.c, pool.D).T  # (n_items, n_points)
-        return np.concatenate([p_table, 1.0 - p_table]), None  # correct rows, then wrong
+        table = np.concatenate([p_table, 1.0 - p_table])  # correct rows, then wrong
+        table.setflags(write=False)
+        return table, None
     return _polytomous_table(pool, estimator)
 
 
