@@ -120,8 +120,7 @@ def _comparison_pool(
     params = {item["item_id"]: item for item in bundle["items"]}
     shared = frame["item_id"].isin(in_bundle).to_numpy()
     # Category parameters by reference: the live ones, or with ``with_calibration`` the bundle's.
-    models = {r: m for r, m, t in zip(by_ref.index, by_ref["model"], by_ref["thresholds"]) if _listed(t)}
-    steps = {r: t for r, t in zip(by_ref.index, by_ref["thresholds"]) if _listed(t)}
+    models, steps = live_categories(live)
     if with_calibration:
         for column in ("a", "b", "c"):
             frame.loc[shared, column] = [params[ref][column] for ref in frame.loc[shared, "item_id"]]
@@ -133,15 +132,19 @@ def _comparison_pool(
                 models[ref], steps[ref] = params[ref].get("model", ""), params[ref]["thresholds"]
     # Uncalibrated live items (reported separately) compare as provisional items.
     frame = frame.fillna({"a": 1.0, "b": 0.0, "c": 0.0, "D": 1.0})
-    _add_categories(frame, models, steps)
+    add_categories(frame, models, steps)
     return ItemPool.from_frame(frame, name=exam_code, source=f"live calibration of {exam_code}")
 
 
-def _listed(thresholds) -> bool:
-    return isinstance(thresholds, list) and len(thresholds) > 0
+def live_categories(live: pd.DataFrame) -> tuple[dict, dict]:
+    """Model name and thresholds by reference of the live GRM/GPCM items of :func:`_live_items`."""
+    listed = [isinstance(t, list) and len(t) > 0 for t in live["thresholds"]]
+    models = {r: m for r, m, ok in zip(live["ref"], live["model"], listed) if ok}
+    steps = {r: t for r, t, ok in zip(live["ref"], live["thresholds"], listed) if ok}
+    return models, steps
 
 
-def _add_categories(frame: pd.DataFrame, models: dict, steps: dict) -> None:
+def add_categories(frame: pd.DataFrame, models: dict, steps: dict) -> None:
     """Columns ``model, b1, b2, ...`` for the GRM/GPCM items among ``frame``'s (``models`` and
     ``steps`` by reference), so the comparison pool is the calibrated mixed pool, checksum and all."""
     refs = [ref for ref in frame["item_id"] if ref in steps]

@@ -18,7 +18,7 @@ from qbank.pool import ItemPool
 from qbank.rules import rules_from_bundle
 from service.events import audit
 from service.exposure.bundles import upload_bundle
-from service.exposure.checks import _bundle_items_pool, _live_items
+from service.exposure.checks import _bundle_items_pool, _live_items, add_categories, live_categories
 from service.exposure.rules import active_bundle
 from service.models import (
     Question,
@@ -89,21 +89,28 @@ def _recalibrate(
 ) -> tuple[ItemPool, list]:
     """The live pool, re-estimated from ``responses`` for items with at least ``min_responses``
     answers (the others fixed, anchoring the scale: Kim 2006) unless the calibration flags them
-    poorly determined; returns the pool and the re-estimated item ids."""
+    poorly determined; returns the pool and the re-estimated item ids. GRM/GPCM items keep their
+    live calibration and anchor the scale with the other fixed items (their category responses
+    enter the likelihood); only dichotomous items are re-estimated here."""
     from qbank.calibration import CalibrationError, calibrate
 
     frame = live[["ref", "a", "b", "c", "D"]].rename(columns={"ref": "item_id"})
+    models, steps = live_categories(live)
+    add_categories(frame, models, steps)
     live_pool = ItemPool.from_frame(frame, name="live", source="live calibration")
     counts = responses.groupby("item_id").size() if not responses.empty else pd.Series(dtype=int)
-    free = sorted(ref for ref in live["ref"] if counts.get(ref, 0) >= min_responses)
+    free = sorted(ref for ref in live["ref"] if counts.get(ref, 0) >= min_responses and ref not in steps)
+    if steps:
+        notes.append(f"{len(steps)} GRM/GPCM item(s) kept their live calibration (fixed as anchors)")
     if not free:
         most = int(counts.max()) if len(counts) else 0
         notes.append(
-            f"not enough data to recalibrate: no item has {min_responses} responses in the window "
+            f"not enough data to recalibrate: no {'dichotomous ' if steps else ''}item has "
+            f"{min_responses} responses in the window "
             f"(most: {most}); Sympson-Hetter re-run on the live calibration"
         )
         return live_pool, []
-    model = "3PL" if (live["c"] > 0).any() else "2PL"
+    model = "3PL" if (live_pool.c > 0).any() else "2PL"
     data = responses[responses["item_id"].isin(set(free) | set(live["ref"]))]
     fixed = (
         live_pool.subset(np.flatnonzero(~np.isin(live_pool.item_id, free))) if len(free) < len(live) else None
@@ -232,11 +239,7 @@ def stage_reestimated_bundle(
     responses = recent_responses(session, tenant_id, exam_code, days)
     session.commit()
     pool, re_estimated = _recalibrate(live, responses, min_responses, notes)
-    pool = ItemPool.from_frame(
-        pd.DataFrame({"item_id": pool.item_id, "a": pool.a, "b": pool.b, "c": pool.c, "D": pool.D}),
-        name=exam_code,
-        source=exam_code,
-    )
+    pool = ItemPool.from_frame(pool.to_frame(), name=exam_code, source=exam_code)  # categories kept
     try:
         calibration = calibrate_exposure(
             pool,

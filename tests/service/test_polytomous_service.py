@@ -565,3 +565,56 @@ def test_bundle_calibration_must_fit_the_option_scores(api, session_factory):
             .where(Question.external_ref == grm_ref, ItemCalibration.is_current)
         ).one()
     assert (row.model, row.thresholds) == ("GRM", expected["thresholds"]) and row.source.startswith("bundle:")
+
+
+def test_nightly_job_on_a_mixed_exam_keeps_the_categories(api, session_factory):
+    """`qbank reestimate --mode simulate` on a mixed exam: the GRM/GPCM items stay fixed anchors
+    with their live thresholds, the dichotomous ones are recalibrated from the responses
+    (category scores in the likelihood), and the staged draft bundle carries the categories, so
+    it is accepted and promotes against the live calibration."""
+    from service.exposure.reestimate import stage_reestimated_bundle
+
+    scores, frame = mixed_bank(api)
+    flag = {"value_json": {"value": "randomesque", "k": 12}}  # spreads the responses over the items
+    assert api.put("/v1/admin/flags/selector_strategy", json=flag, **ADMIN).status_code == 200
+    rng = np.random.default_rng(7)
+    for s in range(36):
+        user = f"night{s}"
+        quiz_id = api.post(
+            "/v1/quizzes", user=user, json={"filters": {"num_questions": 6, "mode": "exam"}}
+        ).json()["quiz_id"]
+        for _ in range(6):
+            qid = api.get(f"/v1/quizzes/{quiz_id}/next", user=user).json()["question_id"]
+            label = rng.choice(sorted(scores[qid]))
+            r = api.post(
+                f"/v1/quizzes/{quiz_id}/answers", user=user, json={"question_id": qid, "selected": label}
+            )
+            assert r.status_code == 200, r.text
+    with session_factory() as session:
+        out = stage_reestimated_bundle(
+            session,
+            api.default_tenant,
+            "nightly",
+            "DEMO-EXAM",
+            r_max=0.5,
+            min_quizzes=30,
+            min_responses=8,
+            n_examinees=2000,
+            validation_examinees=4000,
+        )
+    assert "7 GRM/GPCM item(s) kept their live calibration (fixed as anchors)" in out["notes"], out
+    # The calibration ran with the category responses of the fixed GRM/GPCM anchors in its
+    # likelihood (a dichotomous run of them would stop); this little data places no free item well.
+    assert any(n.startswith("recalibrated ") and "fixed as anchors" in n for n in out["notes"]), out["notes"]
+    assert not set(out["recalibrated"]) & set(frame.loc[frame["model"] != "3PL", "item_id"])
+    from service.models import ExposureBundle
+
+    with session_factory() as session:
+        document = session.scalars(select(ExposureBundle)).one().document
+    live = ItemPool.from_frame(frame)
+    carried = {item["item_id"]: item for item in document["items"]}
+    for ref, code, steps in zip(live.item_id, live.model_codes, live.thresholds):
+        if code:
+            assert carried[ref]["thresholds"] == steps[~np.isnan(steps)].tolist()
+    r = api.post(f"/v1/admin/exposure/bundles/{out['bundle']['id']}/promote", **ADMIN)
+    assert r.status_code == 200, r.text
