@@ -315,11 +315,7 @@ def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, 
         score = score - prior_precision * (theta - prior_mean)
         observed = prior_precision - curvature
         expected = _expected_information(logistic, a, c, D, answered) + prior_precision
-        info = np.where(observed > 0, observed, expected)
-        step = np.where(info > 0, score / np.maximum(info, 1e-12), 0.0)
-        new_theta = np.clip(theta + np.clip(step, -1.0, 1.0), lo, hi)
-        settled = np.all(np.abs(new_theta - theta) < 1e-10)
-        theta = new_theta
+        theta, settled = _newton_step(theta, score, observed, expected, lo, hi)
         if settled:
             break
     logistic = expit(irt.logit(theta[:, None], a, b, D))
@@ -327,6 +323,15 @@ def _scoring(theta, a, b, c, D, responses, prior_mean, prior_precision, bounds, 
     with np.errstate(divide="ignore"):
         se = 1.0 / np.sqrt(info + prior_precision)
     return theta, se
+
+
+def _newton_step(theta, score, observed, expected, lo, hi):
+    """One step of :func:`_scoring`: divide by the observed information where it is positive, else
+    by the expected; at most one logit; inside ``[lo, hi]``. Also says whether every theta settled."""
+    info = np.where(observed > 0, observed, expected)
+    step = np.where(info > 0, score / np.maximum(info, 1e-12), 0.0)
+    new_theta = np.clip(theta + np.clip(step, -1.0, 1.0), lo, hi)
+    return new_theta, bool(np.all(np.abs(new_theta - theta) < 1e-10))
 
 
 def _category_scoring(
@@ -349,11 +354,7 @@ def _category_scoring(
         score = summed(first) - prior_precision * (theta - prior_mean)
         observed = prior_precision - summed(second)
         expected = summed(category_information(theta[rows], *entries)) + prior_precision
-        info = np.where(observed > 0, observed, expected)
-        step = np.where(info > 0, score / np.maximum(info, 1e-12), 0.0)
-        new_theta = np.clip(theta + np.clip(step, -1.0, 1.0), lo, hi)
-        settled = np.all(np.abs(new_theta - theta) < 1e-10)
-        theta = new_theta
+        theta, settled = _newton_step(theta, score, observed, expected, lo, hi)
         if settled:
             break
     info = summed(category_information(theta[rows], *entries))

@@ -20,7 +20,7 @@ from service import authoring
 from service.api.deps import SessionDep
 from service.errors import ServiceError
 from service.schemas import QuestionCreate
-from service.ui.rendering import page
+from service.ui.rendering import message_page, page
 from service.ui.session import CSRF_FIELD, AuthorPage, check_csrf
 
 router = APIRouter(include_in_schema=False)
@@ -141,15 +141,7 @@ def question_page(
     try:
         detail = authoring.question_detail(session, current.user.tenant, question_id)
     except ServiceError as exc:
-        return page(
-            request,
-            "message.html",
-            current=current,
-            session=session,
-            title="Question not found",
-            message=exc.detail,
-            status_code=exc.status_code,
-        )
+        return message_page(request, current, session, "Question not found", exc.detail, exc.status_code)
     return page(
         request,
         "author_question.html",
@@ -166,28 +158,14 @@ async def publish_question(question_id: int, request: Request, current: AuthorPa
     data = await request.form()
     check_csrf(current, data.get(CSRF_FIELD))
     if not current.user.has_any("publisher", "admin"):
-        return page(
-            request,
-            "message.html",
-            current=current,
-            session=session,
-            title="Not allowed",
-            message="publishing needs the publisher role",
-            status_code=403,
+        return message_page(
+            request, current, session, "Not allowed", "publishing needs the publisher role", 403
         )
     exam_code = str(data.get("exam_code", "")).strip() or "DEMO-EXAM"
     try:
         authoring.publish(session, current.user.tenant, current.user.sub, question_id, exam_code[:64])
     except ServiceError as exc:
-        return page(
-            request,
-            "message.html",
-            current=current,
-            session=session,
-            title="Not published",
-            message=exc.detail,
-            status_code=exc.status_code,
-        )
+        return message_page(request, current, session, "Not published", exc.detail, exc.status_code)
     return RedirectResponse(
         f"/author/questions/{question_id}?saved=2#{quote(exam_code)}", status_code=status.HTTP_303_SEE_OTHER
     )

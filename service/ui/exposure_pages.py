@@ -24,7 +24,7 @@ from service.exposure import validation
 from service.quiz_window import DEFINITION
 from service.ui import figures
 from service.ui.admin_pages import SMALL_SAMPLE
-from service.ui.rendering import SECURITY_HEADERS, page
+from service.ui.rendering import SECURITY_HEADERS, message_page, page
 from service.ui.session import CSRF_FIELD, AdminPage, check_csrf
 
 router = APIRouter(include_in_schema=False)
@@ -198,15 +198,7 @@ def bundle_page(request: Request, bundle_id: str, current: AdminPage, session: S
     try:
         bundle = _detail(session, current, bundle_id)
     except ServiceError as exc:
-        return page(
-            request,
-            "message.html",
-            current=current,
-            session=session,
-            status_code=exc.status_code,
-            title="Bundle not found",
-            message=exc.detail,
-        )
+        return message_page(request, current, session, "Bundle not found", exc.detail, exc.status_code)
     document = bundle["document"]
     messages = {
         "uploaded": "Bundle uploaded: it passed every check and is staged for promotion.",
@@ -245,15 +237,7 @@ def promote_confirm(request: Request, bundle_id: str, current: AdminPage, sessio
     try:
         bundle = _detail(session, current, bundle_id)
     except ServiceError as exc:
-        return page(
-            request,
-            "message.html",
-            current=current,
-            session=session,
-            status_code=exc.status_code,
-            title="Bundle not found",
-            message=exc.detail,
-        )
+        return message_page(request, current, session, "Bundle not found", exc.detail, exc.status_code)
     return page(
         request,
         "admin_confirm.html",

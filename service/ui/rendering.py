@@ -109,3 +109,23 @@ def page(
         **context,
     )
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def message_page(
+    request: Request,
+    current: UiUser | None,
+    session: Session | None,
+    title: str,
+    message: str,
+    status_code: int,
+) -> HTMLResponse:
+    """A page that says one thing: a refusal, a missing object, a finished action."""
+    return page(
+        request,
+        "message.html",
+        current=current,
+        session=session,
+        title=title,
+        message=message,
+        status_code=status_code,
+    )

@@ -21,7 +21,7 @@ from service.errors import Conflict, ServiceError
 from service.pools import item_contents
 from service.schemas import AnswerSubmit, QuizCreate, QuizFilters
 from service.ui import queries
-from service.ui.rendering import page
+from service.ui.rendering import message_page, page
 from service.ui.session import CSRF_FIELD, StudentPage, check_csrf
 
 router = APIRouter(include_in_schema=False)
@@ -78,21 +78,9 @@ def _home(request: Request, current, session, settings, *, errors=(), form=None,
     )
 
 
-def _message(request, current, session, title: str, message: str, status_code: int):
-    return page(
-        request,
-        "message.html",
-        current=current,
-        session=session,
-        title=title,
-        message=message,
-        status_code=status_code,
-    )
-
-
 def _error_page(request, current, session, exc: ServiceError):
     titles = {404: "Quiz not found", 410: "Quiz expired", 409: "Not possible now"}
-    return _message(
+    return message_page(
         request,
         current,
         session,
@@ -198,7 +186,9 @@ def answer(
             question_id=question_id, selected=selected, position=position, time_taken_ms=elapsed_ms
         )
     except ValidationError as exc:
-        return _message(request, current, session, "Answer not accepted", "; ".join(_field_errors(exc)), 422)
+        return message_page(
+            request, current, session, "Answer not accepted", "; ".join(_field_errors(exc)), 422
+        )
     try:
         result = quizzes.submit_answer(session, current.user, quiz_id, body)
     except Conflict:
@@ -258,7 +248,7 @@ def results(quiz_id: str, request: Request, current: StudentPage, session: Sessi
         return _error_page(request, current, session, exc)
     if summary["status"] != "finished":
         if summary["status"] == "expired":
-            return _message(
+            return message_page(
                 request,
                 current,
                 session,
