@@ -21,6 +21,7 @@ from service.core.hardening import (
     BodySizeLimit,
     RequestDeadline,
     SecurityHeaders,
+    ServerTiming,
     install_error_handlers,
 )
 from service.db import make_engine, make_session_factory
@@ -73,10 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
 
-    # Added last, so outermost: the deadline covers everything, the size limit acts before CORS.
+    # Added last, so outermost: the timing and the deadline cover everything, the size limit acts
+    # before CORS.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, static_prefixes=(DOCS_STATIC, "/ui-static/"))
     app.add_middleware(RequestDeadline, seconds=settings.request_timeout_s)
+    app.add_middleware(ServerTiming)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError):

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -86,6 +87,30 @@ class BodySizeLimit:
             return buffered.pop() if buffered else await receive()
 
         await self.app(scope, replay, send)
+
+
+class ServerTiming:
+    """``Server-Timing: app;dur=<ms>`` on every response: the time from the request reaching the
+    app to its response headers (routing, authentication, the handler and its database work).
+    What a client measures beyond it is the network, the server's HTTP parsing and the client's own
+    waiting, which tells a slow service from a slow client (benchmarks/bench_service_load.py)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+
+        async def timed_send(message):
+            if message["type"] == "http.response.start":
+                elapsed_ms = (time.perf_counter() - started) * 1000.0
+                header = (b"server-timing", f"app;dur={elapsed_ms:.2f}".encode())
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
 
 
 class RequestDeadline:

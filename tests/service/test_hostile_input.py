@@ -177,6 +177,30 @@ def test_api_responses_carry_security_headers(api):
         assert "default-src 'none'" in r.headers["content-security-policy"]
 
 
+def test_every_response_says_the_time_spent_in_the_app(db):
+    """``Server-Timing: app;dur=<ms>``: present on answers, refusals and 413s alike, in
+    milliseconds, and never more than the client waited for the whole exchange."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+
+    app = create_app(service_settings(db, max_body_bytes=1024))
+    with TestClient(app) as client:
+        for method, path, body in (
+            ("GET", "/health", None),
+            ("POST", "/v1/auth/login", {"username": "nobody", "password": "secret-1234"}),
+            ("POST", "/v1/auth/login", {"username": "x" * 4096, "password": "p"}),
+        ):
+            started = time.perf_counter()
+            r = client.request(method, path, json=body)
+            waited_ms = (time.perf_counter() - started) * 1000.0
+            name, duration = r.headers["server-timing"].split(";dur=")
+            assert name == "app" and 0.0 < float(duration) <= waited_ms, (r.status_code, duration)
+        assert r.status_code == 413
+
+
 def test_a_cors_wildcard_with_credentials_is_refused():
     with pytest.raises(ValidationError, match="'\\*' is refused"):
         Settings(env="dev", cors_origins=["*"])
