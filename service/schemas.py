@@ -342,6 +342,8 @@ class AnswerResult(BaseModel):
     explanation: dict | None
     difficulty: float | None
     quiz_finished: bool
+    # with ?next=true and the quiz not finished: the item GET .../next would serve now
+    next_item: NextQuestion | None = None
 
 
 class TopicResult(BaseModel):

@@ -440,3 +440,49 @@ def test_concurrent_requests_serve_one_item_and_record_one_answer(api, loaded_ba
             .where(OutboxEvent.aggregate_id == quiz_id, OutboxEvent.event_type == "question_served")
         )
     assert served_events == 1
+
+
+def test_an_answer_can_bring_the_next_item_in_the_same_response(api, loaded_bank, session_factory):
+    """``?next=true``: the response carries the item GET .../next would serve (the same one, which
+    GET still serves until it is answered); a replay returns the same; the last answer carries
+    none; and a quiz taken this way serves and estimates exactly as one taken with two calls."""
+
+    def answer(qid: int) -> str:  # deterministic, so two quizzes can be compared
+        return loaded_bank.key[qid] if qid % 3 else loaded_bank.wrong[qid]
+
+    two_calls = start(api, num_questions=8, mode="exam")["quiz_id"]
+    served_two_calls = []
+    for _ in range(8):
+        qid = api.get(f"/v1/quizzes/{two_calls}/next").json()["question_id"]
+        served_two_calls.append(qid)
+        api.post(f"/v1/quizzes/{two_calls}/answers", json={"question_id": qid, "selected": answer(qid)})
+
+    one_call = start(api, num_questions=8, mode="exam")["quiz_id"]
+    item = api.get(f"/v1/quizzes/{one_call}/next").json()
+    served_one_call = []
+    for position in range(8):
+        qid = item["question_id"]
+        served_one_call.append(qid)
+        body = {"question_id": qid, "selected": answer(qid)}
+        r = api.post(f"/v1/quizzes/{one_call}/answers?next=true", json=body)
+        assert r.status_code == 200, r.text
+        result = r.json()
+        assert api.post(f"/v1/quizzes/{one_call}/answers?next=true", json=body).json() == result
+        assert not result["revealed"] and result["correct_option"] is None
+        if position == 7:
+            assert result["quiz_finished"] and result["next_item"] is None
+            break
+        item = result["next_item"]
+        assert item["position"] == position + 1
+        assert item == api.get(f"/v1/quizzes/{one_call}/next").json()
+        assert all(set(o) == {"label", "text"} for o in item["payload"]["options"])
+        assert loaded_bank.rationale[item["question_id"]] not in r.text
+
+    assert served_one_call == served_two_calls
+    with session_factory() as session:
+        first, second = session.get(QuizSession, two_calls), session.get(QuizSession, one_call)
+        assert (second.status, second.n_answered) == ("finished", 8)
+        assert (second.theta, second.se) == (first.theta, first.se)
+    assert len(rows(session_factory, UserResponse, one_call)) == 8
+    plain = api.post(f"/v1/quizzes/{one_call}/answers", json=body).json()  # no ?next: as before
+    assert plain["next_item"] is None

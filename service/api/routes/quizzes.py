@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 
 from service import quizzes
 from service.api.deps import CurrentUser, SessionDep, SettingsDep, StudentUser
@@ -37,9 +37,27 @@ def next_question(quiz_id: QuizId, user: StudentUser, session: SessionDep) -> di
 
 
 @router.post("/{quiz_id}/answers", response_model=AnswerResult)
-def submit_answer(quiz_id: QuizId, body: AnswerSubmit, user: StudentUser, session: SessionDep) -> dict:
-    """Answer the pending item; replaying the same answer returns the stored result."""
-    return quizzes.submit_answer(session, user, quiz_id, body)
+def submit_answer(
+    quiz_id: QuizId,
+    body: AnswerSubmit,
+    user: StudentUser,
+    session: SessionDep,
+    with_next: Annotated[
+        bool,
+        Query(
+            alias="next",
+            description="also serve the next item in this response (``next_item``), as GET .../next "
+            "would: one round trip per question instead of two",
+        ),
+    ] = False,
+) -> dict:
+    """Answer the pending item; replaying the same answer returns the stored result. The answer
+    is committed before the next item is chosen: if choosing fails, replaying the same request
+    returns the stored result and tries again."""
+    result = quizzes.submit_answer(session, user, quiz_id, body)
+    if with_next and not result["quiz_finished"]:
+        result["next_item"] = quizzes.next_item(session, user, quiz_id)
+    return result
 
 
 @router.get("/{quiz_id}", response_model=QuizSummary)
