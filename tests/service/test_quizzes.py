@@ -479,6 +479,8 @@ def test_an_answer_can_bring_the_next_item_in_the_same_response(api, loaded_bank
         assert loaded_bank.rationale[item["question_id"]] not in r.text
 
     assert served_one_call == served_two_calls
+    audit = api.get(f"/v1/admin/quizzes/{one_call}/audit", user="root", roles=["admin"]).json()
+    assert audit["identical"] is True  # the core replays it to the same items and estimates
     with session_factory() as session:
         first, second = session.get(QuizSession, two_calls), session.get(QuizSession, one_call)
         assert (second.status, second.n_answered) == ("finished", 8)
