@@ -105,7 +105,7 @@ def _simulate(session, tenant, exam_code, days, tau, options):
     type=click.IntRange(min=1),
     default=200,
     show_default=True,
-    help="simulate: responses an item needs to be recalibrated.",
+    help="simulate: responses an item needs to be recalibrated (a GRM/GPCM item also every score category).",
 )
 @click.option(
     "--examinees",

@@ -84,14 +84,62 @@ def recent_responses(session: Session, tenant_id: str, exam_code: str, days: int
     )
 
 
+def _calibration_runs(
+    live: pd.DataFrame, responses: pd.DataFrame, counts: pd.Series, min_responses: int, notes: list
+) -> list[tuple[str, str | None, list]]:
+    """The calibration runs of the night as ``(model, dichotomous_model, free item ids)``.
+
+    Items with at least ``min_responses`` answers are free. The calibrator fits one polytomous
+    model per run (a dichotomous model beside it), so a pool with free GRM and GPCM items gets
+    two runs: the GRM items with the dichotomous ones, then the GPCM items anchored on the rest
+    (the first run's estimates included). A GRM/GPCM item stays at its live calibration unless
+    the window shows every one of its categories (an unobserved category has no estimate); a
+    two-category one too, since a mixed run gives an item scored 0/1 the dichotomous model.
+    """
+    models, steps = live_categories(live)
+    enough = [ref for ref in live["ref"] if counts.get(ref, 0) >= min_responses]
+    seen = (
+        responses.groupby("item_id")["response"].unique() if not responses.empty else pd.Series(dtype=object)
+    )
+    unobserved = [
+        ref
+        for ref in enough
+        if ref in steps and (len(steps[ref]) < 2 or set(seen.get(ref, [])) != set(range(len(steps[ref]) + 1)))
+    ]
+    if unobserved:
+        notes.append(
+            f"kept {len(unobserved)} GRM/GPCM item(s) at their live calibration: not every score "
+            f"category was observed in the window (or only two categories): {shown(unobserved)}"
+        )
+    dichotomous = [ref for ref in enough if ref not in steps]
+    by_family = {
+        family: [
+            ref for ref in enough if ref not in unobserved and str(models.get(ref, "")).upper() == family
+        ]
+        for family in ("GRM", "GPCM")
+    }
+    families = [family for family, refs in by_family.items() if refs]
+    dichotomous_model = "3PL" if (live["c"] > 0).any() else "2PL"
+    if not families:
+        return [(dichotomous_model, None, dichotomous)] if dichotomous else []
+    runs = [(families[0], dichotomous_model if dichotomous else None, dichotomous + by_family[families[0]])]
+    runs += [(family, None, by_family[family]) for family in families[1:]]
+    if len(families) > 1:
+        notes.append(
+            "GRM and GPCM items re-estimated in two runs (one polytomous model per calibration): "
+            "the first without the GPCM items, the second for them, anchored on every other item "
+            "at its new or live values"
+        )
+    return runs
+
+
 def _recalibrate(
     live: pd.DataFrame, responses: pd.DataFrame, min_responses: int, notes: list
 ) -> tuple[ItemPool, list]:
     """The live pool, re-estimated from ``responses`` for items with at least ``min_responses``
     answers (the others fixed, anchoring the scale: Kim 2006) unless the calibration flags them
-    poorly determined; returns the pool and the re-estimated item ids. GRM/GPCM items keep their
-    live calibration and anchor the scale with the other fixed items (their category responses
-    enter the likelihood); only dichotomous items are re-estimated here."""
+    poorly determined; returns the pool and the re-estimated item ids. GRM/GPCM items follow the
+    same rules, their thresholds re-estimated with ``a`` (runs: :func:`_calibration_runs`)."""
     from qbank.calibration import CalibrationError, calibrate
 
     frame = live[["ref", "a", "b", "c", "D"]].rename(columns={"ref": "item_id"})
@@ -99,60 +147,77 @@ def _recalibrate(
     add_categories(frame, models, steps)
     live_pool = ItemPool.from_frame(frame, name="live", source="live calibration")
     counts = responses.groupby("item_id").size() if not responses.empty else pd.Series(dtype=int)
-    free = sorted(ref for ref in live["ref"] if counts.get(ref, 0) >= min_responses and ref not in steps)
-    if steps:
-        notes.append(f"{len(steps)} GRM/GPCM item(s) kept their live calibration (fixed as anchors)")
-    if not free:
+    runs = _calibration_runs(live, responses, counts, min_responses, notes)
+    if not runs:
         most = int(counts.max()) if len(counts) else 0
         notes.append(
-            f"not enough data to recalibrate: no {'dichotomous ' if steps else ''}item has "
-            f"{min_responses} responses in the window "
+            f"not enough data to recalibrate: no item has {min_responses} responses in the window "
             f"(most: {most}); Sympson-Hetter re-run on the live calibration"
         )
         return live_pool, []
-    model = "3PL" if (live_pool.c > 0).any() else "2PL"
-    data = responses[responses["item_id"].isin(set(free) | set(live["ref"]))]
-    fixed = (
-        live_pool.subset(np.flatnonzero(~np.isin(live_pool.item_id, free))) if len(free) < len(live) else None
-    )
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            report = calibrate(data, model, fixed_pool=fixed, format="long", drop_invariant=True)
-    except CalibrationError as exc:
-        notes.append(f"recalibration failed ({exc}); Sympson-Hetter re-run on the live calibration")
-        return live_pool, []
-    if not report.summary.get("converged", False):
-        notes.append("recalibration did not converge; Sympson-Hetter re-run on the live calibration")
-        return live_pool, []
-    estimated = report.pool
-    by_id = {str(i): k for k, i in enumerate(estimated.item_id)}
-    # An estimate the data hardly determine (se_b above the limit, or at a bound) would go live
-    # with the bundle; such items keep their live parameters until more responses come in.
-    flagged = set(report.items.index[report.items["poorly_determined"]].astype(str))
-    re_estimated = [ref for ref in free if ref in by_id and ref not in flagged]
-    kept = [ref for ref in free if ref in flagged]
+    data = responses[responses["item_id"].isin(set(live["ref"]))]
+    threshold_columns = [
+        column for column in frame.columns if column[1:].isdigit() and column.startswith("b")
+    ]
     new = frame.copy()
-    for ref in re_estimated:
-        k = by_id[ref]
-        new.loc[new["item_id"] == ref, ["a", "b", "c", "D"]] = [
-            estimated.a[k],
-            estimated.b[k],
-            estimated.c[k],
-            estimated.D[k],
-        ]
-    notes.append(
-        f"recalibrated {len(re_estimated)} item(s) with at least {min_responses} responses ({model}"
-        + (f", {fixed.n_items} fixed as anchors" if fixed is not None else ", latent N(0, 1)")
-        + ")"
-    )
+    re_estimated, kept = [], []
+    later = {ref for _, _, free in runs[1:] for ref in free}
+    for model, dichotomous_model, free in runs:
+        # Items a later run re-estimates sit out (responses and all): fixed at live values about
+        # to change, they would set this run's scale; the later run anchors on this one instead.
+        later -= set(free)
+        current = ItemPool.from_frame(new, name="live", source="live calibration")
+        current = current.subset(np.flatnonzero(~np.isin(current.item_id, list(later))))
+        anchors = np.flatnonzero(~np.isin(current.item_id, free))
+        fixed = current.subset(anchors) if anchors.size else None
+        label = model if dichotomous_model is None else f"{model} and {dichotomous_model}"
+        try:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                report = calibrate(
+                    data[~data["item_id"].isin(later)],
+                    model,
+                    dichotomous_model=dichotomous_model,
+                    fixed_pool=fixed,
+                    format="long",
+                    drop_invariant=True,
+                )
+        except CalibrationError as exc:
+            notes.append(f"recalibration ({label}) failed ({exc}); its items keep the live calibration")
+            continue
+        if not report.summary.get("converged", False):
+            notes.append(f"recalibration ({label}) did not converge; its items keep the live calibration")
+            continue
+        items = report.items
+        estimated = set(items.index[~items["fixed"].astype(bool)].astype(str))
+        # An estimate the data hardly determine (se_b above the limit, or at a bound) would go live
+        # with the bundle; such items keep their live parameters until more responses come in.
+        flagged = set(items.index[items["poorly_determined"].astype(bool)].astype(str))
+        done = [ref for ref in free if ref in estimated and ref not in flagged]
+        kept += [ref for ref in free if ref in flagged]
+        for ref in done:
+            row = new["item_id"] == ref
+            new.loc[row, ["a", "b", "c", "D"]] = items.loc[ref, ["a", "b", "c", "D"]].to_numpy(dtype=float)
+            if ref in steps:  # the thresholds in their columns, as the live frame holds them
+                new.loc[row, threshold_columns] = [
+                    float(items.loc[ref, column]) if column in items.columns else np.nan
+                    for column in threshold_columns
+                ]
+        re_estimated += done
+        notes.append(
+            f"recalibrated {len(done)} item(s) with at least {min_responses} responses ({label}"
+            + (f", {fixed.n_items} fixed as anchors" if fixed is not None else ", latent N(0, 1)")
+            + ")"
+        )
     if kept:
         notes.append(
             f"kept {len(kept)} poorly determined item(s) at their live parameters (se_b > "
             f"{report.summary['se_b_limit']} or at a bound): {shown(kept)}"
         )
+    if not re_estimated:
+        return live_pool, []
     return ItemPool.from_frame(new, name="recalibrated", source="recalibration"), re_estimated
 
 
@@ -179,8 +244,11 @@ def stage_reestimated_bundle(
     Sympson-Hetter, EAP and the window's most common fixed test length without one). Items
     with at least ``min_responses`` answers in the window are recalibrated
     (:func:`qbank.calibration.calibrate`), except those it flags ``poorly_determined``, which
-    keep their live parameters (a note names them); the theta distribution is normal with the
-    observed population's mean and SD (:func:`observed_population`).
+    keep their live parameters (a note names them); GRM/GPCM items too, ``a`` and thresholds,
+    when every score category was observed (one run per polytomous model, see
+    :func:`_calibration_runs`); the staged bundle carries the new values and promotion makes
+    them the live calibration. The theta distribution is normal with the observed population's
+    mean and SD (:func:`observed_population`).
 
     Returns
     -------
