@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import BigInteger, Date, Float, Select, String, delete, inspect, select
+from sqlalchemy import BigInteger, Date, Float, Select, String, delete, func, inspect, select
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from service.analytics_models import ANALYTICS_VIEWS, BlueprintTarget
 from service.db import make_engine
 from service.models import (
     Question,
+    QuestionOption,
     QuestionPublication,
     QuestionVersion,
     QuizItem,
@@ -49,6 +50,12 @@ def _fact_queries(tenant_id: str | None) -> dict[str, Select]:
         return query if tenant_id is None else query.where(column == tenant_id)
 
     quiz = QuizSession
+    # a version's full credit: its top option score (m - 1 for m score categories)
+    top_score = (
+        select(QuestionOption.question_version_id, func.max(QuestionOption.score).label("max_score"))
+        .group_by(QuestionOption.question_version_id)
+        .subquery()
+    )
     return {
         "topics": scoped(
             select(Topic.tenant_id, Topic.id, Topic.name, Topic.blueprint_code), Topic.tenant_id
@@ -65,7 +72,10 @@ def _fact_queries(tenant_id: str | None) -> dict[str, Select]:
                 QuestionVersion.state,
                 QuestionVersion.topic_id,
                 QuestionVersion.difficulty_label,
-            ).join(Question, Question.id == QuestionVersion.question_id),
+                top_score.c.max_score,
+            )
+            .join(Question, Question.id == QuestionVersion.question_id)
+            .outerjoin(top_score, top_score.c.question_version_id == QuestionVersion.id),
             Question.tenant_id,
         ),
         "publications": scoped(
@@ -129,6 +139,7 @@ def _fact_queries(tenant_id: str | None) -> dict[str, Select]:
                 UserResponse.question_id,
                 UserResponse.question_version_id,
                 UserResponse.is_correct,
+                UserResponse.score,
                 UserResponse.time_taken_ms,
                 UserResponse.theta_after,
                 UserResponse.se_after,

@@ -13,7 +13,12 @@ Views (one row per ...):
     ``timed_attempts`` / ``total_time_ms`` / ``mean_time_ms`` (client-reported time per answer),
     ``latest_theta`` / ``latest_se`` (the quiz's EAP estimate after the user's last answer in that
     topic that day; the service keeps one theta per quiz, not per topic) and running totals over
-    days ``cumulative_attempts``, ``cumulative_correct``, ``cumulative_accuracy``.
+    days ``cumulative_attempts``, ``cumulative_correct``, ``cumulative_accuracy``. ``correct``
+    counts answers with full credit; partial credit (items scored ``0 .. m-1``, GRM/GPCM) is in
+    ``points`` (sum of the answers' scores), ``max_points`` (sum of the answered items' top
+    scores ``m - 1``), ``credit = points / max_points`` and their running totals
+    ``cumulative_points``, ``cumulative_max_points``, ``cumulative_credit`` (migration 0019; on
+    0/1 items they equal ``correct``, ``attempts`` and ``accuracy``).
 ``analytics_blueprint_coverage``
     tenant, exam, topic and difficulty label (``'unlabelled'`` when none) that has live items or a
     target: ``published_items`` (live publications of questions not deleted), ``target_items``
@@ -26,10 +31,12 @@ Views (one row per ...):
     tenant, exam, selection rule and how the quiz got it (``assignment``: cohort, flag, default,
     request for linear forms): ``quizzes``, ``users``, ``quizzes_finished``, ``quizzes_with_items``,
     ``mean_items_served``, ``mean_final_theta`` / ``mean_final_se`` / ``mean_answered`` /
-    ``mean_score`` (finished quizzes), ``max_exposure_rate`` (largest share of the arm's quizzes
-    with items that were administered one question) and ``test_overlap`` (mean share of items two
-    of those quizzes have in common: ``sum_i n_i (n_i - 1) / (N (N - 1))`` over the mean test
-    length; Chen, Ankenmann & Spray 2003, as in ``qbank.simulation``).
+    ``mean_score`` (finished quizzes; the share of answers with full credit), ``max_exposure_rate``
+    (largest share of the arm's quizzes with items that were administered one question),
+    ``test_overlap`` (mean share of items two of those quizzes have in common:
+    ``sum_i n_i (n_i - 1) / (N (N - 1))`` over the mean test length; Chen, Ankenmann & Spray
+    2003, as in ``qbank.simulation``) and ``mean_credit`` (finished quizzes: the mean of each
+    quiz's points over its maximum points; ``mean_score`` on 0/1 items).
 """
 
 from __future__ import annotations
@@ -90,6 +97,12 @@ topic_mastery = Table(
     Column("cumulative_attempts", BigInteger),
     Column("cumulative_correct", BigInteger),
     Column("cumulative_accuracy", Float),
+    Column("points", BigInteger),
+    Column("max_points", BigInteger),
+    Column("credit", Float),
+    Column("cumulative_points", BigInteger),
+    Column("cumulative_max_points", BigInteger),
+    Column("cumulative_credit", Float),
 )
 
 blueprint_coverage = Table(
@@ -139,6 +152,7 @@ selector_outcomes = Table(
     Column("mean_score", Float),
     Column("max_exposure_rate", Float),
     Column("test_overlap", Float),
+    Column("mean_credit", Float),
 )
 
 ANALYTICS_VIEWS = {

@@ -30,7 +30,9 @@ WITH daily AS (
            count(r.time_taken_ms) AS timed_attempts,
            sum(r.time_taken_ms) AS total_time_ms,
            arg_max(r.theta_after, (r.created_at, r.response_id)) AS latest_theta,
-           arg_max(r.se_after, (r.created_at, r.response_id)) AS latest_se
+           arg_max(r.se_after, (r.created_at, r.response_id)) AS latest_se,
+           sum(r.score) AS points,
+           sum(v.max_score) AS max_points
     FROM responses r
     JOIN quiz_sessions s ON s.quiz_id = r.quiz_id
     JOIN question_versions v ON v.question_version_id = r.question_version_id
@@ -42,7 +44,11 @@ SELECT d.tenant_id, d.exam_code, d.user_id, d.topic_id, t.topic_name, d.day,
        d.latest_theta, d.latest_se,
        sum(d.attempts) OVER running AS cumulative_attempts,
        sum(d.correct) OVER running AS cumulative_correct,
-       sum(d.correct) OVER running / sum(d.attempts) OVER running AS cumulative_accuracy
+       sum(d.correct) OVER running / sum(d.attempts) OVER running AS cumulative_accuracy,
+       d.points, d.max_points, d.points / nullif(d.max_points, 0) AS credit,
+       sum(d.points) OVER running AS cumulative_points,
+       sum(d.max_points) OVER running AS cumulative_max_points,
+       sum(d.points) OVER running / nullif(sum(d.max_points) OVER running, 0) AS cumulative_credit
 FROM daily d
 LEFT JOIN topics t ON t.topic_id = d.topic_id AND t.tenant_id = d.tenant_id
 WINDOW running AS (PARTITION BY d.tenant_id, d.exam_code, d.user_id, d.topic_id ORDER BY d.day)
@@ -100,7 +106,13 @@ ORDER BY s.tenant_id, s.exam_code, s.day, s.question_id
 """
 
 _SELECTOR_OUTCOMES = """
-WITH arms AS (
+WITH quiz_credit AS (
+    SELECT r.quiz_id, sum(r.score) / nullif(sum(v.max_score), 0) AS credit
+    FROM responses r
+    LEFT JOIN question_versions v ON v.question_version_id = r.question_version_id
+    GROUP BY ALL
+),
+arms AS (
     SELECT tenant_id, exam_code, selector_rule, assignment,
            count(*) AS quizzes,
            count(DISTINCT user_id) AS users,
@@ -110,8 +122,10 @@ WITH arms AS (
            avg(theta) FILTER (WHERE status = 'finished') AS mean_final_theta,
            avg(se) FILTER (WHERE status = 'finished') AS mean_final_se,
            avg(n_answered) FILTER (WHERE status = 'finished') AS mean_answered,
-           avg(n_correct / n_answered) FILTER (WHERE status = 'finished' AND n_answered > 0) AS mean_score
+           avg(n_correct / n_answered) FILTER (WHERE status = 'finished' AND n_answered > 0) AS mean_score,
+           avg(credit) FILTER (WHERE status = 'finished' AND n_answered > 0) AS mean_credit
     FROM quiz_sessions
+    LEFT JOIN quiz_credit USING (quiz_id)
     GROUP BY ALL
 ),
 per_item AS (
@@ -132,7 +146,8 @@ SELECT a.tenant_id, a.exam_code, a.selector_rule, a.assignment, a.quizzes, a.use
        s.most / nullif(a.quizzes_with_items, 0) AS max_exposure_rate,
        CASE WHEN a.quizzes_with_items > 1
             THEN s.shared / (a.quizzes_with_items * (a.quizzes_with_items - 1))
-                 / (a.items_served / a.quizzes_with_items) END AS test_overlap
+                 / (a.items_served / a.quizzes_with_items) END AS test_overlap,
+       a.mean_credit
 FROM arms a
 LEFT JOIN spread s USING (tenant_id, exam_code, selector_rule, assignment)
 ORDER BY a.tenant_id, a.exam_code, a.selector_rule, a.assignment
@@ -155,8 +170,10 @@ def _run(con, name: str) -> pd.DataFrame:
 
 
 def topic_mastery(con) -> pd.DataFrame:
-    """Answers per tenant, exam, user, topic and UTC day: attempts, accuracy, mean time, latest
-    theta and SE, and running totals over days (see ``analytics_topic_mastery``)."""
+    """Answers per tenant, exam, user, topic and UTC day: attempts, accuracy (full credit),
+    credit (points over maximum points: partial credit of items scored ``0 .. m-1``, accuracy on
+    0/1 items), mean time, latest theta and SE, and running totals over days (see
+    ``analytics_topic_mastery``)."""
     return _run(con, "topic_mastery")
 
 
@@ -172,8 +189,8 @@ def item_exposure_daily(con) -> pd.DataFrame:
 
 
 def selector_outcomes(con) -> pd.DataFrame:
-    """Quizzes, final SE and theta, score, max exposure rate and test overlap per selection rule
-    and assignment (cohort, flag, default) of each tenant and exam."""
+    """Quizzes, final SE and theta, score (full-credit share) and credit, max exposure rate and
+    test overlap per selection rule and assignment (cohort, flag, default) of each tenant and exam."""
     return _run(con, "selector_outcomes")
 
 

@@ -46,22 +46,24 @@ def _scoped(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def mastery_heatmap(mastery: pd.DataFrame, path: Path) -> Path:
-    """Accuracy over all days per user (rows, most attempts first) and topic (columns)."""
-    title = "Topic mastery: accuracy per user and topic"
+    """Credit over all days (points over maximum points: partial credit counts on items scored
+    ``0 .. m-1``, and it is accuracy on 0/1 items) per user (rows, most attempts first) and
+    topic (columns)."""
+    title = "Topic mastery: credit per user and topic"
     if mastery.empty:
         return _empty_plot(path, title, "no answers in this snapshot")
     frame = mastery.assign(topic=mastery["topic_name"].fillna("(no topic)"), user=_scoped(mastery, "user_id"))
-    totals = frame.groupby(["user", "topic"])[["correct", "attempts"]].sum()
-    accuracy = (totals["correct"] / totals["attempts"]).unstack("topic")
+    totals = frame.groupby(["user", "topic"])[["points", "max_points"]].sum()
+    credit = (totals["points"] / totals["max_points"]).unstack("topic")
     busiest = frame.groupby("user")["attempts"].sum().sort_values(ascending=False, kind="stable")
-    accuracy = accuracy.loc[busiest.index[:MAX_HEATMAP_USERS]]
-    fig, ax = new_figure(figsize=(max(6.0, 2.5 + 0.9 * accuracy.shape[1]), 2.0 + 0.32 * accuracy.shape[0]))
-    image = ax.imshow(accuracy.to_numpy(dtype=float), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-    ax.set_xticks(range(accuracy.shape[1]), accuracy.columns, rotation=45, ha="right")
-    ax.set_yticks(range(accuracy.shape[0]), accuracy.index)
+    credit = credit.loc[busiest.index[:MAX_HEATMAP_USERS]]
+    fig, ax = new_figure(figsize=(max(6.0, 2.5 + 0.9 * credit.shape[1]), 2.0 + 0.32 * credit.shape[0]))
+    image = ax.imshow(credit.to_numpy(dtype=float), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(credit.shape[1]), credit.columns, rotation=45, ha="right")
+    ax.set_yticks(range(credit.shape[0]), credit.index)
     shown = "" if len(busiest) <= MAX_HEATMAP_USERS else f" ({MAX_HEATMAP_USERS} of {len(busiest)} users)"
     ax.set_title(title + shown)
-    fig.colorbar(image, ax=ax, label="accuracy")
+    fig.colorbar(image, ax=ax, label="credit (share of the points; accuracy on 0/1 items)")
     return save_figure(fig, path)
 
 
@@ -223,6 +225,9 @@ def _report_markdown(report: AnalyticsReport, manifest: dict, tenant_id, exam_co
         "",
         "## Topic mastery",
         "",
+        "Accuracy is the share of answers with full credit; credit the share of the points "
+        "(partial credit on items scored in ordered categories; the same as accuracy on 0/1 items).",
+        "",
         "![mastery](mastery_heatmap.png)",
         "",
         table(
@@ -234,9 +239,10 @@ def _report_markdown(report: AnalyticsReport, manifest: dict, tenant_id, exam_co
                 "day",
                 "attempts",
                 "accuracy",
+                "credit",
                 "mean_time_ms",
                 "latest_theta",
-                "cumulative_accuracy",
+                "cumulative_credit",
             ],
         ),
         "",

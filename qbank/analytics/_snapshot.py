@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 __all__ = ["FACT_SCHEMAS", "SNAPSHOT_SCHEMA", "SnapshotError", "open_snapshot", "read_manifest"]
 
-SNAPSHOT_SCHEMA = "qbank.analytics-snapshot/1"
+# /2 (issue 18): responses carry ``score`` and question versions ``max_score`` (partial credit)
+SNAPSHOT_SCHEMA = "qbank.analytics-snapshot/2"
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -51,6 +52,8 @@ FACT_SCHEMAS: dict[str, pa.Schema] = {
             ("state", pa.string()),
             ("topic_id", pa.int64()),
             ("difficulty_label", pa.string()),
+            # full credit, m - 1 for m score categories (1 for a 0/1 item): the top option score
+            ("max_score", pa.int64()),
         ]
     ),
     "publications": pa.schema(
@@ -109,7 +112,8 @@ FACT_SCHEMAS: dict[str, pa.Schema] = {
             ("user_id", pa.string()),
             ("question_id", pa.int64()),
             ("question_version_id", pa.int64()),
-            ("is_correct", pa.bool_()),
+            ("is_correct", pa.bool_()),  # full credit
+            ("score", pa.int64()),  # the credit earned, 0 .. max_score of the version
             ("time_taken_ms", pa.int64()),
             ("theta_after", pa.float64()),
             ("se_after", pa.float64()),

@@ -100,6 +100,8 @@ def facts_from_events(events: Iterable[dict]) -> dict[str, pa.Table]:
                     "question_id": event["question_id"],
                     "question_version_id": event["question_version_id"],
                     "is_correct": bool(event["is_correct"]),
+                    # events from before issue 18 carry no score: full credit is 1, else 0
+                    "score": int(event.get("score", int(bool(event["is_correct"])))),
                     "time_taken_ms": event.get("time_taken_ms"),
                     "theta_after": event["theta_after"],
                     "se_after": event["se_after"],

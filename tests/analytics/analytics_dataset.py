@@ -2,8 +2,10 @@
 
 Two tenants, two exams, topics Fractions and Decimals, six questions (one deleted, one
 with a retired first version), blueprint targets, six quizzes over two UTC days with
-cohort-assigned selectors. The expected view rows in test_analytics_views.py were worked out
-by hand from these rows; keep the two in step.
+cohort-assigned selectors. A third tenant holds partial credit (issue 18): one quiz on the
+22nd over a GRM-style item scored 0..3, a 0/1 item and an item scored 0..2, topic Ratios.
+The expected view rows in test_analytics_views.py were worked out by hand from these rows;
+keep the two in step.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from service.db import make_engine
 from service.models import (
     PoolSnapshot,
     Question,
+    QuestionOption,
     QuestionPublication,
     QuestionVersion,
     QuizItem,
@@ -27,12 +30,21 @@ from service.models import (
 
 TENANT_A = "tenant-a"
 TENANT_B = "tenant-b"
+TENANT_P = "tenant-p"
 UTC = UTC
 PLUS_ONE = timezone(timedelta(hours=1))
 
 
 def at(day: int, hour: int, minute: int = 0, tz=UTC) -> datetime:
     return datetime(2026, 11, day, hour, minute, tzinfo=tz)
+
+
+# option scores of each question version (0/1 items: the key A scores 1); the partial credit
+# items of tenant P score 0..3 (version 81) and 0..2 (version 101), their key the top score
+OPTION_SCORES = dict.fromkeys((11, 21, 31, 32, 41, 51, 61, 71, 91), (1, 0)) | {
+    81: (0, 1, 2, 3),
+    101: (0, 1, 2),
+}
 
 
 def _quiz(quiz_id, tenant, user, rule, source, status, served, answered, correct, theta, se, created):
@@ -75,6 +87,7 @@ def load_dataset(url: str) -> None:
                 dict(id=1, tenant_id=TENANT_A, parent_id=None, name="Fractions", blueprint_code="F"),
                 dict(id=2, tenant_id=TENANT_A, parent_id=None, name="Decimals", blueprint_code="D"),
                 dict(id=3, tenant_id=TENANT_B, parent_id=None, name="Fractions", blueprint_code=None),
+                dict(id=4, tenant_id=TENANT_P, parent_id=None, name="Ratios", blueprint_code="R"),
             ],
         )
         conn.execute(
@@ -96,6 +109,9 @@ def load_dataset(url: str) -> None:
                     (5, TENANT_A, "I5", False),
                     (6, TENANT_A, "I6", True),
                     (7, TENANT_B, "I1", False),
+                    (8, TENANT_P, "P1", False),
+                    (9, TENANT_P, "D1", False),
+                    (10, TENANT_P, "P2", False),
                 ]
             ],
         )
@@ -109,6 +125,9 @@ def load_dataset(url: str) -> None:
             (51, 5, 1, "published", 2, None),
             (61, 6, 1, "published", 1, "easy"),
             (71, 7, 1, "published", 3, "easy"),
+            (81, 8, 1, "published", 4, "hard"),
+            (91, 9, 1, "published", 4, "easy"),
+            (101, 10, 1, "published", 4, "hard"),
         ]
         conn.execute(
             insert(QuestionVersion),
@@ -134,6 +153,20 @@ def load_dataset(url: str) -> None:
             ],
         )
         conn.execute(
+            insert(QuestionOption),
+            [
+                dict(
+                    question_version_id=vid,
+                    option_label="ABCD"[k],
+                    option_text_md=f"option {k}",
+                    is_correct=score == max(scores),
+                    score=score,
+                )
+                for vid, scores in OPTION_SCORES.items()
+                for k, score in enumerate(scores)
+            ],
+        )
+        conn.execute(
             insert(QuestionPublication),
             [
                 dict(
@@ -154,6 +187,9 @@ def load_dataset(url: str) -> None:
                     (TENANT_A, 5, "EXAM-A", 1, 51),
                     (TENANT_A, 6, "EXAM-A", 1, 61),
                     (TENANT_B, 7, "EXAM-A", 1, 71),
+                    (TENANT_P, 8, "EXAM-A", 1, 81),
+                    (TENANT_P, 9, "EXAM-A", 1, 91),
+                    (TENANT_P, 10, "EXAM-A", 1, 101),
                 ]
             ],
         )
@@ -183,7 +219,7 @@ def load_dataset(url: str) -> None:
                     items={},
                     created_at=t0,
                 )
-                for tenant in (TENANT_A, TENANT_B)
+                for tenant in (TENANT_A, TENANT_B, TENANT_P)
             ],
         )
         conn.execute(
@@ -260,6 +296,10 @@ def load_dataset(url: str) -> None:
                     0.9,
                     at(20, 10, 55),
                 ),
+                # 1 of 3 answers with full credit, 3 of 6 points
+                _quiz(
+                    "qg", TENANT_P, "erin", "max_info", "cohort", "finished", 3, 3, 1, 0.1, 0.6, at(22, 9, 55)
+                ),
             ],
         )
         # (quiz, position, question, version id, served at); qc's times are given in UTC+1
@@ -274,6 +314,9 @@ def load_dataset(url: str) -> None:
             ("qc", 1, 4, 41, at(21, 0, 39, PLUS_ONE)),
             ("qd", 0, 1, 11, at(21, 12)),
             ("qf", 0, 7, 71, at(20, 11)),
+            ("qg", 0, 8, 81, at(22, 9, 59)),
+            ("qg", 1, 9, 91, at(22, 10)),
+            ("qg", 2, 10, 101, at(22, 10, 1)),
         ]
         conn.execute(
             insert(QuizItem),
@@ -293,7 +336,8 @@ def load_dataset(url: str) -> None:
                 for quiz, pos, qid, vid, when in served
             ],
         )
-        # (id, tenant, quiz, position, user, question, version id, correct, time ms, theta, se, created at)
+        # (id, tenant, quiz, position, user, question, version id, correct, time ms, theta, se,
+        # created at[, score]); without a score 1 when correct, else 0, as the service scores 0/1 items
         answers = [
             (1, TENANT_A, "qa", 0, "alice", 1, 11, True, 1000, 0.3, 0.9, at(20, 10)),
             (2, TENANT_A, "qa", 1, "alice", 2, 21, False, 3000, -0.1, 0.8, at(20, 10, 1)),
@@ -303,6 +347,10 @@ def load_dataset(url: str) -> None:
             (6, TENANT_A, "qc", 0, "bob", 2, 21, True, 1500, 0.4, 0.9, at(21, 0, 30, PLUS_ONE)),
             (7, TENANT_A, "qc", 1, "bob", 4, 41, False, 2500, -0.2, 0.75, at(21, 0, 40, PLUS_ONE)),
             (8, TENANT_B, "qf", 0, "alice", 7, 71, False, 500, -0.5, 0.9, at(20, 11, 1)),
+            # partial credit: 2 of 3, full credit on the 0/1 item, 0 of 2
+            (9, TENANT_P, "qg", 0, "erin", 8, 81, False, 1000, 0.2, 0.8, at(22, 10), 2),
+            (10, TENANT_P, "qg", 1, "erin", 9, 91, True, 2000, 0.5, 0.7, at(22, 10, 1), 1),
+            (11, TENANT_P, "qg", 2, "erin", 10, 101, False, 3000, 0.1, 0.6, at(22, 10, 2), 0),
         ]
         conn.execute(
             insert(UserResponse),
@@ -327,8 +375,9 @@ def load_dataset(url: str) -> None:
                     theta_after=theta,
                     se_after=se,
                     created_at=when,
+                    score=scored[0] if scored else int(ok),
                 )
-                for rid, tenant, quiz, pos, user, qid, vid, ok, ms, theta, se, when in answers
+                for rid, tenant, quiz, pos, user, qid, vid, ok, ms, theta, se, when, *scored in answers
             ],
         )
     engine.dispose()

@@ -36,25 +36,25 @@ def snapshot(analytics_db, tmp_path_factory):
 
 def test_export_writes_facts_views_and_manifest(snapshot, analytics_db):
     manifest = json.loads((snapshot / "manifest.json").read_text())
-    assert manifest["schema"] == "qbank.analytics-snapshot/1"
+    assert manifest["schema"] == "qbank.analytics-snapshot/2"
     assert (
         manifest["alembic_revision"]
         == ScriptDirectory.from_config(alembic_config(analytics_db)).get_current_head()
     )
     assert manifest["backend"] == analytics_db.split(":")[0].split("+")[0]
     assert manifest["rows"] == {
-        "facts/topics": 3,
-        "facts/questions": 7,
-        "facts/question_versions": 8,
-        "facts/publications": 8,
+        "facts/topics": 4,
+        "facts/questions": 10,
+        "facts/question_versions": 11,
+        "facts/publications": 11,
         "facts/blueprint_targets": 4,
-        "facts/quiz_sessions": 6,
-        "facts/quiz_items": 9,
-        "facts/responses": 8,
-        "views/topic_mastery": 7,
-        "views/blueprint_coverage": 8,
-        "views/item_exposure_daily": 7,
-        "views/selector_outcomes": 4,
+        "facts/quiz_sessions": 7,
+        "facts/quiz_items": 12,
+        "facts/responses": 11,
+        "views/topic_mastery": 8,
+        "views/blueprint_coverage": 10,
+        "views/item_exposure_daily": 10,
+        "views/selector_outcomes": 5,
     }
     for name, schema in FACT_SCHEMAS.items():
         assert pq.read_schema(snapshot / "facts" / f"{name}.parquet").equals(schema), name
@@ -80,7 +80,19 @@ def test_duckdb_analyses_give_the_hand_computed_numbers(snapshot):
         (mastery["tenant_id"] == TENANT_A) & (mastery["user_id"] == "alice") & (mastery["topic_id"] == 1)
     ]
     assert alice["cumulative_accuracy"].tolist() == pytest.approx([0.5, 2 / 3])
+    assert alice["cumulative_credit"].tolist() == pytest.approx([0.5, 2 / 3])  # 0/1 items: the accuracy
     assert alice["latest_theta"].tolist() == [-0.1, 0.8]
+    # partial credit: 2 of 3, 1 of 1 and 0 of 2 points; one answer of three with full credit
+    erin = mastery[mastery["user_id"] == "erin"].iloc[0]
+    assert (erin["correct"], erin["points"], erin["max_points"]) == (1, 3, 6)
+    assert (erin["accuracy"], erin["credit"]) == (pytest.approx(1 / 3), 0.5)
+    assert outcomes.loc[("tenant-p", "max_info", "cohort"), ["mean_score", "mean_credit"]].tolist() == [
+        pytest.approx(1 / 3),
+        0.5,
+    ]
+    assert row["mean_credit"] == pytest.approx(5 / 6)
+    versions = con.execute("SELECT question_version_id, max_score FROM question_versions").fetchall()
+    assert dict(versions) == {11: 1, 21: 1, 31: 1, 32: 1, 41: 1, 51: 1, 61: 1, 71: 1, 81: 3, 91: 1, 101: 2}
 
 
 def test_report_writes_tables_plots_and_matches_the_views(snapshot, tmp_path):
@@ -91,16 +103,19 @@ def test_report_writes_tables_plots_and_matches_the_views(snapshot, tmp_path):
         data = (tmp_path / f"{name}.png").read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
     for name, rows in (
-        ("topic_mastery", 7),
-        ("blueprint_coverage", 8),
-        ("item_exposure_daily", 7),
-        ("selector_outcomes", 4),
+        ("topic_mastery", 8),
+        ("blueprint_coverage", 10),
+        ("item_exposure_daily", 10),
+        ("selector_outcomes", 5),
     ):
         assert len((tmp_path / f"{name}.csv").read_text().strip().splitlines()) == rows + 1, name
     report = (tmp_path / "report.md").read_text()
     for name in ("topic_mastery", "blueprint_coverage", "item_exposure_daily", "selector_outcomes"):
         assert f"- {name}: match" in report
     assert "3 cells short of target, 5 items missing." in report
+    header = (tmp_path / "topic_mastery.csv").read_text().splitlines()[0].split(",")
+    assert {"accuracy", "credit", "points", "max_points", "cumulative_credit"} <= set(header)
+    assert "| erin | Ratios | 2026-11-22 | 3 | 0.3333 | 0.5 |" in report  # accuracy, then credit
 
 
 def test_report_filters_by_exam_and_refuses_an_unknown_one(snapshot, tmp_path):
@@ -133,7 +148,8 @@ def test_export_of_one_tenant(analytics_db, tmp_path):
     result = _invoke("export", "--db", analytics_db, "--out", tmp_path, "--tenant", "tenant-c")
     assert result.exit_code == 1
     assert (
-        "--tenant: no rows for tenant 'tenant-c' (tenants present: ['tenant-a', 'tenant-b'])" in result.output
+        "--tenant: no rows for tenant 'tenant-c' (tenants present: ['tenant-a', 'tenant-b', 'tenant-p'])"
+        in result.output
     )
     # the folder now holds a failed export: without its manifest, report refuses it
     assert not (tmp_path / "manifest.json").exists()

@@ -149,7 +149,7 @@ def _compile(view: dict, name: str, fields: dict) -> str:
     return AGGREGATES[kind].format(inlined) if kind in AGGREGATES else inlined
 
 
-def _measures(analytics_db, views, view_name: str) -> dict:
+def _measures(analytics_db, views, view_name: str, tenant: str = TENANT_A) -> dict:
     view = views[view_name]["view"]
     fields = _fields(view)
     names = [m["name"] for m in view.get("measures", [])]
@@ -160,7 +160,7 @@ def _measures(analytics_db, views, view_name: str) -> dict:
     engine = make_engine(analytics_db, pool_size=1)
     try:
         with engine.connect() as conn:
-            return dict(conn.execute(text(query), {"tenant": TENANT_A}).mappings().one())
+            return dict(conn.execute(text(query), {"tenant": tenant}).mappings().one())
     finally:
         engine.dispose()
 
@@ -192,6 +192,9 @@ def test_measures_give_the_hand_computed_numbers(project, analytics_db):
     assert (mastery["attempts"], mastery["correct"], mastery["users"]) == (7, 5, 2)
     assert float(mastery["accuracy"]) == pytest.approx(5 / 7)
     assert float(mastery["mean_time_seconds"]) == pytest.approx(14000 / 6 / 1000)
+    # 0/1 items: the points are the right answers, the credit the accuracy
+    assert (mastery["points"], mastery["max_points"]) == (5, 7)
+    assert float(mastery["credit"]) == pytest.approx(5 / 7)
     coverage = _measures(analytics_db, views, "blueprint_coverage")
     # targeted cells hold 1 + 1 + 1 + 0 live items against 2 + 1 + 3 + 2 wanted
     assert (coverage["published_items"], coverage["target_items"], coverage["gap_items"]) == (6, 8, 5)
@@ -202,3 +205,7 @@ def test_measures_give_the_hand_computed_numbers(project, analytics_db):
     assert float(exposure["max_exposure_rate"]) == 1.0
     assert float(exposure["mean_exposure_rate"]) == pytest.approx(4 / 6)
     assert _measures(analytics_db, views, "selector_outcomes")["quizzes"] == 5
+    # partial credit: one answer of three with full credit, 3 of 6 points
+    partial = _measures(analytics_db, views, "topic_mastery", tenant="tenant-p")
+    assert (partial["attempts"], partial["correct"], partial["points"], partial["max_points"]) == (3, 1, 3, 6)
+    assert (float(partial["accuracy"]), float(partial["credit"])) == (pytest.approx(1 / 3), 0.5)

@@ -166,9 +166,10 @@ def test_import_with_an_api_key_makes_exactly_these_requests(metabase, capsys):
     first = metabase.requests[2]["body"]
     assert first == {
         "name": "Accuracy by day",
-        "description": "Share of answers that were right, per UTC day.",
+        "description": "Share of answers with full credit (accuracy) and share of the points (credit: "
+        "partial credit on items scored in ordered categories), per UTC day.",
         "display": "line",
-        "visualization_settings": {"graph.dimensions": ["day"], "graph.metrics": ["accuracy"]},
+        "visualization_settings": {"graph.dimensions": ["day"], "graph.metrics": ["accuracy", "credit"]},
         "collection_id": 5,
         "dataset_query": {
             "type": "native",
@@ -346,7 +347,14 @@ def test_every_card_query_runs_with_and_without_filters(analytics_db):
             filtered = _as_metabase_would(cards["accuracy_by_day"], {"date": "2026-11-20", "exam": "EXAM-A"})
             # both tenants, the 20th: 3 of 6 answers right
             rows = conn.execute(text(filtered)).all()
-            assert [(str(r.day)[:10], r.attempts, r.accuracy) for r in rows] == [("2026-11-20", 6, 0.5)]
+            assert [(str(r.day)[:10], r.attempts, r.accuracy, r.credit) for r in rows] == [
+                ("2026-11-20", 6, 0.5, 0.5)
+            ]
+            # the 22nd: partial credit, 1 of 3 answers right but 3 of 6 points
+            filtered = _as_metabase_would(cards["accuracy_by_topic"], {"date": "2026-11-22"})
+            rows = conn.execute(text(filtered)).all()
+            assert [(r.topic, r.attempts, r.credit) for r in rows] == [("Ratios", 3, 0.5)]
+            assert float(rows[0].accuracy) == pytest.approx(1 / 3)
             gaps = conn.execute(text(_as_metabase_would(cards["blueprint_gaps"], {"exam": "EXAM-A"}))).all()
             assert [(r.topic_name, r.difficulty_label, r.gap_items) for r in gaps] == [
                 ("Decimals", "hard", 2),

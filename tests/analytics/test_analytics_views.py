@@ -7,6 +7,7 @@ import math
 from datetime import date
 
 import pytest
+from analytics_dataset import load_dataset
 from sqlalchemy import inspect, select, text
 
 from service.analytics_models import (
@@ -18,8 +19,8 @@ from service.analytics_models import (
 )
 from service.db import alembic_config, make_engine, migrate
 
-D20, D21 = date(2026, 11, 20), date(2026, 11, 21)
-A, B = "tenant-a", "tenant-b"
+D20, D21, D22 = date(2026, 11, 20), date(2026, 11, 21), date(2026, 11, 22)
+A, B, P = "tenant-a", "tenant-b", "tenant-p"
 NAN = float("nan")
 
 
@@ -82,6 +83,39 @@ def test_topic_mastery(analytics_db):
             (A, "EXAM-A", "bob", 1, D20): ("Fractions", 1, 1, 1.0, 1, 1500, 1500.0, 0.4, 0.9, 1, 1, 1.0),
             (A, "EXAM-A", "bob", 2, D20): ("Decimals", 1, 0, 0.0, 1, 2500, 2500.0, -0.2, 0.75, 1, 0, 0.0),
             (B, "EXAM-A", "alice", 3, D20): ("Fractions", 1, 0, 0.0, 1, 500, 500.0, -0.5, 0.9, 1, 0, 0.0),
+            # partial credit items: one answer of three with full credit (their credit below)
+            (P, "EXAM-A", "erin", 4, D22): ("Ratios", 3, 1, 1 / 3, 3, 6000, 2000.0, 0.1, 0.6, 3, 1, 1 / 3),
+        },
+    )
+
+
+def test_topic_mastery_credit(analytics_db):
+    """Points over maximum points: the accuracy on 0/1 items, partial credit on the others."""
+    columns = [
+        "correct",
+        "attempts",
+        "points",
+        "max_points",
+        "credit",
+        "cumulative_points",
+        "cumulative_max_points",
+        "cumulative_credit",
+    ]
+    actual = _rows(
+        analytics_db, topic_mastery, ["tenant_id", "exam_code", "user_id", "topic_id", "day"], columns
+    )
+    _same(
+        actual,
+        {
+            (A, "EXAM-A", "alice", 1, D20): (1, 2, 1, 2, 0.5, 1, 2, 0.5),
+            (A, "EXAM-A", "alice", 1, D21): (1, 1, 1, 1, 1.0, 2, 3, 2 / 3),
+            (A, "EXAM-A", "alice", 2, D20): (1, 1, 1, 1, 1.0, 1, 1, 1.0),
+            (A, "EXAM-A", "alice", 2, D21): (1, 1, 1, 1, 1.0, 2, 2, 1.0),
+            (A, "EXAM-A", "bob", 1, D20): (1, 1, 1, 1, 1.0, 1, 1, 1.0),
+            (A, "EXAM-A", "bob", 2, D20): (0, 1, 0, 1, 0.0, 0, 1, 0.0),
+            (B, "EXAM-A", "alice", 3, D20): (0, 1, 0, 1, 0.0, 0, 1, 0.0),
+            # 2 of 3, 1 of 1 and 0 of 2 points: half the points, though one answer in three is right
+            (P, "EXAM-A", "erin", 4, D22): (1, 3, 3, 6, 0.5, 3, 6, 0.5),
         },
     )
 
@@ -112,6 +146,8 @@ def test_blueprint_coverage(analytics_db):
             (A, "EXAM-A", 2, "unlabelled"): ("Decimals", "D", 1, None, None, NAN, "untargeted"),
             (A, "EXAM-B", 2, "easy"): ("Decimals", "D", 1, None, None, NAN, "untargeted"),
             (B, "EXAM-A", 3, "easy"): ("Fractions", None, 1, None, None, NAN, "untargeted"),
+            (P, "EXAM-A", 4, "hard"): ("Ratios", "R", 2, None, None, NAN, "untargeted"),
+            (P, "EXAM-A", 4, "easy"): ("Ratios", "R", 1, None, None, NAN, "untargeted"),
         },
     )
 
@@ -136,6 +172,9 @@ def test_item_exposure_daily(analytics_db):
             (A, "EXAM-A", D21, 1): ("I1", 2, 2, 1.0),
             (A, "EXAM-A", D21, 4): ("I4", 1, 2, 0.5),
             (B, "EXAM-A", D20, 7): ("I1", 1, 1, 1.0),
+            (P, "EXAM-A", D22, 8): ("P1", 1, 1, 1.0),
+            (P, "EXAM-A", D22, 9): ("D1", 1, 1, 1.0),
+            (P, "EXAM-A", D22, 10): ("P2", 1, 1, 1.0),
         },
     )
 
@@ -180,6 +219,28 @@ def test_selector_outcomes(analytics_db):
             (A, "EXAM-A", "sympson_hetter", "cohort"): (2, 2, 1, 2, 1.5, -0.2, 0.75, 2.0, 0.5, 0.5, 0.0),
             # one quiz: no pair to overlap
             (B, "EXAM-A", "max_info", "cohort"): (1, 1, 1, 1, 1.0, -0.5, 0.9, 1.0, 0.0, 1.0, NAN),
+            # one answer of three with full credit
+            (P, "EXAM-A", "max_info", "cohort"): (1, 1, 1, 1, 3.0, 0.1, 0.6, 3.0, 1 / 3, 1.0, NAN),
+        },
+    )
+
+
+def test_selector_outcomes_credit(analytics_db):
+    """The mean of the finished quizzes' points over maximum points: the mean score on 0/1 items."""
+    actual = _rows(
+        analytics_db,
+        selector_outcomes,
+        ["tenant_id", "exam_code", "selector_rule", "assignment"],
+        ["mean_score", "mean_credit"],
+    )
+    _same(
+        actual,
+        {
+            (A, "EXAM-A", "max_info", "cohort"): ((2 / 3 + 1) / 2, (2 / 3 + 1) / 2),
+            (A, "EXAM-A", "max_info", "default"): (NAN, NAN),
+            (A, "EXAM-A", "sympson_hetter", "cohort"): (0.5, 0.5),  # qd is not finished
+            (B, "EXAM-A", "max_info", "cohort"): (0.0, 0.0),
+            (P, "EXAM-A", "max_info", "cohort"): (1 / 3, 0.5),  # 3 of 6 points
         },
     )
 
@@ -216,5 +277,41 @@ def test_downgrade_drops_views_and_targets_and_upgrade_restores_them(tmp_path):
         assert "quiz_sessions" in inspector.get_table_names()
         migrate(url)
         assert set(ANALYTICS_VIEWS) <= set(inspect(engine).get_view_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_0019_down_restores_the_views_without_credit_and_up_adds_it(backend, tmp_path, pg_database):
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'q.db'}" if backend == "sqlite" else pg_database()
+    migrate(url)
+    load_dataset(url)
+    engine = make_engine(url, pool_size=1)
+    credit = {"points", "max_points", "credit", "cumulative_points", "cumulative_max_points"}
+    credit |= {"cumulative_credit", "mean_credit"}
+
+    def columns(view: str) -> list[str]:
+        with engine.connect() as conn:
+            return list(conn.execute(text(f"SELECT * FROM {view} WHERE 1 = 0")).keys())
+
+    try:
+        config = alembic_config(url)
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0018_polytomous")
+        for name in ("analytics_topic_mastery", "analytics_selector_outcomes"):
+            before = [c.name for c in ANALYTICS_VIEWS[name].columns if c.name not in credit]
+            assert columns(name) == before, name
+        # the 0002 view still reads the data: erin's one right answer of three
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT correct, accuracy FROM analytics_topic_mastery WHERE user_id = 'erin'")
+            )
+            assert [tuple(r) for r in row] == [(1, pytest.approx(1 / 3))]
+        migrate(url)
+        for name, view in ANALYTICS_VIEWS.items():
+            assert columns(name) == [c.name for c in view.columns], name
     finally:
         engine.dispose()

@@ -61,9 +61,17 @@ view: selector_outcomes {
   }
 
   dimension: mean_score {
+    description: "Mean share of answers with full credit (finished quizzes)."
     type: number
     value_format_name: percent_1
     sql: ${TABLE}.mean_score ;;
+  }
+
+  dimension: mean_credit {
+    description: "Mean share of the points (finished quizzes): partial credit included; the mean score on 0/1 items."
+    type: number
+    value_format_name: percent_1
+    sql: ${TABLE}.mean_credit ;;
   }
 
   dimension: max_exposure_rate {

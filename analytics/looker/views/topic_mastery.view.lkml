@@ -1,5 +1,6 @@
 # One row per tenant, exam, user, topic and UTC day with answers (analytics_topic_mastery).
-# Accuracy and mean time are ratios of sums, so they stay right at any grain.
+# Accuracy (full credit), credit (points over maximum points, partial credit included) and mean
+# time are ratios of sums, so they stay right at any grain.
 view: topic_mastery {
   sql_table_name: analytics_topic_mastery ;;
 
@@ -66,6 +67,13 @@ view: topic_mastery {
     sql: ${TABLE}.cumulative_accuracy ;;
   }
 
+  dimension: cumulative_credit {
+    description: "Credit (share of the points) over all days up to this one, for this user and topic."
+    type: number
+    value_format_name: percent_1
+    sql: ${TABLE}.cumulative_credit ;;
+  }
+
   measure: attempts {
     type: sum
     sql: ${TABLE}.attempts ;;
@@ -80,6 +88,25 @@ view: topic_mastery {
     type: number
     value_format_name: percent_1
     sql: 1.0 * ${correct} / NULLIF(${attempts}, 0) ;;
+  }
+
+  measure: points {
+    description: "Score points earned (0 .. m-1 per answer; 1 for a right answer to a 0/1 item)."
+    type: sum
+    sql: ${TABLE}.points ;;
+  }
+
+  measure: max_points {
+    description: "Score points available: each answered item's top score."
+    type: sum
+    sql: ${TABLE}.max_points ;;
+  }
+
+  measure: credit {
+    description: "Share of the points: partial credit on items scored in ordered categories, the accuracy on 0/1 items."
+    type: number
+    value_format_name: percent_1
+    sql: 1.0 * ${points} / NULLIF(${max_points}, 0) ;;
   }
 
   measure: timed_attempts {
