@@ -44,11 +44,11 @@ __all__ = [
 ]
 
 DEFAULT_THETA_BINS = np.array([-np.inf, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, np.inf])
-_CELLS_PER_CHUNK = (
-    300_000  # examinee x item cells per chunk: small enough to stay in cache (measured fastest)
-)
+# Examinee x item cells per chunk. A chunk is the unit of randomness (its own generator), so this
+# fixes results; a task runs a few chunks' test steps together (qbank._chunk._CELLS_PER_BATCH).
+_CELLS_PER_CHUNK = 300_000
 # Examinee x test-step work per task: about 0.3 s on one core for the demo pool, so the
-# scheduler's few milliseconds per task stay around 1 %, while memory stays one chunk's.
+# scheduler's few milliseconds per task stay around 1 %, while memory stays one batch's.
 _EXAMINEE_STEPS_PER_TASK = 150_000
 _TASKS_PER_SLOT = 4
 
@@ -345,8 +345,8 @@ def simulate(
     rng : int or numpy.random.Generator
         Seed; the same seed gives the same result bit for bit.
     chunk_size : int, optional
-        Examinees per chunk (default: about 300,000 examinee x item cells, which keeps
-        the per-step working set in cache: measured fastest on pools of 500-1000 items).
+        Examinees per chunk, each with its own generator (default: about 300,000 examinee x item
+        cells). A task runs several chunks' test steps together; that changes no result.
     exposure_target : float, optional
         Rate against which ``items_over_target`` is counted.
     theta_bins : array_like, optional

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from qbank import EAP, MLE, FixedLength, Selector, StandardError, generate_pool, irt, load_pool, simulate
+from qbank import EAP, MAP, MLE, FixedLength, Selector, StandardError, generate_pool, irt, load_pool, simulate
 
 
 def _reference_cat(pool, theta, selector, length, seed):
@@ -200,6 +200,51 @@ def test_accelerated_simulation_is_bit_for_bit_the_plain_one(rule, monkeypatch):
     assert fast.cross_selection_count.tobytes() == plain.cross_selection_count.tobytes()
     if rule != "randomesque":
         assert (plain.selection_count > plain.administration_count).sum() > 100  # many withdrawals
+
+
+@pytest.mark.parametrize(
+    "case", ["sympson_hetter", "conditional_sympson_hetter", "randomesque", "map", "standard_error", "mixed"]
+)
+def test_chunks_run_together_give_each_chunks_own_result(case, monkeypatch):
+    """Running a task's chunks through the test steps together (one batch) gives every chunk the
+    bytes it gets alone: its own draws, its BLAS product of the EAP moments, its estimator calls
+    (MAP's Newton steps go on until every row it is given settled) and its bin sums. Uneven last chunk; low K
+    and a standard-error rule end tests at different steps."""
+    import qbank._chunk
+
+    if case == "mixed":
+        pool = generate_pool(150, rng=21, polytomous_share=0.4, polytomous_model="GRM", n_categories=4)
+    else:
+        pool = generate_pool(150, rng=8)
+    rng = np.random.default_rng(9)
+    selector = {
+        "sympson_hetter": Selector("sympson_hetter", sh_p=rng.uniform(0.05, 1.0, 150)),
+        "conditional_sympson_hetter": Selector(
+            "conditional_sympson_hetter", sh_p=rng.uniform(0.05, 1.0, (150, 3)), theta_cuts=[-0.5, 0.5]
+        ),
+        "randomesque": Selector("randomesque", k=4),
+    }.get(case, Selector("sympson_hetter", sh_p=rng.uniform(0.02, 0.3, 150)))
+    kwargs = dict(
+        n_examinees=430,
+        selector=selector,
+        stopping=StandardError(0.35, min_length=5, max_length=25)
+        if case == "standard_error"
+        else FixedLength(25),
+        estimator=MAP() if case == "map" else None,
+        rng=17,
+        chunk_size=60,
+        strata_cuts=[0.0],
+    )
+    monkeypatch.setattr(qbank._chunk, "_CELLS_PER_BATCH", 10**9)  # all 8 chunks of a task at once
+    together = simulate(pool, **kwargs)
+    monkeypatch.setattr(qbank._chunk, "_CELLS_PER_BATCH", 1)  # one chunk at a time
+    alone = simulate(pool, **kwargs)
+    for name in ("theta_hat", "se", "length", "administered", "responses", "bin_totals"):
+        assert getattr(together, name).tobytes() == getattr(alone, name).tobytes(), name
+    for name in ("selection_count", "administration_count", "cross_selection_count", "pool_exhausted"):
+        assert np.array_equal(getattr(together, name), getattr(alone, name)), name
+    if case in ("map", "standard_error"):  # tests ended at different steps
+        assert together.pool_exhausted > 0 and len(np.unique(together.length)) > 1
 
 
 def test_memory_is_bounded_by_chunks_and_long_format():
