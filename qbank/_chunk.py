@@ -257,9 +257,9 @@ def _simulate_batch(
             rows_of = item + n_items * ~score if n_categories is None else item * n_categories + score
             if who.size == n:  # everyone still in the test (a fixed length): update in place
                 updated = posterior
-                updated *= likelihood_table[rows_of]
+                updated *= likelihood_table.take(rows_of, axis=0)
             else:
-                updated = posterior[who] * likelihood_table[rows_of]
+                updated = posterior[who] * likelihood_table.take(rows_of, axis=0)
             # One product gives the total, first and second moments; normalising to sum 1 keeps
             # the weights far from underflow. The product runs per chunk: BLAS may sum a row in
             # another order when it is given more rows.

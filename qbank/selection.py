@@ -336,7 +336,7 @@ def _select_indexed(pool, theta_hat, available, selector, draws, step_draws, tie
         cells = cell[inside_cell]
         undecided = [pending[~inside_cell]]
         if inside.size:
-            cand = index.candidates[cells]
+            cand = index.candidates.take(cells, axis=0)
             # Gather only the candidate cells: never copy the full (n, n_items) matrices. A take
             # with flat indices is several times faster than the same 2-D fancy index.
             flat = inside[:, None] * n_items + cand
@@ -377,9 +377,11 @@ def _select_indexed(pool, theta_hat, available, selector, draws, step_draws, tie
         w_rows.append(pending[r])
         w_items.append(c)
     if w_rows:
-        rows, items = np.concatenate(w_rows), np.concatenate(w_items)
-        order = np.lexsort((items, rows))
-        return item, rows[order], items[order]
+        # (row, item) keys are unique (one tier or the whole pool decides a row): sorting them is
+        # the lexsort by row then item, in a twentieth of its time
+        key = np.sort(np.concatenate(w_rows) * n_items + np.concatenate(w_items))
+        rows = key // n_items
+        return item, rows, key - rows * n_items
     return item, np.empty(0, np.intp), np.empty(0, np.intp)
 
 
