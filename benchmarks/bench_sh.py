@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -155,6 +156,8 @@ def main(argv=None) -> int:
             "converged": calibration.converged,
             "per_iteration": per_iteration(calibration),
             "repeats_wall_cpu": [[round(w, 2), round(c, 2)] for w, c in repeats],
+            # a speed-up must leave the parameters' bytes alone: compare this across versions
+            "sh_p_sha256": hashlib.sha256(np.ascontiguousarray(calibration.sh_p).tobytes()).hexdigest(),
             "validation_max_exposure": float(validation.max_exposure.max()),
             "validation_tolerance": float(validation.tolerance.max()),
             "validation_passed": validation.passed,
@@ -165,7 +168,7 @@ def main(argv=None) -> int:
         print(
             f"  total {seconds:.1f} s (CPU {figures[method]['cpu_seconds']:.1f} s), {calibration.n_iterations} "
             f"iterations, per iteration (s) {figures[method]['per_iteration']}; all runs (wall, CPU) "
-            f"{figures[method]['repeats_wall_cpu']}"
+            f"{figures[method]['repeats_wall_cpu']}; K sha256 {figures[method]['sh_p_sha256'][:16]}"
         )
         print(
             f"  validation ({args.validation_examinees} fresh): max exposure "
