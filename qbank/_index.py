@@ -144,7 +144,7 @@ def _pick_bounded(index, cells, theta_hat, candidates, available, eligible):
 
     Returns the chosen column (n,) (-1 if none), its information (n,) (-inf if none) and the
     withdrawn entries as flat indices into the (n, width) block, in row-major order."""
-    lower, upper = (bound.take(cells, axis=0) for bound in index.bounds)  # take: 3x a fancy index
+    lower, upper = (bound.take(cells, axis=0) for bound in index.bounds)  # take: 2-4x a fancy index
     n, width = lower.shape
     usable = available if eligible is None else available & eligible
     # max(floor, 0) as the floor changes nothing: information is never negative and every upper
