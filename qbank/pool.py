@@ -287,8 +287,8 @@ class ItemPool:
         return digest
 
 
-def _threshold_columns(frame: pd.DataFrame) -> list[str]:
-    """Columns ``b1, b2, ...`` in order (a gap ends the list)."""
+def threshold_columns(frame: pd.DataFrame) -> list[str]:
+    """A pool frame's threshold columns ``b1, b2, ...`` in order (a gap ends the list)."""
     columns, k = [], 1
     while f"b{k}" in frame.columns:
         columns.append(f"b{k}")
@@ -306,7 +306,7 @@ def _categories_from_frame(frame: pd.DataFrame, item_id, source: str) -> tuple[n
         categories, a gap or a non-finite threshold; disordered GRM thresholds.
     """
     n = len(frame)
-    columns = _threshold_columns(frame)
+    columns = threshold_columns(frame)
     if "model" not in frame.columns:
         if columns:
             raise PoolError(

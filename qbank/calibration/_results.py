@@ -16,7 +16,7 @@ from qbank.calibration import _em
 from qbank.calibration._data import CalibrationWarning, ResponseMatrix
 from qbank.calibration._em_poly import LOG_GAP
 from qbank.calibration._report import CalibrationReport
-from qbank.pool import ItemPool
+from qbank.pool import ItemPool, threshold_columns
 
 _BOUND_TOLERANCE = 1e-6
 
@@ -124,9 +124,6 @@ def build_report(state: FitState) -> CalibrationReport:
         if pool.topic is not None:
             topic = np.concatenate([pool.topic.astype(object), np.full(free.n_items, "", dtype=object)])
     items = items.set_index("item_id")
-    threshold_columns = [
-        column for column in items.columns if column[1:].isdigit() and column.startswith("b")
-    ]
     out_pool = ItemPool.from_arrays(
         items["a"].to_numpy(),
         np.where(items["model"].isin(["GRM", "GPCM"]), np.nan, items["b"])
@@ -138,7 +135,7 @@ def build_report(state: FitState) -> CalibrationReport:
         topic=topic,
         name="calibrated",
         model=items["model"].to_numpy() if has_poly else None,
-        thresholds=items[threshold_columns].to_numpy(dtype=float) if has_poly else None,
+        thresholds=items[threshold_columns(items)].to_numpy(dtype=float) if has_poly else None,
     )
     return CalibrationReport(out_pool, items, _summary(state, poorly_determined), _latent(state), state.trace)
 

@@ -6,6 +6,7 @@ heuristic makes an unvalidated revision: :mod:`service.exposure.revisions`.)"""
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import timedelta
 
 import numpy as np
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from qbank._messages import shown
-from qbank.pool import ItemPool
+from qbank.pool import ItemPool, threshold_columns
 from qbank.rules import rules_from_bundle
 from service.events import audit
 from service.exposure.bundles import upload_bundle
@@ -156,9 +157,7 @@ def _recalibrate(
         )
         return live_pool, []
     data = responses[responses["item_id"].isin(set(live["ref"]))]
-    threshold_columns = [
-        column for column in frame.columns if column[1:].isdigit() and column.startswith("b")
-    ]
+    threshold_names = threshold_columns(frame)
     new = frame.copy()
     re_estimated, kept = [], []
     later = {ref for _, _, free in runs[1:] for ref in free}
@@ -172,8 +171,6 @@ def _recalibrate(
         fixed = current.subset(anchors) if anchors.size else None
         label = model if dichotomous_model is None else f"{model} and {dichotomous_model}"
         try:
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 report = calibrate(
@@ -201,9 +198,9 @@ def _recalibrate(
             row = new["item_id"] == ref
             new.loc[row, ["a", "b", "c", "D"]] = items.loc[ref, ["a", "b", "c", "D"]].to_numpy(dtype=float)
             if ref in steps:  # the thresholds in their columns, as the live frame holds them
-                new.loc[row, threshold_columns] = [
+                new.loc[row, threshold_names] = [
                     float(items.loc[ref, column]) if column in items.columns else np.nan
-                    for column in threshold_columns
+                    for column in threshold_names
                 ]
         re_estimated += done
         notes.append(
